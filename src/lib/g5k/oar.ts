@@ -54,7 +54,8 @@ export function formatResources(request: ResourceRequest): string {
         return `${formatFilter(p.filter)}vlan=${p.count}`;
     }
   });
-  const walltime = request.walltimeSeconds === null ? '' : `,walltime=${formatWalltime(request.walltimeSeconds)}`;
+  const walltime =
+    request.walltimeSeconds === null ? '' : `,walltime=${formatWalltime(request.walltimeSeconds)}`;
   return parts.join('+') + walltime;
 }
 
@@ -119,7 +120,8 @@ export function parseResources(text: string): ResourceRequest {
     const filter = m[1] === undefined ? [] : parseFilter(m[1]);
     const key = m[2];
     const sm = /^slash_(\d+)$/.exec(key);
-    if (key === 'nodes' || key === 'host') parts.push({ kind: 'nodes', count: parseCount(m[3], 'nodes'), filter });
+    if (key === 'nodes' || key === 'host')
+      parts.push({ kind: 'nodes', count: parseCount(m[3], 'nodes'), filter });
     else if (key === 'vlan') parts.push({ kind: 'vlan', count: parseCount(m[3], 'vlan'), filter });
     else if (sm) {
       const prefixLength = Number(sm[1]);

@@ -51,7 +51,12 @@ export interface NodeDoc {
   processor?: { model?: string; vendor?: string; clock_speed?: number; ht_capable?: boolean };
   storage_devices: StorageDevice[];
   network_adapters: NetworkAdapter[];
-  supported_job_types?: { deploy?: boolean; besteffort?: boolean; virtual?: string | boolean; max_walltime?: number };
+  supported_job_types?: {
+    deploy?: boolean;
+    besteffort?: boolean;
+    virtual?: string | boolean;
+    max_walltime?: number;
+  };
   links?: Link[];
   [extra: string]: unknown;
 }
@@ -164,10 +169,16 @@ export interface VlanItem {
   type: 'kavlan-local' | 'kavlan' | 'kavlan-global';
 }
 
-export type VlanNodesAnswer = Record<string, { status: 'success' | 'failure' | 'unchanged'; message: string }>;
+export type VlanNodesAnswer = Record<
+  string,
+  { status: 'success' | 'failure' | 'unchanged'; message: string }
+>;
 
 export interface SiteStatus {
-  nodes: Record<string, { soft: 'free' | 'busy' | 'besteffort' | 'unknown'; hard: string; reservations: unknown[] }>;
+  nodes: Record<
+    string,
+    { soft: 'free' | 'busy' | 'besteffort' | 'unknown'; hard: string; reservations: unknown[] }
+  >;
   vlans?: Record<string, unknown>;
   subnets?: Record<string, unknown>;
 }

@@ -1,6 +1,11 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { formatResources, parseResources, parseWalltime, ResourceSyntaxError } from '../../../src/lib/g5k/oar.js';
+import {
+  formatResources,
+  parseResources,
+  parseWalltime,
+  ResourceSyntaxError,
+} from '../../../src/lib/g5k/oar.js';
 
 describe('OAR resource strings', () => {
   it('round-trips nodes, subnets, a kavlan and a walltime', () => {
@@ -42,7 +47,10 @@ describe('OAR resource strings', () => {
   ];
   for (const [text, re] of bad) {
     it(`refuses ${JSON.stringify(text)}`, () => {
-      assert.throws(() => parseResources(text), (e: unknown) => e instanceof ResourceSyntaxError && re.test(e.message));
+      assert.throws(
+        () => parseResources(text),
+        (e: unknown) => e instanceof ResourceSyntaxError && re.test(e.message),
+      );
     });
   }
 

@@ -1,0 +1,134 @@
+// The testbed config (testbed.yaml): what to reserve, how many VMs, which services where.
+// Strict: an unknown key is an error, so a typo never silently falls back to a default.
+import { z } from 'zod';
+
+const positiveInt = (what: string) =>
+  z
+    .number({ error: `expected a whole number (${what})` })
+    .int({ error: `expected a whole number (${what})` })
+    .positive({ error: `must be at least 1 (${what})` });
+
+const nonNegativeInt = (what: string) =>
+  z
+    .number({ error: `expected a whole number (${what})` })
+    .int({ error: `expected a whole number (${what})` })
+    .nonnegative({ error: `must be 0 or more (${what})` });
+
+const cidr = z
+  .string({ error: 'expected an IPv4 prefix such as 10.213.0.0/16' })
+  .regex(/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/, { error: 'expected an IPv4 prefix such as 10.213.0.0/16' });
+
+const name = z
+  .string({ error: 'expected a name' })
+  .regex(/^[a-z][a-z0-9-]{0,30}$/, { error: 'expected a lower-case name: letters, digits and dashes' });
+
+const hardware = z.strictObject({
+  procs: positiveInt('CPU sockets').default(1),
+  cores: positiveInt('cores per host'),
+  threads: positiveInt('hardware threads per host').optional(),
+  ramMB: positiveInt('RAM per host in MB'),
+  diskGB: positiveInt('disk per host in GB').default(100),
+  nicGbps: positiveInt('primary NIC speed in Gbit/s').default(1),
+});
+
+const cluster = z.strictObject({
+  name,
+  hosts: z.union([positiveInt('hosts in this cluster'), z.array(z.string().min(1)).min(1)], {
+    error: 'expected a host count (at least 1) or a list of host names',
+  }),
+  properties: z.string().optional(),
+  hardware: hardware.optional(),
+});
+
+const vmCount = z.union([positiveInt('VM count'), z.literal('auto')], {
+  error: 'expected a VM count (at least 1) or "auto"',
+});
+
+const site = z.strictObject({
+  name,
+  subnet: cidr.optional(),
+  vms: vmCount.optional(),
+  serviceNodes: nonNegativeInt('service nodes in this site').optional(),
+  clusters: z.array(cluster).min(1, { error: 'a site needs at least one cluster' }),
+});
+
+const flavour = z.strictObject({
+  vcpus: positiveInt('virtual CPUs per VM').default(1),
+  memoryMB: positiveInt('memory per VM in MB').default(914),
+  diskMB: positiveInt('disk per VM in MB').default(2048),
+});
+
+const vms = z.strictObject({
+  count: vmCount.default('auto'),
+  perHost: positiveInt('VMs per host').optional(),
+  flavour: flavour.prefault({}),
+  runtime: z.enum(['qemu', 'emulated'], { error: 'expected "qemu" or "emulated"' }).default('qemu'),
+  perCore: positiveInt('VMs per core').default(2),
+  maxPerHost: positiveInt('VMs per host at most').default(16),
+  overheadMB: nonNegativeInt('memory overhead per VM in MB').default(64),
+  hostReserveMB: nonNegativeInt('memory kept for the host in MB').default(1024),
+});
+
+const services = z.strictObject({
+  backend: z.enum(['builtin', 'dnsmasq'], { error: 'expected "builtin" or "dnsmasq"' }).default('builtin'),
+  roles: z
+    .array(z.enum(['dhcp', 'tftp', 'http', 'dns'], { error: 'expected dhcp, tftp, http or dns' }))
+    .min(1)
+    .default(['dhcp', 'tftp', 'http', 'dns']),
+  perSite: nonNegativeInt('service nodes per site').default(1),
+});
+
+const environment = z
+  .strictObject({
+    name,
+    file: z.string().min(1).optional(),
+    imageMB: positiveInt('image size in MB').optional(),
+  })
+  .refine((e) => e.file !== undefined || e.imageMB !== undefined, {
+    error: 'an environment needs a description file or an image size (imageMB)',
+  });
+
+export const testbedConfigSchema = z.strictObject({
+  name,
+  provider: z.enum(['local', 'g5k'], { error: 'expected "local" or "g5k"' }).default('local'),
+  domain: z
+    .string()
+    .regex(/^[a-z0-9-]+(\.[a-z0-9-]+)+$/, { error: 'expected a DNS domain such as lab.test' })
+    .optional(),
+  api: z
+    .strictObject({
+      url: z.url({ error: 'expected an http(s) URL' }).optional(),
+      credentials: z.enum(['auto', 'none'], { error: 'expected "auto" or "none"' }).default('auto'),
+      user: z.string().min(1).optional(),
+    })
+    .prefault({}),
+  walltime: z
+    .string()
+    .regex(/^\d+(:\d{2}){0,2}$/, { error: 'expected H[:MM[:SS]]' })
+    .default('2:00:00'),
+  network: z
+    .strictObject({
+      prefix: cidr.default('10.213.0.0/16'),
+    })
+    .prefault({}),
+  vlan: z
+    .strictObject({
+      type: z.enum(['kavlan-local', 'kavlan', 'kavlan-global', 'none']).default('kavlan-global'),
+    })
+    .prefault({}),
+  sites: z.array(site).min(1, { error: 'a testbed needs at least one site' }),
+  vms: vms.prefault({}),
+  services: services.prefault({}),
+  environments: z.array(environment).default([]),
+  ssh: z
+    .strictObject({
+      key: z.string().min(1).default('auto'),
+    })
+    .prefault({}),
+});
+
+export type TestbedConfig = z.infer<typeof testbedConfigSchema>;
+export type SiteConfig = TestbedConfig['sites'][number];
+export type ClusterConfig = SiteConfig['clusters'][number];
+export type HardwareConfig = NonNullable<ClusterConfig['hardware']>;
+export type VmConfig = TestbedConfig['vms'];

@@ -1,0 +1,78 @@
+// Testbed credentials for HTTP Basic auth from outside Grid'5000.
+// Inside the testbed (frontends, nodes) the API needs none, hence `null`.
+
+import { readFile } from 'node:fs/promises';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { parse, YAMLParseError } from 'yaml';
+import { InputError } from '../errors.js';
+
+export interface Credentials {
+  username: string;
+  password: string;
+}
+
+export const CREDENTIALS_FILE = '.grid5000.yml';
+
+export async function loadCredentials(
+  opts: { env?: NodeJS.ProcessEnv; home?: string } = {},
+): Promise<Credentials | null> {
+  const env = opts.env ?? process.env;
+  if (env.G5K_USER && env.G5K_PASSWORD) return { username: env.G5K_USER, password: env.G5K_PASSWORD };
+
+  const file = join(opts.home ?? homedir(), CREDENTIALS_FILE);
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw new InputError(`${file}: cannot read (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+  return parseCredentialsFile(file, text);
+}
+
+function parseCredentialsFile(file: string, text: string): Credentials {
+  let doc: unknown;
+  try {
+    doc = parse(text);
+  } catch (err) {
+    // The YAML library quotes the offending source line, which may be the password line:
+    // report only the position.
+    if (err instanceof YAMLParseError) {
+      const pos = err.linePos?.[0];
+      const where = pos ? ` at line ${pos.line}, column ${pos.col}` : '';
+      throw new InputError(`${file}: not valid YAML${where} (${err.code})`);
+    }
+    throw new InputError(`${file}: not valid YAML`);
+  }
+  if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) {
+    throw new InputError(`${file}: expected a mapping with "username" and "password"`);
+  }
+  const record = doc as Record<string, unknown>;
+  const field = (key: 'username' | 'password'): string => {
+    const v = record[key];
+    // An unquoted all-digit password reads as a number in YAML.
+    if (typeof v === 'string' && v !== '') return v;
+    if (typeof v === 'number') return String(v);
+    throw new InputError(`${file}: "${key}" is missing or not a string`);
+  };
+  // `uri` and `verify_ssl` (used by other Grid'5000 tools) are ignored on purpose.
+  return { username: field('username'), password: field('password') };
+}
+
+/** Removes the password, in every encoding a request could carry it, from `text`. */
+export function redact(text: string, creds: Credentials | null | undefined): string {
+  if (!creds?.password) return text;
+  const forms = new Set([
+    creds.password,
+    encodeURIComponent(creds.password),
+    Buffer.from(`${creds.username}:${creds.password}`).toString('base64'),
+    Buffer.from(creds.password).toString('base64'),
+  ]);
+  let out = text;
+  // Longest first, so a form containing another is replaced whole.
+  for (const form of [...forms].sort((a, b) => b.length - a.length)) {
+    out = out.split(form).join('***');
+  }
+  return out;
+}

@@ -1,0 +1,77 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { InputError } from '../../../src/lib/errors.js';
+import { loadCredentials, redact } from '../../../src/lib/g5k/credentials.js';
+
+describe('credentials', () => {
+  let home: string;
+  before(async () => {
+    home = await mkdtemp(join(tmpdir(), 'kb-creds-'));
+  });
+  after(() => rm(home, { recursive: true, force: true }));
+
+  it('reads G5K_USER and G5K_PASSWORD first', async () => {
+    await writeFile(join(home, '.grid5000.yml'), 'username: fromfile\npassword: x\n');
+    const creds = await loadCredentials({ env: { G5K_USER: 'alice', G5K_PASSWORD: 'pw' }, home });
+    assert.deepEqual(creds, { username: 'alice', password: 'pw' });
+  });
+
+  it('reads ~/.grid5000.yml, ignoring uri and verify_ssl', async () => {
+    await writeFile(
+      join(home, '.grid5000.yml'),
+      'uri: https://api.grid5000.fr/\nusername: bob\npassword: "p: w#1"\nverify_ssl: false\n',
+    );
+    assert.deepEqual(await loadCredentials({ env: { G5K_USER: 'only-user' }, home }), {
+      username: 'bob',
+      password: 'p: w#1',
+    });
+  });
+
+  it('accepts an all-digit password', async () => {
+    await writeFile(join(home, '.grid5000.yml'), 'username: bob\npassword: 123456\n');
+    assert.equal((await loadCredentials({ env: {}, home }))?.password, '123456');
+  });
+
+  it('gives null without env or file', async () => {
+    const empty = await mkdtemp(join(tmpdir(), 'kb-creds-empty-'));
+    try {
+      assert.equal(await loadCredentials({ env: {}, home: empty }), null);
+    } finally {
+      await rm(empty, { recursive: true, force: true });
+    }
+  });
+
+  it('names the file when it is not valid YAML, without quoting the password', async () => {
+    const file = join(home, '.grid5000.yml');
+    await writeFile(file, 'username: bob\npassword: "Sup3rSecret\n  : [\n');
+    await assert.rejects(loadCredentials({ env: {}, home }), (e: unknown) => {
+      assert.ok(e instanceof InputError);
+      assert.ok(e.message.startsWith(`${file}: not valid YAML`), e.message);
+      assert.ok(!e.message.includes('Sup3rSecret'), e.message);
+      return true;
+    });
+  });
+
+  it('names the file and the key when a key is missing', async () => {
+    const file = join(home, '.grid5000.yml');
+    await writeFile(file, 'username: bob\n');
+    await assert.rejects(
+      loadCredentials({ env: {}, home }),
+      (e: unknown) =>
+        e instanceof InputError && e.message === `${file}: "password" is missing or not a string`,
+    );
+    await writeFile(file, '- just\n- a list\n');
+    await assert.rejects(loadCredentials({ env: {}, home }), (e: unknown) => e instanceof InputError);
+  });
+
+  it('redacts the password in plain, URL-encoded and Basic forms', () => {
+    const creds = { username: 'alice', password: 'a b/c' };
+    const basic = Buffer.from('alice:a b/c').toString('base64');
+    const text = `pw=a b/c url=https://alice:a%20b%2Fc@host auth=Basic ${basic}`;
+    assert.equal(redact(text, creds), 'pw=*** url=https://alice:***@host auth=Basic ***');
+    assert.equal(redact(text, null), text);
+  });
+});
