@@ -41,9 +41,7 @@ function describeIssue(issue: z.core.$ZodIssue): string {
     const where = issue.path.length ? `${formatPath(issue.path)}.` : '';
     return `${where}${issue.keys[0]}: unknown key`;
   }
-  if (issue.code === 'invalid_type' && issue.message.startsWith('Invalid input: expected')) {
-    return `${formatPath(issue.path)}: ${issue.input === undefined ? 'is required' : issue.message.replace('Invalid input: ', '')}`;
-  }
+  if (issue.code === 'invalid_type' && issue.input === undefined) return `${formatPath(issue.path)}: is required`;
   return `${formatPath(issue.path)}: ${issue.message}`;
 }
 
@@ -60,7 +58,7 @@ export function parseConfigText(text: string, source: string): TestbedConfig {
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
     throw new InputError(`config ${source}: expected a mapping of settings at the top level`);
   }
-  const parsed = testbedConfigSchema.safeParse(raw);
+  const parsed = testbedConfigSchema.safeParse(raw, { reportInput: true });
   if (!parsed.success) throw new InputError(`config ${source}: ${describeIssue(parsed.error.issues[0])}`);
   checkConsistency(parsed.data, source);
   return parsed.data;

@@ -113,7 +113,11 @@ export const testbedConfigSchema = z.strictObject({
     .prefault({}),
   vlan: z
     .strictObject({
-      type: z.enum(['kavlan-local', 'kavlan', 'kavlan-global', 'none']).default('kavlan-global'),
+      type: z
+        .enum(['kavlan-local', 'kavlan', 'kavlan-global', 'none'], {
+          error: 'expected kavlan-local, kavlan, kavlan-global or none',
+        })
+        .default('kavlan'),
     })
     .prefault({}),
   sites: z.array(site).min(1, { error: 'a testbed needs at least one site' }),

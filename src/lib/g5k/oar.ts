@@ -45,14 +45,8 @@ function formatFilter(filter: ResourceFilter): string {
 
 export function formatResources(request: ResourceRequest): string {
   const parts = request.parts.map((p) => {
-    switch (p.kind) {
-      case 'nodes':
-        return `${formatFilter(p.filter)}nodes=${p.count}`;
-      case 'subnet':
-        return `slash_${p.prefixLength}=${p.count}`;
-      case 'vlan':
-        return `${formatFilter(p.filter)}vlan=${p.count}`;
-    }
+    if (p.kind === 'subnet') return `slash_${p.prefixLength}=${p.count}`;
+    return `${formatFilter(p.filter)}${p.kind === 'nodes' ? 'nodes' : 'vlan'}=${p.count}`;
   });
   const walltime =
     request.walltimeSeconds === null ? '' : `,walltime=${formatWalltime(request.walltimeSeconds)}`;
