@@ -3,6 +3,7 @@
 // and each VM's name, address and MAC. Pure and deterministic: same input, same plan.
 import type { TestbedConfig } from '../config/schema.js';
 import { InputError } from '../errors.js';
+import { naturalCompare } from '../g5k/job-resources.js';
 import {
   formatPrefix,
   intToIp,
@@ -96,10 +97,6 @@ export function testbedDomain(config: TestbedConfig): string {
   return config.domain ?? `${config.name}.test`;
 }
 
-/** Natural order: grappe-2 before grappe-10. */
-export function naturalCompare(a: string, b: string): number {
-  return a.localeCompare(b, 'en', { numeric: true });
-}
 
 function policyOf(config: TestbedConfig): CapacityPolicy {
   return config.vms;

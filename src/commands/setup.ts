@@ -1,0 +1,55 @@
+import { Flags } from '@oclif/core';
+import { BaseCommand } from '../lib/cli/base.js';
+import { configFlag } from '../lib/cli/flags.js';
+import { table } from '../lib/cli/render.js';
+import { loadConfig } from '../lib/config/load.js';
+import { renderPlan } from '../lib/planner/render.js';
+import { planTestbed, setupTestbed } from '../lib/testbed/service.js';
+
+export default class Setup extends BaseCommand {
+  static summary = 'Build a testbed: plan, reserve hosts, subnets and a VLAN, wait for them, discover them.';
+  static description = `With --dry-run, prints the plan (per site and per host) and reserves nothing.
+Re-running setup resumes from the state recorded in .kabootstrap/<name>/.`;
+  static examples = [
+    '<%= config.bin %> setup --dry-run',
+    '<%= config.bin %> setup --dry-run -c recipes/seed-4552.yaml --json',
+    '<%= config.bin %> setup -c my-g5k.yaml --reserve-only',
+  ];
+
+  static flags = {
+    config: configFlag,
+    'dry-run': Flags.boolean({ description: 'Print the plan only; reserve and record nothing.' }),
+    'reserve-only': Flags.boolean({ description: 'Stop once hosts, VLANs and subnets are reserved and discovered.' }),
+    hosts: Flags.boolean({ description: 'With the human output, also print one table per site listing its hosts.' }),
+    'wait-timeout': Flags.integer({
+      description: 'Seconds to wait for the reservations to start running.',
+      default: 1800,
+      min: 1,
+    }),
+  };
+
+  async run() {
+    const { flags } = await this.parse(Setup);
+    const loaded = await loadConfig(flags.config);
+    const ctx = { logger: this.logger(flags), progress: this.progress(flags) };
+    if (flags['dry-run']) {
+      const plan = await planTestbed(loaded, ctx);
+      this.log(renderPlan(plan, { hosts: flags.hosts }));
+      return plan;
+    }
+    const result = await setupTestbed(loaded, { waitTimeoutMs: flags['wait-timeout'] * 1000 }, ctx);
+    this.log(`Testbed ${result.testbed}: ${result.resumed ? 'resumed, ' : ''}${result.phase} (API ${result.apiUrl})`);
+    this.log(
+      table(
+        ['site', 'job', 'state', 'hosts', 'VLANs', 'subnets'],
+        result.jobs.map((j) => {
+          const d = result.discovered[j.site];
+          return [j.site, j.uid, j.state, d.nodes.length, d.vlans.join(',') || '-', d.subnets.join(' ')];
+        }),
+      ),
+    );
+    this.log('');
+    this.log(renderPlan(result.plan, { hosts: flags.hosts }));
+    return result;
+  }
+}

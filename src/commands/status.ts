@@ -1,0 +1,31 @@
+import { BaseCommand } from '../lib/cli/base.js';
+import { configFlag, nameFlag, testbedName } from '../lib/cli/flags.js';
+import { table } from '../lib/cli/render.js';
+import { TestbedError } from '../lib/errors.js';
+import { stateRoot } from '../lib/state/store.js';
+import { testbedStatus } from '../lib/testbed/service.js';
+
+export default class Status extends BaseCommand {
+  static summary = "Show a testbed's reservations (live from the API) and what its state records.";
+  static examples = ['<%= config.bin %> status', '<%= config.bin %> status -n seed-4552 --json'];
+  static flags = { config: configFlag, name: nameFlag };
+
+  async run() {
+    const { flags } = await this.parse(Status);
+    const name = await testbedName(flags);
+    const status = await testbedStatus(name, { logger: this.logger(flags), progress: this.progress(flags) });
+    if (!status) throw new TestbedError(`testbed ${name} is not set up (no state in ${stateRoot()}/${name})`);
+    this.log(`Testbed ${status.testbed} (${status.provider} provider): ${status.phase}`);
+    this.log(
+      table(
+        ['site', 'job', 'state', 'hosts'],
+        status.jobs.map((j) => [j.site, j.uid ?? '-', j.state, j.assignedNodes]),
+      ),
+    );
+    if (status.totals) {
+      const t = status.totals;
+      this.log(`Plan: ${t.hosts} VM hosts, ${t.serviceNodes} service nodes, ${t.vms} VMs in ${t.sites} sites`);
+    }
+    return status;
+  }
+}

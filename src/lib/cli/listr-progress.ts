@@ -1,0 +1,38 @@
+// listr2 rendering of Progress, always on stderr so stdout stays clean for --json.
+import { Listr, ListrLogger, ProcessOutput } from 'listr2';
+import type { Progress } from '../progress.js';
+
+export function listrProgress(): Progress {
+  const processOutput = new ProcessOutput(process.stderr, process.stderr);
+  const logger = new ListrLogger({ processOutput });
+  const renderer = process.stderr.isTTY ? 'default' : 'simple';
+  return {
+    async step(title, run) {
+      let result: Awaited<ReturnType<typeof run>> | undefined;
+      const list = new Listr(
+        [
+          {
+            title,
+            task: async (_ctx, task) => {
+              const started = Date.now();
+              result = await run({
+                status: (text) => {
+                  task.output = `${text} (${Math.round((Date.now() - started) / 1000)} s)`;
+                },
+              });
+            },
+          },
+        ],
+        {
+          renderer,
+          fallbackRenderer: 'simple',
+          rendererOptions: { logger },
+          fallbackRendererOptions: { logger },
+          exitOnError: true,
+        },
+      );
+      await list.run();
+      return result as Awaited<ReturnType<typeof run>>;
+    },
+  };
+}

@@ -1,0 +1,102 @@
+// A provider session: an API client for the testbed, plus whatever serves it. The `g5k`
+// provider talks to a real API URL; the `local` provider first starts the embedded API
+// (in this process, on loopback) from the config's emulated sites. Past that point both take
+// exactly the same code path: HTTP through G5kClient.
+import { join } from 'node:path';
+import { type ApiServer, startApiServer } from '../api/server.js';
+import { type SyntheticInventorySpec, synthesizeInventory } from '../api/inventory.js';
+import type { TestbedConfig } from '../config/schema.js';
+import { G5kClient } from '../g5k/client.js';
+import { loadCredentials } from '../g5k/credentials.js';
+import type { Logger } from '../log.js';
+import { testbedDomain } from '../planner/plan.js';
+import { localLayout } from './local-layout.js';
+
+export interface ProviderSession {
+  provider: TestbedConfig['provider'];
+  client: G5kClient;
+  apiUrl: string;
+  /** Domain of node FQDNs in the API's inventory. */
+  inventoryDomain: string;
+  /** Poll schedule for job waits: the embedded API is fast, the real one must not be hammered. */
+  pollMs: number[];
+  close(): Promise<void>;
+}
+
+export interface SessionOptions {
+  logger: Logger;
+  /** Directory where the local provider's embedded API keeps its jobs; none = in memory only. */
+  stateDir?: string;
+  source: string;
+}
+
+export function localInventorySpec(config: TestbedConfig, source: string): SyntheticInventorySpec {
+  const layout = localLayout(config, source);
+  const globalVlans = [10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21];
+  return {
+    domain: layout.domain,
+    sites: config.sites.map((site, i) => {
+      const siteLayout = layout.sites[i];
+      return {
+        uid: site.name,
+        g5ksubnet: { network: siteLayout.vmNetwork, gateway: siteLayout.gateway },
+        frontendIp: layout.controllerIp,
+        vlanIds: [1, 2, 3, 4, 5, 6, 7, 8, 9, ...globalVlans],
+        clusters: site.clusters.map((cluster) => {
+          const hw = cluster.hardware!;
+          return {
+            uid: cluster.name,
+            hardware: {
+              procs: hw.procs,
+              cores: hw.cores,
+              threads: hw.threads ?? hw.cores,
+              ramBytes: hw.ramMB * 2 ** 20,
+              diskBytes: hw.diskGB * 2 ** 30,
+              nicRate: hw.nicGbps * 1e9,
+            },
+            nodes: siteLayout.hosts
+              .filter((h) => h.cluster === cluster.name)
+              .map((h) => ({ uid: h.uid, ip: h.ip, mac: h.mac })),
+          };
+        }),
+      };
+    }),
+  };
+}
+
+export async function openSession(config: TestbedConfig, opts: SessionOptions): Promise<ProviderSession> {
+  if (config.provider === 'g5k') {
+    const credentials = config.api.credentials === 'none' ? null : await loadCredentials();
+    const apiUrl = config.api.url!;
+    return {
+      provider: 'g5k',
+      client: new G5kClient({ baseUrl: apiUrl, credentials, logger: opts.logger }),
+      apiUrl,
+      inventoryDomain: 'grid5000.fr',
+      pollMs: [5000, 10000, 20000, 30000, 60000],
+      close: async () => {},
+    };
+  }
+  const inventory = synthesizeInventory(localInventorySpec(config, opts.source));
+  const server: ApiServer = await startApiServer({
+    inventory,
+    port: 0,
+    user: config.api.user ?? process.env.USER ?? 'kabootstrap',
+    stateFile: opts.stateDir ? join(opts.stateDir, 'api-state.json') : undefined,
+    launchDelaySeconds: 0.2,
+    deployDelaySeconds: 0.5,
+  });
+  return {
+    provider: 'local',
+    client: new G5kClient({
+      baseUrl: server.url,
+      credentials: null,
+      logger: opts.logger,
+      retry: { limit: 3, baseDelayMs: 50, maxDelayMs: 500 },
+    }),
+    apiUrl: server.url,
+    inventoryDomain: testbedDomain(config),
+    pollMs: [100, 200, 400],
+    close: () => server.close(),
+  };
+}

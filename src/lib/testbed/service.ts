@@ -1,0 +1,209 @@
+// What the setup, status and teardown commands do, behind their flags and rendering.
+import type { LoadedConfig } from '../config/load.js';
+import { TestbedError } from '../errors.js';
+import type { Job } from '../g5k/types.js';
+import type { Logger } from '../log.js';
+import { buildPlan, type Plan } from '../planner/plan.js';
+import { countStates, type Progress } from '../progress.js';
+import { openSession, type ProviderSession } from '../provider/session.js';
+import { newState, StateStore, type TestbedState } from '../state/store.js';
+import { assignedSites, candidateSites, readReference } from './reference.js';
+import { discovered, jobRecords, releaseJobs, resolvePending, submitJobs, waitForJobs } from './reserve.js';
+
+export interface ServiceContext {
+  logger: Logger;
+  progress: Progress;
+}
+
+/** The plan for a config, from the API's reference documents; reserves and records nothing. */
+export async function planTestbed(loaded: LoadedConfig, ctx: ServiceContext): Promise<Plan> {
+  const session = await openSession(loaded.config, { logger: ctx.logger, source: loaded.source });
+  try {
+    return await planWith(session, loaded, ctx);
+  } finally {
+    await session.close();
+  }
+}
+
+async function planWith(session: ProviderSession, loaded: LoadedConfig, ctx: ServiceContext): Promise<Plan> {
+  const refs = await ctx.progress.step(`Read the reference inventory at ${session.apiUrl}`, () =>
+    readReference(session, loaded.config, loaded.source),
+  );
+  return buildPlan(loaded.config, candidateSites(loaded.config, refs), loaded.source);
+}
+
+export interface SetupResult {
+  testbed: string;
+  provider: string;
+  apiUrl: string;
+  phase: TestbedState['phase'];
+  resumed: boolean;
+  jobs: { site: string; uid: number; state: string }[];
+  discovered: TestbedState['discovered'];
+  plan: Plan;
+}
+
+export interface SetupOptions {
+  waitTimeoutMs: number;
+}
+
+/**
+ * Reserve → wait → discover, resuming from whatever the state already records. On a job that
+ * ends in error the state is kept (teardown releases the rest); on a refused reservation the
+ * jobs submitted by this run are cancelled again.
+ */
+export async function setupTestbed(
+  loaded: LoadedConfig,
+  opts: SetupOptions,
+  ctx: ServiceContext,
+): Promise<SetupResult> {
+  const store = new StateStore(loaded.config.name);
+  await store.lock('setup');
+  let session: ProviderSession | null = null;
+  try {
+    const existing = await store.read();
+    const state = existing ?? newState(loaded.config, loaded.source);
+    if (existing && existing.provider !== loaded.config.provider) {
+      throw new TestbedError(
+        `testbed ${existing.name} was set up with the ${existing.provider} provider; tear it down before switching`,
+      );
+    }
+    // Resume uses the config recorded at first setup; a changed file needs a teardown first.
+    const config = state.config;
+    session = await openSession(config, { logger: ctx.logger, source: loaded.source, stateDir: store.dir });
+    state.apiUrl = session.apiUrl;
+    await store.write(state);
+    const current = { ...loaded, config };
+    const refs = await ctx.progress.step(`Read the reference inventory at ${session.apiUrl}`, () =>
+      readReference(session!, config, loaded.source),
+    );
+    const preliminary = buildPlan(config, candidateSites(config, refs), loaded.source);
+    await resolvePending(session, store, state);
+    await ctx.progress.step(`Reserve ${preliminary.sites.length} site(s)`, async (step) => {
+      await submitJobs(session!, store, state, preliminary, {
+        onSubmitted: (site, job) => step.status(`${site}: job ${job.uid} ${job.state}`),
+      });
+    });
+    const latest = new Map<string, Job>();
+    const jobs = await ctx.progress
+      .step('Wait for the jobs to run', (step) =>
+        waitForJobs(session!, state, opts.waitTimeoutMs, {
+          onPoll: (site, job) => {
+            latest.set(site, job);
+            step.status(countStates([...latest.values()].map((j) => j.state)));
+          },
+        }),
+      )
+      .catch(async (e) => {
+        state.phase = 'failed';
+        await store.write(state);
+        if (e instanceof TestbedError) {
+          throw new TestbedError(`${e.message}; run 'kabootstrap teardown' to release what was reserved`, e.status);
+        }
+        throw e;
+      });
+    state.phase = 'reserved';
+    state.discovered = discovered(jobs);
+    await store.write(state);
+    const plan = await ctx.progress.step('Discover hosts, VLANs and subnets; plan on them', async () =>
+      buildPlan(
+        config,
+        assignedSites(
+          config,
+          refs,
+          state.discovered,
+          preliminary.sites.map((s) => ({ name: s.name, vms: s.vms.length })),
+        ),
+        current.source,
+      ),
+    );
+    state.plan = plan;
+    state.phase = 'discovered';
+    await store.write(state);
+    return {
+      testbed: config.name,
+      provider: config.provider,
+      apiUrl: session.apiUrl,
+      phase: state.phase,
+      resumed: existing !== null,
+      jobs: Object.entries(jobs).map(([site, j]) => ({ site, uid: j.uid, state: j.state })),
+      discovered: state.discovered,
+      plan,
+    };
+  } finally {
+    await session?.close();
+    await store.unlock();
+  }
+}
+
+export interface StatusResult {
+  testbed: string;
+  provider: string;
+  phase: TestbedState['phase'];
+  apiUrl: string | null;
+  jobs: { site: string; uid: number | null; state: string; assignedNodes: number }[];
+  totals: Plan['totals'] | null;
+  resources: { kind: string; key: string; status: string }[];
+}
+
+export async function testbedStatus(name: string, ctx: ServiceContext): Promise<StatusResult | null> {
+  const store = new StateStore(name);
+  const state = await store.read();
+  if (!state) return null;
+  const session = await openSession(state.config, {
+    logger: ctx.logger,
+    source: state.configSource,
+    stateDir: store.dir,
+  });
+  try {
+    const jobs = await Promise.all(
+      jobRecords(state).map(async (r) => {
+        if (r.status === 'creating') return { site: r.site!, uid: null, state: 'submitting', assignedNodes: 0 };
+        const job = await session.client.getJob(r.site!, r.data.uid as number);
+        return { site: r.site!, uid: job.uid, state: job.state, assignedNodes: job.assigned_nodes.length };
+      }),
+    );
+    return {
+      testbed: state.name,
+      provider: state.provider,
+      phase: state.phase,
+      apiUrl: state.provider === 'g5k' ? state.apiUrl : null,
+      jobs,
+      totals: state.plan?.totals ?? null,
+      resources: state.resources.map((r) => ({ kind: r.kind, key: r.key, status: r.status })),
+    };
+  } finally {
+    await session.close();
+  }
+}
+
+export interface TeardownResult {
+  testbed: string;
+  found: boolean;
+  releasedJobs: number;
+}
+
+/** Releases everything the state records, then removes the state. Idempotent. */
+export async function teardownTestbed(name: string, ctx: ServiceContext): Promise<TeardownResult> {
+  const store = new StateStore(name);
+  const state = await store.read();
+  if (!state) {
+    await store.destroy();
+    return { testbed: name, found: false, releasedJobs: 0 };
+  }
+  await store.lock('teardown');
+  let session: ProviderSession | null = null;
+  try {
+    session = await openSession(state.config, { logger: ctx.logger, source: state.configSource, stateDir: store.dir });
+    const releasedJobs = await ctx.progress.step('Release the reservations', (step) =>
+      releaseJobs(session!, store, state, (site, uid) => step.status(`${site}: job ${uid} released`)),
+    );
+    await session.close();
+    session = null;
+    await store.destroy();
+    return { testbed: name, found: true, releasedJobs };
+  } finally {
+    await session?.close();
+    await store.unlock();
+  }
+}
