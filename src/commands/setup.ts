@@ -19,8 +19,12 @@ Re-running setup resumes from the state recorded in .kabootstrap/<name>/.`;
   static flags = {
     config: configFlag,
     'dry-run': Flags.boolean({ description: 'Print the plan only; reserve and record nothing.' }),
-    'reserve-only': Flags.boolean({ description: 'Stop once hosts, VLANs and subnets are reserved and discovered.' }),
-    hosts: Flags.boolean({ description: 'With the human output, also print one table per site listing its hosts.' }),
+    'reserve-only': Flags.boolean({
+      description: 'Stop once hosts, VLANs and subnets are reserved and discovered.',
+    }),
+    hosts: Flags.boolean({
+      description: 'With the human output, also print one table per site listing its hosts.',
+    }),
     'wait-timeout': Flags.integer({
       description: 'Seconds to wait for the reservations to start running.',
       default: 1800,
@@ -38,7 +42,9 @@ Re-running setup resumes from the state recorded in .kabootstrap/<name>/.`;
       return plan;
     }
     const result = await setupTestbed(loaded, { waitTimeoutMs: flags['wait-timeout'] * 1000 }, ctx);
-    this.log(`Testbed ${result.testbed}: ${result.resumed ? 'resumed, ' : ''}${result.phase} (API ${result.apiUrl})`);
+    this.log(
+      `Testbed ${result.testbed}: ${result.resumed ? 'resumed, ' : ''}${result.phase} (API ${result.apiUrl})`,
+    );
     this.log(
       table(
         ['site', 'job', 'state', 'hosts', 'VLANs', 'subnets'],

@@ -24,7 +24,9 @@ export default class Status extends BaseCommand {
     );
     if (status.totals) {
       const t = status.totals;
-      this.log(`Plan: ${t.hosts} VM hosts, ${t.serviceNodes} service nodes, ${t.vms} VMs in ${t.sites} sites`);
+      this.log(
+        `Plan: ${t.hosts} VM hosts, ${t.serviceNodes} service nodes, ${t.vms} VMs in ${t.sites} sites`,
+      );
     }
     return status;
   }

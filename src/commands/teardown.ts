@@ -11,7 +11,10 @@ export default class Teardown extends BaseCommand {
   async run() {
     const { flags } = await this.parse(Teardown);
     const name = await testbedName(flags);
-    const result = await teardownTestbed(name, { logger: this.logger(flags), progress: this.progress(flags) });
+    const result = await teardownTestbed(name, {
+      logger: this.logger(flags),
+      progress: this.progress(flags),
+    });
     this.log(
       result.found
         ? `Testbed ${name} torn down: ${result.releasedJobs} job(s) released, state removed.`

@@ -7,10 +7,17 @@ import { InputError } from '../../lib/errors.js';
 
 export default class ConfigInit extends BaseCommand {
   static summary = 'Write a commented starter testbed config.';
-  static examples = ['<%= config.bin %> config init', '<%= config.bin %> config init my-g5k.yaml --provider g5k'];
+  static examples = [
+    '<%= config.bin %> config init',
+    '<%= config.bin %> config init my-g5k.yaml --provider g5k',
+  ];
   static args = { file: Args.string({ description: 'Where to write it.', default: 'testbed.yaml' }) };
   static flags = {
-    provider: Flags.string({ options: ['local', 'g5k'], default: 'local', description: 'Which provider to start from.' }),
+    provider: Flags.string({
+      options: ['local', 'g5k'],
+      default: 'local',
+      description: 'Which provider to start from.',
+    }),
     name: Flags.string({ char: 'n', default: 'my-testbed', description: 'Testbed name.' }),
     force: Flags.boolean({ description: 'Overwrite the file if it exists.' }),
   };
@@ -28,7 +35,9 @@ export default class ConfigInit extends BaseCommand {
       if (exists) throw new InputError(`${args.file} already exists (use --force to overwrite it)`);
     }
     await writeFile(args.file, text);
-    this.log(`Wrote ${args.file} (${flags.provider} provider). Check it with: kabootstrap setup --dry-run -c ${args.file}`);
+    this.log(
+      `Wrote ${args.file} (${flags.provider} provider). Check it with: kabootstrap setup --dry-run -c ${args.file}`,
+    );
     return { file: args.file, provider: flags.provider };
   }
 }

@@ -41,7 +41,8 @@ function describeIssue(issue: z.core.$ZodIssue): string {
     const where = issue.path.length ? `${formatPath(issue.path)}.` : '';
     return `${where}${issue.keys[0]}: unknown key`;
   }
-  if (issue.code === 'invalid_type' && issue.input === undefined) return `${formatPath(issue.path)}: is required`;
+  if (issue.code === 'invalid_type' && issue.input === undefined)
+    return `${formatPath(issue.path)}: is required`;
   return `${formatPath(issue.path)}: ${issue.message}`;
 }
 

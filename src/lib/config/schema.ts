@@ -100,6 +100,7 @@ export const testbedConfigSchema = z.strictObject({
       url: z.url({ error: 'expected an http(s) URL' }).optional(),
       credentials: z.enum(['auto', 'none'], { error: 'expected "auto" or "none"' }).default('auto'),
       user: z.string().min(1).optional(),
+      retries: nonNegativeInt('retries of a failed API request').default(5),
     })
     .prefault({}),
   walltime: z

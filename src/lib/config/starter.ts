@@ -12,7 +12,8 @@ ${
   prefix: 10.213.0.0/16       # all local testbed addresses; must not overlap a route on this machine`
     : `api:
   url: https://api.grid5000.fr/stable
-  credentials: auto           # auto: G5K_USER/G5K_PASSWORD, else ~/.grid5000.yml | none (inside the testbed)`
+  credentials: auto           # auto: G5K_USER/G5K_PASSWORD, else ~/.grid5000.yml | none (inside the testbed)
+  retries: 5                  # retries of a request failing with 5xx, 429 or a connection error`
 }
 walltime: "2:00:00"           # reservation length, H[:MM[:SS]]
 vlan:

@@ -97,7 +97,6 @@ export function testbedDomain(config: TestbedConfig): string {
   return config.domain ?? `${config.name}.test`;
 }
 
-
 function policyOf(config: TestbedConfig): CapacityPolicy {
   return config.vms;
 }

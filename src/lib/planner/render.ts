@@ -32,7 +32,9 @@ export function renderPlan(plan: Plan, opts: { hosts?: boolean } = {}): string {
   if (opts.hosts) {
     for (const s of plan.sites) {
       out.push('');
-      out.push(`Site ${s.name}: service nodes ${s.serviceNodes.map((n) => `${n.host} (${n.ip})`).join(', ') || 'none'}`);
+      out.push(
+        `Site ${s.name}: service nodes ${s.serviceNodes.map((n) => `${n.host} (${n.ip})`).join(', ') || 'none'}`,
+      );
       out.push(
         table(
           ['host', 'cluster', 'cores', 'threads', 'RAM MB', 'capacity', 'VMs'],

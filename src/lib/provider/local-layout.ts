@@ -13,7 +13,7 @@ import {
   parsePrefix,
   subdivide,
 } from '../net/ipv4.js';
-import { type PlannerSite, testbedDomain } from '../planner/plan.js';
+import { testbedDomain } from '../planner/plan.js';
 
 export interface LocalHost {
   uid: string;
@@ -99,31 +99,4 @@ export function localLayout(config: TestbedConfig, source: string): LocalLayout 
     return { name: site.name, vmNetwork: formatPrefix(vm), gateway: intToIp(lastAddress(vm) - 1), hosts };
   });
   return { domain, infra: formatPrefix(infra), controllerIp: intToIp(infra.base + 1), sites };
-}
-
-/** Candidate hosts and networks of every site, as the planner wants them, before any reservation. */
-export function localPlannerSites(config: TestbedConfig, layout: LocalLayout): PlannerSite[] {
-  return config.sites.map((site, index) => {
-    const siteLayout = layout.sites[index];
-    const hardwareOf = new Map(site.clusters.map((c) => [c.name, c.hardware!]));
-    return {
-      name: site.name,
-      index,
-      hosts: siteLayout.hosts.map((h) => {
-        const hw = hardwareOf.get(h.cluster)!;
-        return {
-          uid: h.uid,
-          fqdn: h.fqdn,
-          cluster: h.cluster,
-          cores: hw.cores,
-          threads: hw.threads ?? hw.cores,
-          ramMB: hw.ramMB,
-        };
-      }),
-      network: siteLayout.vmNetwork,
-      gateway: siteLayout.gateway,
-      wantedVms: site.vms ?? 'auto',
-      serviceNodes: site.serviceNodes ?? config.services.perSite,
-    };
-  });
 }

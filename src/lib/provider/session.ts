@@ -3,8 +3,8 @@
 // (in this process, on loopback) from the config's emulated sites. Past that point both take
 // exactly the same code path: HTTP through G5kClient.
 import { join } from 'node:path';
-import { type ApiServer, startApiServer } from '../api/server.js';
 import { type SyntheticInventorySpec, synthesizeInventory } from '../api/inventory.js';
+import { type ApiServer, startApiServer } from '../api/server.js';
 import type { TestbedConfig } from '../config/schema.js';
 import { G5kClient } from '../g5k/client.js';
 import { loadCredentials } from '../g5k/credentials.js';
@@ -70,7 +70,12 @@ export async function openSession(config: TestbedConfig, opts: SessionOptions): 
     const apiUrl = config.api.url!;
     return {
       provider: 'g5k',
-      client: new G5kClient({ baseUrl: apiUrl, credentials, logger: opts.logger }),
+      client: new G5kClient({
+        baseUrl: apiUrl,
+        credentials,
+        logger: opts.logger,
+        retry: { limit: config.api.retries },
+      }),
       apiUrl,
       inventoryDomain: 'grid5000.fr',
       pollMs: [5000, 10000, 20000, 30000, 60000],

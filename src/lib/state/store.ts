@@ -96,7 +96,12 @@ export class StateStore {
   /** Takes the testbed's lock or says who holds it. A lock left by a dead process is taken over. */
   async lock(command: string): Promise<void> {
     await mkdir(this.dir, { recursive: true });
-    const mine = JSON.stringify({ pid: process.pid, host: hostname(), command, since: new Date().toISOString() });
+    const mine = JSON.stringify({
+      pid: process.pid,
+      host: hostname(),
+      command,
+      since: new Date().toISOString(),
+    });
     for (let attempt = 0; attempt < 2; attempt++) {
       try {
         await writeFile(this.lockFile, mine, { flag: 'wx' });
@@ -173,7 +178,12 @@ export function upsertResource(
   const now = new Date().toISOString();
   const idx = state.resources.findIndex((r) => r.key === (replacesKey ?? rec.key));
   if (idx >= 0) {
-    const merged = { ...state.resources[idx], ...rec, data: { ...state.resources[idx].data, ...rec.data }, updatedAt: now };
+    const merged = {
+      ...state.resources[idx],
+      ...rec,
+      data: { ...state.resources[idx].data, ...rec.data },
+      updatedAt: now,
+    };
     state.resources[idx] = merged;
     return merged;
   }

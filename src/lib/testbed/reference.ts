@@ -21,7 +21,8 @@ async function orNotFound<T>(p: Promise<T>, path: string, what: string, source: 
   try {
     return await p;
   } catch (e) {
-    if (e instanceof TestbedError && e.status === 404) throw new InputError(`config ${source}: ${path}: ${what}`);
+    if (e instanceof TestbedError && e.status === 404)
+      throw new InputError(`config ${source}: ${path}: ${what}`);
     throw e;
   }
 }
@@ -66,7 +67,10 @@ export async function readReference(
         if (Array.isArray(cluster.hosts)) {
           for (const name of cluster.hosts) {
             const h = all.find((x) => x.uid === name || x.fqdn === name);
-            if (!h) throw new InputError(`config ${source}: ${path}.hosts: host "${name}" is not in cluster ${cluster.name}`);
+            if (!h)
+              throw new InputError(
+                `config ${source}: ${path}.hosts: host "${name}" is not in cluster ${cluster.name}`,
+              );
             hosts.push(h);
           }
         } else {
@@ -86,7 +90,9 @@ export async function readReference(
 function siteNetwork(ref: SiteReference, siteName: string): { network: string; gateway: string } {
   const net = ref.doc.g5ksubnet;
   if (!net?.network || !net.gateway) {
-    throw new TestbedError(`site ${siteName} has no g5ksubnet in the testbed API: VMs need one sub-network per site`);
+    throw new TestbedError(
+      `site ${siteName} has no g5ksubnet in the testbed API: VMs need one sub-network per site`,
+    );
   }
   return net;
 }
@@ -114,7 +120,10 @@ export function assignedSites(
     const got = assigned[site.name];
     const hosts = got.nodes.map((fqdn) => {
       const entry = refs[i].nodes.get(fqdn);
-      if (!entry) throw new TestbedError(`job at ${site.name} was given ${fqdn}, which is not in the configured clusters`);
+      if (!entry)
+        throw new TestbedError(
+          `job at ${site.name} was given ${fqdn}, which is not in the configured clusters`,
+        );
       return entry.host;
     });
     return { ...site, hosts, blocks: got.subnets, wantedVms: planned[i].vms };

@@ -26,7 +26,8 @@ export function siteResources(config: TestbedConfig, site: SitePlan, siteIndex: 
       : [{ key: 'cluster', values: [cluster] }];
     parts.push({ kind: 'nodes', count, filter });
   }
-  if (site.reserve.subnets22 > 0) parts.push({ kind: 'subnet', prefixLength: 22, count: site.reserve.subnets22 });
+  if (site.reserve.subnets22 > 0)
+    parts.push({ kind: 'subnet', prefixLength: 22, count: site.reserve.subnets22 });
   const vlan = config.vlan.type;
   // A global VLAN spans sites: it is reserved once, with the first site's job.
   if (vlan !== 'none' && (vlan !== 'kavlan-global' || siteIndex === 0)) {
@@ -97,7 +98,13 @@ export async function submitJobs(
     }
     upsertResource(
       state,
-      { kind: 'job', key: `${site.name}/${job.uid}`, site: site.name, status: 'created', data: { uid: job.uid } },
+      {
+        kind: 'job',
+        key: `${site.name}/${job.uid}`,
+        site: site.name,
+        status: 'created',
+        data: { uid: job.uid },
+      },
       pendingKey,
     );
     await store.write(state);
@@ -120,7 +127,11 @@ async function rollback(
 }
 
 /** Resolves records whose submission answer was lost: the job is found again by its name. */
-export async function resolvePending(session: ProviderSession, store: StateStore, state: TestbedState): Promise<void> {
+export async function resolvePending(
+  session: ProviderSession,
+  store: StateStore,
+  state: TestbedState,
+): Promise<void> {
   for (const rec of jobRecords(state).filter((r) => r.status === 'creating')) {
     const found = await session.client.findJobs(rec.site!, {
       name: jobName(state.config),
@@ -131,7 +142,13 @@ export async function resolvePending(session: ProviderSession, store: StateStore
     } else {
       upsertResource(
         state,
-        { kind: 'job', key: `${rec.site}/${found[0].uid}`, site: rec.site, status: 'created', data: { uid: found[0].uid } },
+        {
+          kind: 'job',
+          key: `${rec.site}/${found[0].uid}`,
+          site: rec.site,
+          status: 'created',
+          data: { uid: found[0].uid },
+        },
         rec.key,
       );
     }

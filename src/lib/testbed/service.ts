@@ -60,80 +60,107 @@ export async function setupTestbed(
   const store = new StateStore(loaded.config.name);
   await store.lock('setup');
   let session: ProviderSession | null = null;
+  let existing: TestbedState | null = null;
+  let state: TestbedState | null = null;
   try {
-    const existing = await store.read();
-    const state = existing ?? newState(loaded.config, loaded.source);
+    existing = await store.read();
     if (existing && existing.provider !== loaded.config.provider) {
       throw new TestbedError(
         `testbed ${existing.name} was set up with the ${existing.provider} provider; tear it down before switching`,
       );
     }
-    // Resume uses the config recorded at first setup; a changed file needs a teardown first.
-    const config = state.config;
-    session = await openSession(config, { logger: ctx.logger, source: loaded.source, stateDir: store.dir });
-    state.apiUrl = session.apiUrl;
-    await store.write(state);
-    const current = { ...loaded, config };
-    const refs = await ctx.progress.step(`Read the reference inventory at ${session.apiUrl}`, () =>
-      readReference(session!, config, loaded.source),
-    );
-    const preliminary = buildPlan(config, candidateSites(config, refs), loaded.source);
-    await resolvePending(session, store, state);
-    await ctx.progress.step(`Reserve ${preliminary.sites.length} site(s)`, async (step) => {
-      await submitJobs(session!, store, state, preliminary, {
-        onSubmitted: (site, job) => step.status(`${site}: job ${job.uid} ${job.state}`),
-      });
+    state = existing ?? newState(loaded.config, loaded.source);
+    return await reserveAndDiscover(store, state, existing !== null, loaded.source, opts, ctx, (s) => {
+      session = s;
     });
-    const latest = new Map<string, Job>();
-    const jobs = await ctx.progress
-      .step('Wait for the jobs to run', (step) =>
-        waitForJobs(session!, state, opts.waitTimeoutMs, {
-          onPoll: (site, job) => {
-            latest.set(site, job);
-            step.status(countStates([...latest.values()].map((j) => j.state)));
-          },
-        }),
-      )
-      .catch(async (e) => {
-        state.phase = 'failed';
-        await store.write(state);
-        if (e instanceof TestbedError) {
-          throw new TestbedError(`${e.message}; run 'kabootstrap teardown' to release what was reserved`, e.status);
-        }
-        throw e;
-      });
-    state.phase = 'reserved';
-    state.discovered = discovered(jobs);
-    await store.write(state);
-    const plan = await ctx.progress.step('Discover hosts, VLANs and subnets; plan on them', async () =>
-      buildPlan(
-        config,
-        assignedSites(
-          config,
-          refs,
-          state.discovered,
-          preliminary.sites.map((s) => ({ name: s.name, vms: s.vms.length })),
-        ),
-        current.source,
-      ),
-    );
-    state.plan = plan;
-    state.phase = 'discovered';
-    await store.write(state);
-    return {
-      testbed: config.name,
-      provider: config.provider,
-      apiUrl: session.apiUrl,
-      phase: state.phase,
-      resumed: existing !== null,
-      jobs: Object.entries(jobs).map(([site, j]) => ({ site, uid: j.uid, state: j.state })),
-      discovered: state.discovered,
-      plan,
-    };
+  } catch (e) {
+    // A first setup that failed holding nothing (refused, unreachable, bad plan) leaves nothing
+    // behind, not even its state directory.
+    if (existing === null && state && jobRecords(state).length === 0) {
+      await (session as ProviderSession | null)?.close();
+      session = null;
+      await store.destroy();
+    }
+    throw e;
   } finally {
-    await session?.close();
+    await (session as ProviderSession | null)?.close();
     await store.unlock();
   }
+}
+
+async function reserveAndDiscover(
+  store: StateStore,
+  state: TestbedState,
+  resumed: boolean,
+  source: string,
+  opts: SetupOptions,
+  ctx: ServiceContext,
+  opened: (s: ProviderSession) => void,
+): Promise<SetupResult> {
+  // Resume uses the config recorded at first setup; a changed file needs a teardown first.
+  const config = state.config;
+  const session = await openSession(config, { logger: ctx.logger, source, stateDir: store.dir });
+  opened(session);
+  const refs = await ctx.progress.step(`Read the reference inventory at ${session.apiUrl}`, () =>
+    readReference(session, config, source),
+  );
+  const preliminary = buildPlan(config, candidateSites(config, refs), source);
+  state.apiUrl = session.apiUrl;
+  await resolvePending(session, store, state);
+  await ctx.progress.step(`Reserve ${preliminary.sites.length} site(s)`, async (step) => {
+    await submitJobs(session, store, state, preliminary, {
+      onSubmitted: (site, job) => step.status(`${site}: job ${job.uid} ${job.state}`),
+    });
+  });
+  const latest = new Map<string, Job>();
+  const jobs = await ctx.progress
+    .step('Wait for the jobs to run', (step) =>
+      waitForJobs(session, state, opts.waitTimeoutMs, {
+        onPoll: (site, job) => {
+          latest.set(site, job);
+          step.status(countStates([...latest.values()].map((j) => j.state)));
+        },
+      }),
+    )
+    .catch(async (e) => {
+      state.phase = 'failed';
+      await store.write(state);
+      if (e instanceof TestbedError) {
+        throw new TestbedError(
+          `${e.message}; run 'kabootstrap teardown' to release what was reserved`,
+          e.status,
+        );
+      }
+      throw e;
+    });
+  state.phase = 'reserved';
+  state.discovered = discovered(jobs);
+  await store.write(state);
+  const plan = await ctx.progress.step('Discover hosts, VLANs and subnets; plan on them', async () =>
+    buildPlan(
+      config,
+      assignedSites(
+        config,
+        refs,
+        state.discovered,
+        preliminary.sites.map((s) => ({ name: s.name, vms: s.vms.length })),
+      ),
+      source,
+    ),
+  );
+  state.plan = plan;
+  state.phase = 'discovered';
+  await store.write(state);
+  return {
+    testbed: config.name,
+    provider: config.provider,
+    apiUrl: session.apiUrl,
+    phase: state.phase,
+    resumed,
+    jobs: Object.entries(jobs).map(([site, j]) => ({ site, uid: j.uid, state: j.state })),
+    discovered: state.discovered,
+    plan,
+  };
 }
 
 export interface StatusResult {
@@ -158,7 +185,8 @@ export async function testbedStatus(name: string, ctx: ServiceContext): Promise<
   try {
     const jobs = await Promise.all(
       jobRecords(state).map(async (r) => {
-        if (r.status === 'creating') return { site: r.site!, uid: null, state: 'submitting', assignedNodes: 0 };
+        if (r.status === 'creating')
+          return { site: r.site!, uid: null, state: 'submitting', assignedNodes: 0 };
         const job = await session.client.getJob(r.site!, r.data.uid as number);
         return { site: r.site!, uid: job.uid, state: job.state, assignedNodes: job.assigned_nodes.length };
       }),
@@ -194,7 +222,11 @@ export async function teardownTestbed(name: string, ctx: ServiceContext): Promis
   await store.lock('teardown');
   let session: ProviderSession | null = null;
   try {
-    session = await openSession(state.config, { logger: ctx.logger, source: state.configSource, stateDir: store.dir });
+    session = await openSession(state.config, {
+      logger: ctx.logger,
+      source: state.configSource,
+      stateDir: store.dir,
+    });
     const releasedJobs = await ctx.progress.step('Release the reservations', (step) =>
       releaseJobs(session!, store, state, (site, uid) => step.status(`${site}: job ${uid} released`)),
     );

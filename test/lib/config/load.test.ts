@@ -40,7 +40,11 @@ describe('testbed config', () => {
       base.replace('hosts: 2,', 'hosts: 2, gpus: 1,'),
       /^config t\.yaml: sites\[0\]\.clusters\[0\]\.gpus: unknown key$/,
     ],
-    ['a zero count', base.replace('hosts: 2', 'hosts: 0'), /^config t\.yaml: sites\[0\]\.clusters\[0\]\.hosts: /],
+    [
+      'a zero count',
+      base.replace('hosts: 2', 'hosts: 0'),
+      /^config t\.yaml: sites\[0\]\.clusters\[0\]\.hosts: /,
+    ],
     [
       'a negative count',
       base + 'vms: { perHost: -2 }\n',
@@ -70,7 +74,11 @@ sites:
       base.replace('  - name: nancy\n', '  - name: nancy\n    subnet: 10.9.0.0/20\n'),
       /sites\[0\]\.subnet: 10\.9\.0\.0\/20 is outside network\.prefix 10\.213\.0\.0\/16/,
     ],
-    ['a duplicate site', base + base.split('\n').slice(2).join('\n'), /sites\[1\]\.name: site "nancy" is listed twice/],
+    [
+      'a duplicate site',
+      base + base.split('\n').slice(2).join('\n'),
+      /sites\[1\]\.name: site "nancy" is listed twice/,
+    ],
     [
       'a local cluster without hardware',
       base.replace(', hardware: { cores: 4, ramMB: 8192 }', ''),

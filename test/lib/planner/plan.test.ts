@@ -5,11 +5,11 @@ import { containsAddress, ipToInt, parsePrefix } from '../../../src/lib/net/ipv4
 import { macForIp } from '../../../src/lib/planner/addressing.js';
 import { vmCapacity } from '../../../src/lib/planner/capacity.js';
 import { apportion, buildPlan, type Plan, type PlannerSite } from '../../../src/lib/planner/plan.js';
-import { localLayout, localPlannerSites } from '../../../src/lib/provider/local-layout.js';
+import { localPlannerSites } from '../../helpers/local-plan.js';
 
 function planOf(path?: string) {
   return loadConfig(path).then(({ config, source }) => {
-    const sites = localPlannerSites(config, localLayout(config, source));
+    const sites = localPlannerSites(config, source);
     return { config, plan: buildPlan(config, sites, source) };
   });
 }
@@ -94,7 +94,7 @@ sites:
 `,
       't.yaml',
     );
-    const plan = buildPlan(config, localPlannerSites(config, localLayout(config, 't.yaml')), 't.yaml');
+    const plan = buildPlan(config, localPlannerSites(config, 't.yaml'), 't.yaml');
     const site = plan.sites[0];
     // big hosts carry 16 each: two of them hold 20; the service node is a small host.
     assert.deepEqual(
@@ -104,7 +104,10 @@ sites:
         ['big-2', 10],
       ],
     );
-    assert.deepEqual(site.serviceNodes.map((s) => s.host), ['small-4.s.t.test']);
+    assert.deepEqual(
+      site.serviceNodes.map((s) => s.host),
+      ['small-4.s.t.test'],
+    );
     assert.deepEqual(site.reserve.clusters, { big: 2, small: 1 });
   });
 
@@ -118,7 +121,7 @@ sites:
 `,
       't.yaml',
     );
-    const plan = buildPlan(config, localPlannerSites(config, localLayout(config, 't.yaml')), 't.yaml');
+    const plan = buildPlan(config, localPlannerSites(config, 't.yaml'), 't.yaml');
     assert.deepEqual(
       plan.sites.map((s) => s.vms.length),
       [20, 10],
@@ -194,7 +197,7 @@ sites: [{ name: s, serviceNodes: 2, clusters: [{ name: c, hosts: 2, hardware: { 
     it(`refuses ${what} in one line naming the field`, () => {
       const config = parseConfigText(yaml, 't.yaml');
       assert.throws(
-        () => buildPlan(config, localPlannerSites(config, localLayout(config, 't.yaml')), 't.yaml'),
+        () => buildPlan(config, localPlannerSites(config, 't.yaml'), 't.yaml'),
         (e: Error) => re.test(e.message) && !e.message.includes('\n'),
       );
     });

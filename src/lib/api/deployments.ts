@@ -1,0 +1,170 @@
+// Kadeploy-like deployments for the embedded API: waiting → processing → terminated after fixed
+// delays, every node OK unless a fault marked it KO. Pure; the scheduler owns the clock and
+// tells which nodes a user may deploy.
+
+import { randomUUID } from 'node:crypto';
+import type { Deployment } from '../g5k/types.js';
+import type { SiteIndex } from './allocation.js';
+import { SchedulerError } from './api-error.js';
+import type { DeploymentRecord } from './scheduler-state.js';
+import { checkDeployment } from './submissions.js';
+
+/** What deployments need to know from the scheduler. */
+export interface DeploymentHost {
+  /** The site's index; throws a 404 SchedulerError for an unknown site. */
+  index(site: string): SiteIndex;
+  /** FQDNs of the nodes in running `deploy` jobs of `user`. */
+  deployableNodes(site: string, user: string): Set<string>;
+  requireVlanHolder(site: string, id: number, user: string): void;
+  changed(): void;
+}
+
+export interface DeploymentQuery {
+  user?: string;
+  status?: string[];
+}
+
+export class Deployments {
+  private readonly records = new Map<string, DeploymentRecord>();
+  /** Nodes whose next deployment comes back KO; deliberately not persisted. */
+  private readonly faults = new Set<string>();
+  private readonly delay: number;
+  private readonly linkPrefix: string;
+  private readonly newId: () => string;
+
+  constructor(
+    private readonly host: DeploymentHost,
+    opts: { delay?: number; linkPrefix: string; newId?: () => string },
+  ) {
+    this.delay = Math.max(0, opts.delay ?? 1);
+    this.linkPrefix = opts.linkPrefix;
+    this.newId = opts.newId ?? randomUUID;
+  }
+
+  /** `t` is the scheduler's current time. */
+  submit(site: string, body: unknown, user: string, t: number): Deployment {
+    const index = this.host.index(site);
+    const d = checkDeployment(body);
+    if (d.vlan !== undefined && d.vlan !== '') {
+      const id = Number(d.vlan);
+      if (!index.vlans.some((v) => v.uid === String(id))) {
+        throw new SchedulerError(400, `vlan ${d.vlan} is not a KaVLAN of ${site}`);
+      }
+      this.host.requireVlanHolder(site, id, user);
+    }
+    const allowed = this.host.deployableNodes(site, user);
+    const nodes = d.nodes.map((address) => {
+      const node = index.nodes.find((n) => n.fqdn === address || n.uid === address);
+      if (!node) throw new SchedulerError(400, `unknown node ${address} at ${site}`);
+      if (!allowed.has(node.fqdn)) {
+        throw new SchedulerError(403, `node ${address} is not in a running deploy job of ${user}`);
+      }
+      return { address, fqdn: node.fqdn };
+    });
+    // Faults are consumed only once the whole request is accepted.
+    const ko = nodes.filter((n) => this.faults.delete(n.fqdn)).map((n) => n.address);
+    const uid = `D-${this.newId()}`;
+    const deployment: Deployment = {
+      uid,
+      site_uid: site,
+      user_uid: user,
+      environment: d.environment,
+      nodes: [...d.nodes],
+      status: 'waiting',
+      result: {},
+      created_at: Math.floor(t),
+      updated_at: Math.floor(t),
+      links: [
+        { rel: 'self', href: `${this.linkPrefix}/sites/${site}/deployments/${uid}` },
+        { rel: 'parent', href: `${this.linkPrefix}/sites/${site}` },
+      ],
+    };
+    this.records.set(uid, { nextAt: t + this.delay, ko, deployment });
+    this.host.changed();
+    return structuredClone(deployment);
+  }
+
+  get(site: string, uid: string): Deployment {
+    return structuredClone(this.record(site, uid).deployment);
+  }
+
+  /** Newest first. */
+  list(site: string, q: DeploymentQuery = {}): Deployment[] {
+    this.host.index(site);
+    return [...this.records.values()]
+      .map((r) => r.deployment)
+      .filter(
+        (d) =>
+          d.site_uid === site &&
+          (q.user === undefined || d.user_uid === q.user) &&
+          (q.status === undefined || q.status.includes(d.status)),
+      )
+      .map((d) => structuredClone(d))
+      .reverse();
+  }
+
+  cancel(site: string, uid: string, t: number): Deployment {
+    const d = this.record(site, uid).deployment;
+    if (d.status === 'waiting' || d.status === 'processing') {
+      d.status = 'canceled';
+      d.updated_at = Math.floor(t);
+      this.host.changed();
+    }
+    return structuredClone(d);
+  }
+
+  failNodes(fqdns: string[]): void {
+    for (const f of fqdns) this.faults.add(f);
+  }
+
+  /** Applies the status changes due at `t`; true when something moved. */
+  step(t: number): boolean {
+    let moved = false;
+    for (const rec of this.records.values()) {
+      const d = rec.deployment;
+      if (rec.nextAt > t) continue;
+      if (d.status === 'waiting') {
+        d.status = 'processing';
+        rec.nextAt = t + this.delay;
+      } else if (d.status === 'processing') {
+        d.status = 'terminated';
+        for (const node of d.nodes) {
+          d.result[node] = rec.ko.includes(node)
+            ? { macro: 'BootNewEnv', micro: 'wait_reboot', state: 'KO' }
+            : { macro: null, micro: null, state: 'OK' };
+        }
+      } else continue;
+      d.updated_at = Math.floor(t);
+      this.host.changed();
+      moved = true;
+    }
+    return moved;
+  }
+
+  nextEventAfter(t: number): number | null {
+    let next: number | null = null;
+    for (const rec of this.records.values()) {
+      const active = rec.deployment.status === 'waiting' || rec.deployment.status === 'processing';
+      if (active && rec.nextAt > t && (next === null || rec.nextAt < next)) next = rec.nextAt;
+    }
+    return next;
+  }
+
+  toJSON(): DeploymentRecord[] {
+    return [...this.records.values()].map((r) => structuredClone(r));
+  }
+
+  load(records: DeploymentRecord[]): void {
+    this.records.clear();
+    for (const r of records) this.records.set(r.deployment.uid, r);
+  }
+
+  private record(site: string, uid: string): DeploymentRecord {
+    this.host.index(site);
+    const rec = this.records.get(uid);
+    if (!rec || rec.deployment.site_uid !== site) {
+      throw new SchedulerError(404, `unknown deployment ${uid} at ${site}`);
+    }
+    return rec;
+  }
+}

@@ -1,0 +1,292 @@
+// The embedded Grid'5000-compatible API over node:http. No background timers: the scheduler is
+// moved forward to the clock at the start of every request, so close() is immediate.
+
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { createServer, type IncomingMessage, type ServerResponse, STATUS_CODES } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Inventory } from './inventory.js';
+import { HttpError, matchRoute, type RouteContext, type RouteResult } from './routes.js';
+import { Scheduler, SchedulerError, type SchedulerOptions } from './scheduler.js';
+import { loadScheduler, StateSaver } from './state-file.js';
+
+export interface ApiServerOptions {
+  inventory: Inventory;
+  /** Default 127.0.0.1. */
+  host?: string;
+  /** 0 (the default) picks a free port. */
+  port?: number;
+  /** Who submits jobs when the request carries no HTTP Basic login. Default `kabootstrap`. */
+  user?: string;
+  /** When set, every request needs this HTTP Basic login. */
+  credentials?: { username: string; password: string };
+  /** Scheduler state: loaded at start when it exists, saved after every change. */
+  stateFile?: string;
+  launchDelaySeconds?: number;
+  deployDelaySeconds?: number;
+  /** Enables POST /_admin/faults, for tests that drive faults from another process. */
+  admin?: boolean;
+  /** UNIX time in seconds. */
+  clock?: () => number;
+}
+
+export interface ApiFaults {
+  /** The next `count` non-admin requests whose path starts with `pathPrefix` answer `status`. */
+  failRequests(count: number, status?: number, pathPrefix?: string): void;
+  failNextJobs(count: number, message: string): void;
+  failDeployNodes(fqdns: string[]): void;
+}
+
+export interface ApiServer {
+  /** Base URL including `/stable`, e.g. http://127.0.0.1:PORT/stable. */
+  url: string;
+  port: number;
+  scheduler: Scheduler;
+  faults: ApiFaults;
+  close(): Promise<void>;
+}
+
+const MAX_BODY = 1 << 20;
+const PREFIXES = ['/stable', '/3.0'];
+const CONTENT_TYPES = {
+  item: 'application/vnd.grid5000.item+json; charset=utf-8',
+  collection: 'application/vnd.grid5000.collection+json; charset=utf-8',
+  json: 'application/json; charset=utf-8',
+};
+
+function splitPrefix(pathname: string): { prefix: string; rest: string } {
+  for (const p of PREFIXES) {
+    if (pathname === p || pathname.startsWith(`${p}/`)) return { prefix: p, rest: pathname.slice(p.length) };
+  }
+  return { prefix: '', rest: pathname };
+}
+
+function segmentsOf(path: string): string[] {
+  try {
+    return path
+      .split('/')
+      .filter((s) => s !== '')
+      .map(decodeURIComponent);
+  } catch {
+    throw new HttpError(400, `malformed path ${path}`);
+  }
+}
+
+async function readBody(req: IncomingMessage): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > MAX_BODY) throw new HttpError(413, `request body is larger than ${MAX_BODY} bytes`);
+    chunks.push(chunk);
+  }
+  const text = Buffer.concat(chunks).toString('utf8');
+  if (text.trim() === '') return undefined;
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new HttpError(400, `request body is not valid JSON (${(err as Error).message})`);
+  }
+}
+
+const digest = (s: string) => createHash('sha256').update(s).digest();
+
+/** The Basic login sent, checked against `expected` when it is set; null means 401. */
+function basicLogin(req: IncomingMessage, expected?: { username: string; password: string }): string | null {
+  const m = /^Basic\s+(\S+)$/i.exec(req.headers.authorization ?? '');
+  const decoded = m ? Buffer.from(m[1], 'base64').toString('utf8') : null;
+  const colon = decoded?.indexOf(':') ?? -1;
+  const [login, password] =
+    decoded && colon >= 0 ? [decoded.slice(0, colon), decoded.slice(colon + 1)] : [null, null];
+  if (!expected) return login;
+  if (login === null || password === null) return null;
+  // Hashing first makes the comparison constant-time whatever the lengths.
+  const ok =
+    timingSafeEqual(digest(login), digest(expected.username)) &&
+    timingSafeEqual(digest(password), digest(expected.password));
+  return ok ? login : null;
+}
+
+function errorResult(status: number, message: string, headers?: Record<string, string>): RouteResult {
+  return {
+    status,
+    kind: 'json',
+    body: { code: status, message, title: STATUS_CODES[status] ?? 'Error' },
+    headers,
+  };
+}
+
+function send(res: ServerResponse, result: RouteResult): void {
+  const headers: Record<string, string> = { ...result.headers };
+  if (result.status === 204 || result.body === undefined) {
+    res.writeHead(result.status, headers);
+    res.end();
+    return;
+  }
+  const text = JSON.stringify(result.body);
+  headers['content-type'] = CONTENT_TYPES[result.kind ?? 'json'];
+  headers['content-length'] = String(Buffer.byteLength(text));
+  res.writeHead(result.status, headers);
+  res.end(text);
+}
+
+export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer> {
+  const host = opts.host ?? '127.0.0.1';
+  const clock = opts.clock ?? (() => Date.now() / 1000);
+  const schedulerOptions: SchedulerOptions = {
+    launchDelay: opts.launchDelaySeconds,
+    deployDelay: opts.deployDelaySeconds,
+  };
+  const scheduler = opts.stateFile
+    ? await loadScheduler(opts.stateFile, opts.inventory, schedulerOptions)
+    : new Scheduler(opts.inventory, schedulerOptions);
+  const saver = opts.stateFile ? new StateSaver(opts.stateFile, scheduler) : null;
+  const failing = { count: 0, status: 503, pathPrefix: '' };
+
+  const faults: ApiFaults = {
+    failRequests(count, status = 503, pathPrefix = '') {
+      Object.assign(failing, { count, status, pathPrefix });
+    },
+    failNextJobs: (count, message) => scheduler.failNextJobs(count, message),
+    failDeployNodes: (fqdns) => scheduler.failDeployNodes(fqdns),
+  };
+
+  async function route(req: IncomingMessage): Promise<RouteResult> {
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    const { prefix, rest } = splitPrefix(url.pathname);
+    const segments = segmentsOf(rest);
+    const admin = segments[0] === '_admin';
+    if (!admin && failing.count > 0 && url.pathname.startsWith(failing.pathPrefix)) {
+      failing.count--;
+      return errorResult(failing.status, `injected failure (${failing.count} more to come)`);
+    }
+    const login = basicLogin(req, opts.credentials);
+    if (opts.credentials && login === null) {
+      return errorResult(401, 'authentication required', { 'www-authenticate': 'Basic realm="Grid5000"' });
+    }
+    const now = clock();
+    scheduler.advance(now);
+    if (admin && opts.admin) return adminRoute(req, segments, faults);
+    const match = matchRoute(req.method ?? 'GET', segments);
+    if (match.kind === 'none') return errorResult(404, `no such resource: ${req.method} ${url.pathname}`);
+    if (match.kind === 'method') {
+      return errorResult(405, `${req.method} is not allowed on ${url.pathname}`, {
+        allow: match.allow.join(', '),
+      });
+    }
+    const ctx: RouteContext = {
+      params: match.params,
+      query: url.searchParams,
+      prefix,
+      origin: `http://${req.headers.host ?? `${host}:${port}`}`,
+      user: login ?? opts.user ?? 'kabootstrap',
+      now,
+      inventory: opts.inventory,
+      scheduler,
+      body: () => readBody(req),
+    };
+    return match.handler(ctx);
+  }
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    let result: RouteResult;
+    try {
+      result = await route(req);
+    } catch (err) {
+      if (err instanceof HttpError || err instanceof SchedulerError)
+        result = errorResult(err.status, err.message);
+      else result = errorResult(500, `internal error: ${(err as Error)?.message ?? String(err)}`);
+    }
+    // Saved before answering: once a client has its answer, the change survives a restart.
+    if (saver) {
+      try {
+        await saver.save();
+      } catch (err) {
+        result = errorResult(
+          500,
+          `cannot save the API state to ${opts.stateFile}: ${(err as Error).message}`,
+        );
+      }
+    }
+    if (!res.destroyed) send(res, result);
+  }
+
+  const server = createServer((req, res) => {
+    req.on('error', () => undefined);
+    res.on('error', () => undefined);
+    void handle(req, res).catch(() => {
+      if (!res.headersSent && !res.destroyed) send(res, errorResult(500, 'internal error'));
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port ?? 0, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const port = (server.address() as AddressInfo).port;
+  const hostInUrl = host.includes(':') ? `[${host}]` : host;
+
+  return {
+    url: `http://${hostInUrl}:${port}/stable`,
+    port,
+    scheduler,
+    faults,
+    close: async () => {
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeIdleConnections();
+      });
+      await saver?.settled();
+    },
+  };
+}
+
+/** POST /_admin/faults: `{failRequests: {count, status, pathPrefix}}`, `{failNextJobs: {count, message}}`, `{failDeployNodes: [...]}`. */
+async function adminRoute(req: IncomingMessage, segments: string[], faults: ApiFaults): Promise<RouteResult> {
+  if (segments.length !== 2 || segments[1] !== 'faults') return errorResult(404, `no such admin resource`);
+  if (req.method !== 'POST') return errorResult(405, `${req.method} is not allowed here`, { allow: 'POST' });
+  const body = await readBody(req);
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) {
+    throw new HttpError(400, 'expected a JSON object with failRequests, failNextJobs or failDeployNodes');
+  }
+  const b = body as Record<string, unknown>;
+  const unknown = Object.keys(b).filter(
+    (k) => !['failRequests', 'failNextJobs', 'failDeployNodes'].includes(k),
+  );
+  if (unknown.length) throw new HttpError(400, `unknown fault ${unknown.join(', ')}`);
+  const count = (v: unknown, where: string): number => {
+    if (!Number.isInteger(v) || (v as number) < 0)
+      throw new HttpError(400, `${where}.count must be a whole number`);
+    return v as number;
+  };
+  // Validate everything before applying anything.
+  const actions: (() => void)[] = [];
+  if (b.failRequests !== undefined) {
+    const f = (b.failRequests ?? {}) as Record<string, unknown>;
+    const status = f.status ?? 503;
+    if (!Number.isInteger(status) || (status as number) < 400 || (status as number) > 599) {
+      throw new HttpError(400, 'failRequests.status must be an HTTP error status (400-599)');
+    }
+    if (f.pathPrefix !== undefined && typeof f.pathPrefix !== 'string') {
+      throw new HttpError(400, 'failRequests.pathPrefix must be a string');
+    }
+    const n = count(f.count, 'failRequests');
+    actions.push(() => faults.failRequests(n, status as number, f.pathPrefix as string | undefined));
+  }
+  if (b.failNextJobs !== undefined) {
+    const f = (b.failNextJobs ?? {}) as Record<string, unknown>;
+    const n = count(f.count, 'failNextJobs');
+    const message = typeof f.message === 'string' && f.message ? f.message : 'injected job failure';
+    actions.push(() => faults.failNextJobs(n, message));
+  }
+  if (b.failDeployNodes !== undefined) {
+    const list = b.failDeployNodes;
+    if (!Array.isArray(list) || list.some((x) => typeof x !== 'string')) {
+      throw new HttpError(400, 'failDeployNodes must be an array of node FQDNs');
+    }
+    actions.push(() => faults.failDeployNodes(list as string[]));
+  }
+  for (const act of actions) act();
+  return { status: 204 };
+}

@@ -1,0 +1,163 @@
+// The real binary, as a user runs it: exit codes, one-line errors, --json on stdout.
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type { Plan } from '../../src/lib/planner/plan.js';
+import { kb, kbServe, root } from '../helpers/cli.js';
+import { referenceFixture } from '../helpers/env.js';
+
+let home: string;
+let work: string;
+const env = () => ({ KABOOTSTRAP_HOME: home });
+
+before(async () => {
+  home = await mkdtemp(join(tmpdir(), 'kb-cli-home-'));
+  work = await mkdtemp(join(tmpdir(), 'kb-cli-work-'));
+});
+
+describe('kabootstrap setup --dry-run', () => {
+  it('prints the built-in local default plan with no config', async () => {
+    const r = await kb(['setup', '--dry-run', '-q'], { env: env() });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /Testbed local-small \(local provider/);
+    assert.match(r.stdout, /Total: 2 sites, 4 VM hosts, 2 service nodes, 8 VMs in 2 \/22 blocks/);
+    assert.equal(existsSync(join(home, 'local-small')), false, 'a dry run records nothing');
+  });
+
+  it('plans the seed recipe as JSON: 4552 VMs in 6 subnets', async () => {
+    const r = await kb(['setup', '--dry-run', '-c', 'recipes/seed-4552.yaml', '--json'], { env: env() });
+    assert.equal(r.code, 0, r.stderr);
+    const plan = JSON.parse(r.stdout) as Plan;
+    assert.equal(plan.totals.vms, 4552);
+    assert.equal(plan.sites.length, 6);
+    const vms = plan.sites.flatMap((s) => s.vms);
+    assert.equal(new Set(vms.map((v) => v.ip)).size, 4552);
+    assert.equal(new Set(vms.map((v) => v.mac)).size, 4552);
+  });
+
+  it('refuses an unknown config key with one line and exit 2, creating nothing', async () => {
+    const file = join(work, 'bad.yaml');
+    await writeFile(
+      file,
+      (await readFile(join(root, 'recipes/local-small.yaml'), 'utf8')) + 'colour: blue\n',
+    );
+    const r = await kb(['setup', '-c', file], { env: env() });
+    assert.equal(r.code, 2);
+    assert.equal(r.stderr, `kabootstrap: config ${file}: colour: unknown key\n`);
+    assert.equal(existsSync(join(home, 'local-small')), false);
+    const j = await kb(['setup', '-c', file, '--json', '-q'], { env: env() });
+    assert.equal(j.code, 2);
+    assert.deepEqual(JSON.parse(j.stdout), {
+      error: { message: `config ${file}: colour: unknown key`, exitCode: 2 },
+    });
+  });
+
+  it('refuses a bad flag value with exit 2', async () => {
+    const r = await kb(['setup', '--wait-timeout', '0'], { env: env() });
+    assert.equal(r.code, 2);
+    assert.equal(r.stderr.trim().split('\n').length, 1);
+  });
+});
+
+describe('local testbed lifecycle through the CLI', () => {
+  it('setup, status, teardown, then status says there is no testbed', async () => {
+    const setup = await kb(['setup', '--json'], { env: env() });
+    assert.equal(setup.code, 0, setup.stderr);
+    const result = JSON.parse(setup.stdout);
+    assert.equal(result.phase, 'discovered');
+    assert.equal(result.plan.totals.vms, 8);
+    assert.match(setup.stderr, /Reserve 2 site\(s\)/, 'progress goes to stderr');
+
+    const status = await kb(['status', '--json', '-q'], { env: env() });
+    assert.equal(status.code, 0, status.stderr);
+    assert.deepEqual(
+      JSON.parse(status.stdout).jobs.map((j: { state: string }) => j.state),
+      ['running', 'running'],
+    );
+
+    const down = await kb(['teardown', '-q'], { env: env() });
+    assert.equal(down.code, 0, down.stderr);
+    assert.match(down.stdout, /Testbed local-small torn down: 2 job\(s\) released/);
+    assert.equal(existsSync(join(home, 'local-small')), false);
+
+    const gone = await kb(['status', '-q'], { env: env() });
+    assert.equal(gone.code, 3);
+    assert.match(gone.stderr, /^kabootstrap: testbed local-small is not set up/);
+    const again = await kb(['teardown', '-q'], { env: env() });
+    assert.equal(again.code, 0);
+    assert.match(again.stdout, /nothing to tear down/);
+  });
+});
+
+describe('kabootstrap testbed api', () => {
+  let server: Awaited<ReturnType<typeof kbServe>> | undefined;
+  after(() => server?.child.kill('SIGTERM'));
+
+  it('serves a reference directory that the g5k provider reserves from', async () => {
+    server = await kbServe([
+      'testbed',
+      'api',
+      '--reference',
+      referenceFixture,
+      '--port',
+      '0',
+      '--launch-delay',
+      '0',
+      '--json',
+    ]);
+    const { url } = JSON.parse(server.line);
+    const sites = await (await fetch(`${url}/sites`)).json();
+    assert.deepEqual(sites.items.map((s: { uid: string }) => s.uid).sort(), ['nancy', 'rennes']);
+    const cfg = join(work, 'g5k.yaml');
+    await writeFile(
+      cfg,
+      `name: cli-g5k
+provider: g5k
+api: { url: '${url}', credentials: none }
+vms: { perHost: 2, flavour: { memoryMB: 512 } }
+sites: [{ name: nancy, clusters: [{ name: grappe, hosts: 2 }] }]
+`,
+    );
+    const setup = await kb(['setup', '-c', cfg, '--reserve-only', '--json', '-q'], { env: env() });
+    assert.equal(setup.code, 0, setup.stderr);
+    const result = JSON.parse(setup.stdout);
+    assert.equal(result.discovered.nancy.nodes.length, 2);
+    assert.match(result.discovered.nancy.nodes[0], /^grappe-\d+\.nancy\.grid5000\.fr$/);
+    const down = await kb(['teardown', '-c', cfg, '--json', '-q'], { env: env() });
+    assert.equal(down.code, 0, down.stderr);
+    assert.equal(JSON.parse(down.stdout).releasedJobs, 1);
+  });
+
+  it('refuses a malformed reference document with one line naming the file', async () => {
+    const r = await kb([
+      'testbed',
+      'api',
+      '--reference',
+      join(referenceFixture, '..', 'reference-bad'),
+      '--port',
+      '0',
+    ]);
+    assert.equal(r.code, 2);
+    const lines = r.stderr.trim().split('\n');
+    assert.equal(lines.length, 1);
+    assert.match(lines[0], /^kabootstrap: reference document data\/grid5000\/sites\/.*\.json: /);
+  });
+});
+
+describe('kabootstrap config init', () => {
+  it('writes a valid starter and will not overwrite it without --force', async () => {
+    const file = join(work, 'starter.yaml');
+    const r = await kb(['config', 'init', file, '--provider', 'g5k', '-n', 'lab']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(await readFile(file, 'utf8'), /provider: g5k/);
+    const again = await kb(['config', 'init', file]);
+    assert.equal(again.code, 2);
+    assert.match(again.stderr, /already exists \(use --force/);
+    assert.equal((await kb(['config', 'init', file, '--force'])).code, 0);
+    const plan = await kb(['setup', '--dry-run', '-c', file, '-q'], { env: env() });
+    assert.equal(plan.code, 0, plan.stderr);
+  });
+});
