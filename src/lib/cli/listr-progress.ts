@@ -15,8 +15,12 @@ export function listrProgress(): Progress {
             title,
             task: async (_ctx, task) => {
               const started = Date.now();
+              let last = '';
               result = await run({
                 status: (text) => {
+                  // Polls repeat the same counts; show a line only when something changed.
+                  if (text === last) return;
+                  last = text;
                   task.output = `${text} (${Math.round((Date.now() - started) / 1000)} s)`;
                 },
               });

@@ -2,7 +2,7 @@
 // and a lock file. Every resource is recorded before or as it is created, so teardown can always
 // undo and setup can resume.
 import { closeSync, fsyncSync, openSync, writeSync } from 'node:fs';
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm, rmdir, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { TestbedConfig } from '../config/schema.js';
@@ -139,6 +139,8 @@ export class StateStore {
   async destroy(): Promise<void> {
     await rm(this.dir, { recursive: true, force: true });
     this.locked = false;
+    // The root goes too once no testbed is left in it; rmdir refuses a non-empty one.
+    await rmdir(stateRoot()).catch(() => {});
   }
 }
 
