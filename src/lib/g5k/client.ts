@@ -3,8 +3,7 @@
 import { TestbedError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
-import type { Credentials } from './credentials.js';
-import { defaultSleep, G5kApiError, G5kHttp, type RetryOptions } from './http.js';
+import { defaultSleep, G5kApiError, G5kHttp, type HttpOptions } from './http.js';
 import { naturalCompare } from './job-resources.js';
 import { pollUntil } from './poll.js';
 import type {
@@ -24,16 +23,9 @@ import type {
 export { G5kApiError } from './http.js';
 export { type JobResources, jobResources, naturalCompare } from './job-resources.js';
 
-export interface G5kClientOptions {
-  baseUrl: string;
-  credentials?: Credentials | null;
-  logger?: Logger;
-  retry?: RetryOptions;
-  timeoutMs?: number;
-  sleep?: (ms: number) => Promise<void>;
+export interface G5kClientOptions extends HttpOptions {
   /** Clock used for wait deadlines; injectable alongside `sleep`. */
   now?: () => number;
-  random?: () => number;
 }
 
 export interface WaitForJobOptions {
