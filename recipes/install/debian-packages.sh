@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the local testbed uses on this machine (run as root).
+# Idempotent: installs only what is missing. Nothing comes from anywhere but Debian's archive.
+#   iproute2          network namespaces, veth pairs, bridges (ip)
+#   procps            ps/pkill for checks and teardown
+#   openssh-server    sshd on every emulated host; openssh-client to reach them
+#   busybox-static    udhcpc/tftp clients for interop tests, and the VM initramfs
+#   bind9-dnsutils    dig, curl: DNS and HTTP clients for interop tests
+#   dnsmasq-base      the alternative services backend
+#   ipxe              undionly.kpxe / ipxe.efi served by TFTP to PXE clients
+#   qemu-system-x86   the VMs (ipxe-qemu gives their network boot ROMs)
+#   cpio              packing initramfs images
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+wanted=(iproute2 procps openssh-server openssh-client busybox-static bind9-dnsutils curl dnsmasq-base ipxe
+  qemu-system-x86 ipxe-qemu cpio)
+missing=()
+for p in "${wanted[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ "${#missing[@]}" -eq 0 ]; then
+  echo "debian-packages: all ${#wanted[@]} packages present" >&2
+  exit 0
+fi
+echo "debian-packages: installing ${missing[*]}" >&2
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,71 @@
+// What a service node serves: written by the controller from the plan, read by
+// `kabootstrap service run --config FILE` (the builtin backend) or turned into a dnsmasq config.
+import { z } from 'zod';
+
+const ipv4 = z.string().regex(/^\d{1,3}(\.\d{1,3}){3}$/, { error: 'expected an IPv4 address' });
+const mac = z
+  .string()
+  .regex(/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/, { error: 'expected a lower-case MAC such as 00:16:3e:0a:00:02' });
+
+export const bootProfileSchema = z.enum(['deploy', 'local']);
+export type BootProfile = z.infer<typeof bootProfileSchema>;
+
+export const serviceNodeConfigSchema = z.strictObject({
+  /** The service node (a host FQDN from the plan). */
+  name: z.string().min(1),
+  site: z.string().min(1),
+  domain: z.string().min(1),
+  /** The service node's address in its VLAN: DHCP server id, next-server, HTTP/TFTP/DNS host. */
+  ip: ipv4,
+  /** Interface the service node's VLAN is on (used by the dnsmasq backend). */
+  interface: z.string().min(1).default('eth0'),
+  network: z.strictObject({
+    subnet: z.string().regex(/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/),
+    gateway: ipv4,
+    dns: z.array(ipv4).min(1),
+  }),
+  roles: z.array(z.enum(['dhcp', 'tftp', 'http', 'dns'])).min(1),
+  /** Ports: the standard ones on a service node; tests on loopback pick free ones. */
+  ports: z
+    .strictObject({
+      dhcp: z.number().int().min(0).default(67),
+      tftp: z.number().int().min(0).default(69),
+      http: z.number().int().min(0).default(80),
+      dns: z.number().int().min(0).default(53),
+      /** Per-MAC boot events (JSON lines / SSE) for the controller; 0 = any free port. */
+      events: z.number().int().min(0).default(8067),
+    })
+    .prefault({}),
+  /** Address the daemon binds its UDP/TCP sockets to (0.0.0.0 in a service node namespace). */
+  bind: ipv4.default('0.0.0.0'),
+  /** DHCP replies go to this broadcast address (the subnet's; 255.255.255.255 needs a default route). */
+  broadcast: ipv4.optional(),
+  tftpRoot: z.string().min(1),
+  httpRoot: z.string().min(1),
+  /** What a node boots in each profile; paths are relative to httpRoot. */
+  boot: z.strictObject({
+    deploy: z.strictObject({ kernel: z.string(), initrd: z.string(), cmdline: z.string().default('') }),
+  }),
+  nodes: z.array(
+    z.strictObject({
+      mac,
+      ip: ipv4,
+      hostname: z.string().min(1),
+      fqdn: z.string().min(1),
+      profile: bootProfileSchema.default('deploy'),
+    }),
+  ),
+  /** A and PTR records served for the domain (hosts, service nodes, VMs). */
+  dns: z
+    .strictObject({
+      records: z.array(z.strictObject({ name: z.string().min(1), ip: ipv4 })).default([]),
+      /** Upstream resolvers for other names; empty = refuse them. */
+      forward: z.array(ipv4).default([]),
+    })
+    .prefault({}),
+  leaseSeconds: z.number().int().positive().default(3600),
+});
+
+export type ServiceNodeConfig = z.infer<typeof serviceNodeConfigSchema>;
+export type ServiceNodeInput = z.input<typeof serviceNodeConfigSchema>;
+export type NodeRecord = ServiceNodeConfig['nodes'][number];

@@ -1,0 +1,36 @@
+// iPXE scripts per node and boot profile, from templates/ipxe/*.hbs (Handlebars with noEscape,
+// since these are scripts, not HTML, and strict, so a missing field is an error, not an empty string).
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import Handlebars from 'handlebars';
+import { packageRoot } from '../config/load.js';
+import type { BootProfile, NodeRecord, ServiceNodeConfig } from './config.js';
+
+const cache = new Map<string, HandlebarsTemplateDelegate>();
+
+export function template(relPath: string): HandlebarsTemplateDelegate {
+  let t = cache.get(relPath);
+  if (!t) {
+    const text = readFileSync(join(packageRoot, 'templates', relPath), 'utf8');
+    t = Handlebars.compile(text, { noEscape: true, strict: true });
+    cache.set(relPath, t);
+  }
+  return t;
+}
+
+export function httpBase(config: Pick<ServiceNodeConfig, 'ip' | 'ports'>): string {
+  return `http://${config.ip}${config.ports.http === 80 ? '' : `:${config.ports.http}`}`;
+}
+
+export function bootScript(
+  config: ServiceNodeConfig,
+  node: NodeRecord,
+  profile: BootProfile = node.profile,
+): string {
+  return template(`ipxe/${profile}.ipxe.hbs`)({
+    node,
+    boot: config.boot.deploy,
+    baseUrl: `${httpBase(config)}/files`,
+    serviceIp: config.ip,
+  });
+}
