@@ -41,7 +41,11 @@ Re-running setup resumes from the state recorded in .kabootstrap/<name>/.`;
       this.log(renderPlan(plan, { hosts: flags.hosts }));
       return plan;
     }
-    const result = await setupTestbed(loaded, { waitTimeoutMs: flags['wait-timeout'] * 1000 }, ctx);
+    const result = await setupTestbed(
+      loaded,
+      { waitTimeoutMs: flags['wait-timeout'] * 1000, reserveOnly: flags['reserve-only'] },
+      ctx,
+    );
     this.log(
       `Testbed ${result.testbed}: ${result.resumed ? 'resumed, ' : ''}${result.phase} (API ${result.apiUrl})`,
     );
@@ -54,6 +58,10 @@ Re-running setup resumes from the state recorded in .kabootstrap/<name>/.`;
         }),
       ),
     );
+    if (result.hosts.length) {
+      const ok = result.hosts.filter((h) => h.ok).length;
+      this.log(`Hosts answering SSH: ${ok}/${result.hosts.length}`);
+    }
     this.log('');
     this.log(renderPlan(result.plan, { hosts: flags.hosts }));
     return result;

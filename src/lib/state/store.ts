@@ -29,7 +29,7 @@ export interface TestbedState {
   configSource: string;
   /** The config as it was at setup, so teardown works even if the file changed or is gone. */
   config: TestbedConfig;
-  phase: 'new' | 'reserving' | 'reserved' | 'discovered' | 'failed';
+  phase: 'new' | 'reserving' | 'reserved' | 'discovered' | 'network' | 'ready' | 'failed';
   apiUrl: string | null;
   resources: ResourceRecord[];
   plan: Plan | null;

@@ -3,10 +3,13 @@ import type { LoadedConfig } from '../config/load.js';
 import { TestbedError } from '../errors.js';
 import type { Job } from '../g5k/types.js';
 import type { Logger } from '../log.js';
+import type { SshProbe } from '../netns/ssh-check.js';
+import { type NetworkTeardown, teardownNetwork } from '../netns/teardown.js';
 import { buildPlan, type Plan } from '../planner/plan.js';
 import { countStates, type Progress } from '../progress.js';
 import { openSession, type ProviderSession } from '../provider/session.js';
 import { newState, StateStore, type TestbedState } from '../state/store.js';
+import { buildLocalNetwork, checkLocalNetworkPossible, localTopology, probeHosts } from './local-network.js';
 import { assignedSites, candidateSites, readReference } from './reference.js';
 import { discovered, jobRecords, releaseJobs, resolvePending, submitJobs, waitForJobs } from './reserve.js';
 
@@ -33,6 +36,7 @@ async function planWith(session: ProviderSession, loaded: LoadedConfig, ctx: Ser
 }
 
 export interface SetupResult {
+  hosts: SshProbe[];
   testbed: string;
   provider: string;
   apiUrl: string;
@@ -45,6 +49,13 @@ export interface SetupResult {
 
 export interface SetupOptions {
   waitTimeoutMs: number;
+  /** Stop after reserving and discovering; build nothing on this machine. */
+  reserveOnly?: boolean;
+}
+
+/** Whether setup builds the local testbed network (namespaces, sshd) on this machine. */
+function buildsLocalNetwork(config: TestbedState['config'], opts: SetupOptions): boolean {
+  return config.provider === 'local' && config.vms.runtime === 'qemu' && !opts.reserveOnly;
 }
 
 /**
@@ -57,6 +68,8 @@ export async function setupTestbed(
   opts: SetupOptions,
   ctx: ServiceContext,
 ): Promise<SetupResult> {
+  // Checked before anything is reserved, so a non-root run changes nothing.
+  if (buildsLocalNetwork(loaded.config, opts)) checkLocalNetworkPossible();
   const store = new StateStore(loaded.config.name);
   await store.lock('setup');
   let session: ProviderSession | null = null;
@@ -151,7 +164,23 @@ async function reserveAndDiscover(
   state.plan = plan;
   state.phase = 'discovered';
   await store.write(state);
+  let hosts: SshProbe[] = [];
+  if (buildsLocalNetwork(config, opts)) {
+    const topo = localTopology(state, plan, source);
+    state.phase = 'network';
+    await store.write(state);
+    await buildLocalNetwork(store, state, topo, ctx.progress);
+    hosts = await ctx.progress.step('Check every host answers SSH', () => probeHosts(store, state));
+    const down = hosts.filter((h) => !h.ok);
+    if (down.length)
+      throw new TestbedError(
+        `${down.length} host(s) do not answer SSH: ${down.map((h) => `${h.host} (${h.detail})`).join(', ')}`,
+      );
+    state.phase = 'ready';
+    await store.write(state);
+  }
   return {
+    hosts,
     testbed: config.name,
     provider: config.provider,
     apiUrl: session.apiUrl,
@@ -209,6 +238,7 @@ export interface TeardownResult {
   testbed: string;
   found: boolean;
   releasedJobs: number;
+  network: NetworkTeardown;
 }
 
 /** Releases everything the state records, then removes the state. Idempotent. */
@@ -216,12 +246,17 @@ export async function teardownTestbed(name: string, ctx: ServiceContext): Promis
   const store = new StateStore(name);
   const state = await store.read();
   if (!state) {
+    // No state, yet a setup killed before its first write may have left namespaces: sweep by name.
+    const network = await teardownNetwork({ name, resources: [] });
     await store.destroy();
-    return { testbed: name, found: false, releasedJobs: 0 };
+    return { testbed: name, found: false, releasedJobs: 0, network };
   }
   await store.lock('teardown');
   let session: ProviderSession | null = null;
   try {
+    const network = await ctx.progress.step('Remove the local network and its processes', () =>
+      teardownNetwork(state),
+    );
     session = await openSession(state.config, {
       logger: ctx.logger,
       source: state.configSource,
@@ -233,7 +268,7 @@ export async function teardownTestbed(name: string, ctx: ServiceContext): Promis
     await session.close();
     session = null;
     await store.destroy();
-    return { testbed: name, found: true, releasedJobs };
+    return { testbed: name, found: true, releasedJobs, network };
   } finally {
     await session?.close();
     await store.unlock();

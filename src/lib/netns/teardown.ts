@@ -1,0 +1,90 @@
+// Removes everything the local testbed made on this machine: processes in its namespaces (a
+// process outlives a deleted namespace, so they go first), the namespaces (their veths and
+// routes go with them) and the controller's link (its route goes with it). Works from the
+// state's records and also sweeps by name, so a setup killed before it flushed a record is
+// cleaned too. Idempotent.
+import { readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import type { TestbedState } from '../state/store.js';
+import { ip, linkExists, listNamespaces, nsPids } from './ip.js';
+import { nsPrefix, testbedTag } from './topology.js';
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  // A killed daemon whose parent is not reaping it stays a zombie: it is gone all the same.
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+async function cmdline(pid: number): Promise<string> {
+  return (await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).replace(/\0/g, ' ');
+}
+
+async function killAll(pids: number[]): Promise<void> {
+  for (const pid of pids) {
+    try {
+      process.kill(pid, 'SIGTERM');
+    } catch {}
+  }
+  const deadline = Date.now() + 3000;
+  while (pids.some(alive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  for (const pid of pids.filter(alive)) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {}
+  }
+}
+
+export interface NetworkTeardown {
+  processes: number;
+  namespaces: number;
+  links: number;
+}
+
+export async function teardownNetwork(
+  state: Pick<TestbedState, 'name' | 'resources'>,
+): Promise<NetworkTeardown> {
+  const prefix = nsPrefix(state.name);
+  const recorded = state.resources.filter((r) => r.kind === 'netns').map((r) => r.key);
+  const present = new Set(await listNamespaces());
+  const namespaces = [...new Set([...recorded, ...[...present].filter((n) => n.startsWith(prefix))])].filter(
+    (n) => present.has(n),
+  );
+
+  // Processes recorded by pid (outside any namespace, or whose namespace is already gone), checked
+  // against their command line so a reused pid is never killed.
+  const pids = new Set<number>();
+  for (const r of state.resources.filter((x) => x.kind === 'process' && typeof x.data.pid === 'number')) {
+    const pid = r.data.pid as number;
+    if (alive(pid) && (await cmdline(pid)).includes(String(r.data.match ?? ''))) pids.add(pid);
+  }
+  for (const ns of namespaces) for (const pid of await nsPids(ns)) pids.add(pid);
+  await killAll([...pids]);
+
+  // Fabric last: host namespaces' veth peers live in it.
+  namespaces.sort((a, b) => Number(a.endsWith('-fabric')) - Number(b.endsWith('-fabric')));
+  for (const ns of namespaces) await ip(['netns', 'del', ns], { allowFail: true });
+
+  const links = [
+    ...new Set([
+      ...state.resources.filter((r) => r.kind === 'link').map((r) => r.key),
+      `kb${testbedTag(state.name)}c`,
+    ]),
+  ];
+  let removed = 0;
+  for (const link of links) {
+    if (await linkExists(link)) {
+      await ip(['link', 'del', link], { allowFail: true });
+      removed++;
+    }
+  }
+  return { processes: pids.size, namespaces: namespaces.length, links: removed };
+}

@@ -1,0 +1,128 @@
+// The local testbed's network, as data (pure): which namespaces, links, addresses and routes
+// a plan needs on this machine. `build.ts` applies it; `teardown` removes what state recorded.
+//
+//   root ns ── veth ──┐ fabric ns: bridge "prod" (hosts' own network, router = infra+2)
+//                     │            bridge "vlanN" per site (VM network, router = site gateway)
+//   host ns:    eth0 → prod, vlan0 → site VLAN bridge (later bridged with the VMs' taps), sshd
+//   service ns: eth0 → prod, vlan0 → site VLAN bridge with the service node's VM-network address
+import { createHash } from 'node:crypto';
+import { formatPrefix, intToIp, ipToInt, parsePrefix } from '../net/ipv4.js';
+import type { Plan } from '../planner/plan.js';
+import type { LocalLayout } from '../provider/local-layout.js';
+
+export interface NsInterface {
+  /** Name inside its namespace (≤ 15 characters). */
+  name: string;
+  /** Peer name in the fabric namespace. */
+  fabricPeer: string;
+  /** Fabric bridge the peer joins. */
+  bridge: string;
+  address: string | null;
+  mac?: string;
+}
+
+export interface HostNs {
+  ns: string;
+  role: 'host' | 'service';
+  fqdn: string;
+  site: string;
+  /** Its address on the hosts' network (sshd listens there). */
+  ip: string;
+  interfaces: NsInterface[];
+  /** Routes inside the namespace: the testbed prefix via the fabric router. */
+  routes: { dst: string; via: string }[];
+}
+
+export interface Topology {
+  testbed: string;
+  prefix: string;
+  fabricNs: string;
+  bridges: { name: string; address: string }[];
+  controller: { link: string; fabricPeer: string; address: string; route: { dst: string; via: string } };
+  namespaces: HostNs[];
+}
+
+/** Short, stable tag of a testbed name for interface names, which are at most 15 characters. */
+export function testbedTag(name: string): string {
+  return createHash('sha256').update(name).digest('hex').slice(0, 6);
+}
+
+export function nsPrefix(testbed: string): string {
+  return `kb-${testbed}-`;
+}
+
+export function buildTopology(plan: Plan, layout: LocalLayout, prefix: string): Topology {
+  const infra = parsePrefix(layout.infra);
+  const router = intToIp(infra.base + 2);
+  const hostLen = infra.length;
+  const fabricNs = `${nsPrefix(plan.testbed)}fabric`;
+  const bridges = [{ name: 'prod', address: `${router}/${hostLen}` }];
+  const namespaces: HostNs[] = [];
+  const ipOf = new Map(layout.sites.flatMap((s) => s.hosts.map((h) => [h.fqdn, h] as const)));
+  let n = 0;
+  plan.sites.forEach((site, i) => {
+    const vlanBridge = `vlan${i}`;
+    const net = parsePrefix(site.network);
+    bridges.push({ name: vlanBridge, address: `${site.gateway}/${net.length}` });
+    const add = (fqdn: string, role: HostNs['role'], vlanAddress: string | null) => {
+      const h = ipOf.get(fqdn);
+      if (!h) throw new Error(`host ${fqdn} of the plan is not in the local layout`);
+      const k = n++;
+      namespaces.push({
+        ns: `${nsPrefix(plan.testbed)}${h.uid}-${site.name}`,
+        role,
+        fqdn,
+        site: site.name,
+        ip: h.ip,
+        interfaces: [
+          { name: 'eth0', fabricPeer: `p${k}`, bridge: 'prod', address: `${h.ip}/${hostLen}`, mac: h.mac },
+          { name: 'vlan0', fabricPeer: `v${k}`, bridge: vlanBridge, address: vlanAddress },
+        ],
+        routes: [{ dst: prefix, via: router }],
+      });
+    };
+    for (const s of site.serviceNodes) add(s.host, 'service', `${s.ip}/${net.length}`);
+    for (const h of site.hosts) add(h.host, 'host', null);
+  });
+  const tag = testbedTag(plan.testbed);
+  return {
+    testbed: plan.testbed,
+    prefix,
+    fabricNs,
+    bridges,
+    controller: {
+      link: `kb${tag}c`,
+      fabricPeer: 'ctl',
+      address: `${layout.controllerIp}/${hostLen}`,
+      route: { dst: prefix, via: router },
+    },
+    namespaces,
+  };
+}
+
+/** Routes of this machine that overlap the testbed prefix (a default route does not count). */
+export function overlappingRoutes(
+  prefix: string,
+  routes: { dst: string; dev?: string }[],
+  ownLink: string,
+): string[] {
+  const p = parsePrefix(prefix);
+  const last = p.base + 2 ** (32 - p.length) - 1;
+  const out: string[] = [];
+  for (const r of routes) {
+    if (r.dst === 'default' || r.dev === ownLink) continue;
+    const [addr, len] = r.dst.includes('/') ? r.dst.split('/') : [r.dst, '32'];
+    let base: number;
+    try {
+      base = ipToInt(addr);
+    } catch {
+      continue;
+    }
+    const l = Number(len);
+    const start = l === 0 ? 0 : (base & ((0xffffffff << (32 - l)) >>> 0)) >>> 0;
+    const end = start + 2 ** (32 - l) - 1;
+    if (start <= last && p.base <= end)
+      out.push(`${formatPrefix({ base: start, length: l })} dev ${r.dev ?? '?'}`);
+  }
+  return out;
+}

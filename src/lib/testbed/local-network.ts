@@ -1,0 +1,77 @@
+// The local provider's testbed network on this machine: namespaces for hosts and service nodes,
+// VLAN bridges, the controller's veth and route, and sshd on every host.
+
+import { InputError } from '../errors.js';
+import { buildNetwork, requireRoot } from '../netns/build.js';
+import { probeSsh, type SshProbe } from '../netns/ssh-check.js';
+import { ensureSshFiles, sshdPidFile, startSshd } from '../netns/sshd.js';
+import { buildTopology, type Topology } from '../netns/topology.js';
+import type { Plan } from '../planner/plan.js';
+import type { Progress } from '../progress.js';
+import { localLayout } from '../provider/local-layout.js';
+import { type StateStore, type TestbedState, upsertResource } from '../state/store.js';
+
+/** Beyond this many host namespaces, emulated VMs are the way (each host runs an sshd). */
+export const maxQemuHosts = 64;
+
+export function localTopology(state: TestbedState, plan: Plan, source: string): Topology {
+  const topo = buildTopology(plan, localLayout(state.config, source), state.config.network.prefix);
+  if (topo.namespaces.length > maxQemuHosts) {
+    throw new InputError(
+      `config ${source}: vms.runtime: ${topo.namespaces.length} hosts is more than the ${maxQemuHosts} a local qemu testbed runs; use runtime: emulated`,
+    );
+  }
+  return topo;
+}
+
+export function checkLocalNetworkPossible(): void {
+  requireRoot('kabootstrap setup of the local testbed');
+}
+
+export async function buildLocalNetwork(
+  store: StateStore,
+  state: TestbedState,
+  topo: Topology,
+  progress: Progress,
+): Promise<void> {
+  await progress.step(
+    `Build the network: ${topo.namespaces.length} host namespaces, ${topo.bridges.length} bridges`,
+    (step) => buildNetwork(store, state, topo, (done, total) => step.status(`${done}/${total} namespaces`)),
+  );
+  const files = await ensureSshFiles(store.dir);
+  await progress.step('Start sshd on every host', async (step) => {
+    let started = 0;
+    for (const h of topo.namespaces) {
+      const key = `sshd/${h.ns}`;
+      const rec = state.resources.find((r) => r.key === key && r.status === 'created');
+      if (rec && isAlive(rec.data.pid as number)) continue;
+      // Recorded before it starts: teardown finds it by its namespace or its pid file.
+      upsertResource(state, {
+        kind: 'process',
+        key,
+        status: 'creating',
+        data: { ns: h.ns, pidFile: sshdPidFile(files, h.ns) },
+      });
+      await store.write(state);
+      const pid = await startSshd(files, h.ns, h.ip);
+      upsertResource(state, { kind: 'process', key, status: 'created', data: { pid, match: 'sshd' } });
+      await store.write(state);
+      step.status(`${++started} started`);
+    }
+  });
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export async function probeHosts(store: StateStore, state: TestbedState): Promise<SshProbe[]> {
+  const hosts = state.resources.filter((r) => r.kind === 'netns' && r.status === 'created' && r.data.ip);
+  const key = `${store.dir}/ssh/id_ed25519`;
+  return Promise.all(hosts.map((h) => probeSsh(h.data.ip as string, key)));
+}
