@@ -1,7 +1,7 @@
 import { BaseCommand } from '../lib/cli/base.js';
 import { configFlag, nameFlag, testbedName } from '../lib/cli/flags.js';
 import { table } from '../lib/cli/render.js';
-import { TestbedError } from '../lib/errors.js';
+import { ExitCode, TestbedError } from '../lib/errors.js';
 import { stateRoot } from '../lib/state/store.js';
 import { testbedStatus } from '../lib/testbed/service.js';
 
@@ -22,11 +22,25 @@ export default class Status extends BaseCommand {
         status.jobs.map((j) => [j.site, j.uid ?? '-', j.state, j.assignedNodes]),
       ),
     );
+    if (status.hosts.length) {
+      this.log(
+        table(
+          ['host', 'ssh', 'ms'],
+          status.hosts.map((h) => [h.host, h.ok ? 'ok' : h.detail, h.ms]),
+        ),
+      );
+    }
     if (status.totals) {
       const t = status.totals;
       this.log(
         `Plan: ${t.hosts} VM hosts, ${t.serviceNodes} service nodes, ${t.vms} VMs in ${t.sites} sites`,
       );
+    }
+    const down = status.hosts.filter((h) => !h.ok).length;
+    if (down) {
+      // The full status still goes out (--json included); the exit code says something is down.
+      process.stderr.write(`kabootstrap: ${down} of ${status.hosts.length} host(s) do not answer SSH\n`);
+      process.exitCode = ExitCode.testbed;
     }
     return status;
   }

@@ -62,9 +62,9 @@ describe('kabootstrap setup --dry-run', () => {
   });
 });
 
-describe('local testbed lifecycle through the CLI', () => {
-  it('setup, status, teardown, then status says there is no testbed', async () => {
-    const setup = await kb(['setup', '--json'], { env: env() });
+describe('local testbed reservations through the CLI', () => {
+  it('setup --reserve-only, status, teardown, then status says there is no testbed', async () => {
+    const setup = await kb(['setup', '--reserve-only', '--json'], { env: env() });
     assert.equal(setup.code, 0, setup.stderr);
     const result = JSON.parse(setup.stdout);
     assert.equal(result.phase, 'discovered');

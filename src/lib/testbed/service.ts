@@ -199,6 +199,8 @@ export interface StatusResult {
   apiUrl: string | null;
   jobs: { site: string; uid: number | null; state: string; assignedNodes: number }[];
   totals: Plan['totals'] | null;
+  /** Local testbed: does every host answer SSH (a real handshake and command)? */
+  hosts: SshProbe[];
   resources: { kind: string; key: string; status: string }[];
 }
 
@@ -220,10 +222,12 @@ export async function testbedStatus(name: string, ctx: ServiceContext): Promise<
         return { site: r.site!, uid: job.uid, state: job.state, assignedNodes: job.assigned_nodes.length };
       }),
     );
+    const hosts = await probeHosts(store, state);
     return {
       testbed: state.name,
       provider: state.provider,
       phase: state.phase,
+      hosts,
       apiUrl: state.provider === 'g5k' ? state.apiUrl : null,
       jobs,
       totals: state.plan?.totals ?? null,

@@ -1,0 +1,119 @@
+// The local testbed for real (root): namespaces, VLAN bridges, the controller's route, sshd on
+// every host; then teardown must leave no namespace, link, route or process behind, also after
+// a setup killed half-way.
+import assert from 'node:assert/strict';
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { before, describe, it } from 'node:test';
+import { testbedTag } from '../../src/lib/netns/topology.js';
+import { bin, kb, root } from '../helpers/cli.js';
+import { needTools } from '../helpers/netns.js';
+
+const skip = needTools('sshd', 'ssh-keygen', 'ip');
+
+function leftovers(name: string, prefix: string): string[] {
+  const out: string[] = [];
+  const netns = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' });
+  out.push(...netns.split('\n').filter((l) => l.startsWith(`kb-${name}-`)));
+  const routes = execFileSync('ip', ['-4', 'route', 'show', 'table', 'all'], { encoding: 'utf8' });
+  out.push(...routes.split('\n').filter((l) => l.includes(prefix)));
+  const links = execFileSync('ip', ['-o', 'link'], { encoding: 'utf8' });
+  out.push(...links.split('\n').filter((l) => l.includes(`: kb${testbedTag(name)}c`)));
+
+  const ps = execFileSync('ps', ['-eo', 'stat=,args='], { encoding: 'utf8' });
+  out.push(...ps.split('\n').filter((l) => l.includes(`.kabootstrap-${name}`) && !l.trim().startsWith('Z')));
+  return out;
+}
+
+async function configFile(dir: string, name: string, prefix: string): Promise<string> {
+  const text = (await readFile(join(root, 'recipes/local-small.yaml'), 'utf8'))
+    .replace('name: local-small', `name: ${name}`)
+    .replace('10.213.0.0/16', `${prefix}.0.0/16`);
+  const file = join(dir, `${name}.yaml`);
+  await writeFile(file, text);
+  return file;
+}
+
+describe('local testbed network', { skip }, () => {
+  let home: string;
+  before(async () => {
+    home = await mkdtemp(join(tmpdir(), 'kb-local-'));
+  });
+
+  it('sets up, answers SSH on every host, and tears down leaving nothing', async () => {
+    const name = 'kbt-net';
+    const cfg = await configFile(home, name, '10.218');
+    const env = { KABOOTSTRAP_HOME: join(home, `.kabootstrap-${name}`) };
+    const t0 = Date.now();
+    const setup = await kb(['setup', '-c', cfg, '--json', '-q'], { env });
+    assert.equal(setup.code, 0, setup.stderr);
+    const result = JSON.parse(setup.stdout);
+    assert.equal(result.phase, 'ready');
+    assert.equal(result.hosts.length, 6);
+    assert.ok(result.hosts.every((h: { ok: boolean }) => h.ok));
+    process.stderr.write(`local testbed setup: ${Date.now() - t0} ms\n`);
+
+    const ns = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' });
+    assert.equal(ns.split('\n').filter((l) => l.startsWith(`kb-${name}-`)).length, 7, 'fabric + 6 hosts');
+
+    const status = await kb(['status', '-c', cfg, '--json', '-q'], { env });
+    assert.equal(status.code, 0, status.stderr);
+    const st = JSON.parse(status.stdout);
+    assert.deepEqual(
+      st.hosts.map((h: { ok: boolean }) => h.ok),
+      [true, true, true, true, true, true],
+    );
+
+    const down = await kb(['teardown', '-c', cfg, '--json', '-q'], { env });
+    assert.equal(down.code, 0, down.stderr);
+    const d = JSON.parse(down.stdout);
+    assert.equal(d.network.namespaces, 7);
+    assert.equal(d.network.links, 1);
+    assert.ok(d.network.processes >= 6, 'one sshd per host');
+    await new Promise((r) => setTimeout(r, 200));
+    assert.deepEqual(leftovers(name, '10.218.'), []);
+  });
+
+  it('cleans after a setup killed half-way, and a new setup then resumes', async () => {
+    const name = 'kbt-crash';
+    const cfg = await configFile(home, name, '10.219');
+    const env = { ...process.env, KABOOTSTRAP_HOME: join(home, `.kabootstrap-${name}`) };
+    const child = spawn(process.execPath, [bin, 'setup', '-c', cfg, '-q'], {
+      cwd: root,
+      env,
+      stdio: 'ignore',
+    });
+    // Kill it as soon as it has made a couple of namespaces (bounded: 30 s).
+    const deadline = Date.now() + 30_000;
+    let killedMidway = false;
+    while (Date.now() < deadline && child.exitCode === null) {
+      const made = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })
+        .split('\n')
+        .filter((l) => l.startsWith(`kb-${name}-`)).length;
+      if (made >= 2) {
+        child.kill('SIGKILL');
+        killedMidway = true;
+        break;
+      }
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    await new Promise((r) => (child.exitCode !== null || child.signalCode ? r(null) : child.once('exit', r)));
+    assert.ok(killedMidway, 'setup was killed while building the network');
+    const state = JSON.parse(await readFile(join(env.KABOOTSTRAP_HOME, name, 'state.json'), 'utf8'));
+    assert.notEqual(state.phase, 'ready');
+
+    // A new setup resumes from the state and finishes.
+    const resumed = await kb(['setup', '-c', cfg, '--json', '-q'], { env });
+    assert.equal(resumed.code, 0, resumed.stderr);
+    assert.equal(JSON.parse(resumed.stdout).phase, 'ready');
+    assert.equal(JSON.parse(resumed.stdout).resumed, true);
+
+    // Kill again mid-way through nothing: teardown straight after a crash.
+    const down = await kb(['teardown', '-c', cfg, '-q'], { env });
+    assert.equal(down.code, 0, down.stderr);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.deepEqual(leftovers(name, '10.219.'), []);
+  });
+});
