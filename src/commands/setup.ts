@@ -62,6 +62,12 @@ Re-running setup resumes from the state recorded in .kabootstrap/<name>/.`;
       const ok = result.hosts.filter((h) => h.ok).length;
       this.log(`Hosts answering SSH: ${ok}/${result.hosts.length}`);
     }
+    if (result.services.length) {
+      const ok = result.services.filter((s) => s.ok).length;
+      this.log(
+        `Service nodes answering: ${ok}/${result.services.length} (${result.services.map((s) => s.url).join(', ')})`,
+      );
+    }
     this.log('');
     this.log(renderPlan(result.plan, { hosts: flags.hosts }));
     return result;

@@ -30,6 +30,14 @@ export default class Status extends BaseCommand {
         ),
       );
     }
+    if (status.services.length) {
+      this.log(
+        table(
+          ['service node', 'state'],
+          status.services.map((s) => [s.name, s.ok ? `ok, ${s.detail}` : s.detail]),
+        ),
+      );
+    }
     if (status.totals) {
       const t = status.totals;
       this.log(
@@ -37,9 +45,12 @@ export default class Status extends BaseCommand {
       );
     }
     const down = status.hosts.filter((h) => !h.ok).length;
-    if (down) {
+    const silent = status.services.filter((s) => !s.ok).length;
+    if (down || silent) {
       // The full status still goes out (--json included); the exit code says something is down.
-      process.stderr.write(`kabootstrap: ${down} of ${status.hosts.length} host(s) do not answer SSH\n`);
+      process.stderr.write(
+        `kabootstrap: ${down} of ${status.hosts.length} host(s) do not answer SSH, ${silent} of ${status.services.length} service node(s) do not answer\n`,
+      );
       process.exitCode = ExitCode.testbed;
     }
     return status;

@@ -79,3 +79,8 @@ export function subdivide(p: Prefix, length: number): Prefix[] {
   for (let base = p.base; base <= lastAddress(p); base += step) out.push({ base, length });
   return out;
 }
+
+/** The broadcast address of a prefix given as text. */
+export function broadcastOf(prefix: string): string {
+  return intToIp(lastAddress(parsePrefix(prefix)));
+}

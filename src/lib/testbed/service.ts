@@ -12,6 +12,7 @@ import { newState, StateStore, type TestbedState } from '../state/store.js';
 import { buildLocalNetwork, checkLocalNetworkPossible, localTopology, probeHosts } from './local-network.js';
 import { assignedSites, candidateSites, readReference } from './reference.js';
 import { discovered, jobRecords, releaseJobs, resolvePending, submitJobs, waitForJobs } from './reserve.js';
+import { probeServiceNodes, type ServiceProbe, startLocalServiceNodes } from './service-nodes.js';
 
 export interface ServiceContext {
   logger: Logger;
@@ -37,6 +38,7 @@ async function planWith(session: ProviderSession, loaded: LoadedConfig, ctx: Ser
 
 export interface SetupResult {
   hosts: SshProbe[];
+  services: ServiceProbe[];
   testbed: string;
   provider: string;
   apiUrl: string;
@@ -165,6 +167,7 @@ async function reserveAndDiscover(
   state.phase = 'discovered';
   await store.write(state);
   let hosts: SshProbe[] = [];
+  let services: ServiceProbe[] = [];
   if (buildsLocalNetwork(config, opts)) {
     const topo = localTopology(state, plan, source);
     state.phase = 'network';
@@ -172,15 +175,24 @@ async function reserveAndDiscover(
     await buildLocalNetwork(store, state, topo, ctx.progress);
     hosts = await ctx.progress.step('Check every host answers SSH', () => probeHosts(store, state));
     const down = hosts.filter((h) => !h.ok);
-    if (down.length)
+    if (down.length) {
       throw new TestbedError(
         `${down.length} host(s) do not answer SSH: ${down.map((h) => `${h.host} (${h.detail})`).join(', ')}`,
       );
+    }
+    services = await startLocalServiceNodes(store, state, plan, topo, source, ctx.progress, ctx.logger);
+    const silent = services.filter((s) => !s.ok);
+    if (silent.length) {
+      throw new TestbedError(
+        `${silent.length} service node(s) do not answer: ${silent.map((s) => `${s.name} (${s.detail})`).join(', ')}`,
+      );
+    }
     state.phase = 'ready';
     await store.write(state);
   }
   return {
     hosts,
+    services,
     testbed: config.name,
     provider: config.provider,
     apiUrl: session.apiUrl,
@@ -201,6 +213,7 @@ export interface StatusResult {
   totals: Plan['totals'] | null;
   /** Local testbed: does every host answer SSH (a real handshake and command)? */
   hosts: SshProbe[];
+  services: ServiceProbe[];
   resources: { kind: string; key: string; status: string }[];
 }
 
@@ -222,8 +235,9 @@ export async function testbedStatus(name: string, ctx: ServiceContext): Promise<
         return { site: r.site!, uid: job.uid, state: job.state, assignedNodes: job.assigned_nodes.length };
       }),
     );
-    const hosts = await probeHosts(store, state);
+    const [hosts, services] = await Promise.all([probeHosts(store, state), probeServiceNodes(state)]);
     return {
+      services,
       testbed: state.name,
       provider: state.provider,
       phase: state.phase,

@@ -1,0 +1,29 @@
+import { Flags } from '@oclif/core';
+import { BaseCommand } from '../../lib/cli/base.js';
+import { readServiceConfig, startDaemon } from '../../lib/services/daemon.js';
+
+export default class ServiceRun extends BaseCommand {
+  static summary = 'Run the service daemon of a service node: DHCP, TFTP, HTTP and DNS for its VMs.';
+  static description = `Reads the service node config written by setup (JSON or YAML) and serves until
+interrupted. Prints {"ready": true, "ports": {...}} on stdout once every role listens.
+GET /health, GET /events (?mac=, ?follow=1) and PUT /nodes/<mac>/profile on the control port.`;
+  static examples = [
+    '<%= config.bin %> service run --config .kabootstrap/local-small/services/grappe-3-nancy/service.json',
+  ];
+  static flags = {
+    config: Flags.string({ char: 'c', required: true, description: 'Service node config file.' }),
+  };
+
+  async run() {
+    const { flags } = await this.parse(ServiceRun);
+    const config = await readServiceConfig(flags.config);
+    const daemon = await startDaemon(config, this.logger(flags));
+    process.stdout.write(`${JSON.stringify({ ready: true, name: config.name, ports: daemon.ports })}\n`);
+    await new Promise<void>((resolve) => {
+      process.once('SIGINT', () => resolve());
+      process.once('SIGTERM', () => resolve());
+    });
+    await daemon.close();
+    return undefined;
+  }
+}

@@ -1,0 +1,58 @@
+// Per service node, what it serves (pure): its site's VM network, the VMs it boots (those on
+// the hosts it was dealt), and DNS records for every host, service node and VM of the testbed.
+import { broadcastOf } from '../net/ipv4.js';
+import type { Plan } from '../planner/plan.js';
+import type { ServiceNodeInput } from './config.js';
+
+export interface ServiceLayout {
+  /** Host FQDN → its own address (the hosts' network), for DNS. */
+  hostIps: Map<string, string>;
+  /** Directory holding each service node's files: <dir>/<service node>/{tftp,http}. */
+  dir: string;
+  /** Where the deployment environment's kernel and initrd live under each httpRoot. */
+  deployKernel?: string;
+  deployInitrd?: string;
+}
+
+export function serviceNodeConfigs(plan: Plan, layout: ServiceLayout): ServiceNodeInput[] {
+  const records: { name: string; ip: string }[] = [];
+  for (const [fqdn, ip] of layout.hostIps) records.push({ name: fqdn, ip });
+  for (const site of plan.sites) for (const vm of site.vms) records.push({ name: vm.fqdn, ip: vm.ip });
+  const out: ServiceNodeInput[] = [];
+  for (const site of plan.sites) {
+    for (const sn of site.serviceNodes) {
+      const short = sn.host.split('.')[0];
+      const base = `${layout.dir}/${short}-${site.name}`;
+      out.push({
+        name: sn.host,
+        site: site.name,
+        domain: plan.domain,
+        ip: sn.ip,
+        interface: 'vlan0',
+        network: { subnet: site.network, gateway: site.gateway, dns: [sn.ip] },
+        roles: sn.roles as ServiceNodeInput['roles'],
+        broadcast: broadcastOf(site.network),
+        tftpRoot: `${base}/tftp`,
+        httpRoot: `${base}/http`,
+        boot: {
+          deploy: {
+            kernel: layout.deployKernel ?? 'deploy/vmlinuz',
+            initrd: layout.deployInitrd ?? 'deploy/initrd.img',
+            cmdline: 'console=ttyS0',
+          },
+        },
+        nodes: site.vms
+          .filter((vm) => vm.serviceNode === sn.host)
+          .map((vm) => ({
+            mac: vm.mac,
+            ip: vm.ip,
+            hostname: vm.name,
+            fqdn: vm.fqdn,
+            profile: 'deploy' as const,
+          })),
+        dns: { records, forward: [] },
+      });
+    }
+  }
+  return out;
+}
