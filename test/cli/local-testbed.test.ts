@@ -7,7 +7,12 @@ import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
+import { silentLogger } from '../../src/lib/log.js';
 import { testbedTag } from '../../src/lib/netns/topology.js';
+import type { Plan } from '../../src/lib/planner/plan.js';
+import { loadRecipe, runRecipe } from '../../src/lib/recipes/recipe.js';
+import { sshTarget } from '../../src/lib/recipes/targets.js';
+import type { ServiceNodeInput } from '../../src/lib/services/config.js';
 import { bin, kb, root } from '../helpers/cli.js';
 import { needTools } from '../helpers/netns.js';
 
@@ -25,6 +30,48 @@ function leftovers(name: string, prefix: string): string[] {
   const ps = execFileSync('ps', ['-eo', 'stat=,args='], { encoding: 'utf8' });
   out.push(...ps.split('\n').filter((l) => l.includes(`.kabootstrap-${name}`) && !l.trim().startsWith('Z')));
   return out;
+}
+
+/** Runs recipes/service-node/debian-ssh.yaml over SSH on a host, checks the daemon answers, stops it. */
+async function sshRecipeRoundTrip(testbedDir: string, result: { plan: Plan }, hostFqdn: string) {
+  const state = JSON.parse(await readFile(join(testbedDir, 'state.json'), 'utf8'));
+  const hostIp = state.resources.find((r: { data: { fqdn?: string } }) => r.data.fqdn === hostFqdn).data
+    .ip as string;
+  const dir = await mkdtemp(join(tmpdir(), 'kb-ssh-recipe-'));
+  const site = result.plan.sites[0];
+  const config: ServiceNodeInput = {
+    name: hostFqdn,
+    site: site.name,
+    domain: result.plan.domain,
+    ip: hostIp,
+    network: { subnet: site.network, gateway: site.gateway, dns: [hostIp] },
+    roles: ['http', 'dns'],
+    tftpRoot: join(dir, 'tftp'),
+    httpRoot: join(dir, 'http'),
+    boot: { deploy: { kernel: 'k', initrd: 'i' } },
+    nodes: [],
+    dns: { records: [{ name: hostFqdn, ip: hostIp }] },
+  };
+  await writeFile(join(dir, 'service.json'), JSON.stringify(config));
+  const vars = {
+    node: process.execPath,
+    cli: bin,
+    config: join(dir, 'service.json'),
+    tftpRoot: config.tftpRoot,
+    httpRoot: config.httpRoot,
+    logFile: join(dir, 'service.log'),
+    pidFile: join(dir, 'service.pid'),
+    controlPort: 8067,
+  };
+  const target = sshTarget(hostIp, join(testbedDir, 'ssh', 'id_ed25519'));
+  const recipe = await loadRecipe('service-node/debian-ssh.yaml');
+  const up = await runRecipe(recipe, 'up', vars, target, silentLogger);
+  assert.ok(up.every((s) => s.ok));
+  const health = await fetch(`http://${hostIp}:8067/health`);
+  assert.equal(health.status, 200);
+  assert.deepEqual((await health.json()).roles, ['http', 'dns', 'control']);
+  await runRecipe(recipe, 'down', vars, target, silentLogger);
+  await assert.rejects(fetch(`http://${hostIp}:8067/health`, { signal: AbortSignal.timeout(2000) }));
 }
 
 async function configFile(dir: string, name: string, prefix: string): Promise<string> {
@@ -65,6 +112,15 @@ describe('local testbed network', { skip }, () => {
       st.hosts.map((h: { ok: boolean }) => h.ok),
       [true, true, true, true, true, true],
     );
+
+    assert.deepEqual(
+      st.services.map((x: { ok: boolean }) => x.ok),
+      [true, true],
+    );
+
+    // The Debian-over-SSH service node recipe, run for real against a VM host through its sshd.
+    const vmHost = result.plan.sites[0].hosts[0].host;
+    await sshRecipeRoundTrip(join(env.KABOOTSTRAP_HOME, name), result, vmHost);
 
     const down = await kb(['teardown', '-c', cfg, '--json', '-q'], { env });
     assert.equal(down.code, 0, down.stderr);
