@@ -1,6 +1,6 @@
 // Starts the service daemon inside a namespace and waits for its ready line.
 import { spawn } from 'node:child_process';
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ServiceNodeInput } from '../../src/lib/services/config.js';
@@ -18,10 +18,14 @@ export async function daemonInNs(ns: string, config: ServiceNodeInput): Promise<
   const dir = await mkdtemp(join(tmpdir(), 'kb-daemon-'));
   const file = join(dir, 'service.json');
   await writeFile(file, JSON.stringify(config));
-  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, '--import', 'tsx', 'test/helpers/daemon-main.ts', file], {
-    cwd: root,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = spawn(
+    'ip',
+    ['netns', 'exec', ns, process.execPath, '--import', 'tsx', 'test/helpers/daemon-main.ts', file],
+    {
+      cwd: root,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   let err = '';
   let out = '';
   let exited = false;
@@ -50,12 +54,14 @@ export async function daemonInNs(ns: string, config: ServiceNodeInput): Promise<
     ports,
     stderr: () => err,
     alive: () => !exited,
-    stop: () =>
-      new Promise<void>((resolve) => {
+    stop: async () => {
+      await new Promise<void>((resolve) => {
         if (exited) return resolve();
         child.once('exit', () => resolve());
         child.kill('SIGTERM');
         setTimeout(() => child.kill('SIGKILL'), 3000).unref();
-      }),
+      });
+      await rm(dir, { recursive: true, force: true });
+    },
   };
 }
