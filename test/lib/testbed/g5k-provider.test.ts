@@ -84,7 +84,12 @@ describe('g5k provider against the embedded API', () => {
     );
 
     const down = await teardownTestbed('g5k-t', ctx);
-    assert.deepEqual(down, { testbed: 'g5k-t', found: true, releasedJobs: 2 });
+    assert.deepEqual(down, {
+      testbed: 'g5k-t',
+      found: true,
+      releasedJobs: 2,
+      network: { processes: 0, namespaces: 0, links: 0 },
+    });
     assert.equal((await liveJobs('nancy')).length, 0);
     assert.equal((await liveJobs('rennes')).length, 0);
     assert.equal(existsSync(new StateStore('g5k-t').dir), false);
