@@ -272,9 +272,10 @@ export async function teardownTestbed(name: string, ctx: ServiceContext): Promis
   await store.lock('teardown');
   let session: ProviderSession | null = null;
   try {
-    const network = await ctx.progress.step('Remove the local network and its processes', () =>
-      teardownNetwork(state),
-    );
+    const network =
+      state.provider === 'local'
+        ? await ctx.progress.step('Remove the local network and its processes', () => teardownNetwork(state))
+        : { processes: 0, namespaces: 0, links: 0 };
     session = await openSession(state.config, {
       logger: ctx.logger,
       source: state.configSource,
