@@ -6,7 +6,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { before, describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import { silentLogger } from '../../src/lib/log.js';
 import { testbedTag } from '../../src/lib/netns/topology.js';
 import type { Plan } from '../../src/lib/planner/plan.js';
@@ -16,7 +16,7 @@ import type { ServiceNodeInput } from '../../src/lib/services/config.js';
 import { bin, kb, root } from '../helpers/cli.js';
 import { needTools } from '../helpers/netns.js';
 
-const skip = needTools('sshd', 'ssh-keygen', 'ip');
+const skip = needTools('sshd', 'ssh-keygen', 'ip', 'dig', 'dnsmasq');
 
 function leftovers(name: string, prefix: string): string[] {
   const out: string[] = [];
@@ -30,6 +30,22 @@ function leftovers(name: string, prefix: string): string[] {
   const ps = execFileSync('ps', ['-eo', 'stat=,args='], { encoding: 'utf8' });
   out.push(...ps.split('\n').filter((l) => l.includes(`.kabootstrap-${name}`) && !l.trim().startsWith('Z')));
   return out;
+}
+
+/** The controller asks each site's service node (through the testbed route) for a VM's A and PTR. */
+function assertDnsFromController(plan: Plan) {
+  for (const site of plan.sites) {
+    const server = site.serviceNodes[0].ip;
+    const vm = site.vms.at(-1)!;
+    const a = execFileSync('dig', ['+short', '+time=2', '+tries=2', `@${server}`, vm.fqdn, 'A'], {
+      encoding: 'utf8',
+    });
+    assert.equal(a.trim(), vm.ip, `A of ${vm.fqdn} from ${server}`);
+    const ptr = execFileSync('dig', ['+short', '+time=2', '+tries=2', `@${server}`, '-x', vm.ip], {
+      encoding: 'utf8',
+    });
+    assert.equal(ptr.trim(), `${vm.fqdn}.`, `PTR of ${vm.ip} from ${server}`);
+  }
 }
 
 /** Runs recipes/service-node/debian-ssh.yaml over SSH on a host, checks the daemon answers, stops it. */
@@ -74,10 +90,11 @@ async function sshRecipeRoundTrip(testbedDir: string, result: { plan: Plan }, ho
   await assert.rejects(fetch(`http://${hostIp}:8067/health`, { signal: AbortSignal.timeout(2000) }));
 }
 
-async function configFile(dir: string, name: string, prefix: string): Promise<string> {
+async function configFile(dir: string, name: string, prefix: string, backend = 'builtin'): Promise<string> {
   const text = (await readFile(join(root, 'recipes/local-small.yaml'), 'utf8'))
     .replace('name: local-small', `name: ${name}`)
-    .replace('10.213.0.0/16', `${prefix}.0.0/16`);
+    .replace('10.213.0.0/16', `${prefix}.0.0/16`)
+    .replace('backend: builtin', `backend: ${backend}`);
   const file = join(dir, `${name}.yaml`);
   await writeFile(file, text);
   return file;
@@ -85,14 +102,20 @@ async function configFile(dir: string, name: string, prefix: string): Promise<st
 
 describe('local testbed network', { skip }, () => {
   let home: string;
+  // Every testbed a test made is torn down at the end, also when an assertion failed half-way.
+  const made: { cfg: string; env: NodeJS.ProcessEnv }[] = [];
   before(async () => {
     home = await mkdtemp(join(tmpdir(), 'kb-local-'));
+  });
+  after(async () => {
+    for (const { cfg, env } of made) await kb(['teardown', '-c', cfg, '-q'], { env });
   });
 
   it('sets up, answers SSH on every host, and tears down leaving nothing', async () => {
     const name = 'kbt-net';
     const cfg = await configFile(home, name, '10.218');
     const env = { KABOOTSTRAP_HOME: join(home, `.kabootstrap-${name}`) };
+    made.push({ cfg, env });
     const t0 = Date.now();
     const setup = await kb(['setup', '-c', cfg, '--json', '-q'], { env });
     assert.equal(setup.code, 0, setup.stderr);
@@ -117,6 +140,7 @@ describe('local testbed network', { skip }, () => {
       st.services.map((x: { ok: boolean }) => x.ok),
       [true, true],
     );
+    assertDnsFromController(result.plan);
 
     // The Debian-over-SSH service node recipe, run for real against a VM host through its sshd.
     const vmHost = result.plan.sites[0].hosts[0].host;
@@ -132,10 +156,45 @@ describe('local testbed network', { skip }, () => {
     assert.deepEqual(leftovers(name, '10.218.'), []);
   });
 
+  it('runs the dnsmasq backend the same way: services answer, DNS from the controller, clean teardown', async () => {
+    const name = 'kbt-dnsm';
+    const cfg = await configFile(home, name, '10.220', 'dnsmasq');
+    const env = { KABOOTSTRAP_HOME: join(home, `.kabootstrap-${name}`) };
+    made.push({ cfg, env });
+    const setup = await kb(['setup', '-c', cfg, '--json', '-q'], { env });
+    assert.equal(setup.code, 0, setup.stderr);
+    const result = JSON.parse(setup.stdout);
+    assert.equal(result.phase, 'ready');
+    assert.deepEqual(
+      result.services.map((s: { detail: string }) => s.detail),
+      ['roles http,control', 'roles http,control'],
+    );
+    assertDnsFromController(result.plan);
+    const down = await kb(['teardown', '-c', cfg, '-q'], { env });
+    assert.equal(down.code, 0, down.stderr);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.deepEqual(leftovers(name, '10.220.'), []);
+  });
+
+  it('refuses namespaces of its name that its state does not know, and teardown sweeps them', async () => {
+    const name = 'kbt-foreign';
+    const cfg = await configFile(home, name, '10.221');
+    const env = { KABOOTSTRAP_HOME: join(home, `.kabootstrap-${name}`) };
+    made.push({ cfg, env });
+    execFileSync('ip', ['netns', 'add', `kb-${name}-grappe-1-nancy`]);
+    const setup = await kb(['setup', '-c', cfg, '-q'], { env });
+    assert.equal(setup.code, 3);
+    assert.match(setup.stderr, /namespaces kb-kbt-foreign-grappe-1-nancy exist but are not in its state/);
+    const down = await kb(['teardown', '-c', cfg, '-q'], { env });
+    assert.equal(down.code, 0, down.stderr);
+    assert.deepEqual(leftovers(name, '10.221.'), []);
+  });
+
   it('cleans after a setup killed half-way, and a new setup then resumes', async () => {
     const name = 'kbt-crash';
     const cfg = await configFile(home, name, '10.219');
     const env = { ...process.env, KABOOTSTRAP_HOME: join(home, `.kabootstrap-${name}`) };
+    made.push({ cfg, env });
     const child = spawn(process.execPath, [bin, 'setup', '-c', cfg, '-q'], {
       cwd: root,
       env,

@@ -2,11 +2,11 @@
 // "creating" before it is made and "created" after, so a setup killed half-way leaves a state
 // that teardown can clean (teardown also sweeps by name prefix, in case a record was not yet
 // flushed). Needs root.
-import { InputError } from '../errors.js';
+import { InputError, TestbedError } from '../errors.js';
 import type { StateStore, TestbedState } from '../state/store.js';
 import { upsertResource } from '../state/store.js';
 import { addresses, inNs, ip, linkExists, listNamespaces, routes } from './ip.js';
-import { type HostNs, overlappingRoutes, type Topology } from './topology.js';
+import { type HostNs, nsPrefix, overlappingRoutes, type Topology } from './topology.js';
 
 export function requireRoot(what: string): void {
   if (process.getuid?.() !== 0) {
@@ -89,6 +89,16 @@ export async function buildNetwork(
 ): Promise<void> {
   const r = { store, state };
   const existing = new Set(await listNamespaces());
+  // Namespaces of this testbed's name that the state does not know were left by another run
+  // (a state lost or kept elsewhere): refuse rather than adopt them, processes and all.
+  const known = new Set(state.resources.filter((x) => x.kind === 'netns').map((x) => x.key));
+  const foreign = [...existing].filter((n) => n.startsWith(nsPrefix(topo.testbed)) && !known.has(n));
+  const ownLink = state.resources.some((x) => x.kind === 'link' && x.key === topo.controller.link);
+  if (foreign.length || (!ownLink && (await linkExists(topo.controller.link)))) {
+    throw new TestbedError(
+      `testbed ${topo.testbed}: ${foreign.length ? `namespaces ${foreign.slice(0, 3).join(', ')}${foreign.length > 3 ? ', ...' : ''}` : `link ${topo.controller.link}`} exist but are not in its state (left by another run); remove them with 'kabootstrap teardown -n ${topo.testbed}'`,
+    );
+  }
   if (!isCreated(r, 'link', topo.controller.link)) await checkPrefixFree(topo);
 
   if (await addNamespace(r, topo.fabricNs, existing)) {

@@ -24,7 +24,8 @@ export const serviceNodeConfigSchema = z.strictObject({
     gateway: ipv4,
     dns: z.array(ipv4).min(1),
   }),
-  roles: z.array(z.enum(['dhcp', 'tftp', 'http', 'dns'])).min(1),
+  // Empty is allowed: with the dnsmasq backend the daemon may serve only its control endpoint.
+  roles: z.array(z.enum(['dhcp', 'tftp', 'http', 'dns'])),
   /** Ports: the standard ones on a service node; tests on loopback pick free ones. */
   ports: z
     .strictObject({

@@ -1,8 +1,9 @@
 // Service nodes of the local testbed: write each one's config from the plan, then run the
 // service-node recipe inside its namespace (the daemon starts detached; its pid is recorded).
-import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { packageRoot } from '../config/load.js';
+import { installTftpFirmware } from '../images/firmware.js';
 import type { Logger } from '../log.js';
 import type { Topology } from '../netns/topology.js';
 import type { Plan } from '../planner/plan.js';
@@ -11,6 +12,8 @@ import { localLayout } from '../provider/local-layout.js';
 import { loadRecipe, runRecipe } from '../recipes/recipe.js';
 import { nsTarget } from '../recipes/targets.js';
 import { type ServiceNodeConfig, serviceNodeConfigSchema } from '../services/config.js';
+import { renderDnsmasqConfig, splitRoles } from '../services/dnsmasq/config.js';
+import { findDnsmasq } from '../services/dnsmasq/process.js';
 import { serviceNodeConfigs } from '../services/from-plan.js';
 import { type StateStore, type TestbedState, upsertResource } from '../state/store.js';
 
@@ -21,9 +24,6 @@ export interface ServiceProbe {
   ok: boolean;
   detail: string;
 }
-
-/** Boot firmware from Debian's ipxe package, copied into each TFTP root when present. */
-const firmware = ['/usr/lib/ipxe/undionly.kpxe', '/usr/lib/ipxe/ipxe.efi'];
 
 export async function startLocalServiceNodes(
   store: StateStore,
@@ -37,14 +37,17 @@ export async function startLocalServiceNodes(
   const layout = localLayout(state.config, source);
   const hostIps = new Map(layout.sites.flatMap((s) => s.hosts.map((h) => [h.fqdn, h.ip] as const)));
   const configs = serviceNodeConfigs(plan, { hostIps, dir: join(store.dir, 'services') });
-  const recipe = await loadRecipe('service-node/local.yaml');
+  const backend = state.config.services.backend;
+  const recipe = await loadRecipe(
+    backend === 'dnsmasq' ? 'service-node/local-dnsmasq.yaml' : 'service-node/local.yaml',
+  );
   return progress.step(`Start ${configs.length} service node(s)`, async (step) => {
     const probes: ServiceProbe[] = [];
     for (const input of configs) {
       const config = serviceNodeConfigSchema.parse(input);
       const host = topo.namespaces.find((n) => n.fqdn === config.name)!;
       const base = join(store.dir, 'services', `${config.name.split('.')[0]}-${config.site}`);
-      const vars = await prepareFiles(config, base);
+      const vars = await prepareFiles(config, base, backend);
       const key = `service/${host.ns}`;
       upsertResource(state, {
         kind: 'process',
@@ -70,15 +73,32 @@ export async function startLocalServiceNodes(
   });
 }
 
-async function prepareFiles(config: ServiceNodeConfig, base: string) {
+async function prepareFiles(config: ServiceNodeConfig, base: string, backend: 'builtin' | 'dnsmasq') {
   await mkdir(config.tftpRoot, { recursive: true });
   await mkdir(config.httpRoot, { recursive: true });
-  for (const f of firmware) {
-    await copyFile(f, join(config.tftpRoot, f.split('/').pop()!)).catch(() => {});
-  }
+  if (config.roles.includes('tftp')) await installTftpFirmware(config.tftpRoot);
   const file = join(base, 'service.json');
-  await writeFile(file, `${JSON.stringify(config, null, 2)}\n`);
+  let extra = {};
+  let daemonConfig = config;
+  if (backend === 'dnsmasq') {
+    // dnsmasq takes the roles it can serve; the builtin daemon keeps the rest (HTTP).
+    const roles = splitRoles(config);
+    const runDir = join(base, 'dnsmasq');
+    await mkdir(runDir, { recursive: true });
+    const dnsmasqConf = join(runDir, 'dnsmasq.conf');
+    await writeFile(dnsmasqConf, renderDnsmasqConfig({ ...config, roles: roles.dnsmasq }, { runDir }));
+    daemonConfig = { ...config, roles: roles.builtin };
+    extra = {
+      dnsmasq: findDnsmasq(),
+      dnsmasqConf,
+      runDir,
+      dnsmasqLog: join(runDir, 'dnsmasq.log'),
+      dnsmasqPidFile: join(runDir, 'dnsmasq.foreground.pid'),
+    };
+  }
+  await writeFile(file, `${JSON.stringify(daemonConfig, null, 2)}\n`);
   return {
+    ...extra,
     node: process.execPath,
     cli: join(packageRoot, 'bin', 'run.js'),
     config: file,

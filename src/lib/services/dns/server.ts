@@ -206,7 +206,10 @@ export async function startDns(ctx: RoleContext, options: DnsOptions = {}): Prom
     tcp.on('requestError', (e: Error) => logger.debug(`dns/tcp: malformed query: ${e.message}`));
     const port = await new Promise<number>((resolve, reject) => {
       udp.once('error', reject);
-      udp.bind(want, config.bind, () => {
+      // A UDP reply leaves from the address the kernel routes by, not the one the query came to:
+      // bound to 0.0.0.0, a query from another subnet would get its answer from eth0's address
+      // and be dropped by the client. The service address is the one clients ask.
+      udp.bind(want, config.bind === '0.0.0.0' ? config.ip : config.bind, () => {
         udp.off('error', reject);
         resolve(udp.address().port);
       });
