@@ -34,3 +34,8 @@ export function bootScript(
     serviceIp: config.ip,
   });
 }
+
+/** The generic script that chains to a node's own script by its MAC (templates/ipxe/chain.ipxe.hbs). */
+export function chainScript(config: ServiceNodeConfig): string {
+  return template('ipxe/chain.ipxe.hbs')({ baseUrl: httpBase(config), serviceIp: config.ip });
+}

@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { posix } from 'node:path';
 import { pipeline } from 'node:stream';
 import { normalizeMac } from '../backend.js';
-import { bootScript } from '../ipxe.js';
+import { bootScript, chainScript } from '../ipxe.js';
 import type { RoleContext, StartRole } from '../role.js';
 import { openInRoot, parseRange, safeSegments } from './files.js';
 
@@ -43,6 +43,12 @@ function serveScript(
   res: ServerResponse,
   rawMac: string,
 ) {
+  // URLs in the script name the port actually bound (the config may say 0 = any).
+  const config =
+    port === ctx.config.ports.http
+      ? ctx.config
+      : { ...ctx.config, ports: { ...ctx.config.ports, http: port } };
+  if (rawMac === 'chain') return sendScript(res, req, chainScript(config));
   let macText: string;
   try {
     macText = decodeURIComponent(rawMac);
@@ -52,12 +58,13 @@ function serveScript(
   const mac = normalizeMac(macText);
   const node = mac ? ctx.backend.getByMac(mac) : null;
   if (!node) return plain(res, 404, `no node with MAC ${macText}`);
-  // URLs in the script name the port actually bound (the config may say 0 = any).
-  const config =
-    port === ctx.config.ports.http
-      ? ctx.config
-      : { ...ctx.config, ports: { ...ctx.config.ports, http: port } };
-  const script = bootScript(config, node);
+  sendScript(res, req, bootScript(config, node));
+  if (req.method === 'GET') {
+    ctx.events.emitEvent({ type: 'http.script', mac: node.mac, ip: clientIp(req), detail: node.profile });
+  }
+}
+
+function sendScript(res: ServerResponse, req: IncomingMessage, script: string) {
   res.writeHead(200, {
     'content-type': 'text/plain; charset=utf-8',
     'content-length': Buffer.byteLength(script),
@@ -65,9 +72,6 @@ function serveScript(
     'cache-control': 'no-store',
   });
   res.end(req.method === 'HEAD' ? undefined : script);
-  if (req.method === 'GET') {
-    ctx.events.emitEvent({ type: 'http.script', mac: node.mac, ip: clientIp(req), detail: node.profile });
-  }
 }
 
 async function serveFile(ctx: RoleContext, req: IncomingMessage, res: ServerResponse, rawPath: string) {

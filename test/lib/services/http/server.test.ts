@@ -229,6 +229,14 @@ describe('HTTP boot scripts', () => {
     }
   });
 
+  it('serves the generic chain script, which chains to the per-MAC script on this server', async () => {
+    const r = await get('/boot/chain.ipxe');
+    assert.equal(r.status, 200);
+    const text = r.body.toString();
+    assert.match(text, /^#!ipxe/);
+    assert.ok(text.includes(`chain http://127.0.0.1:${role.port}/boot/\${net0/mac}.ipxe`), text);
+  });
+
   it('answers 404 for an unknown MAC or a malformed one', async () => {
     assert.equal((await get('/boot/00:16:3e:0a:00:99.ipxe')).status, 404);
     assert.equal((await get('/boot/not-a-mac.ipxe')).status, 404);
