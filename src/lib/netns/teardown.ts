@@ -4,7 +4,7 @@
 // state's records and also sweeps by name, so a setup killed before it flushed a record is
 // cleaned too. Idempotent.
 import { readFileSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import type { TestbedState } from '../state/store.js';
 import { ip, linkExists, listNamespaces, nsPids } from './ip.js';
 import { nsPrefix, testbedTag } from './topology.js';
@@ -72,6 +72,11 @@ export async function teardownNetwork(
   // Fabric last: host namespaces' veth peers live in it.
   namespaces.sort((a, b) => Number(a.endsWith('-fabric')) - Number(b.endsWith('-fabric')));
   for (const ns of namespaces) await ip(['netns', 'del', ns], { allowFail: true });
+
+  // VM run directories and tmpfs disks the QEMU runtime made on the (shared) local hosts.
+  for (const dir of [`/run/kabootstrap/${state.name}`, `/dev/shm/kabootstrap/${state.name}`]) {
+    await rm(dir, { recursive: true, force: true });
+  }
 
   const links = [
     ...new Set([

@@ -1,0 +1,136 @@
+// The QEMU runtime on a host, driven over SSH as on a real testbed: the host's VMs get a tap in
+// a bridge with the host's VLAN interface, their planned MAC, vCPUs and memory from the flavour,
+// a disk on tmpfs (as the reference experiment did), a QMP socket, and QEMU's own pid file.
+// Power on = launch, off = QMP quit, reset = QMP system_reset, status = pid + QMP query-status.
+
+import { qmpConnect } from './qmp.js';
+import type { SshSession } from './ssh-session.js';
+
+export interface HostVm {
+  name: string;
+  mac: string;
+  vcpus: number;
+  memoryMB: number;
+  diskMB: number;
+  /** Tap device on the host (≤ 15 characters). */
+  tap: string;
+}
+
+export interface QemuOptions {
+  accel: 'kvm' | 'tcg';
+  /** iPXE ROM for virtio-net and its PCI device id (see images/qemu.ts for why it matters). */
+  romfile?: string;
+  romDeviceId?: number;
+  binary?: string;
+}
+
+export function vmPaths(testbed: string, vm: string) {
+  const dir = `/run/kabootstrap/${testbed}/${vm}`;
+  return {
+    dir,
+    disk: `/dev/shm/kabootstrap/${testbed}/${vm}.img`,
+    qmp: `${dir}/qmp.sock`,
+    pid: `${dir}/qemu.pid`,
+    serial: `${dir}/serial.log`,
+  };
+}
+
+/** Shell quoting for values put into remote commands. */
+export function sq(s: string): string {
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/** Idempotent: the bridge joining the host's VLAN interface and one tap per VM. */
+export function prepareHostScript(vms: HostVm[], vlanIf = 'vlan0', bridge = 'br0'): string {
+  const lines = [
+    'set -e',
+    `ip link show ${bridge} >/dev/null 2>&1 || ip link add ${bridge} type bridge`,
+    `ip link set ${vlanIf} master ${bridge}`,
+    `ip link set ${bridge} up`,
+  ];
+  for (const vm of vms) {
+    lines.push(`ip link show ${vm.tap} >/dev/null 2>&1 || ip tuntap add dev ${vm.tap} mode tap`);
+    lines.push(`ip link set ${vm.tap} master ${bridge} up`);
+  }
+  return lines.join('\n');
+}
+
+export function launchScript(testbed: string, vm: HostVm, opts: QemuOptions): string {
+  const p = vmPaths(testbed, vm.name);
+  const modern = opts.romDeviceId === 0x1041 ? ',disable-legacy=on' : '';
+  const rom = opts.romfile ? `,romfile=${opts.romfile}` : '';
+  const args = [
+    opts.binary ?? 'qemu-system-x86_64',
+    ...['-name', vm.name, '-machine', 'pc', '-accel', opts.accel],
+    ...['-smp', String(vm.vcpus), '-m', String(vm.memoryMB)],
+    ...['-nodefaults', '-nographic', '-monitor', 'none', '-serial', `file:${p.serial}`],
+    ...['-netdev', `tap,id=n0,ifname=${vm.tap},script=no,downscript=no`],
+    ...['-device', `virtio-net-pci,netdev=n0,mac=${vm.mac}${modern}${rom}`],
+    ...['-drive', `file=${p.disk},if=virtio,format=raw,cache=unsafe`],
+    ...['-boot', 'n', '-qmp', `unix:${p.qmp},server=on,wait=off`, '-pidfile', p.pid, '-daemonize'],
+  ];
+  return [
+    'set -e',
+    `mkdir -p ${sq(p.dir)} "$(dirname ${sq(p.disk)})"`,
+    // A sparse file on tmpfs: costs memory only for what the VM writes.
+    `test -e ${sq(p.disk)} || truncate -s ${vm.diskMB}M ${sq(p.disk)}`,
+    `: > ${sq(p.serial)}`,
+    args.map(sq).join(' '),
+  ].join('\n');
+}
+
+export type PowerState = 'running' | 'paused' | 'off';
+
+export async function vmStatus(session: SshSession, testbed: string, vm: string): Promise<PowerState> {
+  const p = vmPaths(testbed, vm);
+  const r = await session.exec(`test -f ${sq(p.pid)} && kill -0 "$(cat ${sq(p.pid)})"`);
+  if (r.code !== 0) return 'off';
+  const qmp = await qmpConnect(await session.openUnixSocket(p.qmp));
+  try {
+    const s = await qmp.execute<{ running: boolean; status: string }>('query-status');
+    return s.running ? 'running' : 'paused';
+  } finally {
+    qmp.close();
+  }
+}
+
+export async function powerOn(
+  session: SshSession,
+  testbed: string,
+  vm: HostVm,
+  opts: QemuOptions,
+): Promise<void> {
+  if ((await vmStatus(session, testbed, vm.name)) !== 'off') return;
+  const r = await session.exec(launchScript(testbed, vm, opts));
+  if (r.code !== 0)
+    throw new Error(`cannot start ${vm.name} on ${session.host}: ${(r.stderr || r.stdout).trim()}`);
+}
+
+export async function powerOff(session: SshSession, testbed: string, vm: string): Promise<void> {
+  if ((await vmStatus(session, testbed, vm)) === 'off') return;
+  const qmp = await qmpConnect(await session.openUnixSocket(vmPaths(testbed, vm).qmp));
+  // QEMU answers quit and exits; the connection then closes.
+  await qmp.execute('quit').catch(() => {});
+  qmp.close();
+  const p = vmPaths(testbed, vm);
+  for (let i = 0; i < 100; i++) {
+    const r = await session.exec(`test -f ${sq(p.pid)} && kill -0 "$(cat ${sq(p.pid)})"`);
+    if (r.code !== 0) return;
+    await new Promise((res) => setTimeout(res, 50));
+  }
+  throw new Error(`${vm} on ${session.host} did not stop`);
+}
+
+export async function powerReset(session: SshSession, testbed: string, vm: string): Promise<void> {
+  const qmp = await qmpConnect(await session.openUnixSocket(vmPaths(testbed, vm).qmp));
+  try {
+    await qmp.execute('system_reset');
+  } finally {
+    qmp.close();
+  }
+}
+
+/** The serial console so far (what the VM printed). */
+export async function serialLog(session: SshSession, testbed: string, vm: string): Promise<string> {
+  return (await session.exec(`cat ${sq(vmPaths(testbed, vm).serial)} 2>/dev/null`)).stdout;
+}
