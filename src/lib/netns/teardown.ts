@@ -4,7 +4,7 @@
 // state's records and also sweeps by name, so a setup killed before it flushed a record is
 // cleaned too. Idempotent.
 import { readFileSync } from 'node:fs';
-import { readFile, rm } from 'node:fs/promises';
+import { readFile, rm, rmdir } from 'node:fs/promises';
 import type { TestbedState } from '../state/store.js';
 import { ip, linkExists, listNamespaces, nsPids } from './ip.js';
 import { nsPrefix, testbedTag } from './topology.js';
@@ -74,8 +74,9 @@ export async function teardownNetwork(
   for (const ns of namespaces) await ip(['netns', 'del', ns], { allowFail: true });
 
   // VM run directories and tmpfs disks the QEMU runtime made on the (shared) local hosts.
-  for (const dir of [`/run/kabootstrap/${state.name}`, `/dev/shm/kabootstrap/${state.name}`]) {
-    await rm(dir, { recursive: true, force: true });
+  for (const parent of ['/run/kabootstrap', '/dev/shm/kabootstrap']) {
+    await rm(`${parent}/${state.name}`, { recursive: true, force: true });
+    await rmdir(parent).catch(() => {}); // only once no other testbed uses it
   }
 
   const links = [
