@@ -1,0 +1,40 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { BootTracker } from '../../../src/lib/testbed/boot-tracker.js';
+
+const vms = [
+  { name: 'vm-a-1', mac: '00:16:3e:00:00:01' },
+  { name: 'vm-a-2', mac: '00:16:3e:00:00:02' },
+  { name: 'vm-a-3', mac: '00:16:3e:00:00:03' },
+];
+
+describe('boot tracker', () => {
+  it('follows each VM through its boot from the service node events', () => {
+    const t = new BootTracker(vms);
+    assert.equal(t.summary(), '3 pending');
+    for (const v of vms) t.launched(v.mac, 0);
+    t.event({ t: 1000, type: 'dhcp.discover', mac: vms[0].mac });
+    t.event({ t: 1100, type: 'dhcp.ack', mac: vms[0].mac });
+    t.event({ t: 1200, type: 'http.script', mac: vms[0].mac });
+    t.event({ t: 1300, type: 'dhcp.discover', mac: vms[1].mac });
+    // A late or repeated event never moves a VM back.
+    t.event({ t: 1400, type: 'dhcp.request', mac: vms[0].mac });
+    // Unknown MACs and events without a MAC are ignored.
+    t.event({ t: 1500, type: 'dhcp.ack', mac: '00:16:3e:00:00:99' });
+    t.event({ t: 1500, type: 'tftp.get', mac: null });
+    assert.deepEqual(t.counts(), { script: 1, dhcp: 1, launched: 1 });
+    assert.equal(t.summary(), '1 script, 1 dhcp, 1 launched');
+    assert.equal(t.eta(1500), null, 'no ETA before a first VM is done');
+    t.sshUp(vms[0].mac, 20_000);
+    t.failed(vms[2].mac, 21_000, 'no DHCP request within 60 s');
+    assert.equal(t.eta(25_000), 0, 'vm-a-2 has been booting longer than the median');
+    assert.equal(t.eta(5_000), 15);
+    t.event({ t: 22_000, type: 'http.kernel', mac: vms[2].mac });
+    assert.equal(t.vms()[2].state, 'failed', 'a failed VM stays failed');
+    assert.equal(t.vms()[2].reason, 'no DHCP request within 60 s');
+    assert.equal(t.done(), false);
+    t.sshUp(vms[1].mac, 30_000);
+    assert.equal(t.done(), true);
+    assert.equal(t.summary(), '1 failed, 2 ssh');
+  });
+});
