@@ -1,14 +1,12 @@
 // The service node's control endpoint on loopback: health, the per-MAC event stream (JSON lines,
 // also followed live), and netboot profile switching seen by the HTTP role's scripts.
+
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { silentLogger } from '../../../src/lib/log.js';
-import { staticBackend } from '../../../src/lib/services/backend.js';
-import { serviceNodeConfigSchema } from '../../../src/lib/services/config.js';
 import { startControl } from '../../../src/lib/services/control.js';
-import { EventLog } from '../../../src/lib/services/events.js';
 import { startHttpServer } from '../../../src/lib/services/http/server.js';
 import type { RoleContext, RunningRole } from '../../../src/lib/services/role.js';
+import { loopbackService, roleContext } from '../../helpers/service-config.js';
 
 const MAC = '00:16:3e:0a:00:02';
 
@@ -19,21 +17,13 @@ describe('service control endpoint', () => {
   const url = (p: string) => `http://127.0.0.1:${control.port}${p}`;
 
   before(async () => {
-    const config = serviceNodeConfigSchema.parse({
-      name: 'svc.s.kb.test',
-      site: 's',
-      domain: 's.kb.test',
-      ip: '127.0.0.1',
-      network: { subnet: '127.0.0.0/8', gateway: '127.0.0.1', dns: ['127.0.0.1'] },
-      roles: ['http'],
-      ports: { http: 0, events: 0 },
-      bind: '127.0.0.1',
-      tftpRoot: '/nonexistent',
-      httpRoot: '/nonexistent',
-      boot: { deploy: { kernel: 'k', initrd: 'i' } },
-      nodes: [{ mac: MAC, ip: '10.0.0.2', hostname: 'vm-s-1', fqdn: 'vm-s-1.s.kb.test' }],
-    });
-    ctx = { config, backend: staticBackend(config), events: new EventLog(), logger: silentLogger };
+    ctx = roleContext(
+      loopbackService({
+        name: 'svc.s.kb.test',
+        roles: ['http'],
+        nodes: [{ mac: MAC, ip: '10.0.0.2', hostname: 'vm-s-1', fqdn: 'vm-s-1.s.kb.test' }],
+      }),
+    );
     http = await startHttpServer(ctx);
     control = await startControl(ctx, () => ['http', 'control']);
   });

@@ -5,13 +5,10 @@ import { Agent, request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { silentLogger } from '../../../../src/lib/log.js';
-import { staticBackend } from '../../../../src/lib/services/backend.js';
-import { type ServiceNodeInput, serviceNodeConfigSchema } from '../../../../src/lib/services/config.js';
-import { EventLog } from '../../../../src/lib/services/events.js';
 import { parseRange } from '../../../../src/lib/services/http/files.js';
 import { startHttpServer } from '../../../../src/lib/services/http/server.js';
 import type { RoleContext, RunningRole } from '../../../../src/lib/services/role.js';
+import { loopbackService, roleContext } from '../../../helpers/service-config.js';
 
 const MAC = '00:16:3e:0a:00:02';
 let dir: string;
@@ -55,23 +52,16 @@ before(async () => {
   await symlink(join(dir, 'secret.txt'), join(root, 'link-out'));
   await symlink(dir, join(root, 'dir-out'));
   await symlink('deploy/vmlinuz', join(root, 'link-in'));
-  const input: ServiceNodeInput = {
-    name: 'kb-svc.nancy.grid5000.fr',
-    site: 'nancy',
-    domain: 'nancy.grid5000.fr',
-    ip: '127.0.0.1',
-    network: { subnet: '127.0.0.0/8', gateway: '127.0.0.1', dns: ['127.0.0.1'] },
-    roles: ['http'],
-    ports: { http: 0, events: 0 },
-    bind: '127.0.0.1',
-    tftpRoot: root,
-    httpRoot: root,
-    boot: { deploy: { kernel: 'deploy/vmlinuz', initrd: 'deploy/initrd.img', cmdline: 'console=ttyS0' } },
-    // The test client connects from 127.0.0.1, so it is this node.
-    nodes: [{ mac: MAC, ip: '127.0.0.1', hostname: 'graphene-1', fqdn: 'graphene-1.nancy.grid5000.fr' }],
-  };
-  const config = serviceNodeConfigSchema.parse(input);
-  ctx = { config, backend: staticBackend(config), events: new EventLog(), logger: silentLogger };
+  ctx = roleContext(
+    loopbackService({
+      roles: ['http'],
+      tftpRoot: root,
+      httpRoot: root,
+      boot: { deploy: { kernel: 'deploy/vmlinuz', initrd: 'deploy/initrd.img', cmdline: 'console=ttyS0' } },
+      // The test client connects from 127.0.0.1, so it is this node.
+      nodes: [{ mac: MAC, ip: '127.0.0.1', hostname: 'graphene-1', fqdn: 'graphene-1.nancy.grid5000.fr' }],
+    }),
+  );
   role = await startHttpServer(ctx);
 });
 

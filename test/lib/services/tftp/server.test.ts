@@ -6,12 +6,9 @@ import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { silentLogger } from '../../../../src/lib/log.js';
-import { staticBackend } from '../../../../src/lib/services/backend.js';
-import { type ServiceNodeInput, serviceNodeConfigSchema } from '../../../../src/lib/services/config.js';
-import { EventLog } from '../../../../src/lib/services/events.js';
 import type { RoleContext, RunningRole } from '../../../../src/lib/services/role.js';
 import { startTftpServer, tftpSegments } from '../../../../src/lib/services/tftp/server.js';
+import { loopbackService, roleContext } from '../../../helpers/service-config.js';
 
 const require = createRequire(import.meta.url);
 // The package's own client: a second implementation to interoperate with.
@@ -116,22 +113,14 @@ before(async () => {
   await writeFile(join(dir, 'secret.txt'), 'outside the root');
   await symlink(join(dir, 'secret.txt'), join(root, 'link-out'));
   await symlink('undionly.kpxe', join(root, 'link-in'));
-  const input: ServiceNodeInput = {
-    name: 'kb-svc.nancy.grid5000.fr',
-    site: 'nancy',
-    domain: 'nancy.grid5000.fr',
-    ip: '127.0.0.1',
-    network: { subnet: '127.0.0.0/8', gateway: '127.0.0.1', dns: ['127.0.0.1'] },
-    roles: ['tftp'],
-    ports: { tftp: 0, events: 0 },
-    bind: '127.0.0.1',
-    tftpRoot: root,
-    httpRoot: root,
-    boot: { deploy: { kernel: 'k', initrd: 'i' } },
-    nodes: [{ mac: MAC, ip: '127.0.0.1', hostname: 'graphene-1', fqdn: 'graphene-1.nancy.grid5000.fr' }],
-  };
-  const config = serviceNodeConfigSchema.parse(input);
-  ctx = { config, backend: staticBackend(config), events: new EventLog(), logger: silentLogger };
+  ctx = roleContext(
+    loopbackService({
+      roles: ['tftp'],
+      tftpRoot: root,
+      httpRoot: root,
+      nodes: [{ mac: MAC, ip: '127.0.0.1', hostname: 'graphene-1', fqdn: 'graphene-1.nancy.grid5000.fr' }],
+    }),
+  );
   role = await startTftpServer(ctx);
   assert.notEqual(role.port, 69, 'port 0 means any free port, not 69');
 });
