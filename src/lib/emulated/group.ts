@@ -1,0 +1,356 @@
+// An emulated host group: one Node process playing many VMs inside a network namespace on a
+// site's VLAN. Each VM does its real network-boot exchange with its service node (DHCP with
+// user class iPXE, then its iPXE script, kernel and initrd over HTTP), waits out its modelled
+// boot time, adds its leased address to the VLAN interface and serves SSH there with the
+// agent interface. The process must run inside the namespace (`ip netns exec NS node ...`);
+// `ns` only tells the `ip` commands where the interface is when they must say so.
+import { execFile } from 'node:child_process';
+import http from 'node:http';
+import { promisify } from 'node:util';
+import { DhcpClient, type DhcpClientOptions } from './dhcp-client.js';
+import {
+  type BootKind,
+  type BootModel,
+  bootTime,
+  defaultModel,
+  type Fault,
+  type FaultSpec,
+  planFaults,
+} from './model.js';
+import {
+  type AgentVm,
+  generateHostKey,
+  parseAuthorizedKey,
+  type SshServerHandle,
+  startSshServer,
+} from './ssh.js';
+
+const run = promisify(execFile);
+
+export interface EmulatedVmSpec {
+  name: string;
+  mac: string;
+  ip: string;
+  prefixLength: number;
+  serviceNodeIp: string;
+}
+
+export interface EmulatedGroupOptions {
+  ns?: string;
+  interface: string;
+  vms: EmulatedVmSpec[];
+  /** The testbed's public key, OpenSSH one-line format. */
+  authorizedKey: string;
+  model?: BootModel;
+  faults?: FaultSpec;
+  seed?: number | string;
+  /** VMs doing their DHCP/HTTP exchange at once (boot waits do not count). */
+  concurrency?: number;
+  dhcp?: DhcpClientOptions;
+  /** SSH port on each VM address (22). */
+  sshPort?: number;
+  /** Called on every state change. */
+  onChange?: (name: string, state: VmState) => void;
+}
+
+export type VmState =
+  | 'off'
+  | 'firmware'
+  | 'dhcp'
+  | 'script'
+  | 'kernel'
+  | 'initrd'
+  | 'booting'
+  | 'ssh'
+  | 'hung'
+  | 'failed';
+
+export interface VmOutcome {
+  name: string;
+  state: 'ssh' | 'failed';
+  reason: string | null;
+  /** Real ms from power-on to SSH served (or to the failure). */
+  bootMs: number;
+  /** The modelled boot time this run scaled down. */
+  modelledMs: number;
+  ip: string | null;
+}
+
+export interface GroupStats {
+  total: number;
+  states: Record<VmState, number>;
+  dhcpTries: number;
+  httpBytes: number;
+  addressesAdded: number;
+  rssBytes: number;
+}
+
+export interface EmulatedGroup {
+  /** Every VM's first boot outcome, in the order of `vms`. */
+  ready: Promise<VmOutcome[]>;
+  stats(): GroupStats;
+  /** Addresses this group added (ip/prefix), to be removed by close(). */
+  addresses(): string[];
+  close(): Promise<void>;
+}
+
+interface Vm extends AgentVm {
+  spec: EmulatedVmSpec;
+  state: VmState;
+  ssh: SshServerHandle | null;
+}
+
+/** The URLs an iPXE script boots: `kernel URL ...` and `initrd [--name x] URL`. */
+export function scriptUrls(script: string, base: string): { kernel: string | null; initrd: string | null } {
+  let kernel: string | null = null;
+  let initrd: string | null = null;
+  for (const raw of script.split('\n')) {
+    const words = raw.trim().split(/\s+/);
+    // skip options (`--name x`, `-n x`, `--name=x`) and kernel arguments (`k=v`)
+    let url: string | undefined;
+    for (let i = 1; i < words.length && !url; i++) {
+      if (words[i] === '--name' || words[i] === '-n') i++;
+      else if (!words[i].startsWith('-') && !words[i].includes('=')) url = words[i];
+    }
+    if (!url) continue;
+    if (words[0] === 'kernel' || words[0] === 'chain') kernel ??= new URL(url, base).href;
+    if (words[0] === 'initrd' || words[0] === 'module') initrd ??= new URL(url, base).href;
+  }
+  return { kernel, initrd };
+}
+
+/** GETs a URL from `localAddress`, streaming it; returns the body (if asked) and its length. */
+function httpGet(url: string, localAddress: string, keep: boolean): Promise<{ bytes: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.get(url, { localAddress, agent: false, timeout: 30_000 }, (res) => {
+      if (res.statusCode !== 200) {
+        res.resume();
+        reject(new Error(`GET ${url}: HTTP ${res.statusCode}`));
+        return;
+      }
+      let bytes = 0;
+      const parts: Buffer[] = [];
+      res.on('data', (c: Buffer) => {
+        bytes += c.length;
+        if (keep) parts.push(c);
+      });
+      res.on('end', () => resolve({ bytes, body: keep ? Buffer.concat(parts).toString('utf8') : '' }));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error(`GET ${url}: timed out`)));
+    req.on('error', reject);
+  });
+}
+
+class Limiter {
+  private active = 0;
+  private readonly queue: (() => void)[] = [];
+  constructor(private readonly max: number) {}
+  async run<T>(f: () => Promise<T>): Promise<T> {
+    if (this.active >= this.max) await new Promise<void>((r) => this.queue.push(r));
+    this.active++;
+    try {
+      return await f();
+    } finally {
+      this.active--;
+      this.queue.shift()?.();
+    }
+  }
+}
+
+export async function startEmulatedGroup(opts: EmulatedGroupOptions): Promise<EmulatedGroup> {
+  const model = opts.model ?? defaultModel;
+  const seed = opts.seed ?? 1;
+  const authorized = parseAuthorizedKey(opts.authorizedKey);
+  const hostKey = generateHostKey();
+  const faults = planFaults(
+    opts.vms.map((v) => v.name),
+    opts.faults ?? {},
+    seed,
+  );
+  const dhcp = await DhcpClient.open(opts.dhcp);
+  const limiter = new Limiter(Math.max(1, opts.concurrency ?? 64));
+  const added: string[] = [];
+  const timers = new Set<{ timer: NodeJS.Timeout; resolve: () => void }>();
+  let closed = false;
+  let dhcpTries = 0;
+  let httpBytes = 0;
+
+  const ipCmd = (...args: string[]) => run('ip', opts.ns ? ['-n', opts.ns, ...args] : args);
+  const sleep = (ms: number) =>
+    new Promise<void>((resolve) => {
+      const entry = {
+        resolve,
+        timer: setTimeout(() => {
+          timers.delete(entry);
+          resolve();
+        }, ms),
+      };
+      timers.add(entry);
+    });
+
+  const vms: Vm[] = opts.vms.map((spec) => ({
+    spec,
+    name: spec.name,
+    mac: spec.mac.toLowerCase(),
+    ip: spec.ip,
+    env: 'deploy',
+    boots: 0,
+    fault: faults.get(spec.name) as Fault,
+    disk: { bytes: 0, sha256: null },
+    receives: [],
+    bootedAt: 0,
+    state: 'off',
+    ssh: null,
+    reboot: () => {},
+  }));
+
+  const setState = (vm: Vm, s: VmState) => {
+    vm.state = s;
+    opts.onChange?.(vm.name, s);
+  };
+
+  const addAddress = async (vm: Vm, ip: string) => {
+    const cidr = `${ip}/${vm.spec.prefixLength}`;
+    if (added.includes(cidr)) return;
+    try {
+      await ipCmd('addr', 'add', cidr, 'dev', opts.interface);
+      added.push(cidr);
+    } catch (e) {
+      // already there (a reboot, or the namespace had it): fine, but not ours to remove
+      if (!/exists/i.test(String((e as { stderr?: string }).stderr ?? e))) throw e;
+    }
+  };
+
+  /** One boot: firmware, DHCP, script, kernel, initrd, boot wait, SSH. Throws the failure. */
+  const boot = async (vm: Vm, kind: BootKind): Promise<{ modelledMs: number; t0: number }> => {
+    const t0 = Date.now();
+    const { modelledMs, realMs } = bootTime(model, seed, vm.name, kind, vm.boots);
+    vm.boots++;
+    setState(vm, 'firmware');
+    await sleep(realMs * 0.1);
+    if (closed) throw new Error('group closed');
+    if (vm.fault.kind === 'fail-boot') {
+      throw new Error('injected fault: fails to boot (never sends DHCP)');
+    }
+    if (kind !== 'kexec') {
+      await limiter.run(async () => {
+        setState(vm, 'dhcp');
+        const lease = await dhcp.lease(vm.mac);
+        dhcpTries += lease.tries;
+        if (lease.ip !== vm.spec.ip) throw new Error(`DHCP leased ${lease.ip}, planned ${vm.spec.ip}`);
+        if (!lease.bootFile?.startsWith('http'))
+          throw new Error(`no iPXE script URL (boot file ${lease.bootFile})`);
+        // iPXE configures its address before it fetches; the kernel keeps it
+        await addAddress(vm, lease.ip);
+        setState(vm, 'script');
+        const script = await httpGet(lease.bootFile, lease.ip, true);
+        httpBytes += script.bytes;
+        const urls = scriptUrls(script.body, lease.bootFile);
+        if (!urls.kernel || !urls.initrd) throw new Error('the iPXE script names no kernel or initrd');
+        setState(vm, 'kernel');
+        httpBytes += (await httpGet(urls.kernel, lease.ip, false)).bytes;
+        setState(vm, 'initrd');
+        httpBytes += (await httpGet(urls.initrd, lease.ip, false)).bytes;
+      });
+    }
+    setState(vm, 'booting');
+    const left = t0 + realMs - Date.now();
+    if (left > 0) await sleep(left);
+    if (closed) throw new Error('group closed');
+    if (vm.fault.kind === 'hang') {
+      setState(vm, 'hung');
+      throw new Error('injected fault: hangs after boot (never serves SSH)');
+    }
+    vm.bootedAt = Date.now();
+    vm.ssh = await startSshServer(vm, { hostKey, authorized, port: opts.sshPort });
+    setState(vm, 'ssh');
+    return { modelledMs, t0 };
+  };
+
+  const bootToOutcome = async (vm: Vm, kind: BootKind): Promise<VmOutcome> => {
+    const t0 = Date.now();
+    try {
+      const r = await boot(vm, kind);
+      return {
+        name: vm.name,
+        state: 'ssh',
+        reason: null,
+        bootMs: Date.now() - r.t0,
+        modelledMs: r.modelledMs,
+        ip: vm.ip,
+      };
+    } catch (e) {
+      if (vm.state !== 'hung') setState(vm, 'failed');
+      return {
+        name: vm.name,
+        state: 'failed',
+        reason: (e as Error).message,
+        bootMs: Date.now() - t0,
+        modelledMs: bootTime(model, seed, vm.name, kind, vm.boots - 1).modelledMs,
+        ip: null,
+      };
+    }
+  };
+
+  for (const vm of vms) {
+    vm.reboot = (kind) => {
+      const ssh = vm.ssh;
+      vm.ssh = null;
+      void (async () => {
+        await ssh?.close();
+        if (!closed) await bootToOutcome(vm, kind);
+      })();
+    };
+  }
+
+  const ready = Promise.all(vms.map((vm) => bootToOutcome(vm, 'pxe')));
+
+  return {
+    ready,
+    stats: () => {
+      const states = Object.fromEntries(
+        (
+          [
+            'off',
+            'firmware',
+            'dhcp',
+            'script',
+            'kernel',
+            'initrd',
+            'booting',
+            'ssh',
+            'hung',
+            'failed',
+          ] as const
+        ).map((s) => [s, 0]),
+      ) as Record<VmState, number>;
+      for (const vm of vms) states[vm.state]++;
+      return {
+        total: vms.length,
+        states,
+        dhcpTries,
+        httpBytes,
+        addressesAdded: added.length,
+        rssBytes: process.memoryUsage().rss,
+      };
+    },
+    addresses: () => [...added],
+    close: async () => {
+      if (closed) return;
+      closed = true;
+      for (const t of timers) {
+        clearTimeout(t.timer);
+        t.resolve();
+      }
+      timers.clear();
+      await Promise.all(vms.map((vm) => vm.ssh?.close()));
+      dhcp.close();
+      await ready.catch(() => {});
+      for (const cidr of added.reverse()) {
+        await ipCmd('addr', 'del', cidr, 'dev', opts.interface).catch(() => {});
+      }
+      added.length = 0;
+    },
+  };
+}

@@ -1,0 +1,36 @@
+// Entry script for one emulated host group, run inside the site's namespace:
+//   ip netns exec NS node --import tsx src/lib/emulated/main.ts CONFIG.json
+// CONFIG is EmulatedGroupOptions as JSON (authorizedKey may instead be authorizedKeyFile).
+// Prints JSON lines: {"progress":{state counts}} while booting (and every progressMs after),
+// then {"outcome":[...],"stats":{...},"allMs":N} once every VM has its first outcome.
+// Keeps serving SSH until SIGTERM/SIGINT, then removes the addresses it added and exits.
+import { readFile } from 'node:fs/promises';
+import { type EmulatedGroupOptions, startEmulatedGroup } from './group.js';
+
+interface MainConfig extends Omit<EmulatedGroupOptions, 'authorizedKey' | 'onChange'> {
+  authorizedKey?: string;
+  authorizedKeyFile?: string;
+  progressMs?: number;
+}
+
+const config = JSON.parse(await readFile(process.argv[2], 'utf8')) as MainConfig;
+const authorizedKey =
+  config.authorizedKey ?? (config.authorizedKeyFile ? await readFile(config.authorizedKeyFile, 'utf8') : '');
+const print = (o: unknown) => process.stdout.write(`${JSON.stringify(o)}\n`);
+const t0 = Date.now();
+const group = await startEmulatedGroup({ ...config, authorizedKey });
+const progress = () => {
+  const s = group.stats();
+  print({ progress: s.states, ms: Date.now() - t0, rssBytes: s.rssBytes });
+};
+const timer = setInterval(progress, config.progressMs ?? 1000);
+const outcome = await group.ready;
+progress();
+print({ outcome, stats: group.stats(), allMs: Date.now() - t0 });
+const stop = async () => {
+  clearInterval(timer);
+  await group.close();
+  process.exit(0);
+};
+process.once('SIGTERM', stop);
+process.once('SIGINT', stop);
