@@ -1,0 +1,159 @@
+// Launching the plan's QEMU VMs on their hosts (over SSH, as on a real testbed) and waiting until
+// each one has network-booted into the deployment environment and answers SSH. Progress comes
+// from the service nodes' per-MAC event stream; every VM ends answering or failed with a reason.
+import { join } from 'node:path';
+import type { Logger } from '../log.js';
+import type { Topology } from '../netns/topology.js';
+import type { Plan, VmPlan } from '../planner/plan.js';
+import type { Progress } from '../progress.js';
+import { sshTarget } from '../recipes/targets.js';
+import { type HostVm, powerOn, prepareHostScript, type QemuOptions } from '../runtime/qemu-host.js';
+import { openSsh, type SshSession } from '../runtime/ssh-session.js';
+import type { BootEvent } from '../services/events.js';
+import { type StateStore, type TestbedState, upsertResource } from '../state/store.js';
+import { BootTracker, type VmBoot } from './boot-tracker.js';
+
+export interface LaunchOptions {
+  qemu: QemuOptions;
+  /** Per VM, from its launch to answering SSH. */
+  bootTimeoutMs: number;
+  /** At most this many VMs starting at once (Kadeploy's reboot window). */
+  window: number;
+}
+
+/** Follows a service node's event stream until aborted; reconnects are not needed on loopback routes. */
+async function followEvents(
+  url: string,
+  signal: AbortSignal,
+  onEvent: (e: BootEvent) => void,
+): Promise<void> {
+  try {
+    const res = await fetch(`${url}/events?follow=1`, { signal });
+    const reader = res.body!.getReader();
+    let buf = '';
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buf += Buffer.from(value).toString();
+      let nl = buf.indexOf('\n');
+      while (nl >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        nl = buf.indexOf('\n');
+        if (line.trim()) onEvent(JSON.parse(line) as BootEvent);
+      }
+    }
+  } catch (e) {
+    if (!signal.aborted) throw e;
+  }
+}
+
+export async function launchVms(
+  store: StateStore,
+  state: TestbedState,
+  plan: Plan,
+  topo: Topology,
+  opts: LaunchOptions,
+  progress: Progress,
+  logger: Logger,
+): Promise<VmBoot[]> {
+  const vms = plan.sites.flatMap((s) => s.vms);
+  const tracker = new BootTracker(vms);
+  const key = join(store.dir, 'ssh', 'id_ed25519');
+  const hostIp = new Map(topo.namespaces.map((n) => [n.fqdn, n.ip]));
+  const abort = new AbortController();
+  const services = state.resources.filter(
+    (r) => r.kind === 'process' && r.key.startsWith('service/') && r.data.url,
+  );
+  const following = services.map((r) =>
+    followEvents(String(r.data.url), abort.signal, (e) => tracker.event(e)),
+  );
+  const sessions = new Map<string, SshSession>();
+  try {
+    return await progress.step(
+      `Launch ${vms.length} VM(s) and wait for the deployment environment`,
+      async (step) => {
+        const started = Date.now();
+        const tick = setInterval(() => {
+          const eta = tracker.eta(Date.now());
+          step.status(`${tracker.summary()}${eta === null ? '' : `, ETA ${eta} s`}`);
+        }, 500);
+        try {
+          const byHost = new Map<string, VmPlan[]>();
+          for (const vm of vms) byHost.set(vm.host, [...(byHost.get(vm.host) ?? []), vm]);
+          const hostVms = new Map<string, HostVm>();
+          for (const [host, list] of byHost) {
+            const session = await openSsh(hostIp.get(host)!, key);
+            sessions.set(host, session);
+            const hvms = list.map((v, i) => ({
+              name: v.name,
+              mac: v.mac,
+              vcpus: plan.flavour.vcpus,
+              memoryMB: plan.flavour.memoryMB,
+              diskMB: plan.flavour.diskMB,
+              tap: `tap${i}`,
+            }));
+            for (const h of hvms) hostVms.set(h.mac, h);
+            const r = await session.exec(prepareHostScript(hvms));
+            if (r.code !== 0) throw new Error(`cannot prepare ${host} for its VMs: ${r.stderr.trim()}`);
+          }
+          // Launch in windows; each VM is then probed until it answers SSH or times out.
+          const waits: Promise<void>[] = [];
+          for (let i = 0; i < vms.length; i += opts.window) {
+            await Promise.all(
+              vms.slice(i, i + opts.window).map(async (vm) => {
+                upsertResource(state, {
+                  kind: 'vm',
+                  key: `vm/${vm.name}`,
+                  status: 'creating',
+                  data: { host: vm.host, mac: vm.mac },
+                });
+                try {
+                  await powerOn(sessions.get(vm.host)!, state.name, hostVms.get(vm.mac)!, opts.qemu);
+                  tracker.launched(vm.mac, Date.now());
+                  upsertResource(state, { kind: 'vm', key: `vm/${vm.name}`, status: 'created', data: {} });
+                  waits.push(waitForSsh(vm, key, tracker, opts.bootTimeoutMs));
+                } catch (e) {
+                  tracker.failed(vm.mac, Date.now(), `did not start: ${(e as Error).message}`);
+                }
+              }),
+            );
+            await store.write(state);
+          }
+          await Promise.all(waits);
+          logger.debug(`VMs: ${tracker.summary()} after ${Date.now() - started} ms`);
+          return tracker.vms();
+        } finally {
+          clearInterval(tick);
+        }
+      },
+    );
+  } finally {
+    abort.abort();
+    await Promise.allSettled(following);
+    for (const s of sessions.values()) s.close();
+  }
+}
+
+async function waitForSsh(vm: VmPlan, key: string, tracker: BootTracker, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  const target = sshTarget(vm.ip, key);
+  while (Date.now() < deadline) {
+    const current = tracker.vms().find((v) => v.mac === vm.mac)!;
+    // Probing before the kernel is even fetched only adds load; the events say when to start.
+    if (current.state === 'initrd' || current.state === 'kernel') {
+      const r = await target.exec('kb-agent identify', 10_000);
+      if (r.code === 0 && r.stdout.includes(vm.mac)) {
+        tracker.sshUp(vm.mac, Date.now());
+        return;
+      }
+    }
+    await new Promise((res) => setTimeout(res, 1000));
+  }
+  const last = tracker.vms().find((v) => v.mac === vm.mac)!;
+  tracker.failed(
+    vm.mac,
+    Date.now(),
+    `no SSH after ${Math.round(timeoutMs / 1000)} s (last step: ${last.state})`,
+  );
+}
