@@ -3,6 +3,7 @@ import { BaseCommand } from '../lib/cli/base.js';
 import { configFlag } from '../lib/cli/flags.js';
 import { table } from '../lib/cli/render.js';
 import { loadConfig } from '../lib/config/load.js';
+import { ExitCode } from '../lib/errors.js';
 import { renderPlan } from '../lib/planner/render.js';
 import { planTestbed, setupTestbed } from '../lib/testbed/service.js';
 
@@ -25,6 +26,11 @@ Re-running setup resumes from the state recorded in .kabootstrap/<name>/.`;
     hosts: Flags.boolean({
       description: 'With the human output, also print one table per site listing its hosts.',
     }),
+    vms: Flags.boolean({
+      default: true,
+      allowNo: true,
+      description: 'Launch the VMs and wait until they answer SSH (--no-vms: stop once the services answer).',
+    }),
     'wait-timeout': Flags.integer({
       description: 'Seconds to wait for the reservations to start running.',
       default: 1800,
@@ -43,7 +49,7 @@ Re-running setup resumes from the state recorded in .kabootstrap/<name>/.`;
     }
     const result = await setupTestbed(
       loaded,
-      { waitTimeoutMs: flags['wait-timeout'] * 1000, reserveOnly: flags['reserve-only'] },
+      { waitTimeoutMs: flags['wait-timeout'] * 1000, reserveOnly: flags['reserve-only'], vms: flags.vms },
       ctx,
     );
     this.log(
@@ -67,6 +73,23 @@ Re-running setup resumes from the state recorded in .kabootstrap/<name>/.`;
       this.log(
         `Service nodes answering: ${ok}/${result.services.length} (${result.services.map((s) => s.url).join(', ')})`,
       );
+    }
+    if (result.vms.length) {
+      const failed = result.vms.filter((v) => v.state !== 'ssh');
+      this.log(
+        `VMs answering SSH in the deployment environment: ${result.vms.length - failed.length}/${result.vms.length} (${result.accel})`,
+      );
+      if (failed.length) {
+        this.log(
+          table(
+            ['VM', 'MAC', 'state', 'reason'],
+            failed.map((v) => [v.name, v.mac, v.state, v.reason ?? '-']),
+          ),
+        );
+        // Partial: the testbed is up, some VMs are not; the JSON and the table say which.
+        process.stderr.write(`kabootstrap: ${failed.length} VM(s) did not come up\n`);
+        process.exitCode = ExitCode.partial;
+      }
     }
     this.log('');
     this.log(renderPlan(result.plan, { hosts: flags.hosts }));

@@ -3,6 +3,7 @@
 // a setup killed half-way.
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -28,7 +29,17 @@ function leftovers(name: string, prefix: string): string[] {
   out.push(...links.split('\n').filter((l) => l.includes(`: kb${testbedTag(name)}c`)));
 
   const ps = execFileSync('ps', ['-eo', 'stat=,args='], { encoding: 'utf8' });
-  out.push(...ps.split('\n').filter((l) => l.includes(`.kabootstrap-${name}`) && !l.trim().startsWith('Z')));
+  out.push(
+    ...ps
+      .split('\n')
+      .filter(
+        (l) =>
+          (l.includes(`.kabootstrap-${name}`) || l.includes(`/kabootstrap/${name}/`)) &&
+          !l.trim().startsWith('Z'),
+      ),
+  );
+  for (const dir of [`/run/kabootstrap/${name}`, `/dev/shm/kabootstrap/${name}`])
+    if (existsSync(dir)) out.push(dir);
   return out;
 }
 
@@ -117,12 +128,17 @@ describe('local testbed network', { skip }, () => {
     const env = { KABOOTSTRAP_HOME: join(home, `.kabootstrap-${name}`) };
     made.push({ cfg, env });
     const t0 = Date.now();
-    const setup = await kb(['setup', '-c', cfg, '--json', '-q'], { env });
+    const setup = await kb(['setup', '-c', cfg, '--json', '-q'], { env, timeoutMs: 900_000 });
     assert.equal(setup.code, 0, setup.stderr);
     const result = JSON.parse(setup.stdout);
     assert.equal(result.phase, 'ready');
     assert.equal(result.hosts.length, 6);
     assert.ok(result.hosts.every((h: { ok: boolean }) => h.ok));
+    // The main job: every planned VM network-booted into the deployment environment.
+    assert.deepEqual(
+      result.vms.map((v: { name: string; state: string }) => `${v.name} ${v.state}`),
+      result.plan.sites.flatMap((s: { vms: { name: string }[] }) => s.vms.map((v) => `${v.name} ssh`)),
+    );
     process.stderr.write(`local testbed setup: ${Date.now() - t0} ms\n`);
 
     const ns = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' });
@@ -161,7 +177,7 @@ describe('local testbed network', { skip }, () => {
     const cfg = await configFile(home, name, '10.220', 'dnsmasq');
     const env = { KABOOTSTRAP_HOME: join(home, `.kabootstrap-${name}`) };
     made.push({ cfg, env });
-    const setup = await kb(['setup', '-c', cfg, '--json', '-q'], { env });
+    const setup = await kb(['setup', '-c', cfg, '--no-vms', '--json', '-q'], { env });
     assert.equal(setup.code, 0, setup.stderr);
     const result = JSON.parse(setup.stdout);
     assert.equal(result.phase, 'ready');
@@ -182,7 +198,7 @@ describe('local testbed network', { skip }, () => {
     const env = { KABOOTSTRAP_HOME: join(home, `.kabootstrap-${name}`) };
     made.push({ cfg, env });
     execFileSync('ip', ['netns', 'add', `kb-${name}-grappe-1-nancy`]);
-    const setup = await kb(['setup', '-c', cfg, '-q'], { env });
+    const setup = await kb(['setup', '-c', cfg, '--no-vms', '-q'], { env });
     assert.equal(setup.code, 3);
     assert.match(setup.stderr, /namespaces kb-kbt-foreign-grappe-1-nancy exist but are not in its state/);
     const down = await kb(['teardown', '-c', cfg, '-q'], { env });
@@ -195,7 +211,7 @@ describe('local testbed network', { skip }, () => {
     const cfg = await configFile(home, name, '10.219');
     const env = { ...process.env, KABOOTSTRAP_HOME: join(home, `.kabootstrap-${name}`) };
     made.push({ cfg, env });
-    const child = spawn(process.execPath, [bin, 'setup', '-c', cfg, '-q'], {
+    const child = spawn(process.execPath, [bin, 'setup', '-c', cfg, '--no-vms', '-q'], {
       cwd: root,
       env,
       stdio: 'ignore',
@@ -220,7 +236,7 @@ describe('local testbed network', { skip }, () => {
     assert.notEqual(state.phase, 'ready');
 
     // A new setup resumes from the state and finishes.
-    const resumed = await kb(['setup', '-c', cfg, '--json', '-q'], { env });
+    const resumed = await kb(['setup', '-c', cfg, '--no-vms', '--json', '-q'], { env });
     assert.equal(resumed.code, 0, resumed.stderr);
     assert.equal(JSON.parse(resumed.stdout).phase, 'ready');
     assert.equal(JSON.parse(resumed.stdout).resumed, true);

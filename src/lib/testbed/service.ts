@@ -9,10 +9,12 @@ import { buildPlan, type Plan } from '../planner/plan.js';
 import { countStates, type Progress } from '../progress.js';
 import { openSession, type ProviderSession } from '../provider/session.js';
 import { newState, StateStore, type TestbedState } from '../state/store.js';
+import type { VmBoot } from './boot-tracker.js';
 import { buildLocalNetwork, checkLocalNetworkPossible, localTopology, probeHosts } from './local-network.js';
 import { assignedSites, candidateSites, readReference } from './reference.js';
 import { discovered, jobRecords, releaseJobs, resolvePending, submitJobs, waitForJobs } from './reserve.js';
 import { probeServiceNodes, type ServiceProbe, startLocalServiceNodes } from './service-nodes.js';
+import { runVmStage } from './vm-stage.js';
 
 export interface ServiceContext {
   logger: Logger;
@@ -39,6 +41,9 @@ async function planWith(session: ProviderSession, loaded: LoadedConfig, ctx: Ser
 export interface SetupResult {
   hosts: SshProbe[];
   services: ServiceProbe[];
+  /** Each VM's boot: answering SSH in the deployment environment, or failed with a reason. */
+  vms: VmBoot[];
+  accel: 'kvm' | 'tcg' | null;
   testbed: string;
   provider: string;
   apiUrl: string;
@@ -53,6 +58,8 @@ export interface SetupOptions {
   waitTimeoutMs: number;
   /** Stop after reserving and discovering; build nothing on this machine. */
   reserveOnly?: boolean;
+  /** Launch the plan's VMs (qemu runtime) and wait for them; false stops once services answer. */
+  vms?: boolean;
 }
 
 /** Whether setup builds the local testbed network (namespaces, sshd) on this machine. */
@@ -168,6 +175,8 @@ async function reserveAndDiscover(
   await store.write(state);
   let hosts: SshProbe[] = [];
   let services: ServiceProbe[] = [];
+  let vms: VmBoot[] = [];
+  let accel: 'kvm' | 'tcg' | null = null;
   if (buildsLocalNetwork(config, opts)) {
     const topo = localTopology(state, plan, source);
     state.phase = 'network';
@@ -187,12 +196,19 @@ async function reserveAndDiscover(
         `${silent.length} service node(s) do not answer: ${silent.map((s) => `${s.name} (${s.detail})`).join(', ')}`,
       );
     }
+    if (opts.vms !== false) {
+      const stage = await runVmStage(store, state, plan, topo, ctx.progress, ctx.logger);
+      vms = stage.vms;
+      accel = stage.accel;
+    }
     state.phase = 'ready';
     await store.write(state);
   }
   return {
     hosts,
     services,
+    vms,
+    accel,
     testbed: config.name,
     provider: config.provider,
     apiUrl: session.apiUrl,

@@ -51,7 +51,7 @@ describe('QEMU runtime on a local host, over SSH', { skip, timeout: 240_000 }, (
     const loaded = await loadConfig(join(root, 'recipes/local-small.yaml'));
     loaded.config.name = name;
     loaded.config.network.prefix = '10.222.0.0/16';
-    result = await setupTestbed(loaded, { waitTimeoutMs: 30_000 }, ctx);
+    result = await setupTestbed(loaded, { waitTimeoutMs: 30_000, vms: false }, ctx);
     // The service nodes serve a kernel and an initramfs that prints the boot marker.
     const kernel = await getDebianKernel({ logger: silentLogger });
     const initramfs = await buildInitramfs({ modulesDir: kernel.modulesDir, logger: silentLogger });

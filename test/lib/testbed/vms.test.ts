@@ -33,7 +33,7 @@ describe('launching VMs into the deployment environment', { skip, timeout: 300_0
     const loaded = await loadConfig(join(root, 'recipes/local-small.yaml'));
     loaded.config.name = name;
     loaded.config.network.prefix = '10.223.0.0/16';
-    result = await setupTestbed(loaded, { waitTimeoutMs: 30_000 }, ctx);
+    result = await setupTestbed(loaded, { waitTimeoutMs: 30_000, vms: false }, ctx);
     const env = await buildDeployEnv({
       keyFile: join(home, name, 'ssh', 'id_ed25519'),
       logger: silentLogger,
