@@ -1,8 +1,7 @@
 // Targets a recipe runs on: a local network namespace (ip netns exec), or a host over SSH.
-import { readFile } from 'node:fs/promises';
 import { execa } from 'execa';
-import { Client } from 'ssh2';
-import type { ExecResult, Target } from './recipe.js';
+import { openSsh } from '../runtime/ssh-session.js';
+import type { Target } from './recipe.js';
 
 export function nsTarget(ns: string): Target {
   return {
@@ -17,46 +16,22 @@ export function nsTarget(ns: string): Target {
   };
 }
 
-export function sshTarget(host: string, keyFile: string, username = 'root'): Target {
+/** One SSH connection per command: recipes and probes run few commands, far apart. */
+export function sshTarget(host: string, keyFile: string): Target {
   return {
-    name: `${username}@${host}`,
+    name: `root@${host}`,
     async exec(command, timeoutMs) {
-      const privateKey = await readFile(keyFile);
-      return new Promise<ExecResult>((resolve) => {
-        const conn = new Client();
-        const timer = setTimeout(() => {
-          conn.end();
-          resolve({ code: null, stdout: '', stderr: `timed out after ${timeoutMs} ms` });
-        }, timeoutMs);
-        conn
-          .on('ready', () =>
-            conn.exec(command, (err, stream) => {
-              if (err) {
-                clearTimeout(timer);
-                conn.end();
-                return resolve({ code: null, stdout: '', stderr: err.message });
-              }
-              let stdout = '';
-              let stderr = '';
-              stream.on('data', (d: Buffer) => {
-                stdout += d;
-              });
-              stream.stderr.on('data', (d: Buffer) => {
-                stderr += d;
-              });
-              stream.on('close', (code: number | null) => {
-                clearTimeout(timer);
-                conn.end();
-                resolve({ code, stdout, stderr });
-              });
-            }),
-          )
-          .on('error', (e) => {
-            clearTimeout(timer);
-            resolve({ code: null, stdout: '', stderr: e.message });
-          })
-          .connect({ host, port: 22, username, privateKey, readyTimeout: Math.min(timeoutMs, 20_000) });
-      });
+      let session: Awaited<ReturnType<typeof openSsh>>;
+      try {
+        session = await openSsh(host, keyFile, Math.min(timeoutMs, 20_000));
+      } catch (e) {
+        return { code: null, stdout: '', stderr: (e as Error).message };
+      }
+      try {
+        return await session.exec(command, timeoutMs);
+      } finally {
+        session.close();
+      }
     },
   };
 }
