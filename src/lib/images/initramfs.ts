@@ -9,7 +9,6 @@ import {
   mkdir,
   mkdtemp,
   open,
-  readdir,
   readFile,
   rename,
   rm,
@@ -31,6 +30,7 @@ import {
   runTool,
   runToolBinary,
   vmImagesDir,
+  walk,
 } from './tools.js';
 
 const gzip = promisify(gzipCb);
@@ -268,16 +268,6 @@ async function packCpio(stage: string, files: string[]): Promise<Buffer> {
     );
   }
   return Buffer.from(r.stdout);
-}
-
-async function walk(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  for (const e of await readdir(dir, { withFileTypes: true })) {
-    const p = join(dir, e.name);
-    out.push(p);
-    if (e.isDirectory()) out.push(...(await walk(p)));
-  }
-  return out;
 }
 
 interface PlannedModule {

@@ -1,5 +1,6 @@
 // Running the host tools image building needs (apt, dpkg-deb, cpio, xz, ...), with one-line
 // errors that name the Debian package to install instead of an ENOENT stack.
+import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { packageRoot } from '../config/load.js';
@@ -70,4 +71,15 @@ export function formatBytes(n: number): string {
   if (n < 1024) return `${n} B`;
   if (n < 1024 ** 2) return `${(n / 1024).toFixed(1)} KiB`;
   return `${(n / 1024 ** 2).toFixed(1)} MiB`;
+}
+
+/** Every path below a directory, depth first (directories before their contents). */
+export async function walk(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const e of await readdir(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name);
+    out.push(p);
+    if (e.isDirectory()) out.push(...(await walk(p)));
+  }
+  return out;
 }

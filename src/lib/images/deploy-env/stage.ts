@@ -2,13 +2,13 @@
 // binaries with the libraries ldd lists (and the loader), fixed mtimes, sorted entries, root
 // ownership. Shared by the deployment environment (cpio) and the test environment (tar.gz).
 import { createHash, type Hash } from 'node:crypto';
-import { lutimes, mkdir, readdir, readFile, realpath, symlink, writeFile } from 'node:fs/promises';
+import { lutimes, mkdir, readFile, realpath, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join, relative } from 'node:path';
 import { promisify } from 'node:util';
 import { gzip as gzipCb } from 'node:zlib';
 import { execa } from 'execa';
 import { KbError } from '../../errors.js';
-import { MissingToolError, runTool } from '../tools.js';
+import { MissingToolError, runTool, walk } from '../tools.js';
 
 const gzip = promisify(gzipCb);
 
@@ -96,16 +96,6 @@ export async function linkApplets(busyboxPath: string, stage: string): Promise<v
       if (e.code !== 'EEXIST') throw e;
     });
   }
-}
-
-export async function walk(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  for (const e of await readdir(dir, { withFileTypes: true })) {
-    const p = join(dir, e.name);
-    out.push(p);
-    if (e.isDirectory()) out.push(...(await walk(p)));
-  }
-  return out;
 }
 
 /** Sorted relative paths of the stage, every entry's mtime set to fixedMtime. */
