@@ -29,3 +29,23 @@ export function roleContext(input: ServiceNodeInput): RoleContext {
   const config = serviceNodeConfigSchema.parse(input);
   return { config, backend: staticBackend(config), events: new EventLog(), logger: silentLogger };
 }
+
+/** A service node config for the server side of a namespace pair, its one client a known node. */
+export function pairService(
+  pair: { serverIp: string; serverIf: string; clientIp: string },
+  subnet: string,
+  mac: string,
+  overrides: Partial<ServiceNodeInput> & Pick<ServiceNodeInput, 'roles' | 'tftpRoot' | 'httpRoot'>,
+): ServiceNodeInput {
+  return {
+    name: 'kb-svc.nancy.grid5000.fr',
+    site: 'nancy',
+    domain: 'nancy.grid5000.fr',
+    ip: pair.serverIp,
+    interface: pair.serverIf,
+    network: { subnet, gateway: pair.serverIp, dns: [pair.serverIp] },
+    boot: { deploy: { kernel: 'vmlinuz', initrd: 'initrd.img' } },
+    nodes: [{ mac, ip: pair.clientIp, hostname: 'graphene-1', fqdn: 'graphene-1.nancy.grid5000.fr' }],
+    ...overrides,
+  };
+}

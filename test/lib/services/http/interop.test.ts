@@ -1,5 +1,6 @@
 // curl against the daemon in a network namespace: scripts and ranged image downloads as a node
 // fetches them.
+
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
@@ -9,6 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import type { BootEvent } from '../../../../src/lib/services/events.js';
 import { daemonInNs, type RunningDaemon } from '../../../helpers/daemon.js';
 import { type NsPair, needTools, nsPair } from '../../../helpers/netns.js';
+import { pairService } from '../../../helpers/service-config.js';
 
 const skip = needTools('busybox', 'dig', 'curl');
 const MAC = '00:16:3e:fd:00:02';
@@ -31,19 +33,15 @@ describe('HTTP interop: curl in a namespace', { skip }, () => {
     await writeFile(join(dir, 'secret.txt'), 'outside the root');
     await symlink(join(dir, 'secret.txt'), join(dir, 'http', 'escape'));
     pair = nsPair('http', '10.213.249');
-    daemon = await daemonInNs(pair.server, {
-      name: 'kb-svc.nancy.grid5000.fr',
-      site: 'nancy',
-      domain: 'nancy.grid5000.fr',
-      ip: pair.serverIp,
-      interface: pair.serverIf,
-      network: { subnet: '10.213.249.0/24', gateway: pair.serverIp, dns: [pair.serverIp] },
-      roles: ['tftp', 'http', 'dns'],
-      tftpRoot: join(dir, 'tftp'),
-      httpRoot: join(dir, 'http'),
-      boot: { deploy: { kernel: 'deploy/vmlinuz', initrd: 'deploy/initrd.img', cmdline: 'console=ttyS0' } },
-      nodes: [{ mac: MAC, ip: pair.clientIp, hostname: 'graphene-1', fqdn: 'graphene-1.nancy.grid5000.fr' }],
-    });
+    daemon = await daemonInNs(
+      pair.server,
+      pairService(pair, '10.213.249.0/24', MAC, {
+        roles: ['tftp', 'http', 'dns'],
+        tftpRoot: join(dir, 'tftp'),
+        httpRoot: join(dir, 'http'),
+        boot: { deploy: { kernel: 'deploy/vmlinuz', initrd: 'deploy/initrd.img', cmdline: 'console=ttyS0' } },
+      }),
+    );
   });
 
   after(async () => {

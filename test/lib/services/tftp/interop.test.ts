@@ -1,4 +1,5 @@
 // busybox tftp against the daemon in a network namespace: what a PXE-era client sees.
+
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
@@ -8,6 +9,7 @@ import { after, before, describe, it } from 'node:test';
 import type { BootEvent } from '../../../../src/lib/services/events.js';
 import { daemonInNs, type RunningDaemon } from '../../../helpers/daemon.js';
 import { type NsPair, needTools, nsPair } from '../../../helpers/netns.js';
+import { pairService } from '../../../helpers/service-config.js';
 
 const skip = needTools('busybox', 'dig', 'curl');
 const MAC = '00:16:3e:fb:00:02';
@@ -29,19 +31,14 @@ describe('TFTP interop: busybox tftp in a namespace', { skip }, () => {
     await writeFile(join(dir, 'secret.txt'), 'outside the root');
     await writeFile(join(dir, 'upload.bin'), 'payload');
     pair = nsPair('tftp', '10.213.251');
-    daemon = await daemonInNs(pair.server, {
-      name: 'kb-svc.nancy.grid5000.fr',
-      site: 'nancy',
-      domain: 'nancy.grid5000.fr',
-      ip: pair.serverIp,
-      interface: pair.serverIf,
-      network: { subnet: '10.213.251.0/24', gateway: pair.serverIp, dns: [pair.serverIp] },
-      roles: ['tftp', 'http', 'dns'],
-      tftpRoot: join(dir, 'tftp'),
-      httpRoot: join(dir, 'http'),
-      boot: { deploy: { kernel: 'vmlinuz', initrd: 'initrd.img' } },
-      nodes: [{ mac: MAC, ip: pair.clientIp, hostname: 'graphene-1', fqdn: 'graphene-1.nancy.grid5000.fr' }],
-    });
+    daemon = await daemonInNs(
+      pair.server,
+      pairService(pair, '10.213.251.0/24', MAC, {
+        roles: ['tftp', 'http', 'dns'],
+        tftpRoot: join(dir, 'tftp'),
+        httpRoot: join(dir, 'http'),
+      }),
+    );
   });
 
   after(async () => {
