@@ -31,6 +31,12 @@ Re-running setup resumes from the state recorded in .kabootstrap/<name>/.`;
       allowNo: true,
       description: 'Launch the VMs and wait until they answer SSH (--no-vms: stop once the services answer).',
     }),
+    retries: Flags.integer({
+      description:
+        'Power resets of a VM that did not come up before it is reported failed (emulated runtime).',
+      default: 1,
+      min: 0,
+    }),
     'wait-timeout': Flags.integer({
       description: 'Seconds to wait for the reservations to start running.',
       default: 1800,
@@ -49,7 +55,12 @@ Re-running setup resumes from the state recorded in .kabootstrap/<name>/.`;
     }
     const result = await setupTestbed(
       loaded,
-      { waitTimeoutMs: flags['wait-timeout'] * 1000, reserveOnly: flags['reserve-only'], vms: flags.vms },
+      {
+        waitTimeoutMs: flags['wait-timeout'] * 1000,
+        reserveOnly: flags['reserve-only'],
+        vms: flags.vms,
+        retries: flags.retries,
+      },
       ctx,
     );
     this.log(
@@ -68,6 +79,7 @@ Re-running setup resumes from the state recorded in .kabootstrap/<name>/.`;
       const ok = result.hosts.filter((h) => h.ok).length;
       this.log(`Hosts answering SSH: ${ok}/${result.hosts.length}`);
     }
+    if (result.emulatedHosts) this.log(`Emulated hosts answering SSH: ${result.emulatedHosts}`);
     if (result.services.length) {
       const ok = result.services.filter((s) => s.ok).length;
       this.log(
@@ -76,8 +88,9 @@ Re-running setup resumes from the state recorded in .kabootstrap/<name>/.`;
     }
     if (result.vms.length) {
       const failed = result.vms.filter((v) => v.state !== 'ssh');
+      const recovered = result.vms.filter((v) => v.state === 'ssh' && v.attempts > 1).length;
       this.log(
-        `VMs answering SSH in the deployment environment: ${result.vms.length - failed.length}/${result.vms.length} (${result.accel})`,
+        `VMs answering SSH in the deployment environment: ${result.vms.length - failed.length}/${result.vms.length} (${result.accel ?? result.runtime})${recovered ? `, ${recovered} after a power reset` : ''}`,
       );
       if (failed.length) {
         this.log(

@@ -3,45 +3,20 @@
 // a setup killed half-way.
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { silentLogger } from '../../src/lib/log.js';
-import { testbedTag } from '../../src/lib/netns/topology.js';
 import type { Plan } from '../../src/lib/planner/plan.js';
 import { loadRecipe, runRecipe } from '../../src/lib/recipes/recipe.js';
 import { sshTarget } from '../../src/lib/recipes/targets.js';
 import type { ServiceNodeInput } from '../../src/lib/services/config.js';
 import { bin, kb, root } from '../helpers/cli.js';
+import { leftovers } from '../helpers/leftovers.js';
 import { needTools } from '../helpers/netns.js';
 
 const skip = needTools('sshd', 'ssh-keygen', 'ip', 'dig', 'dnsmasq');
-
-function leftovers(name: string, prefix: string): string[] {
-  const out: string[] = [];
-  const netns = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' });
-  out.push(...netns.split('\n').filter((l) => l.startsWith(`kb-${name}-`)));
-  const routes = execFileSync('ip', ['-4', 'route', 'show', 'table', 'all'], { encoding: 'utf8' });
-  out.push(...routes.split('\n').filter((l) => l.includes(prefix)));
-  const links = execFileSync('ip', ['-o', 'link'], { encoding: 'utf8' });
-  out.push(...links.split('\n').filter((l) => l.includes(`: kb${testbedTag(name)}c`)));
-
-  const ps = execFileSync('ps', ['-eo', 'stat=,args='], { encoding: 'utf8' });
-  out.push(
-    ...ps
-      .split('\n')
-      .filter(
-        (l) =>
-          (l.includes(`.kabootstrap-${name}`) || l.includes(`/kabootstrap/${name}/`)) &&
-          !l.trim().startsWith('Z'),
-      ),
-  );
-  for (const dir of [`/run/kabootstrap/${name}`, `/dev/shm/kabootstrap/${name}`])
-    if (existsSync(dir)) out.push(dir);
-  return out;
-}
 
 /** The controller asks each site's service node (through the testbed route) for a VM's A and PTR. */
 function assertDnsFromController(plan: Plan) {

@@ -58,6 +58,32 @@ const flavour = z.strictObject({
   diskMB: positiveInt('disk per VM in MB').default(2048),
 });
 
+const rate = (what: string) =>
+  z
+    .number({ error: `expected a probability between 0 and 1 (${what})` })
+    .min(0, { error: `expected a probability between 0 and 1 (${what})` })
+    .max(1, { error: `expected a probability between 0 and 1 (${what})` });
+
+// The emulated runtime: its boot-time model's time scale, its seed, and injected faults.
+const emulated = z.strictObject({
+  seed: z.union([z.number(), z.string()], { error: 'expected a number or a string' }).default(1),
+  timeScale: z
+    .number({ error: 'expected a positive number (real ms per modelled ms)' })
+    .positive({ error: 'expected a positive number (real ms per modelled ms)' })
+    .max(1, { error: 'at most 1 (real time)' })
+    .default(0.01),
+  concurrency: positiveInt('VMs doing their DHCP/HTTP exchange at once, per site').default(64),
+  faults: z
+    .strictObject({
+      'fail-boot': rate('share of VMs that never send DHCP').default(0),
+      hang: rate('share of VMs that boot and never serve SSH').default(0),
+      'die-mid-transfer': rate('share of VMs that die while receiving').default(0),
+      'slow-link': rate('share of VMs on a slow link').default(0),
+      transient: rate('share of boot faults that a power reset cures').default(0),
+    })
+    .prefault({}),
+});
+
 const vms = z.strictObject({
   count: vmCount.default('auto'),
   perHost: positiveInt('VMs per host').optional(),
@@ -67,6 +93,7 @@ const vms = z.strictObject({
   maxPerHost: positiveInt('VMs per host at most').default(16),
   overheadMB: nonNegativeInt('memory overhead per VM in MB').default(64),
   hostReserveMB: nonNegativeInt('memory kept for the host in MB').default(1024),
+  emulated: emulated.prefault({}),
 });
 
 const services = z.strictObject({

@@ -40,6 +40,10 @@ vms:
   maxPerHost: 16
   overheadMB: 64              # per VM, on top of its memory
   hostReserveMB: 1024         # kept for the host itself
+  # emulated:                 # runtime: emulated only
+  #   seed: 1                 # boot times and faults are drawn from it
+  #   timeScale: 0.01         # real ms per modelled ms
+  #   faults: { fail-boot: 0.01, hang: 0, transient: 0.5 }
 services:
   backend: builtin            # builtin | dnsmasq
   roles: [dhcp, tftp, http, dns]

@@ -150,6 +150,11 @@ export class DhcpClient {
       sock.bind(68, '0.0.0.0', () => {
         sock.off('error', reject);
         sock.setBroadcast(true);
+        try {
+          // hundreds of VMs share this socket: the default buffers overflow in a power-on burst
+          sock.setSendBufferSize(4 << 20);
+          sock.setRecvBufferSize(4 << 20);
+        } catch {}
         resolve();
       });
     });
@@ -188,7 +193,12 @@ export class DhcpClient {
             resolve(null);
           },
         });
-        this.sock.send(packet, this.opts.port, this.opts.to, () => {});
+        const send = (again: number) =>
+          this.sock.send(packet, this.opts.port, this.opts.to, (err) => {
+            // a full send queue is local congestion, not a lost packet: send again shortly
+            if (err && again > 0 && !this.closed) setTimeout(() => send(again - 1), 5 + randomInt(20));
+          });
+        send(3);
       });
       if (reply) return { reply, tries: t };
       // backoff with jitter, as RFC 2131 asks (±1 s there; a quarter of the timeout here)

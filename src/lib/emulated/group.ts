@@ -7,7 +7,9 @@
 import { execFile } from 'node:child_process';
 import http from 'node:http';
 import { promisify } from 'node:util';
+import { containsAddress, ipToInt, parsePrefix } from '../net/ipv4.js';
 import { DhcpClient, type DhcpClientOptions } from './dhcp-client.js';
+import { type EmulatedHostSpec, type HostControl, startHostServer } from './host.js';
 import {
   type BootKind,
   type BootModel,
@@ -15,6 +17,7 @@ import {
   defaultModel,
   type Fault,
   type FaultSpec,
+  faultHitsBoot,
   planFaults,
 } from './model.js';
 import {
@@ -33,6 +36,8 @@ export interface EmulatedVmSpec {
   ip: string;
   prefixLength: number;
   serviceNodeIp: string;
+  /** The emulated host it runs on (power control goes through that host's SSH). */
+  host?: string;
 }
 
 export interface EmulatedGroupOptions {
@@ -51,6 +56,12 @@ export interface EmulatedGroupOptions {
   sshPort?: number;
   /** Called on every state change. */
   onChange?: (name: string, state: VmState) => void;
+  /** Emulated hosts answering SSH (kb-host status/power) on their own addresses. */
+  hosts?: EmulatedHostSpec[];
+  /** Power every VM on at start (default: only when there are no hosts to do it). */
+  autostart?: boolean;
+  /** Where a VM relays SSH to (direct-tcpip, port 22 only): this prefix, else the VM's own subnet. */
+  forwardPrefix?: string;
 }
 
 export type VmState =
@@ -85,8 +96,8 @@ export interface GroupStats {
   rssBytes: number;
 }
 
-export interface EmulatedGroup {
-  /** Every VM's first boot outcome, in the order of `vms`. */
+export interface EmulatedGroup extends HostControl {
+  /** The first boot outcome of every autostarted VM, in the order of `vms`. */
   ready: Promise<VmOutcome[]>;
   stats(): GroupStats;
   /** Addresses this group added (ip/prefix), to be removed by close(). */
@@ -98,7 +109,12 @@ interface Vm extends AgentVm {
   spec: EmulatedVmSpec;
   state: VmState;
   ssh: SshServerHandle | null;
+  /** Bumped by every power action: a boot of an older generation stops at its next step. */
+  gen: number;
+  reason: string | null;
 }
+
+class Superseded extends Error {}
 
 /** The URLs an iPXE script boots: `kernel URL ...` and `initrd [--name x] URL`. */
 export function scriptUrls(script: string, base: string): { kernel: string | null; initrd: string | null } {
@@ -159,6 +175,21 @@ class Limiter {
 }
 
 export async function startEmulatedGroup(opts: EmulatedGroupOptions): Promise<EmulatedGroup> {
+  // Relaying (a tree of SSH connections) stays inside the testbed: SSH ports of its addresses only.
+  const forwardable = (spec: EmulatedVmSpec) => {
+    const mask = spec.prefixLength === 0 ? 0 : (0xffffffff << (32 - spec.prefixLength)) >>> 0;
+    const p = opts.forwardPrefix
+      ? parsePrefix(opts.forwardPrefix)
+      : { base: (ipToInt(spec.ip) & mask) >>> 0, length: spec.prefixLength };
+    return (ip: string, port: number) => {
+      if (port !== (opts.sshPort ?? 22)) return false;
+      try {
+        return containsAddress(p, ipToInt(ip));
+      } catch {
+        return false;
+      }
+    };
+  };
   const model = opts.model ?? defaultModel;
   const seed = opts.seed ?? 1;
   const authorized = parseAuthorizedKey(opts.authorizedKey);
@@ -202,11 +233,15 @@ export async function startEmulatedGroup(opts: EmulatedGroupOptions): Promise<Em
     bootedAt: 0,
     state: 'off',
     ssh: null,
+    gen: 0,
+    reason: null,
     reboot: () => {},
   }));
+  const byName = new Map(vms.map((vm) => [vm.name, vm]));
 
-  const setState = (vm: Vm, s: VmState) => {
+  const setState = (vm: Vm, s: VmState, reason: string | null = null) => {
     vm.state = s;
+    vm.reason = reason;
     opts.onChange?.(vm.name, s);
   };
 
@@ -225,19 +260,28 @@ export async function startEmulatedGroup(opts: EmulatedGroupOptions): Promise<Em
   /** One boot: firmware, DHCP, script, kernel, initrd, boot wait, SSH. Throws the failure. */
   const boot = async (vm: Vm, kind: BootKind): Promise<{ modelledMs: number; t0: number }> => {
     const t0 = Date.now();
-    const { modelledMs, realMs } = bootTime(model, seed, vm.name, kind, vm.boots);
+    const gen = vm.gen;
+    const index = vm.boots;
+    const { modelledMs, realMs } = bootTime(model, seed, vm.name, kind, index);
     vm.boots++;
+    const current = () => {
+      if (closed) throw new Error('group closed');
+      if (vm.gen !== gen) throw new Superseded();
+    };
     setState(vm, 'firmware');
     await sleep(realMs * 0.1);
-    if (closed) throw new Error('group closed');
-    if (vm.fault.kind === 'fail-boot') {
+    current();
+    const fault = faultHitsBoot(vm.fault, index);
+    if (fault === 'fail-boot') {
       throw new Error('injected fault: fails to boot (never sends DHCP)');
     }
     if (kind !== 'kexec') {
       await limiter.run(async () => {
+        current();
         setState(vm, 'dhcp');
         const lease = await dhcp.lease(vm.mac);
         dhcpTries += lease.tries;
+        current();
         if (lease.ip !== vm.spec.ip) throw new Error(`DHCP leased ${lease.ip}, planned ${vm.spec.ip}`);
         if (!lease.bootFile?.startsWith('http'))
           throw new Error(`no iPXE script URL (boot file ${lease.bootFile})`);
@@ -254,16 +298,29 @@ export async function startEmulatedGroup(opts: EmulatedGroupOptions): Promise<Em
         httpBytes += (await httpGet(urls.initrd, lease.ip, false)).bytes;
       });
     }
+    current();
     setState(vm, 'booting');
     const left = t0 + realMs - Date.now();
     if (left > 0) await sleep(left);
-    if (closed) throw new Error('group closed');
-    if (vm.fault.kind === 'hang') {
-      setState(vm, 'hung');
-      throw new Error('injected fault: hangs after boot (never serves SSH)');
+    current();
+    if (fault === 'hang') {
+      const reason = 'injected fault: hangs after boot (never serves SSH)';
+      setState(vm, 'hung', reason);
+      throw new Error(reason);
     }
     vm.bootedAt = Date.now();
-    vm.ssh = await startSshServer(vm, { hostKey, authorized, port: opts.sshPort });
+    vm.env = kind === 'kexec' ? vm.env : 'deploy';
+    const ssh = await startSshServer(vm, {
+      hostKey,
+      authorized,
+      port: opts.sshPort,
+      forwardTo: forwardable(vm.spec),
+    });
+    if (closed || vm.gen !== gen) {
+      await ssh.close();
+      current();
+    }
+    vm.ssh = ssh;
     setState(vm, 'ssh');
     return { modelledMs, t0 };
   };
@@ -281,7 +338,17 @@ export async function startEmulatedGroup(opts: EmulatedGroupOptions): Promise<Em
         ip: vm.ip,
       };
     } catch (e) {
-      if (vm.state !== 'hung') setState(vm, 'failed');
+      if (e instanceof Superseded) {
+        return {
+          name: vm.name,
+          state: 'failed',
+          reason: 'powered off or reset',
+          bootMs: 0,
+          modelledMs: 0,
+          ip: null,
+        };
+      }
+      if (vm.state !== 'hung') setState(vm, 'failed', (e as Error).message);
       return {
         name: vm.name,
         state: 'failed',
@@ -293,20 +360,66 @@ export async function startEmulatedGroup(opts: EmulatedGroupOptions): Promise<Em
     }
   };
 
-  for (const vm of vms) {
-    vm.reboot = (kind) => {
-      const ssh = vm.ssh;
-      vm.ssh = null;
-      void (async () => {
-        await ssh?.close();
-        if (!closed) await bootToOutcome(vm, kind);
-      })();
-    };
-  }
+  /** Stops whatever the VM is doing (its SSH server, a boot in progress). */
+  const stop = async (vm: Vm) => {
+    vm.gen++;
+    const ssh = vm.ssh;
+    vm.ssh = null;
+    await ssh?.close();
+  };
+  const restart = (vm: Vm, kind: BootKind) => {
+    void (async () => {
+      await stop(vm);
+      if (!closed) await bootToOutcome(vm, kind);
+    })();
+  };
+  for (const vm of vms) vm.reboot = (kind) => restart(vm, kind);
 
-  const ready = Promise.all(vms.map((vm) => bootToOutcome(vm, 'pxe')));
+  const control: HostControl = {
+    status: (names) =>
+      names.map((n) => {
+        const vm = byName.get(n);
+        if (!vm) throw new Error(`no VM ${n}`);
+        return {
+          name: vm.name,
+          mac: vm.mac,
+          state: vm.state,
+          reason: vm.reason,
+          boots: vm.boots,
+          env: vm.env,
+        };
+      }),
+    power: (action, names) => {
+      for (const n of names) {
+        const vm = byName.get(n);
+        if (!vm) throw new Error(`no VM ${n}`);
+        // on: a VM already powered (booting, up, failed in firmware, hung) stays as it is
+        if (action === 'on' && vm.state === 'off') restart(vm, 'pxe');
+        // reset: power-cycle through the firmware and the whole network boot
+        if (action === 'reset') restart(vm, vm.state === 'off' ? 'pxe' : 'reboot');
+        if (action === 'off') {
+          void stop(vm);
+          setState(vm, 'off');
+        }
+      }
+    },
+  };
+
+  const autostart = opts.autostart ?? !opts.hosts?.length;
+  const ready = Promise.all(autostart ? vms.map((vm) => bootToOutcome(vm, 'pxe')) : []);
+  const hostServers = await Promise.all(
+    (opts.hosts ?? []).map((h) =>
+      startHostServer(
+        h,
+        opts.vms.filter((v) => v.host === h.name).map((v) => v.name),
+        control,
+        { hostKey, authorized, port: opts.sshPort },
+      ),
+    ),
+  );
 
   return {
+    ...control,
     ready,
     stats: () => {
       const states = Object.fromEntries(
@@ -344,6 +457,7 @@ export async function startEmulatedGroup(opts: EmulatedGroupOptions): Promise<Em
         t.resolve();
       }
       timers.clear();
+      await Promise.all(hostServers.map((h) => h.close()));
       await Promise.all(vms.map((vm) => vm.ssh?.close()));
       dhcp.close();
       await ready.catch(() => {});

@@ -1,8 +1,9 @@
 // Entry script for one emulated host group, run inside the site's namespace:
-//   ip netns exec NS node --import tsx src/lib/emulated/main.ts CONFIG.json
+//   ip netns exec NS node dist/lib/emulated/main.js CONFIG.json
 // CONFIG is EmulatedGroupOptions as JSON (authorizedKey may instead be authorizedKeyFile).
-// Prints JSON lines: {"progress":{state counts}} while booting (and every progressMs after),
-// then {"outcome":[...],"stats":{...},"allMs":N} once every VM has its first outcome.
+// Prints JSON lines: {"listening":{hosts,vms}} once its SSH servers listen, {"progress":{state
+// counts}} every progressMs, and {"outcome":[...],"stats":{...},"allMs":N} once every
+// autostarted VM has its first outcome (with hosts, VMs wait for `kb-host power on`).
 // Keeps serving SSH until SIGTERM/SIGINT, then removes the addresses it added and exits.
 import { readFile } from 'node:fs/promises';
 import { type EmulatedGroupOptions, startEmulatedGroup } from './group.js';
@@ -19,14 +20,12 @@ const authorizedKey =
 const print = (o: unknown) => process.stdout.write(`${JSON.stringify(o)}\n`);
 const t0 = Date.now();
 const group = await startEmulatedGroup({ ...config, authorizedKey });
+print({ listening: { hosts: config.hosts?.length ?? 0, vms: config.vms.length }, ms: Date.now() - t0 });
 const progress = () => {
   const s = group.stats();
   print({ progress: s.states, ms: Date.now() - t0, rssBytes: s.rssBytes });
 };
 const timer = setInterval(progress, config.progressMs ?? 1000);
-const outcome = await group.ready;
-progress();
-print({ outcome, stats: group.stats(), allMs: Date.now() - t0 });
 const stop = async () => {
   clearInterval(timer);
   await group.close();
@@ -34,3 +33,8 @@ const stop = async () => {
 };
 process.once('SIGTERM', stop);
 process.once('SIGINT', stop);
+const outcome = await group.ready;
+if (outcome.length) {
+  progress();
+  print({ outcome, stats: group.stats(), allMs: Date.now() - t0 });
+}

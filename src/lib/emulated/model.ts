@@ -34,8 +34,9 @@ export type FaultKind = 'fail-boot' | 'hang' | 'die-mid-transfer' | 'slow-link';
 
 export type Fault =
   | { kind: 'none' }
-  | { kind: 'fail-boot' }
-  | { kind: 'hang' }
+  /** transient: only the first boot fails; a power reset brings the VM up. */
+  | { kind: 'fail-boot'; transient: boolean }
+  | { kind: 'hang'; transient: boolean }
   | { kind: 'die-mid-transfer'; afterBytes: number }
   | { kind: 'slow-link'; bytesPerSec: number };
 
@@ -48,6 +49,8 @@ export interface FaultSpec {
   dieWithinBytes?: number;
   /** slow-link: the receive rate in bytes per second. */
   slowLinkBytesPerSec?: number;
+  /** Share of fail-boot and hang faults that hit only the first boot (0: all permanent). */
+  transient?: number;
 }
 
 const FAULT_ORDER: FaultKind[] = ['fail-boot', 'hang', 'die-mid-transfer', 'slow-link'];
@@ -113,11 +116,12 @@ export function faultFor(spec: FaultSpec, seed: number | string, name: string): 
       return next() < p;
     });
   const detail = streamFor(seed, name, 'fault-detail');
+  const transient = () => streamFor(seed, name, 'fault-transient')() < (spec.transient ?? 0);
   switch (kind) {
     case 'fail-boot':
-      return { kind };
+      return { kind, transient: transient() };
     case 'hang':
-      return { kind };
+      return { kind, transient: transient() };
     case 'die-mid-transfer':
       return { kind, afterBytes: 1 + Math.floor(detail() * (spec.dieWithinBytes ?? 1 << 20)) };
     case 'slow-link':
@@ -125,6 +129,12 @@ export function faultFor(spec: FaultSpec, seed: number | string, name: string): 
     default:
       return { kind: 'none' };
   }
+}
+
+/** Whether a fault stops the `index`-th boot (0 = the first). */
+export function faultHitsBoot(fault: Fault, index: number): 'fail-boot' | 'hang' | null {
+  if (fault.kind !== 'fail-boot' && fault.kind !== 'hang') return null;
+  return fault.transient && index > 0 ? null : fault.kind;
 }
 
 /** Every VM's fault, by name. */

@@ -1,10 +1,10 @@
 // The SSH side of an emulated VM: an ssh2 Server on the VM's leased address that accepts the
 // testbed's public key and runs the agent interface against an emulated disk (size and hash of
 // what was stored, never the bytes).
-import { createHash } from 'node:crypto';
-import { connect, createServer, type Server as NetServer, type Socket } from 'node:net';
+import { connect, type Server as NetServer } from 'node:net';
 import ssh2 from 'ssh2';
 import type { Fault } from './model.js';
+import { receive } from './receive.js';
 
 const { Server, utils } = ssh2;
 type ParsedKey = ssh2.ParsedKey;
@@ -55,51 +55,82 @@ export interface SshServerHandle {
   close(): Promise<void>;
 }
 
-interface Channel {
+export interface Channel {
   write(d: string | Buffer): boolean;
   stderr: { write(d: string | Buffer): boolean };
   exit(code: number): void;
   end(): void;
 }
 
-/** Starts the SSH server for one VM on ip:port. */
-export async function startSshServer(
-  vm: AgentVm,
-  opts: { hostKey: string; authorized: ParsedKey; port?: number },
+export interface ExecContext {
+  listeners: Set<NetServer>;
+  /** Ends every SSH connection of this server (a node that dies). */
+  dropConnection(): void;
+}
+
+/**
+ * An SSH server on address:port that accepts only the testbed's key and hands each exec
+ * request to `onExec`. Shared by emulated VMs (the agent) and emulated hosts (power control).
+ */
+export async function serveSsh(
+  address: string,
+  opts: {
+    hostKey: string;
+    authorized: ParsedKey;
+    port?: number;
+    /**
+     * Destinations a client may reach through this node (SSH direct-tcpip, as `ssh -J` uses):
+     * how a tree of relays reaches nodes without the controller connecting to each. None when absent.
+     */
+    forwardTo?: (ip: string, port: number) => boolean;
+  },
+  onExec: (command: string, ch: Channel, ctx: ExecContext) => void,
 ): Promise<SshServerHandle> {
   const pub = opts.authorized.getPublicSSH();
   const listeners = new Set<NetServer>();
   const clients = new Set<ssh2.Connection>();
+  const ctx: ExecContext = {
+    listeners,
+    dropConnection: () => {
+      for (const c of clients) c.end();
+    },
+  };
   const server = new Server({ hostKeys: [opts.hostKey] }, (client) => {
     clients.add(client);
     client.on('close', () => clients.delete(client));
     client.on('error', () => {});
-    client.on('authentication', (ctx) => {
-      if (ctx.method !== 'publickey') return ctx.reject(['publickey']);
-      if (ctx.key.algo !== opts.authorized.type || !ctx.key.data.equals(pub)) return ctx.reject();
-      if (ctx.signature && ctx.blob) {
-        if (!opts.authorized.verify(ctx.blob, ctx.signature, ctx.hashAlgo)) return ctx.reject();
+    client.on('authentication', (auth) => {
+      if (auth.method !== 'publickey') return auth.reject(['publickey']);
+      if (auth.key.algo !== opts.authorized.type || !auth.key.data.equals(pub)) return auth.reject();
+      if (auth.signature && auth.blob) {
+        if (!opts.authorized.verify(auth.blob, auth.signature, auth.hashAlgo)) return auth.reject();
       }
-      ctx.accept();
+      auth.accept();
     });
     client.on('ready', () => {
+      client.on('tcpip', (accept, reject, info) => {
+        if (!opts.forwardTo?.(info.destIP, info.destPort)) return reject();
+        const out = connect({ host: info.destIP, port: info.destPort, localAddress: address });
+        out.once('error', () => reject());
+        out.once('connect', () => {
+          out.removeAllListeners('error');
+          const ch = accept();
+          ch.on('error', () => out.destroy());
+          out.on('error', () => ch.destroy());
+          ch.pipe(out).pipe(ch);
+        });
+      });
       client.on('session', (acceptSession) => {
         const session = acceptSession();
         session.on('exec', (accept, _reject, info) => {
-          const ch = accept() as unknown as Channel;
-          runCommand(vm, info.command, ch, {
-            listeners,
-            dropConnection: () => {
-              for (const c of clients) c.end();
-            },
-          });
+          onExec(info.command, accept() as unknown as Channel, ctx);
         });
       });
     });
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(opts.port ?? 22, vm.ip, () => {
+    server.listen(opts.port ?? 22, address, () => {
       server.off('error', reject);
       resolve();
     });
@@ -114,19 +145,27 @@ export async function startSshServer(
   };
 }
 
-function done(ch: Channel, code: number, out = '', err = '') {
+/** Starts the SSH server for one VM on ip:port. */
+export function startSshServer(
+  vm: AgentVm,
+  opts: {
+    hostKey: string;
+    authorized: ParsedKey;
+    port?: number;
+    forwardTo?: (ip: string, port: number) => boolean;
+  },
+): Promise<SshServerHandle> {
+  return serveSsh(vm.ip, opts, (command, ch, ctx) => runCommand(vm, command, ch, ctx));
+}
+
+export function done(ch: Channel, code: number, out = '', err = '') {
   if (out) ch.write(out);
   if (err) ch.stderr.write(err);
   ch.exit(code);
   ch.end();
 }
 
-function runCommand(
-  vm: AgentVm,
-  command: string,
-  ch: Channel,
-  ctx: { listeners: Set<NetServer>; dropConnection(): void },
-) {
+function runCommand(vm: AgentVm, command: string, ch: Channel, ctx: ExecContext) {
   const argv = command.trim().split(/\s+/);
   const line = argv.join(' ');
   if (line === 'true') return done(ch, 0);
@@ -139,12 +178,7 @@ function runCommand(
 const DISK_BYTES = 20 * 2 ** 30;
 
 /** The subcommands of vm-images/deploy-env/kb-agent, with the same JSON lines. */
-function agent(
-  vm: AgentVm,
-  args: string[],
-  ch: Channel,
-  ctx: { listeners: Set<NetServer>; dropConnection(): void },
-) {
+function agent(vm: AgentVm, args: string[], ch: Channel, ctx: ExecContext) {
   const json = (o: object) => done(ch, 0, `${JSON.stringify(o)}\n`);
   const need = (n: number, usage: string) => {
     if (args.length > n) return true;
@@ -208,122 +242,4 @@ function agent(
         'usage: kb-agent identify|partition|format|mount|receive|install-key|kexec|reboot|report\n',
       );
   }
-}
-
-/**
- * `kb-agent receive <port> [--forward host:port] [--extract dir | --write dev | --store]`: takes
- * one TCP connection on the VM's address, hashes and counts it, forwards the same bytes (with
- * backpressure) and prints {port, bytes, sha256, ...} when the stream ends. --extract/--write
- * (the real agent's) and --store keep the size and hash as the emulated disk's content.
- */
-function receive(
-  vm: AgentVm,
-  args: string[],
-  ch: Channel,
-  ctx: { listeners: Set<NetServer>; dropConnection(): void },
-) {
-  const port = Number(args[0]);
-  let forward: string | null = null;
-  let store = false;
-  let bad = !Number.isInteger(port) || port <= 0 || port > 65535;
-  for (let i = 1; i < args.length && !bad; i++) {
-    if (args[i] === '--forward') forward = args[++i] ?? '';
-    else if (args[i] === '--extract' || args[i] === '--write') store = !!args[++i];
-    else if (args[i] === '--store') store = true;
-    else bad = true;
-  }
-  if (bad || (forward !== null && !forward.includes(':'))) {
-    return done(
-      ch,
-      1,
-      '',
-      'kb-agent: usage: kb-agent receive <port> [--forward host:port] [--extract dir | --write dev | --store]\n',
-    );
-  }
-  const fault = vm.fault;
-  const listener = createServer({ pauseOnConnect: true });
-  ctx.listeners.add(listener);
-  const stop = () => {
-    listener.close();
-    ctx.listeners.delete(listener);
-  };
-  listener.on('error', (e) => {
-    stop();
-    done(ch, 1, '', `kb-agent receive: ${e.message}\n`);
-  });
-  listener.once('connection', (sock: Socket) => {
-    stop();
-    const t0 = Date.now();
-    const hash = createHash('sha256');
-    let bytes = 0;
-    let out: Socket | null = null;
-    let failed = false;
-    const fail = (msg: string) => {
-      if (failed) return;
-      failed = true;
-      sock.destroy();
-      out?.destroy();
-      done(ch, 1, '', `kb-agent receive: ${msg}\n`);
-    };
-    const start = () => {
-      sock.on('data', (chunk: Buffer) => {
-        if (fault.kind === 'die-mid-transfer' && bytes + chunk.length >= fault.afterBytes) {
-          // the node dies: the transfer and its SSH connection stop without a word
-          failed = true;
-          sock.destroy();
-          out?.destroy();
-          ctx.dropConnection();
-          return;
-        }
-        bytes += chunk.length;
-        hash.update(chunk);
-        // paused while the next node is not draining or the slow link is not due: both must clear
-        let holds = 0;
-        const release = () => {
-          if (--holds === 0) sock.resume();
-        };
-        if (out && !out.write(chunk)) {
-          holds++;
-          out.once('drain', release);
-        }
-        if (fault.kind === 'slow-link') {
-          const due = t0 + (bytes / fault.bytesPerSec) * 1000 - Date.now();
-          if (due > 0) {
-            holds++;
-            setTimeout(release, due);
-          }
-        }
-        if (holds > 0) sock.pause();
-      });
-      sock.on('error', (e) => fail(e.message));
-      sock.on('end', () => {
-        if (failed) return;
-        const finish = () => {
-          const r: ReceiveResult = {
-            port,
-            bytes,
-            sha256: hash.digest('hex'),
-            forwardedTo: forward,
-            stored: store,
-            ms: Date.now() - t0,
-          };
-          vm.receives.push(r);
-          if (store) vm.disk = { bytes, sha256: r.sha256 };
-          done(ch, 0, `${JSON.stringify(r)}\n`);
-        };
-        if (out) out.end(finish);
-        else finish();
-      });
-      sock.resume();
-    };
-    if (forward) {
-      const [host, p] = [
-        forward.slice(0, forward.lastIndexOf(':')),
-        forward.slice(forward.lastIndexOf(':') + 1),
-      ];
-      out = connect({ host, port: Number(p), localAddress: vm.ip }, start);
-      out.on('error', (e) => fail(`forward to ${forward}: ${e.message}`));
-    } else start();
-  });
-  listener.listen(port, vm.ip);
 }

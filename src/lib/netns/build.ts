@@ -5,7 +5,7 @@
 import { InputError, TestbedError } from '../errors.js';
 import type { StateStore, TestbedState } from '../state/store.js';
 import { upsertResource } from '../state/store.js';
-import { addresses, inNs, ip, linkExists, listNamespaces, routes } from './ip.js';
+import { addresses, inNs, ip, ipBatch, linkExists, listNamespaces, routes } from './ip.js';
 import { type HostNs, nsPrefix, overlappingRoutes, type Topology } from './topology.js';
 
 export function requireRoot(what: string): void {
@@ -72,10 +72,33 @@ async function buildHost(r: Recorder, topo: Topology, h: HostNs, existing: Set<s
     ]);
     if (itf.mac) await ip(['-n', h.ns, 'link', 'set', itf.name, 'address', itf.mac]);
     if (itf.address) await ip(['-n', h.ns, 'addr', 'add', itf.address, 'dev', itf.name]);
+    if (itf.aliases?.length)
+      await ipBatch(
+        h.ns,
+        itf.aliases.map((a) => `addr add ${a} dev ${itf.name}`),
+      );
     await ip(['-n', h.ns, 'link', 'set', itf.name, 'up']);
     await ip(['-n', topo.fabricNs, 'link', 'set', itf.fabricPeer, 'master', itf.bridge, 'up']);
   }
-  for (const route of h.routes) await ip(['-n', h.ns, 'route', 'replace', route.dst, 'via', route.via]);
+  for (const route of h.routes) {
+    await ip([
+      '-n',
+      h.ns,
+      'route',
+      'replace',
+      ...(route.type ? [route.type] : []),
+      route.dst,
+      ...(route.via ? ['via', route.via] : []),
+      ...(route.dev ? ['dev', route.dev] : []),
+      ...(route.table ? ['table', String(route.table)] : []),
+    ]);
+  }
+  for (const rule of h.rules ?? []) {
+    const spec = ['from', rule.from, 'table', String(rule.table), 'priority', String(rule.priority)];
+    // a resumed build may meet its own rule: replace it rather than stack a second one
+    await ip(['-n', h.ns, 'rule', 'del', ...spec], { allowFail: true });
+    await ip(['-n', h.ns, 'rule', 'add', ...spec]);
+  }
   await mark(r, 'netns', h.ns, 'created', { role: h.role, fqdn: h.fqdn, ip: h.ip });
 }
 

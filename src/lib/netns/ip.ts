@@ -10,6 +10,14 @@ export async function ip(args: string[], opts: { allowFail?: boolean } = {}): Pr
   return r.stdout;
 }
 
+/** Many ip commands in one process (`ip -batch`), for hundreds of addresses. */
+export async function ipBatch(ns: string, lines: string[]): Promise<void> {
+  const r = await execa('ip', ['-n', ns, '-batch', '-'], { input: `${lines.join('\n')}\n`, reject: false });
+  if (r.exitCode !== 0) {
+    throw new KbError(`ip -n ${ns} -batch: ${(r.stderr || r.stdout).trim().split('\n')[0]}`);
+  }
+}
+
 export async function inNs(ns: string, cmd: string[], opts: { allowFail?: boolean } = {}): Promise<string> {
   const r = await execa('ip', ['netns', 'exec', ns, ...cmd], { reject: false });
   if (r.exitCode !== 0 && !opts.allowFail) {

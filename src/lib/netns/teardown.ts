@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { readFile, rm, rmdir } from 'node:fs/promises';
 import type { TestbedState } from '../state/store.js';
 import { ip, linkExists, listNamespaces, nsPids } from './ip.js';
+import { restoreNeighbourTables } from './neigh.js';
 import { nsPrefix, testbedTag } from './topology.js';
 
 function alive(pid: number): boolean {
@@ -85,6 +86,7 @@ export async function teardownNetwork(
       `kb${testbedTag(state.name)}c`,
     ]),
   ];
+  await restoreNeighbourTables(state);
   let removed = 0;
   for (const link of links) {
     if (await linkExists(link)) {

@@ -5,8 +5,11 @@
 //                     │            bridge "vlanN" per site (VM network, router = site gateway)
 //   host ns:    eth0 → prod, vlan0 → site VLAN bridge (later bridged with the VMs' taps), sshd
 //   service ns: eth0 → prod, vlan0 → site VLAN bridge with the service node's VM-network address
+//   emulated ns (runtime: emulated, one per site): eth0 → prod with every host address of the
+//              site (the emulated hosts), vlan0 → site VLAN bridge (the emulated VMs add their
+//              leased addresses); traffic from VM addresses leaves by the VLAN, as a real VM's does
 import { createHash } from 'node:crypto';
-import { formatPrefix, intToIp, ipToInt, parsePrefix } from '../net/ipv4.js';
+import { broadcastOf, formatPrefix, intToIp, ipToInt, parsePrefix } from '../net/ipv4.js';
 import type { Plan } from '../planner/plan.js';
 import type { LocalLayout } from '../provider/local-layout.js';
 
@@ -18,19 +21,34 @@ export interface NsInterface {
   /** Fabric bridge the peer joins. */
   bridge: string;
   address: string | null;
+  /** More addresses on the same interface (an emulated group's other hosts). */
+  aliases?: string[];
   mac?: string;
+}
+
+export interface NsRoute {
+  dst: string;
+  via?: string;
+  dev?: string;
+  /** Policy routing table (main when absent). */
+  table?: number | 'local';
+  type?: 'broadcast';
 }
 
 export interface HostNs {
   ns: string;
-  role: 'host' | 'service';
+  role: 'host' | 'service' | 'emulated';
   fqdn: string;
   site: string;
   /** Its address on the hosts' network (sshd listens there). */
   ip: string;
   interfaces: NsInterface[];
   /** Routes inside the namespace: the testbed prefix via the fabric router. */
-  routes: { dst: string; via: string }[];
+  routes: NsRoute[];
+  /** Policy rules: traffic from `from` looks up `table`. */
+  rules?: { from: string; table: number; priority: number }[];
+  /** The hosts an emulated namespace plays (its own fqdn/ip is the first of them). */
+  hosts?: { fqdn: string; ip: string }[];
 }
 
 export interface Topology {
@@ -51,7 +69,15 @@ export function nsPrefix(testbed: string): string {
   return `kb-${testbed}-`;
 }
 
-export function buildTopology(plan: Plan, layout: LocalLayout, prefix: string): Topology {
+/** Policy table for traffic sourced from emulated VM addresses. */
+export const emulatedVmTable = 100;
+
+export function buildTopology(
+  plan: Plan,
+  layout: LocalLayout,
+  prefix: string,
+  runtime: 'qemu' | 'emulated' = 'qemu',
+): Topology {
   const infra = parsePrefix(layout.infra);
   const router = intToIp(infra.base + 2);
   const hostLen = infra.length;
@@ -82,7 +108,48 @@ export function buildTopology(plan: Plan, layout: LocalLayout, prefix: string): 
       });
     };
     for (const s of site.serviceNodes) add(s.host, 'service', `${s.ip}/${net.length}`);
-    for (const h of site.hosts) add(h.host, 'host', null);
+    if (runtime === 'qemu') {
+      for (const h of site.hosts) add(h.host, 'host', null);
+      return;
+    }
+    if (site.hosts.length === 0) return;
+    // One namespace plays every VM host of the site: a few processes instead of hundreds.
+    const hosts = site.hosts.map((h) => {
+      const l = ipOf.get(h.host);
+      if (!l) throw new Error(`host ${h.host} of the plan is not in the local layout`);
+      return { fqdn: h.host, ip: l.ip };
+    });
+    const k = n++;
+    namespaces.push({
+      ns: `${nsPrefix(plan.testbed)}emu-${site.name}`,
+      role: 'emulated',
+      fqdn: hosts[0].fqdn,
+      site: site.name,
+      ip: hosts[0].ip,
+      hosts,
+      interfaces: [
+        {
+          name: 'eth0',
+          fabricPeer: `p${k}`,
+          bridge: 'prod',
+          address: `${hosts[0].ip}/${hostLen}`,
+          aliases: hosts.slice(1).map((h) => `${h.ip}/${hostLen}`),
+        },
+        { name: 'vlan0', fabricPeer: `v${k}`, bridge: vlanBridge, address: null },
+      ],
+      routes: [
+        { dst: prefix, via: router },
+        // DHCP DISCOVERs go to the limited broadcast address, out of the VLAN
+        { dst: '255.255.255.255/32', dev: 'vlan0' },
+        // the service node answers to the subnet's broadcast address, which the namespace
+        // must take as its own although it holds no address there until a VM has leased one
+        { dst: broadcastOf(site.network), dev: 'vlan0', table: 'local', type: 'broadcast' },
+        { dst: site.network, dev: 'vlan0', table: emulatedVmTable },
+        { dst: '255.255.255.255/32', dev: 'vlan0', table: emulatedVmTable },
+        { dst: 'default', via: site.gateway, dev: 'vlan0', table: emulatedVmTable },
+      ],
+      rules: [{ from: site.network, table: emulatedVmTable, priority: 100 }],
+    });
   });
   const tag = testbedTag(plan.testbed);
   return {

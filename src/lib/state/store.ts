@@ -87,10 +87,17 @@ export class StateStore {
     }
   }
 
-  async write(state: TestbedState): Promise<void> {
-    await mkdir(this.dir, { recursive: true });
-    state.updatedAt = new Date().toISOString();
-    await writeAtomic(this.file, `${JSON.stringify(state, null, 2)}\n`);
+  private writing: Promise<void> = Promise.resolve();
+
+  /** Writes are queued: concurrent steps (service nodes started in parallel) share one temp file. */
+  write(state: TestbedState): Promise<void> {
+    const next = this.writing.then(async () => {
+      await mkdir(this.dir, { recursive: true });
+      state.updatedAt = new Date().toISOString();
+      await writeAtomic(this.file, `${JSON.stringify(state, null, 2)}\n`);
+    });
+    this.writing = next.catch(() => {});
+    return next;
   }
 
   /** Takes the testbed's lock or says who holds it. A lock left by a dead process is taken over. */

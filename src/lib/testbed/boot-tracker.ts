@@ -36,6 +36,10 @@ export interface VmBoot {
   launchedAt: number | null;
   doneAt: number | null;
   reason: string | null;
+  /** Boots tried: 1, plus one per retry (a power reset). */
+  attempts: number;
+  /** Why earlier attempts failed, oldest first. */
+  earlier: string[];
 }
 
 export class BootTracker {
@@ -50,6 +54,8 @@ export class BootTracker {
         launchedAt: null,
         doneAt: null,
         reason: null,
+        attempts: 1,
+        earlier: [],
       });
     }
   }
@@ -67,6 +73,9 @@ export class BootTracker {
   }
 
   launched(mac: string, t: number): void {
+    // Its first boot events may come in before the power command returns.
+    const vm = this.byMac.get(mac);
+    if (vm && vm.launchedAt === null) vm.launchedAt = t;
     this.move(mac, 'launched', t);
   }
 
@@ -81,6 +90,22 @@ export class BootTracker {
 
   failed(mac: string, t: number, reason: string): void {
     this.move(mac, 'failed', t, reason);
+  }
+
+  /** A failed VM gets another boot (after a power reset): back to launched, its reason kept. */
+  retry(mac: string, t: number): void {
+    const vm = this.byMac.get(mac);
+    if (vm?.state !== 'failed') return;
+    vm.earlier.push(vm.reason ?? 'failed');
+    vm.attempts++;
+    vm.state = 'launched';
+    vm.reason = null;
+    vm.doneAt = null;
+    vm.launchedAt = t;
+  }
+
+  get(mac: string): VmBoot | undefined {
+    return this.byMac.get(mac);
   }
 
   vms(): VmBoot[] {

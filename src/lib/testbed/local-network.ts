@@ -3,6 +3,7 @@
 
 import { InputError } from '../errors.js';
 import { buildNetwork, requireRoot } from '../netns/build.js';
+import { raiseNeighbourTables } from '../netns/neigh.js';
 import { probeSsh, type SshProbe } from '../netns/ssh-check.js';
 import { ensureSshFiles, sshdPidFile, startSshd } from '../netns/sshd.js';
 import { buildTopology, type Topology } from '../netns/topology.js';
@@ -15,8 +16,9 @@ import { type StateStore, type TestbedState, upsertResource } from '../state/sto
 export const maxQemuHosts = 64;
 
 export function localTopology(state: TestbedState, plan: Plan, source: string): Topology {
-  const topo = buildTopology(plan, localLayout(state.config, source), state.config.network.prefix);
-  if (topo.namespaces.length > maxQemuHosts) {
+  const runtime = state.config.vms.runtime;
+  const topo = buildTopology(plan, localLayout(state.config, source), state.config.network.prefix, runtime);
+  if (runtime === 'qemu' && topo.namespaces.length > maxQemuHosts) {
     throw new InputError(
       `config ${source}: vms.runtime: ${topo.namespaces.length} hosts is more than the ${maxQemuHosts} a local qemu testbed runs; use runtime: emulated`,
     );
@@ -33,7 +35,9 @@ export async function buildLocalNetwork(
   state: TestbedState,
   topo: Topology,
   progress: Progress,
+  addresses: number,
 ): Promise<void> {
+  await raiseNeighbourTables(store, state, addresses);
   await progress.step(
     `Build the network: ${topo.namespaces.length} host namespaces, ${topo.bridges.length} bridges`,
     (step) => buildNetwork(store, state, topo, (done, total) => step.status(`${done}/${total} namespaces`)),
@@ -41,7 +45,8 @@ export async function buildLocalNetwork(
   const files = await ensureSshFiles(store.dir);
   await progress.step('Start sshd on every host', async (step) => {
     let started = 0;
-    for (const h of topo.namespaces) {
+    // Emulated hosts answer SSH from their group process, not from an sshd.
+    for (const h of topo.namespaces.filter((n) => n.role !== 'emulated')) {
       const key = `sshd/${h.ns}`;
       const rec = state.resources.find((r) => r.key === key && r.status === 'created');
       if (rec && isAlive(rec.data.pid as number)) continue;

@@ -10,6 +10,7 @@ import { countStates, type Progress } from '../progress.js';
 import { openSession, type ProviderSession } from '../provider/session.js';
 import { newState, StateStore, type TestbedState } from '../state/store.js';
 import type { VmBoot } from './boot-tracker.js';
+import { runEmulatedStage } from './emulated-stage.js';
 import { buildLocalNetwork, checkLocalNetworkPossible, localTopology, probeHosts } from './local-network.js';
 import { assignedSites, candidateSites, readReference } from './reference.js';
 import { discovered, jobRecords, releaseJobs, resolvePending, submitJobs, waitForJobs } from './reserve.js';
@@ -44,6 +45,9 @@ export interface SetupResult {
   /** Each VM's boot: answering SSH in the deployment environment, or failed with a reason. */
   vms: VmBoot[];
   accel: 'kvm' | 'tcg' | null;
+  runtime: 'qemu' | 'emulated';
+  /** Emulated hosts that answered SSH (runtime: emulated). */
+  emulatedHosts: number;
   testbed: string;
   provider: string;
   apiUrl: string;
@@ -58,13 +62,15 @@ export interface SetupOptions {
   waitTimeoutMs: number;
   /** Stop after reserving and discovering; build nothing on this machine. */
   reserveOnly?: boolean;
-  /** Launch the plan's VMs (qemu runtime) and wait for them; false stops once services answer. */
+  /** Launch the plan's VMs and wait for them; false stops once services (and emulated hosts) answer. */
   vms?: boolean;
+  /** Power resets of a VM that failed to come up, before it is reported failed (default 1). */
+  retries?: number;
 }
 
 /** Whether setup builds the local testbed network (namespaces, sshd) on this machine. */
 function buildsLocalNetwork(config: TestbedState['config'], opts: SetupOptions): boolean {
-  return config.provider === 'local' && config.vms.runtime === 'qemu' && !opts.reserveOnly;
+  return config.provider === 'local' && !opts.reserveOnly;
 }
 
 /**
@@ -177,12 +183,23 @@ async function reserveAndDiscover(
   let services: ServiceProbe[] = [];
   let vms: VmBoot[] = [];
   let accel: 'kvm' | 'tcg' | null = null;
+  let emulatedHosts = 0;
   if (buildsLocalNetwork(config, opts)) {
     const topo = localTopology(state, plan, source);
+    const emulatedIps = new Set(topo.namespaces.filter((n) => n.role === 'emulated').map((n) => n.ip));
     state.phase = 'network';
     await store.write(state);
-    await buildLocalNetwork(store, state, topo, ctx.progress);
-    hosts = await ctx.progress.step('Check every host answers SSH', () => probeHosts(store, state));
+    await buildLocalNetwork(
+      store,
+      state,
+      topo,
+      ctx.progress,
+      plan.totals.vms + plan.totals.hosts + plan.totals.serviceNodes,
+    );
+    hosts = await ctx.progress.step('Check every host answers SSH', async () =>
+      // emulated hosts are checked once their group runs, after the service nodes
+      (await probeHosts(store, state)).filter((h) => !emulatedIps.has(h.host)),
+    );
     const down = hosts.filter((h) => !h.ok);
     if (down.length) {
       throw new TestbedError(
@@ -196,7 +213,19 @@ async function reserveAndDiscover(
         `${silent.length} service node(s) do not answer: ${silent.map((s) => `${s.name} (${s.detail})`).join(', ')}`,
       );
     }
-    if (opts.vms !== false) {
+    if (config.vms.runtime === 'emulated') {
+      const stage = await runEmulatedStage(
+        store,
+        state,
+        plan,
+        topo,
+        { vms: opts.vms !== false, retries: opts.retries ?? 1 },
+        ctx.progress,
+        ctx.logger,
+      );
+      vms = stage.vms;
+      emulatedHosts = stage.hosts;
+    } else if (opts.vms !== false) {
       const stage = await runVmStage(store, state, plan, topo, ctx.progress, ctx.logger);
       vms = stage.vms;
       accel = stage.accel;
@@ -209,6 +238,8 @@ async function reserveAndDiscover(
     services,
     vms,
     accel,
+    runtime: config.vms.runtime,
+    emulatedHosts,
     testbed: config.name,
     provider: config.provider,
     apiUrl: session.apiUrl,

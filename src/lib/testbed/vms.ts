@@ -22,7 +22,7 @@ export interface LaunchOptions {
 }
 
 /** Follows a service node's event stream until aborted; reconnects are not needed on loopback routes. */
-async function followEvents(
+export async function followEvents(
   url: string,
   signal: AbortSignal,
   onEvent: (e: BootEvent) => void,

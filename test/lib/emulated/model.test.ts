@@ -7,6 +7,7 @@ import {
   bootTime,
   defaultModel,
   faultFor,
+  faultHitsBoot,
   planFaults,
   rng,
   sampleMs,
@@ -98,11 +99,23 @@ describe('emulated fault plan', () => {
     assert.deepEqual(
       [...f].filter(([, v]) => v.kind !== 'none'),
       [
-        ['grappe-3', { kind: 'fail-boot' }],
-        ['grappe-4', { kind: 'hang' }],
+        ['grappe-3', { kind: 'fail-boot', transient: false }],
+        ['grappe-4', { kind: 'hang', transient: false }],
       ],
     );
     assert.ok([...planFaults(names, {}, 1).values()].every((v) => v.kind === 'none'));
+  });
+
+  it('makes a seeded share of boot faults transient: they stop the first boot only', () => {
+    const f = [...planFaults(names, { rates: { 'fail-boot': 0.2 }, transient: 0.5 }, 3).values()];
+    const failing = f.filter((v) => v.kind === 'fail-boot');
+    const transient = failing.filter((v) => v.kind === 'fail-boot' && v.transient);
+    assert.ok(transient.length > failing.length * 0.35 && transient.length < failing.length * 0.65);
+    for (const v of failing) {
+      assert.equal(faultHitsBoot(v, 0), 'fail-boot');
+      assert.equal(faultHitsBoot(v, 1), v.kind === 'fail-boot' && v.transient ? null : 'fail-boot');
+    }
+    assert.equal(faultHitsBoot({ kind: 'slow-link', bytesPerSec: 1 }, 0), null);
   });
 });
 

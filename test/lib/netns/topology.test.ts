@@ -33,6 +33,36 @@ describe('local testbed topology', () => {
     assert.equal(topo.controller.link, `kb${testbedTag('local-small')}c`);
   });
 
+  it('gives the emulated runtime one namespace per site holding every host address and VM routes by the VLAN', async () => {
+    const { config, source } = await loadConfig('recipes/seed-4552.yaml');
+    const plan = buildPlan(config, localPlannerSites(config, source), source);
+    const topo = buildTopology(plan, localLayout(config, source), config.network.prefix, 'emulated');
+    const emulated = topo.namespaces.filter((n) => n.role === 'emulated');
+    assert.deepEqual(
+      emulated.map((n) => n.ns),
+      plan.sites.map((s) => `kb-seed-4552-emu-${s.name}`),
+    );
+    assert.equal(topo.namespaces.filter((n) => n.role === 'service').length, 47);
+    assert.equal(topo.namespaces.filter((n) => n.role === 'host').length, 0);
+    plan.sites.forEach((site, i) => {
+      const ns = emulated[i];
+      assert.deepEqual(
+        ns.hosts?.map((h) => h.fqdn),
+        site.hosts.map((h) => h.host),
+      );
+      const eth0 = ns.interfaces[0];
+      assert.equal(1 + (eth0.aliases?.length ?? 0), site.hosts.length);
+      assert.equal(ns.interfaces[1].bridge, `vlan${i}`);
+      assert.equal(ns.interfaces[1].address, null);
+      // VM-sourced traffic leaves by the VLAN through the site gateway, broadcasts too
+      assert.deepEqual(ns.rules, [{ from: site.network, table: 100, priority: 100 }]);
+      assert.ok(ns.routes.some((r) => r.dst === 'default' && r.via === site.gateway && r.table === 100));
+      assert.ok(ns.routes.some((r) => r.type === 'broadcast' && r.table === 'local' && r.dev === 'vlan0'));
+    });
+    const peers = topo.namespaces.flatMap((n) => n.interfaces.map((i) => i.fabricPeer));
+    assert.equal(new Set(peers).size, peers.length);
+  });
+
   it('finds routes and addresses that overlap the prefix, ignoring the default route and its own link', () => {
     const routes = [
       { dst: 'default', dev: 'eth0' },

@@ -37,4 +37,23 @@ describe('boot tracker', () => {
     assert.equal(t.done(), true);
     assert.equal(t.summary(), '1 failed, 2 ssh');
   });
+
+  it('keeps the launch time when boot events beat the power command, and retries a failed VM', () => {
+    const t = new BootTracker(vms);
+    t.event({ t: 500, type: 'dhcp.discover', mac: vms[0].mac });
+    t.launched(vms[0].mac, 400);
+    assert.equal(t.get(vms[0].mac)?.launchedAt, 400);
+    assert.equal(t.get(vms[0].mac)?.state, 'dhcp');
+    t.failed(vms[0].mac, 2000, 'no DHCP offer after 4 tries');
+    t.retry(vms[1].mac, 2100); // not failed: nothing to retry
+    assert.equal(t.get(vms[1].mac)?.attempts, 1);
+    t.retry(vms[0].mac, 2100);
+    const again = t.get(vms[0].mac)!;
+    assert.deepEqual(
+      [again.state, again.attempts, again.earlier, again.reason, again.launchedAt],
+      ['launched', 2, ['no DHCP offer after 4 tries'], null, 2100],
+    );
+    t.sshUp(vms[0].mac, 3000);
+    assert.equal(t.get(vms[0].mac)?.state, 'ssh');
+  });
 });

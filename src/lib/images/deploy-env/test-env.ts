@@ -108,7 +108,8 @@ export async function buildTestEnv(
   const dir = join(cacheDir, 'envs', 'tiny');
   const archive = join(dir, 'tiny.tar.gz');
   const description = join(dir, 'tiny.yaml');
-  const env = tinyEnvDescription('cache/envs/tiny/tiny.tar.gz');
+  // relative to the description's own directory, as `env add` resolves it
+  const env = tinyEnvDescription('tiny.tar.gz');
   try {
     const m = JSON.parse(await readFile(join(dir, 'manifest.json'), 'utf8')) as {
       hash: string;

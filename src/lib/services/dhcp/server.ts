@@ -86,6 +86,8 @@ export const startDhcpServer: StartRole = async (ctx: RoleContext): Promise<Runn
     // A cluster powering on at once sends its DISCOVERs in one burst; the kernel caps this at
     // net.core.rmem_max, which is fine.
     sock.setRecvBufferSize(4 << 20);
+    // and the offers go out in a burst too: the default send buffer drops some (ENOBUFS)
+    sock.setSendBufferSize(4 << 20);
   } catch {}
 
   let closed = false;

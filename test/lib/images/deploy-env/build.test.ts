@@ -5,7 +5,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { parse } from 'yaml';
 import { type DebianKernel, getDebianKernel } from '../../../../src/lib/images/debian-kernel.js';
@@ -110,7 +110,17 @@ describe('image builds', { skip, timeout: 300_000 }, () => {
     assert.equal(rebuilt.cached, false);
     assert.ok(bytes.equals(await readFile(rebuilt.archive)), 'rebuilt archive differs');
     const shipped = parse(await readFile(join(root, 'recipes', 'envs', 'tiny.yaml'), 'utf8'));
-    assert.deepEqual(parse(await readFile(first.description, 'utf8')), shipped);
+    const built = parse(await readFile(first.description, 'utf8'));
+    // each names the archive relative to its own directory
+    assert.equal(resolve(dirname(first.description), built.image.file), first.archive);
+    assert.equal(
+      resolve(root, 'recipes', 'envs', shipped.image.file),
+      join(root, 'vm-images', 'cache', 'envs', 'tiny', 'tiny.tar.gz'),
+    );
+    assert.deepEqual(
+      { ...built, image: { ...built.image, file: '' } },
+      { ...shipped, image: { ...shipped.image, file: '' } },
+    );
   });
 });
 

@@ -1,0 +1,332 @@
+// setup's last stage on the emulated runtime: one emulated host group per site (a Node process
+// in the site's namespace playing the site's hosts and VMs), then — as on a real testbed — power
+// on every VM through its host's SSH, follow the boots on the service nodes' event stream and
+// the hosts' `kb-host status`, and check each VM answers SSH in the deployment environment.
+// Failed VMs get a power reset and another wait, `retries` times.
+import { spawn } from 'node:child_process';
+import { openSync } from 'node:fs';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { EmulatedGroupOptions } from '../emulated/group.js';
+import type { VmStatus } from '../emulated/host.js';
+import { defaultModel } from '../emulated/model.js';
+import { TestbedError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { parsePrefix } from '../net/ipv4.js';
+import type { HostNs, Topology } from '../netns/topology.js';
+import type { Plan, VmPlan } from '../planner/plan.js';
+import type { Progress } from '../progress.js';
+import { sshTarget } from '../recipes/targets.js';
+import { openSsh, type SshSession } from '../runtime/ssh-session.js';
+import { type StateStore, type TestbedState, upsertResource } from '../state/store.js';
+import { BootTracker, type VmBoot } from './boot-tracker.js';
+import { followEvents } from './vms.js';
+
+export interface EmulatedStageOptions {
+  /** Power on the VMs and wait for them (false: stop once the emulated hosts answer SSH). */
+  vms: boolean;
+  /** Power resets of a failed VM before it is reported failed. */
+  retries: number;
+  /** Per boot, from power-on to answering SSH; default from the boot model's slowest boot. */
+  bootTimeoutMs?: number;
+}
+
+/** Emulated VMs fetch these instead of the real kernel and initrd: 4552 × 30 MB is too much to move. */
+const placeholder = { kernelBytes: 64 * 1024, initrdBytes: 256 * 1024 };
+
+/** At once: SSH connections being opened, host commands, VM probes. */
+const window = 16;
+
+export async function runEmulatedStage(
+  store: StateStore,
+  state: TestbedState,
+  plan: Plan,
+  topo: Topology,
+  opts: EmulatedStageOptions,
+  progress: Progress,
+  logger: Logger,
+): Promise<{ vms: VmBoot[]; hosts: number }> {
+  await placePlaceholders(store, plan);
+  const groups = topo.namespaces.filter((n) => n.role === 'emulated');
+  await progress.step(`Start ${groups.length} emulated host group(s)`, async (step) => {
+    let n = 0;
+    for (const g of groups) {
+      await startGroup(store, state, plan, g);
+      step.status(`${++n}/${groups.length} listening`);
+    }
+  });
+  const key = join(store.dir, 'ssh', 'id_ed25519');
+  const hosts = groups.flatMap((g) => g.hosts ?? []);
+  const sessions = new Map<string, SshSession>();
+  try {
+    await progress.step(`Check the ${hosts.length} emulated hosts answer SSH`, async (step) => {
+      const down: string[] = [];
+      await eachLimited(hosts, window, async (h) => {
+        try {
+          const s = await openSsh(h.ip, key);
+          const r = await s.exec('hostname', 10_000);
+          if (r.stdout.trim() !== h.fqdn)
+            throw new Error(`hostname says ${r.stdout.trim() || r.stderr.trim()}`);
+          sessions.set(h.fqdn, s);
+        } catch (e) {
+          down.push(`${h.fqdn} (${(e as Error).message})`);
+        }
+        step.status(`${sessions.size}/${hosts.length} answering`);
+      });
+      if (down.length) {
+        throw new TestbedError(
+          `${down.length} emulated host(s) do not answer SSH: ${down.slice(0, 5).join(', ')}`,
+        );
+      }
+    });
+    if (!opts.vms) return { vms: [], hosts: hosts.length };
+    const model = state.config.vms.emulated;
+    const slowest = Math.max(defaultModel.kinds.pxe.maxMs, defaultModel.kinds.reboot.maxMs);
+    // Queueing for DHCP and HTTP at thousands of VMs comes on top of the modelled boot.
+    const bootTimeoutMs = opts.bootTimeoutMs ?? slowest * model.timeScale + 60_000;
+    return {
+      vms: await bootAll(state, plan, sessions, key, bootTimeoutMs, opts.retries, progress, logger),
+      hosts: hosts.length,
+    };
+  } finally {
+    for (const s of sessions.values()) s.close();
+  }
+}
+
+async function placePlaceholders(store: StateStore, plan: Plan): Promise<void> {
+  const fill = (bytes: number, what: string) => {
+    const head = Buffer.from(`kabootstrap emulated deployment environment: placeholder ${what}\n`);
+    return Buffer.concat([head, Buffer.alloc(bytes - head.length, 0x6b)]);
+  };
+  for (const site of plan.sites) {
+    for (const sn of site.serviceNodes) {
+      const deploy = join(store.dir, 'services', `${sn.host.split('.')[0]}-${site.name}`, 'http', 'deploy');
+      await mkdir(deploy, { recursive: true });
+      await writeFile(join(deploy, 'vmlinuz'), fill(placeholder.kernelBytes, 'kernel'));
+      await writeFile(join(deploy, 'initrd.img'), fill(placeholder.initrdBytes, 'initrd'));
+    }
+  }
+}
+
+/** The group's entry script: the built one, or the TypeScript source when run from source (tests). */
+function groupEntry(): string[] {
+  const here = fileURLToPath(import.meta.url);
+  const ext = here.endsWith('.ts') ? 'ts' : 'js';
+  const main = join(here, '..', '..', 'emulated', `main.${ext}`);
+  return ext === 'ts' ? ['--import', 'tsx', main] : [main];
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function startGroup(store: StateStore, state: TestbedState, plan: Plan, g: HostNs): Promise<void> {
+  const key = `emulated/${g.ns}`;
+  const dir = join(store.dir, 'emulated');
+  const logFile = join(dir, `${g.site}.log`);
+  const rec = state.resources.find((r) => r.key === key && r.status === 'created');
+  if (rec && isAlive(rec.data.pid as number)) return;
+  const site = plan.sites.find((s) => s.name === g.site)!;
+  const snIp = new Map(site.serviceNodes.map((s) => [s.host, s.ip]));
+  const length = parsePrefix(site.network).length;
+  const em = state.config.vms.emulated;
+  const { transient, ...rates } = em.faults;
+  const config: Omit<EmulatedGroupOptions, 'authorizedKey'> & {
+    authorizedKeyFile: string;
+    progressMs: number;
+  } = {
+    interface: 'vlan0',
+    hosts: (g.hosts ?? []).map((h) => ({ name: h.fqdn, ip: h.ip })),
+    vms: site.vms.map((vm: VmPlan) => ({
+      name: vm.name,
+      mac: vm.mac,
+      ip: vm.ip,
+      prefixLength: length,
+      serviceNodeIp: vm.serviceNode ? (snIp.get(vm.serviceNode) ?? '') : '',
+      host: vm.host,
+    })),
+    authorizedKeyFile: join(store.dir, 'ssh', 'id_ed25519.pub'),
+    seed: em.seed,
+    model: { ...defaultModel, timeScale: em.timeScale },
+    faults: { rates, transient },
+    concurrency: em.concurrency,
+    autostart: false,
+    progressMs: 10_000,
+  };
+  await mkdir(dir, { recursive: true });
+  const configFile = join(dir, `${g.site}.json`);
+  await writeFile(configFile, `${JSON.stringify(config)}\n`);
+  upsertResource(state, { kind: 'process', key, status: 'creating', data: { ns: g.ns, logFile } });
+  await store.write(state);
+  const out = openSync(logFile, 'w');
+  // `ip netns exec` execs node in place: the pid recorded is the group's own.
+  const child = spawn('ip', ['netns', 'exec', g.ns, process.execPath, ...groupEntry(), configFile], {
+    detached: true,
+    stdio: ['ignore', out, out],
+  });
+  child.unref();
+  upsertResource(state, {
+    kind: 'process',
+    key,
+    status: 'created',
+    data: { ns: g.ns, pid: child.pid, match: 'emulated', logFile },
+  });
+  await store.write(state);
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const log = await readFile(logFile, 'utf8').catch(() => '');
+    if (log.includes('"listening"')) return;
+    if (child.exitCode !== null || !isAlive(child.pid!) || Date.now() > deadline) {
+      const last = log.trim().split('\n').slice(-3).join(' | ') || 'no output';
+      throw new TestbedError(`emulated host group ${g.ns} did not start (see ${logFile}): ${last}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+async function eachLimited<T>(items: T[], limit: number, f: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(limit, items.length) }, async () => {
+      while (next < items.length) await f(items[next++]);
+    }),
+  );
+}
+
+function byHost(vms: VmPlan[]): Map<string, VmPlan[]> {
+  const m = new Map<string, VmPlan[]>();
+  for (const vm of vms) m.set(vm.host, [...(m.get(vm.host) ?? []), vm]);
+  return m;
+}
+
+async function bootAll(
+  state: TestbedState,
+  plan: Plan,
+  sessions: Map<string, SshSession>,
+  key: string,
+  bootTimeoutMs: number,
+  retries: number,
+  progress: Progress,
+  logger: Logger,
+): Promise<VmBoot[]> {
+  const vms = plan.sites.flatMap((s) => s.vms);
+  const tracker = new BootTracker(vms);
+  const abort = new AbortController();
+  const following = state.resources
+    .filter((r) => r.kind === 'process' && r.key.startsWith('service/') && r.data.url)
+    .map((r) => followEvents(String(r.data.url), abort.signal, (e) => tracker.event(e)));
+  try {
+    return await progress.step(`Power on ${vms.length} emulated VM(s) and wait for SSH`, async (step) => {
+      const started = Date.now();
+      const tick = setInterval(() => {
+        const eta = tracker.eta(Date.now());
+        step.status(`${tracker.summary()}${eta === null ? '' : `, ETA ${eta} s`}`);
+      }, 500);
+      try {
+        await power(sessions, byHost(vms), 'on', tracker);
+        await waitRound(vms, sessions, key, tracker, bootTimeoutMs);
+        for (let round = 1; round <= retries; round++) {
+          const failed = vms.filter((vm) => tracker.get(vm.mac)?.state === 'failed');
+          if (failed.length === 0) break;
+          logger.info(`retry ${round}: power-cycling ${failed.length} failed VM(s)`);
+          await power(sessions, byHost(failed), 'reset', tracker);
+          await waitRound(failed, sessions, key, tracker, bootTimeoutMs);
+        }
+        logger.debug(`emulated VMs: ${tracker.summary()} after ${Date.now() - started} ms`);
+        return tracker.vms();
+      } finally {
+        clearInterval(tick);
+      }
+    });
+  } finally {
+    abort.abort();
+    await Promise.allSettled(following);
+  }
+}
+
+async function power(
+  sessions: Map<string, SshSession>,
+  hosts: Map<string, VmPlan[]>,
+  action: 'on' | 'reset',
+  tracker: BootTracker,
+): Promise<void> {
+  await eachLimited([...hosts], window, async ([host, list]) => {
+    const t = Date.now();
+    const r = await sessions
+      .get(host)!
+      .exec(`kb-host power ${action} ${list.map((v) => v.name).join(' ')}`, 30_000);
+    for (const vm of list) {
+      if (action === 'reset') tracker.retry(vm.mac, t);
+      if (r.code === 0) tracker.launched(vm.mac, t);
+      else
+        tracker.failed(
+          vm.mac,
+          t,
+          `power ${action} through ${host} failed: ${r.stderr.trim() || `exit ${r.code}`}`,
+        );
+    }
+  });
+}
+
+/**
+ * Until each VM of `vms` answers SSH or fails: the hosts say where each VM is (and why a VM is
+ * stuck, as its console would), and a VM the host reports up is checked over SSH from here.
+ */
+async function waitRound(
+  vms: VmPlan[],
+  sessions: Map<string, SshSession>,
+  key: string,
+  tracker: BootTracker,
+  bootTimeoutMs: number,
+): Promise<void> {
+  const pending = () => vms.filter((vm) => !['ssh', 'failed'].includes(tracker.get(vm.mac)!.state));
+  const identified = new Set<string>();
+  for (;;) {
+    const left = pending();
+    if (left.length === 0) return;
+    const up: VmPlan[] = [];
+    await eachLimited([...byHost(left)], window, async ([host, list]) => {
+      const r = await sessions.get(host)!.exec(`kb-host status ${list.map((v) => v.name).join(' ')}`, 30_000);
+      if (r.code !== 0) return; // asked again next time; the deadline bounds it
+      const status = new Map((JSON.parse(r.stdout) as { vms: VmStatus[] }).vms.map((s) => [s.name, s]));
+      for (const vm of list) {
+        const s = status.get(vm.name);
+        if (s?.state === 'ssh') up.push(vm);
+        else if ((s?.state === 'failed' || s?.state === 'hung') && s.reason) {
+          tracker.failed(vm.mac, Date.now(), s.reason);
+        }
+      }
+    });
+    await eachLimited(up, window, async (vm) => {
+      if (identified.has(vm.mac)) return;
+      const r = await sshTarget(vm.ip, key).exec('kb-agent identify', 10_000);
+      try {
+        const id = JSON.parse(r.stdout) as { name: string; mac: string; ip: string };
+        if (r.code === 0 && id.name === vm.name && id.mac === vm.mac && id.ip === vm.ip) {
+          identified.add(vm.mac);
+          tracker.sshUp(vm.mac, Date.now());
+        }
+      } catch {
+        // not up yet, or something else answered: asked again until the deadline
+      }
+    });
+    const now = Date.now();
+    for (const vm of pending()) {
+      const b = tracker.get(vm.mac)!;
+      if (b.launchedAt !== null && now - b.launchedAt > bootTimeoutMs) {
+        tracker.failed(
+          vm.mac,
+          now,
+          `no SSH after ${Math.round(bootTimeoutMs / 1000)} s (last step: ${b.state})`,
+        );
+      }
+    }
+    if (pending().length) await new Promise((r) => setTimeout(r, 1000));
+  }
+}
