@@ -1,0 +1,101 @@
+// An environment description (Kadeploy's YAML format, the subset kabootstrap deploys).
+// Strict: an unknown key is an error, so a typo never silently drops a setting.
+import { parseDocument } from 'yaml';
+import { z } from 'zod';
+import { formatPath } from '../config/load.js';
+import { InputError } from '../errors.js';
+
+const text = (what: string) => z.string({ error: `expected text (${what})` });
+
+const compression = z.enum(['gzip', 'zstd', 'xz', 'none'], { error: 'expected gzip, zstd, xz or none' });
+
+const image = z.strictObject({
+  file: text('path of the image, relative to this file').min(1, { error: 'must not be empty' }),
+  kind: z.enum(['tar', 'dd'], { error: 'expected tar or dd' }),
+  compression,
+});
+
+const postinstall = z.strictObject({
+  archive: text('path of the post-install archive').min(1, { error: 'must not be empty' }),
+  compression,
+  script: text('command run from the extracted archive'),
+});
+
+const boot = z.strictObject({
+  kernel: text('kernel path inside the image'),
+  initrd: text('initrd path inside the image').optional(),
+  kernel_params: text('kernel command line').optional(),
+});
+
+export const environmentSchema = z
+  .strictObject({
+    name: z
+      .string({ error: 'expected a name' })
+      .regex(/^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$/, { error: 'expected a name: letters, digits, . _ + -' }),
+    version: z
+      .number({ error: 'expected a whole number of at least 1' })
+      .int({ error: 'expected a whole number of at least 1' })
+      .min(1, { error: 'expected a whole number of at least 1' }),
+    description: text('what the environment is'),
+    author: text('who made it'),
+    visibility: z.enum(['private', 'shared', 'public'], { error: 'expected private, shared or public' }),
+    destructive: z.boolean({ error: 'expected true or false' }).default(false),
+    os: z.enum(['linux', 'xen', 'other'], { error: 'expected linux, xen or other' }),
+    image,
+    postinstalls: z.array(postinstall, { error: 'expected a list of post-installs' }).optional(),
+    boot: boot.optional(),
+    filesystem: text('filesystem created on the deployment partition').optional(),
+    // Kadeploy writes the MBR type as a number (0x83 = 131) or its hex text.
+    partition_type: z
+      .union([z.number().int().nonnegative(), z.string()], {
+        error: 'expected a partition type number such as 131 (0x83)',
+      })
+      .optional(),
+    multipart: z.boolean({ error: 'expected true or false' }).optional(),
+  })
+  .superRefine((env, ctx) => {
+    // A tar image is extracted onto a filesystem we create and booted from its kernel; a dd image
+    // carries both, so only tar needs them.
+    if (env.image.kind === 'tar') {
+      if (!env.boot) ctx.addIssue({ code: 'custom', path: ['boot'], message: 'is required for a tar image' });
+      if (!env.filesystem)
+        ctx.addIssue({ code: 'custom', path: ['filesystem'], message: 'is required for a tar image' });
+    }
+  });
+
+export type EnvironmentDescription = z.output<typeof environmentSchema>;
+export type EnvironmentInput = z.input<typeof environmentSchema>;
+export type Visibility = EnvironmentDescription['visibility'];
+export type ImageKind = EnvironmentDescription['image']['kind'];
+export type Compression = EnvironmentDescription['image']['compression'];
+
+function describeIssue(issue: z.core.$ZodIssue): string {
+  if (issue.code === 'unrecognized_keys') {
+    const where = issue.path.length ? `${formatPath(issue.path)}.` : '';
+    return `${where}${issue.keys[0]}: unknown key`;
+  }
+  // A missing key fails as a wrong type or, for an enum, a wrong value: both mean "is required".
+  if ((issue.code === 'invalid_type' || issue.code === 'invalid_value') && issue.input === undefined)
+    return `${formatPath(issue.path)}: is required`;
+  return `${formatPath(issue.path)}: ${issue.message}`;
+}
+
+/** Parses a description; every failure is one line `environment SOURCE: field.path: message`. */
+export function parseEnvironmentText(text: string, source: string): EnvironmentDescription {
+  const doc = parseDocument(text, { prettyErrors: false });
+  if (doc.errors.length > 0) {
+    const e = doc.errors[0];
+    const line = e.linePos?.[0]?.line;
+    throw new InputError(
+      `environment ${source}${line ? `:${line}` : ''}: not valid YAML: ${e.message.split('\n')[0]}`,
+    );
+  }
+  const raw = doc.toJS();
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
+    throw new InputError(`environment ${source}: expected a mapping of settings at the top level`);
+  }
+  const parsed = environmentSchema.safeParse(raw, { reportInput: true });
+  if (!parsed.success)
+    throw new InputError(`environment ${source}: ${describeIssue(parsed.error.issues[0])}`);
+  return parsed.data;
+}
