@@ -137,6 +137,35 @@ describe('local testbed network', { skip }, () => {
     const vmHost = result.plan.sites[0].hosts[0].host;
     await sshRecipeRoundTrip(join(env.KABOOTSTRAP_HOME, name), result, vmHost);
 
+    // The deployment engine on the 8 QEMU VMs: the tiny environment, written by the busybox agent
+    // through a chain, booted by kexec; each VM then answers as that system, on its kernel.
+    const images = await kb(['images', 'build', '-q', '--json'], { env, timeoutMs: 300_000 });
+    assert.equal(images.code, 0, images.stderr);
+    const add = await kb(['env', 'add', join(root, 'recipes/envs/tiny.yaml'), '--json', '-q'], { env });
+    assert.equal(add.code, 0, add.stderr);
+    const t1 = Date.now();
+    const dep = await kb(['deploy', '-c', cfg, '-e', 'tiny', '--json', '-q'], { env, timeoutMs: 900_000 });
+    assert.equal(dep.code, 0, dep.stderr);
+    const deployed = JSON.parse(dep.stdout);
+    assert.deepEqual(
+      deployed.nodes.map((n: { node: string; outcome: string }) => `${n.node} ${n.outcome}`),
+      result.vms.map((v: { name: string }) => `${v.name} ok`),
+    );
+    process.stderr.write(
+      `# QEMU deploy of tiny on 8 VMs: ${Date.now() - t1} ms (makespan ${deployed.makespanMs} ms)\n`,
+    );
+    const id = await kb(
+      ['exec', '-c', cfg, '--json', '-q', '--', 'cat /etc/kb-env; uname -r; cat /proc/cmdline'],
+      { env },
+    );
+    assert.equal(id.code, 0, id.stderr);
+    for (const r of JSON.parse(id.stdout).results) {
+      const [envLine, kernel, cmdline] = r.stdout.trim().split('\n');
+      assert.equal(envLine, 'tiny 1', r.node);
+      assert.match(kernel, /-cloud-amd64$/, r.node);
+      assert.match(cmdline, /root=\/dev\/vda1/, r.node);
+    }
+
     const down = await kb(['teardown', '-c', cfg, '--json', '-q'], { env });
     assert.equal(down.code, 0, down.stderr);
     const d = JSON.parse(down.stdout);

@@ -80,6 +80,7 @@ const emulated = z.strictObject({
       'die-mid-transfer': rate('share of VMs that die while receiving').default(0),
       'slow-link': rate('share of VMs on a slow link').default(0),
       transient: rate('share of boot faults that a power reset cures').default(0),
+      reboot: rate('probability that a later boot (reboot, kexec) hangs, each boot drawn anew').default(0),
     })
     .prefault({}),
 });

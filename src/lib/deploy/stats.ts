@@ -197,16 +197,29 @@ export function failureRateByStep(
 ): { byInstance: InstanceFailureRate[]; byMicro: MicroFailureRate[] } {
   const inst = new Map<string, InstanceFailureRate>();
   const micro = new Map<string, MicroFailureRate>();
+  // An instance attempt is one node's try at it (several micro-step records); it fails if one does.
+  const tries = new Map<string, { rate: InstanceFailureRate; ko: boolean }>();
+  for (const d of filterDeployments(deps, filter)) {
+    for (const s of d.steps.filter((x) => stepMatches(x, filter.step))) {
+      const ik = `${s.macro}\0${s.instance}`;
+      const rate = getOrAdd(inst, ik, () => ({
+        macro: s.macro,
+        instance: s.instance,
+        attempts: 0,
+        failures: 0,
+        rate: 0,
+      }));
+      const t = getOrAdd(tries, `${d.id}\0${s.node}\0${ik}\0${s.attempt}`, () => ({ rate, ko: false }));
+      t.ko ||= s.outcome === 'ko';
+    }
+  }
+  for (const t of tries.values()) {
+    t.rate.attempts++;
+    if (t.ko) t.rate.failures++;
+  }
   for (const s of stepsOf(deps, filter)) {
     const ik = `${s.macro}\0${s.instance}`;
     const mk = `${ik}\0${s.micro}`;
-    const a = getOrAdd(inst, ik, () => ({
-      macro: s.macro,
-      instance: s.instance,
-      attempts: 0,
-      failures: 0,
-      rate: 0,
-    }));
     const b = getOrAdd(micro, mk, () => ({
       macro: s.macro,
       instance: s.instance,
@@ -215,10 +228,8 @@ export function failureRateByStep(
       failures: 0,
       rate: 0,
     }));
-    for (const r of [a, b]) {
-      r.attempts++;
-      if (s.outcome === 'ko') r.failures++;
-    }
+    b.attempts++;
+    if (s.outcome === 'ko') b.failures++;
   }
   const finish = <T extends FailureRate>(m: Map<string, T>): T[] =>
     [...m.values()].map((r) => ({ ...r, rate: r.attempts ? r.failures / r.attempts : 0 }));

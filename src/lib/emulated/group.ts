@@ -19,6 +19,7 @@ import {
   type FaultSpec,
   faultHitsBoot,
   planFaults,
+  rebootHangs,
 } from './model.js';
 import {
   type AgentVm,
@@ -272,6 +273,7 @@ export async function startEmulatedGroup(opts: EmulatedGroupOptions): Promise<Em
     await sleep(realMs * 0.1);
     current();
     const fault = faultHitsBoot(vm.fault, index);
+    let env = kind === 'kexec' ? (vm.kexecTarget ?? 'deploy') : 'deploy';
     if (fault === 'fail-boot') {
       throw new Error('injected fault: fails to boot (never sends DHCP)');
     }
@@ -291,7 +293,14 @@ export async function startEmulatedGroup(opts: EmulatedGroupOptions): Promise<Em
         const script = await httpGet(lease.bootFile, lease.ip, true);
         httpBytes += script.bytes;
         const urls = scriptUrls(script.body, lease.bootFile);
+        if (/^\s*sanboot\b/m.test(script.body)) {
+          // the local profile: boot what the disk holds
+          if (!vm.disk.label) throw new Error('iPXE sanboot: no bootable system on the local disk');
+          env = 'deployed';
+          return;
+        }
         if (!urls.kernel || !urls.initrd) throw new Error('the iPXE script names no kernel or initrd');
+        env = 'deploy';
         setState(vm, 'kernel');
         httpBytes += (await httpGet(urls.kernel, lease.ip, false)).bytes;
         setState(vm, 'initrd');
@@ -303,13 +312,16 @@ export async function startEmulatedGroup(opts: EmulatedGroupOptions): Promise<Em
     const left = t0 + realMs - Date.now();
     if (left > 0) await sleep(left);
     current();
-    if (fault === 'hang') {
-      const reason = 'injected fault: hangs after boot (never serves SSH)';
+    if (fault === 'hang' || rebootHangs(opts.faults ?? {}, seed, vm.name, index)) {
+      const reason =
+        fault === 'hang'
+          ? 'injected fault: hangs after boot (never serves SSH)'
+          : 'injected fault: this boot hangs (transient)';
       setState(vm, 'hung', reason);
       throw new Error(reason);
     }
     vm.bootedAt = Date.now();
-    vm.env = kind === 'kexec' ? vm.env : 'deploy';
+    vm.env = env;
     const ssh = await startSshServer(vm, {
       hostKey,
       authorized,
@@ -373,7 +385,13 @@ export async function startEmulatedGroup(opts: EmulatedGroupOptions): Promise<Em
       if (!closed) await bootToOutcome(vm, kind);
     })();
   };
-  for (const vm of vms) vm.reboot = (kind) => restart(vm, kind);
+  for (const vm of vms) {
+    vm.reboot = (kind) => restart(vm, kind);
+    vm.die = (reason) => {
+      void stop(vm);
+      setState(vm, 'failed', reason);
+    };
+  }
 
   const control: HostControl = {
     status: (names) =>

@@ -51,6 +51,8 @@ export interface FaultSpec {
   slowLinkBytesPerSec?: number;
   /** Share of fail-boot and hang faults that hit only the first boot (0: all permanent). */
   transient?: number;
+  /** Probability that any later boot (a reboot, a kexec) hangs, drawn anew for each boot. */
+  rebootHang?: number;
 }
 
 const FAULT_ORDER: FaultKind[] = ['fail-boot', 'hang', 'die-mid-transfer', 'slow-link'];
@@ -135,6 +137,12 @@ export function faultFor(spec: FaultSpec, seed: number | string, name: string): 
 export function faultHitsBoot(fault: Fault, index: number): 'fail-boot' | 'hang' | null {
   if (fault.kind !== 'fail-boot' && fault.kind !== 'hang') return null;
   return fault.transient && index > 0 ? null : fault.kind;
+}
+
+/** Whether the `index`-th boot (index ≥ 1) hangs by chance: a transient fault of that boot only. */
+export function rebootHangs(spec: FaultSpec, seed: number | string, name: string, index: number): boolean {
+  if (index < 1 || !spec.rebootHang) return false;
+  return streamFor(seed, name, `reboot-hang:${index}`)() < spec.rebootHang;
 }
 
 /** Every VM's fault, by name. */

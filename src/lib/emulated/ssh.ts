@@ -12,6 +12,8 @@ type ParsedKey = ssh2.ParsedKey;
 export interface EmulatedDisk {
   bytes: number;
   sha256: string | null;
+  /** The deployed system's identity (`<env name> <version>`), set by `kb-agent postinstall`. */
+  label?: string | null;
 }
 
 export interface ReceiveResult {
@@ -28,7 +30,10 @@ export interface AgentVm {
   name: string;
   mac: string;
   ip: string;
+  /** 'deploy' (the deployment environment) or 'deployed' (the system on its disk). */
   env: string;
+  /** What the next kexec boots: set by `kb-agent kexec`. */
+  kexecTarget?: 'deploy' | 'deployed';
   boots: number;
   fault: Fault;
   disk: EmulatedDisk;
@@ -37,6 +42,8 @@ export interface AgentVm {
   bootedAt: number;
   /** Goes back through the boot exchange (after the SSH server is closed). */
   reboot(kind: 'reboot' | 'kexec'): void;
+  /** The VM crashes: its SSH server goes away until a power action boots it again. */
+  die?(reason: string): void;
 }
 
 export const KERNEL_RELEASE = '6.1.0-kb-emulated';
@@ -48,7 +55,11 @@ export function parseAuthorizedKey(text: string): ParsedKey {
 }
 
 export function generateHostKey(): string {
-  return utils.generateKeyPairSync('ed25519').private;
+  // ssh2 cannot parse a few in a thousand of the ed25519 keys it generates: draw again
+  for (;;) {
+    const key = utils.generateKeyPairSync('ed25519').private;
+    if (!(utils.parseKey(key) instanceof Error)) return key;
+  }
 }
 
 export interface SshServerHandle {
@@ -171,6 +182,18 @@ function runCommand(vm: AgentVm, command: string, ch: Channel, ctx: ExecContext)
   if (line === 'true') return done(ch, 0);
   if (line === 'hostname') return done(ch, 0, `${vm.name}\n`);
   if (line === 'uname -r') return done(ch, 0, `${KERNEL_RELEASE}\n`);
+  if (line === 'sync') return done(ch, 0);
+  // any system reboots itself this way: back through the firmware and the network boot
+  if (line === 'reboot -f' || line === 'reboot') {
+    done(ch, 0);
+    setTimeout(() => vm.reboot('reboot'), 100);
+    return;
+  }
+  // The deployed system's identity file, as the tiny environment's image carries it.
+  if (line === 'cat /etc/kb-env') {
+    if (vm.env === 'deployed' && vm.disk.label) return done(ch, 0, `${vm.disk.label}\n`);
+    return done(ch, 1, '', 'cat: /etc/kb-env: No such file or directory\n');
+  }
   if (argv[0] === 'kb-agent') return agent(vm, argv.slice(1), ch, ctx);
   return done(ch, 127, '', `kb-agent (emulated): ${argv[0] ?? ''}: command not found\n`);
 }
@@ -192,14 +215,14 @@ function agent(vm: AgentVm, args: string[], ch: Channel, ctx: ExecContext) {
         name: vm.name,
         mac: vm.mac,
         ip: vm.ip,
-        env: vm.env,
+        env: vm.env === 'deployed' ? (vm.disk.label ?? 'deployed') : 'deploy',
         kernel: KERNEL_RELEASE,
         uptime: uptime(),
       });
     case 'report':
       return json({
         name: vm.name,
-        env: vm.env,
+        env: vm.env === 'deployed' ? (vm.disk.label ?? 'deployed') : 'deploy',
         nic: 'eth0',
         memKiB: 1024 * 1024,
         disks: [{ name: 'vda', bytes: DISK_BYTES }],
@@ -225,8 +248,14 @@ function agent(vm: AgentVm, args: string[], ch: Channel, ctx: ExecContext) {
       return json({ root: args[2], keys: 1 });
     case 'receive':
       return receive(vm, args.slice(1), ch, ctx);
+    case 'postinstall':
+      if (!need(3, 'postinstall <root> <name> <version>')) return;
+      vm.disk.label = `${args[2]} ${args[3]}`;
+      return json({ root: args[1], env: vm.disk.label });
     case 'kexec':
       if (!need(2, 'kexec <kernel> <initrd> <cmdline>')) return;
+      // a kernel on the written disk boots the deployed system; else the deployment kernel again
+      vm.kexecTarget = vm.disk.bytes > 0 && !args[1].startsWith('/boot/') ? 'deployed' : 'deploy';
       done(ch, 0, `${JSON.stringify({ kexec: args[1] })}\n`);
       setTimeout(() => vm.reboot('kexec'), 100);
       return;
@@ -239,7 +268,7 @@ function agent(vm: AgentVm, args: string[], ch: Channel, ctx: ExecContext) {
         ch,
         2,
         '',
-        'usage: kb-agent identify|partition|format|mount|receive|install-key|kexec|reboot|report\n',
+        'usage: kb-agent identify|partition|format|mount|receive|install-key|postinstall|kexec|reboot|report\n',
       );
   }
 }

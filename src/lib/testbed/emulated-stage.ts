@@ -8,6 +8,7 @@ import { openSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { eachLimited } from '../concurrency.js';
 import type { EmulatedGroupOptions } from '../emulated/group.js';
 import type { VmStatus } from '../emulated/host.js';
 import { defaultModel } from '../emulated/model.js';
@@ -136,7 +137,7 @@ async function startGroup(store: StateStore, state: TestbedState, plan: Plan, g:
   const snIp = new Map(site.serviceNodes.map((s) => [s.host, s.ip]));
   const length = parsePrefix(site.network).length;
   const em = state.config.vms.emulated;
-  const { transient, ...rates } = em.faults;
+  const { transient, reboot, ...rates } = em.faults;
   const config: Omit<EmulatedGroupOptions, 'authorizedKey'> & {
     authorizedKeyFile: string;
     progressMs: number;
@@ -154,9 +155,11 @@ async function startGroup(store: StateStore, state: TestbedState, plan: Plan, g:
     authorizedKeyFile: join(store.dir, 'ssh', 'id_ed25519.pub'),
     seed: em.seed,
     model: { ...defaultModel, timeScale: em.timeScale },
-    faults: { rates, transient },
+    faults: { rates, transient, rebootHang: reboot },
     concurrency: em.concurrency,
     autostart: false,
+    // relays of a tree reach VMs of other sites too, never beyond the testbed
+    forwardPrefix: state.config.network.prefix,
     progressMs: 10_000,
   };
   await mkdir(dir, { recursive: true });
@@ -188,15 +191,6 @@ async function startGroup(store: StateStore, state: TestbedState, plan: Plan, g:
     }
     await new Promise((r) => setTimeout(r, 100));
   }
-}
-
-async function eachLimited<T>(items: T[], limit: number, f: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(limit, items.length) }, async () => {
-      while (next < items.length) await f(items[next++]);
-    }),
-  );
 }
 
 function byHost(vms: VmPlan[]): Map<string, VmPlan[]> {

@@ -88,11 +88,19 @@ export async function buildTestEnv(
   files.push(
     { path: '/sbin/init', data: await readFile(join(testEnvDir, 'init')), mode: 0o755 },
     { path: '/etc/udhcpc.script', data: await readFile(join(deployEnvDir, 'udhcpc.script')), mode: 0o755 },
+    // the node agent too: exec, put and reboot work on the deployed system as in the deployment environment
+    { path: '/usr/bin/kb-agent', data: await readFile(join(deployEnvDir, 'kb-agent')), mode: 0o755 },
     { path: '/etc/passwd', data: Buffer.from('root:x:0:0:root:/root:/bin/sh\n'), mode: 0o644 },
     { path: '/etc/group', data: Buffer.from('root:x:0:\n'), mode: 0o644 },
     { path: '/etc/shadow', data: Buffer.from('root:*:19000:0:99999:7:::\n'), mode: 0o600 },
     { path: '/etc/shells', data: Buffer.from('/bin/sh\n'), mode: 0o644 },
     { path: '/etc/hostname', data: Buffer.from('tiny\n'), mode: 0o644 },
+    // its identity, as a deployment checks it once the system is up
+    {
+      path: '/etc/kb-env',
+      data: Buffer.from(`${tinyEnvDescription('').name} ${tinyEnvDescription('').version}\n`),
+      mode: 0o644,
+    },
     { path: '/boot/vmlinuz', data: await readFile(kernel.vmlinuz), mode: 0o644 },
   );
   const h = new InputHash()

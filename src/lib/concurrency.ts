@@ -1,0 +1,14 @@
+// Bounded parallelism: at most `limit` of `items` in flight at once (windows of SSH commands,
+// host commands, probes).
+export async function eachLimited<T>(
+  items: T[],
+  limit: number,
+  f: (item: T) => Promise<void>,
+): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(Math.max(1, limit), items.length) }, async () => {
+      while (next < items.length) await f(items[next++]);
+    }),
+  );
+}

@@ -1,0 +1,255 @@
+// The workflow engine's hands: each micro-step done for real on a set of nodes, through the
+// service nodes (netboot profiles), the hosts (power) and the node agent over SSH. The same
+// driver runs QEMU VMs and emulated VMs; only the host's power commands differ.
+import { setMaxListeners } from 'node:events';
+import { eachLimited } from '../concurrency.js';
+import type { RegisteredEnvironment } from '../envs/registry.js';
+import type { SshPool } from '../exec/pool.js';
+import type { PowerControl } from './power.js';
+import type { DeployNode } from './targets.js';
+import type { BroadcastMethod, MicroContext, MicroStep, NodeOutcome, WorkflowDriver } from './workflow.js';
+
+export interface DiskLayout {
+  device: string;
+  partition: string;
+  /** Where the deployed system is written (the environment's root). */
+  mount: string;
+}
+
+export const defaultDisk: DiskLayout = { device: '/dev/vda', partition: '/dev/vda1', mount: '/mnt/dest' };
+
+/** Where SetDeploymentEnv stages the user's key until the post-install writes it into the new system. */
+const stagedKeys = '/run/kb/keys';
+
+export interface DriverDeps {
+  nodes: Map<string, DeployNode>;
+  pool: SshPool;
+  power: PowerControl;
+  env: RegisteredEnvironment;
+  broadcast(
+    method: BroadcastMethod,
+    nodes: DeployNode[],
+    signal: AbortSignal,
+  ): Promise<Map<string, NodeOutcome>>;
+  disk?: DiskLayout;
+  /** Nodes handled at once by per-node commands. */
+  window?: number;
+  probeIntervalMs?: number;
+  /** Wait before the first probe after a reboot: a node answering at once has not rebooted yet. */
+  rebootGraceMs?: number;
+}
+
+const sleep = (ms: number, signal: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    const done = () => {
+      clearTimeout(t);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const t = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
+  });
+
+/** Single quotes for the node's shell. */
+const sq = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+
+export function createDriver(deps: DriverDeps): WorkflowDriver {
+  const disk = deps.disk ?? defaultDisk;
+  const window = deps.window ?? 64;
+  const desc = deps.env.description;
+  const label = `${desc.name} ${desc.version}`;
+  const node = (name: string) => deps.nodes.get(name)!;
+  const target = (n: DeployNode) => ({ name: n.name, ip: n.ip });
+
+  /** One command per node (built per node), ok when it exits 0. */
+  const each = async (
+    names: string[],
+    ctx: MicroContext,
+    what: string,
+    command: (n: DeployNode) => string,
+  ): Promise<Map<string, NodeOutcome>> => {
+    const out = new Map<string, NodeOutcome>();
+    await eachLimited(names, window, async (name) => {
+      if (ctx.signal.aborted) return;
+      const r = await deps.pool.exec(target(node(name)), command(node(name)), ctx.timeoutMs);
+      if (r.code === 0) out.set(name, { ok: true });
+      else
+        out.set(name, {
+          ok: false,
+          reason: `${what}: ${r.error ?? (r.stderr.trim().split('\n').at(-1) || `exit ${r.code}`)}`,
+        });
+    });
+    return out;
+  };
+
+  const switchProfile = async (names: string[], profile: 'deploy' | 'local') => {
+    const out = new Map<string, NodeOutcome>();
+    await eachLimited(names, window, async (name) => {
+      const n = node(name);
+      if (!n.serviceUrl) return void out.set(name, { ok: false, reason: 'no service node serves it' });
+      try {
+        const r = await fetch(`${n.serviceUrl}/nodes/${n.mac}/profile`, {
+          method: 'PUT',
+          body: JSON.stringify({ profile }),
+          signal: AbortSignal.timeout(10_000),
+        });
+        out.set(name, r.ok ? { ok: true } : { ok: false, reason: `profile ${profile}: HTTP ${r.status}` });
+      } catch (e) {
+        out.set(name, { ok: false, reason: `profile ${profile}: ${(e as Error).message}` });
+      }
+    });
+    return out;
+  };
+
+  const reboot = async (names: string[], level: 'soft' | 'hard' | 'very_hard', ctx: MicroContext) => {
+    for (const name of names) deps.pool.drop(target(node(name)));
+    if (level !== 'soft') return deps.power.power(level === 'hard' ? 'reset' : 'cycle', names.map(node));
+    // soft: the node reboots itself; the connection dropping under the command is expected
+    const out = new Map<string, NodeOutcome>();
+    await eachLimited(names, window, async (name) => {
+      const r = await deps.pool.exec(target(node(name)), 'reboot -f', Math.min(ctx.timeoutMs, 10_000));
+      deps.pool.drop(target(node(name)));
+      const unreachable = r.error?.startsWith('unreachable') || r.error?.startsWith('ssh');
+      out.set(name, unreachable ? { ok: false, reason: `soft reboot: ${r.error}` } : { ok: true });
+    });
+    return out;
+  };
+
+  /** Is the node up in the expected system? Its last answer otherwise. */
+  const probe = async (
+    n: DeployNode,
+    env: 'deploy' | 'deployed',
+    timeoutMs: number,
+  ): Promise<string | null> => {
+    const r = await deps.pool.exec(
+      target(n),
+      env === 'deploy' ? 'kb-agent identify' : 'cat /etc/kb-env',
+      timeoutMs,
+    );
+    let last: string;
+    if (r.code === 0) {
+      if (env === 'deployed' && r.stdout.trim() === label) return null;
+      if (env === 'deploy') {
+        try {
+          const id = JSON.parse(r.stdout) as { env: string; mac: string };
+          if (id.env === 'deploy' && id.mac === n.mac) return null;
+          last = `answers as ${id.env}`;
+        } catch {
+          last = 'kb-agent identify printed no JSON';
+        }
+      } else last = `runs ${r.stdout.trim() || 'another system'}`;
+    } else last = r.error ?? (r.stderr.trim() || `exit ${r.code}`);
+    deps.pool.drop(target(n));
+    return last;
+  };
+
+  /**
+   * Probes in rounds until each node answers SSH in the expected system or the step's time is
+   * up; at most `window` probes at once, so thousands of nodes share one deadline fairly.
+   */
+  const waitReboot = async (names: string[], env: 'deploy' | 'deployed', ctx: MicroContext) => {
+    const deadline = Date.now() + ctx.timeoutMs;
+    const out = new Map<string, NodeOutcome>();
+    const last = new Map<string, string>();
+    setMaxListeners(names.length + 10, ctx.signal);
+    await sleep(Math.min(deps.rebootGraceMs ?? 2000, ctx.timeoutMs / 4), ctx.signal);
+    let pending = names;
+    while (pending.length && !ctx.signal.aborted && Date.now() < deadline) {
+      const round = Date.now();
+      await eachLimited(pending, window, async (name) => {
+        if (Date.now() >= deadline) return;
+        const why = await probe(node(name), env, Math.min(10_000, Math.max(1000, deadline - Date.now())));
+        if (why === null) out.set(name, { ok: true });
+        else last.set(name, why);
+      });
+      pending = pending.filter((n) => !out.has(n));
+      const pause = (deps.probeIntervalMs ?? 1000) - (Date.now() - round);
+      if (pending.length && pause > 0) await sleep(pause, ctx.signal);
+    }
+    const into = env === 'deploy' ? 'deployment environment' : 'deployed system';
+    for (const name of pending) {
+      out.set(name, {
+        ok: false,
+        reason: `Unreachable after the reboot into the ${into} (${last.get(name) ?? 'no answer'})`,
+      });
+    }
+    return out;
+  };
+
+  return {
+    async run(micro: MicroStep, names: string[], ctx: MicroContext) {
+      switch (micro.kind) {
+        case 'switchProfile':
+          return switchProfile(names, micro.profile);
+        case 'reboot':
+          return reboot(names, micro.level, ctx);
+        case 'waitReboot':
+          return waitReboot(names, micro.env, ctx);
+        case 'kexec': {
+          const boot = desc.boot;
+          if (micro.target === 'deploy') {
+            return each(
+              names,
+              ctx,
+              'kexec into the deployment environment',
+              () => 'kb-agent kexec /boot/vmlinuz /boot/initrd.img console=ttyS0',
+            );
+          }
+          if (!boot)
+            return new Map(
+              names.map((n) => [n, { ok: false, reason: `${desc.name} has no boot kernel to kexec` }]),
+            );
+          const r = await each(
+            names,
+            ctx,
+            'kexec',
+            () =>
+              `kb-agent kexec ${disk.mount}${boot.kernel} ${disk.mount}${boot.initrd} ${sq(boot.kernel_params ?? '')}`,
+          );
+          for (const name of names) deps.pool.drop(target(node(name)));
+          return r;
+        }
+        case 'installKey':
+          // the user's key (the testbed's: the deployment environment already trusts it), staged
+          // for the post-install to put into the new system
+          return each(
+            names,
+            ctx,
+            'stage the SSH key',
+            () => `kb-agent install-key /root/.ssh/authorized_keys ${stagedKeys}`,
+          );
+        case 'partition':
+          return each(names, ctx, 'partition', () => `kb-agent partition ${disk.device}`);
+        case 'format':
+          return each(
+            names,
+            ctx,
+            'format',
+            () => `kb-agent format ${disk.partition} ${desc.filesystem ?? 'ext4'}`,
+          );
+        case 'mount':
+          return each(names, ctx, 'mount', () => `kb-agent mount ${disk.partition} ${disk.mount}`);
+        case 'broadcast':
+          return deps.broadcast(micro.method, names.map(node), ctx.signal);
+        case 'sync': {
+          // post-install: the staged key and the system's identity, then everything on disk
+          const out = new Map<string, NodeOutcome>();
+          let left = names;
+          for (const [what, command] of [
+            [
+              'install the SSH key',
+              `kb-agent install-key ${stagedKeys}/root/.ssh/authorized_keys ${disk.mount}`,
+            ],
+            ['post-install', `kb-agent postinstall ${disk.mount} ${desc.name} ${desc.version}`],
+            ['sync', 'sync'],
+          ] as const) {
+            const r = await each(left, ctx, what, () => command);
+            for (const [name, o] of r) out.set(name, o);
+            left = left.filter((n) => r.get(n)?.ok);
+          }
+          return out;
+        }
+      }
+    },
+  };
+}

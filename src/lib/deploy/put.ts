@@ -1,0 +1,58 @@
+// `kabootstrap put`: one file to the testbed's VMs by broadcast, written at the same path on each
+// and checked by sha256 there.
+import { stat } from 'node:fs/promises';
+import { isAbsolute, join } from 'node:path';
+import type { BroadcastReport } from '../broadcast/chain.js';
+import { hashFile } from '../envs/registry.js';
+import { InputError, TestbedError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { StateStore } from '../state/store.js';
+import { emulatedRingBytes, sendFile } from './broadcast-step.js';
+import { readNodeFile, selectNodes, testbedNodes } from './targets.js';
+import type { BroadcastMethod } from './workflow.js';
+
+export interface PutRequest {
+  testbed: string;
+  file: string;
+  dest: string;
+  method: BroadcastMethod;
+  nodeFile?: string;
+}
+
+export async function putOnTestbed(
+  req: PutRequest,
+  logger: Logger,
+): Promise<BroadcastReport & { sha256: string }> {
+  if (!isAbsolute(req.dest)) throw new InputError(`put: destination ${req.dest} must be an absolute path`);
+  let size: number;
+  try {
+    const s = await stat(req.file);
+    if (!s.isFile()) throw new InputError(`put: ${req.file} is not a regular file`);
+    size = s.size;
+  } catch (e) {
+    if (e instanceof InputError) throw e;
+    throw new InputError(
+      `put: ${req.file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`,
+    );
+  }
+  const store = new StateStore(req.testbed);
+  const state = await store.read();
+  if (!state) throw new TestbedError(`testbed ${req.testbed} is not set up: run 'kabootstrap setup' first`);
+  const names = req.nodeFile ? await readNodeFile(req.nodeFile) : null;
+  const nodes = selectNodes(testbedNodes(state), names, `-f ${req.nodeFile}`, req.testbed);
+  const { sha256 } = await hashFile(req.file);
+  const report = await sendFile(
+    req.method,
+    nodes,
+    { path: req.file, size, sha256 },
+    { write: req.dest },
+    {
+      keyFile: join(store.dir, 'ssh', 'id_ed25519'),
+      resumable: state.config.vms.runtime === 'emulated',
+      ringBytes: state.config.vms.runtime === 'emulated' ? emulatedRingBytes : undefined,
+      stallMs: state.config.vms.runtime === 'emulated' ? 10_000 : undefined,
+      logger,
+    },
+  );
+  return { ...report, sha256 };
+}

@@ -1,0 +1,83 @@
+// The nodes a deployment acts on (pure): every VM of the testbed, or those a node file names,
+// each with what the engine needs to reach it (its address, its host for power control, its
+// service node's control endpoint for netboot profiles).
+import { readFile } from 'node:fs/promises';
+import { InputError } from '../errors.js';
+import { localLayout } from '../provider/local-layout.js';
+import type { TestbedState } from '../state/store.js';
+
+export interface DeployNode {
+  name: string;
+  fqdn: string;
+  ip: string;
+  mac: string;
+  site: string;
+  /** The VM host (FQDN) and its own address: power control goes through it. */
+  host: string;
+  hostIp: string;
+  /** The service node's control endpoint (netboot profiles), null if it has none. */
+  serviceUrl: string | null;
+}
+
+export function testbedNodes(state: TestbedState): DeployNode[] {
+  if (!state.plan || state.phase !== 'ready') {
+    throw new InputError(
+      `testbed ${state.name} is not ready (phase ${state.phase}): run 'kabootstrap setup' first`,
+    );
+  }
+  const layout = localLayout(state.config, state.configSource);
+  const hostIp = new Map(layout.sites.flatMap((s) => s.hosts.map((h) => [h.fqdn, h.ip] as const)));
+  const serviceUrl = new Map(
+    state.resources
+      .filter((r) => r.kind === 'process' && r.key.startsWith('service/') && r.status === 'created')
+      .map((r) => [String(r.data.name), String(r.data.url)] as const),
+  );
+  return state.plan.sites.flatMap((site) =>
+    site.vms.map((vm) => ({
+      name: vm.name,
+      fqdn: vm.fqdn,
+      ip: vm.ip,
+      mac: vm.mac,
+      site: vm.site,
+      host: vm.host,
+      hostIp: hostIp.get(vm.host) ?? '',
+      serviceUrl: vm.serviceNode ? (serviceUrl.get(vm.serviceNode) ?? null) : null,
+    })),
+  );
+}
+
+/** Node names from a file (one per line, `#` comments), by short name or FQDN. */
+export function parseNodeList(text: string): string[] {
+  return text
+    .split('\n')
+    .map((l) => l.replace(/#.*/, '').trim())
+    .filter(Boolean);
+}
+
+export function selectNodes(
+  all: DeployNode[],
+  names: string[] | null,
+  source: string,
+  testbed: string,
+): DeployNode[] {
+  if (names === null) return all;
+  const byName = new Map(all.flatMap((n) => [[n.name, n] as const, [n.fqdn, n] as const]));
+  const out: DeployNode[] = [];
+  const seen = new Set<string>();
+  for (const name of names) {
+    const n = byName.get(name);
+    if (!n) throw new InputError(`${source}: node ${name} is not in testbed ${testbed}`);
+    if (!seen.has(n.name)) out.push(n);
+    seen.add(n.name);
+  }
+  if (out.length === 0) throw new InputError(`${source}: names no node`);
+  return out;
+}
+
+export async function readNodeFile(file: string): Promise<string[]> {
+  try {
+    return parseNodeList(await readFile(file, 'utf8'));
+  } catch (e) {
+    throw new InputError(`-f ${file}: cannot read it (${(e as NodeJS.ErrnoException).code ?? e})`);
+  }
+}

@@ -1,0 +1,210 @@
+// `exec --method taktuk`: the real TakTuk when it is installed. It propagates itself to the nodes
+// (-s) so each one runs the deployment of its subtree; we only build its command line and read
+// its default tagged output back into one result per node.
+import { accessSync, constants } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { delimiter, join } from 'node:path';
+import { execa } from 'execa';
+import { InputError } from '../errors.js';
+import { checkWindow } from './flat.js';
+import { DEFAULT_COMMAND_TIMEOUT_MS, DEFAULT_CONNECT_TIMEOUT_MS } from './pool.js';
+import {
+  countResults,
+  type ExecOptions,
+  type ExecOutcome,
+  type ExecTarget,
+  emptyStats,
+  type NodeExecResult,
+} from './types.js';
+
+/** The taktuk executable on PATH, or null. */
+export function findTaktuk(path = process.env.PATH ?? ''): string | null {
+  for (const dir of path.split(delimiter)) {
+    if (!dir) continue;
+    const file = join(dir, 'taktuk');
+    try {
+      accessSync(file, constants.X_OK);
+      return file;
+    } catch {}
+  }
+  return null;
+}
+
+/** An ssh command line TakTuk can use as its connector, non-interactive and key-only. */
+export function sshConnector(keyFile: string, connectTimeoutMs = DEFAULT_CONNECT_TIMEOUT_MS): string {
+  return [
+    'ssh',
+    '-o StrictHostKeyChecking=no',
+    '-o UserKnownHostsFile=/dev/null',
+    '-o BatchMode=yes',
+    '-o LogLevel=ERROR',
+    `-o ConnectTimeout=${Math.max(1, Math.ceil(connectTimeoutMs / 1000))}`,
+    '-l root',
+    `-i ${keyFile}`,
+  ].join(' ');
+}
+
+export interface TaktukArgsOptions {
+  connector: string;
+  window?: number;
+  /** TakTuk's own connection timeout in seconds (-t). */
+  connectTimeoutS?: number;
+}
+
+/**
+ * argv for `taktuk -s -c "<connector>" [-w N] [-t S] -m ip... broadcast exec [ <command> ]`.
+ * Nodes are given by address so no name resolution is needed; results map back by address.
+ */
+export function taktukArgs(targets: ExecTarget[], command: string, opts: TaktukArgsOptions): string[] {
+  if (!command.trim()) throw new InputError('exec: empty command');
+  // TakTuk reads the command up to the matching bracket: an unbalanced one would cut it short.
+  if (/(^|\s)[[\]](\s|$)/.test(command))
+    throw new InputError('exec --method taktuk: the command may not contain a lone [ or ]');
+  const args = ['-s', '-c', opts.connector];
+  if (opts.window !== undefined) args.push('-w', String(checkWindow(opts.window, 10)));
+  if (opts.connectTimeoutS !== undefined) args.push('-t', String(opts.connectTimeoutS));
+  for (const t of targets) {
+    if (t.port !== undefined && t.port !== 22)
+      throw new InputError(`exec --method taktuk: ${t.name}: only port 22 is supported`);
+    args.push('-m', t.ip);
+  }
+  args.push('broadcast', 'exec', '[', command, ']');
+  return args;
+}
+
+export interface TaktukLine {
+  host: string;
+  rank: number | null;
+  /** The command for output/error/status, the peer being connected for connector/state. */
+  subject: string;
+  pid: number;
+  type: string;
+  line: string;
+}
+
+// `host-rank: subject (pid): type > line`; host names may hold '-', so the rank is the last one.
+const LINE = /^(.+?)(?:-(\d+))?: (.*?) \((\d+)\): ([a-z]+) > (.*)$/;
+
+/** TakTuk's default output templates, one record per recognised line (others are skipped). */
+export function parseTaktukLines(text: string): TaktukLine[] {
+  const out: TaktukLine[] = [];
+  for (const raw of text.split('\n')) {
+    const m = LINE.exec(raw.replace(/\r$/, ''));
+    if (!m) continue;
+    out.push({
+      host: m[1],
+      rank: m[2] === undefined ? null : Number(m[2]),
+      subject: m[3],
+      pid: Number(m[4]),
+      type: m[5],
+      line: m[6],
+    });
+  }
+  return out;
+}
+
+/**
+ * Results per host from TakTuk's default output: `output` lines are stdout, `error` lines stderr,
+ * `status` the exit code; `connector` and `state` lines are about the peer being connected, so
+ * they go to that peer (a failed connection has no status). With `targets`, there is exactly one
+ * result per target in their order, and a target TakTuk said nothing about is reported as such.
+ */
+export function parseTaktukOutput(text: string, targets?: ExecTarget[]): NodeExecResult[] {
+  const byHost = new Map<string, NodeExecResult>();
+  const get = (host: string) => {
+    let r = byHost.get(host);
+    if (!r) {
+      r = { node: host, ip: host, code: null, stdout: '', stderr: '', ms: 0 };
+      byHost.set(host, r);
+    }
+    return r;
+  };
+  for (const l of parseTaktukLines(text)) {
+    switch (l.type) {
+      case 'output':
+        get(l.host).stdout += `${l.line}\n`;
+        break;
+      case 'error':
+        get(l.host).stderr += `${l.line}\n`;
+        break;
+      case 'status': {
+        const r = get(l.host);
+        const n = Number(l.line.trim());
+        if (Number.isInteger(n)) r.code = n;
+        else r.error = `unparsed status: ${l.line}`;
+        break;
+      }
+      case 'connector':
+        get(l.subject).stderr += `${l.line}\n`;
+        break;
+      case 'state':
+        if (/fail|lost|timeout|timed out|error/i.test(l.line))
+          get(l.subject).error = `unreachable: ${l.line}`;
+        break;
+    }
+  }
+  for (const r of byHost.values()) {
+    if (r.code === null && !r.error) r.error = 'no exit status from taktuk';
+  }
+  if (!targets) return [...byHost.values()];
+  return targets.map((t) => {
+    const r = byHost.get(t.ip) ?? byHost.get(t.name);
+    if (!r)
+      return {
+        node: t.name,
+        ip: t.ip,
+        code: null,
+        stdout: '',
+        stderr: '',
+        error: 'not reported by taktuk',
+        ms: 0,
+      };
+    return { ...r, node: t.name, ip: t.ip };
+  });
+}
+
+export interface TaktukExecOptions extends ExecOptions {
+  /** Replaces the default ssh connector (which uses a temporary copy of the private key). */
+  connector?: string;
+}
+
+/** Runs `command` on every target with the installed taktuk. */
+export async function taktukExec(
+  targets: ExecTarget[],
+  command: string,
+  opts: TaktukExecOptions,
+): Promise<ExecOutcome> {
+  const bin = findTaktuk();
+  if (!bin) throw new InputError('exec --method taktuk: taktuk is not installed (apt-get install taktuk)');
+  const start = Date.now();
+  const connectTimeoutMs = opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+  const dir = await mkdtemp(join(tmpdir(), 'kb-taktuk-'));
+  try {
+    const keyFile = join(dir, 'id');
+    await writeFile(keyFile, opts.privateKey, { mode: 0o600 });
+    const args = taktukArgs(targets, command, {
+      connector: opts.connector ?? sshConnector(keyFile, connectTimeoutMs),
+      window: opts.window,
+      connectTimeoutS: Math.max(1, Math.ceil(connectTimeoutMs / 1000)),
+    });
+    // TakTuk has no per-command timeout: bound the whole run by a deep-enough tree's worth of both.
+    const r = await execa(bin, args, {
+      reject: false,
+      timeout: connectTimeoutMs * 4 + (opts.timeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS),
+      stripFinalNewline: false,
+    });
+    const ms = Date.now() - start;
+    const results = parseTaktukOutput(`${r.stdout}\n${r.stderr}`, targets).map((x) => {
+      const res = { ...x, ms };
+      if (r.timedOut && res.code === null) res.error = `timeout: taktuk killed after ${ms} ms`;
+      return res;
+    });
+    for (const res of results) opts.onResult?.(res);
+    const stats = emptyStats('taktuk', targets.length);
+    stats.ms = ms;
+    return { results, stats: countResults(stats, results) };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
