@@ -159,7 +159,8 @@ export async function deployTestbed(
       nodes: result.nodes,
       steps: result.steps,
       makespanMs: result.finishedAt - result.startedAt,
-      lowerBoundMs: lowerBoundMs(env, scale),
+      // the boot model describes emulated VMs only; a QEMU VM's boot is what it is
+      lowerBoundMs: runtime === 'emulated' ? lowerBoundMs(env, scale) : undefined,
     };
     const file = await saveDeployment(dep);
     const ok = dep.nodes.filter((n) => n.outcome === 'ok').length;
