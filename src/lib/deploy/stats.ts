@@ -1,8 +1,9 @@
 // Per-deployment statistics (Kadeploy's kastat): one JSON file per deployment under the
 // testbed's directory, and queries over them that return plain data for tables and reports.
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
+import { mkdir, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { writeFileAtomic } from '../atomic-file.js';
 import { InputError } from '../errors.js';
 import { testbedDir } from '../state/store.js';
 
@@ -71,20 +72,7 @@ export async function saveDeployment(dep: Deployment): Promise<string> {
   const dir = deploymentsDir(dep.testbed);
   await mkdir(dir, { recursive: true });
   const file = join(dir, `${dep.id}.json`);
-  const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
-  const fh = await open(tmp, 'w', 0o600);
-  try {
-    await fh.writeFile(`${JSON.stringify(dep)}\n`);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  try {
-    await rename(tmp, file);
-  } catch (e) {
-    await rm(tmp, { force: true });
-    throw e;
-  }
+  await writeFileAtomic(file, `${JSON.stringify(dep)}\n`);
   return file;
 }
 

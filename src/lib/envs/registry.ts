@@ -1,12 +1,13 @@
 // Environments registered on this machine (Kadeploy's kaenv) and who may deploy them where
 // (karights). Both live under <stateRoot()>/envs as JSON files rewritten atomically; the image's
 // sha256 is recorded at registration so a deployment can tell when the file changed under it.
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { z } from 'zod';
+import { writeFileAtomic } from '../atomic-file.js';
 import { formatPath } from '../config/load.js';
 import { InputError } from '../errors.js';
 import { stateRoot } from '../state/store.js';
@@ -59,23 +60,8 @@ export function envLabel(env: RegisteredEnvironment): string {
 
 // --- files ---------------------------------------------------------------------------------------
 
-async function writeJsonAtomic(file: string, value: unknown): Promise<void> {
-  await mkdir(dirname(file), { recursive: true });
-  // A random suffix too: two writers in one process must not share a temp file.
-  const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
-  const fh = await open(tmp, 'w', 0o600);
-  try {
-    await fh.writeFile(`${JSON.stringify(value, null, 2)}\n`);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  try {
-    await rename(tmp, file);
-  } catch (e) {
-    await rm(tmp, { force: true });
-    throw e;
-  }
+function writeJsonAtomic(file: string, value: unknown): Promise<void> {
+  return writeFileAtomic(file, `${JSON.stringify(value, null, 2)}\n`);
 }
 
 async function readJson(file: string, what: string): Promise<unknown | null> {

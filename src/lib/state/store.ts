@@ -1,12 +1,10 @@
-// One directory per testbed holding state.json (written atomically: temp file, fsync, rename)
-// and a lock file. Every resource is recorded before or as it is created, so teardown can always
-// undo and setup can resume.
-import { closeSync, fsyncSync, openSync, writeSync } from 'node:fs';
-import { mkdir, readFile, rename, rm, rmdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
+import { writeFileAtomic } from '../atomic-file.js';
 import type { TestbedConfig } from '../config/schema.js';
 import { InputError, LockedError } from '../errors.js';
+import { isAlive } from '../pid.js';
 import type { Plan } from '../planner/plan.js';
 
 export type ResourceStatus = 'creating' | 'created' | 'released' | 'failed';
@@ -46,18 +44,6 @@ export function testbedDir(name: string): string {
   return join(stateRoot(), name);
 }
 
-async function writeAtomic(file: string, text: string): Promise<void> {
-  const tmp = `${file}.${process.pid}.tmp`;
-  const fd = openSync(tmp, 'w', 0o600);
-  try {
-    writeSync(fd, text);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  await rename(tmp, file);
-}
-
 export class StateStore {
   readonly dir: string;
   readonly file: string;
@@ -94,7 +80,7 @@ export class StateStore {
     const next = this.writing.then(async () => {
       await mkdir(this.dir, { recursive: true });
       state.updatedAt = new Date().toISOString();
-      await writeAtomic(this.file, `${JSON.stringify(state, null, 2)}\n`);
+      await writeFileAtomic(this.file, `${JSON.stringify(state, null, 2)}\n`);
     });
     this.writing = next.catch(() => {});
     return next;
@@ -148,15 +134,6 @@ export class StateStore {
     this.locked = false;
     // The root goes too once no testbed is left in it; rmdir refuses a non-empty one.
     await rmdir(stateRoot()).catch(() => {});
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

@@ -16,6 +16,7 @@ import { TestbedError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { parsePrefix } from '../net/ipv4.js';
 import type { HostNs, Topology } from '../netns/topology.js';
+import { isAlive } from '../pid.js';
 import type { Plan, VmPlan } from '../planner/plan.js';
 import type { Progress } from '../progress.js';
 import { sshTarget } from '../recipes/targets.js';
@@ -116,15 +117,6 @@ function groupEntry(): string[] {
   const ext = here.endsWith('.ts') ? 'ts' : 'js';
   const main = join(here, '..', '..', 'emulated', `main.${ext}`);
   return ext === 'ts' ? ['--import', 'tsx', main] : [main];
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 async function startGroup(store: StateStore, state: TestbedState, plan: Plan, g: HostNs): Promise<void> {

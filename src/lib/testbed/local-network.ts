@@ -7,6 +7,7 @@ import { raiseNeighbourTables } from '../netns/neigh.js';
 import { probeSsh, type SshProbe } from '../netns/ssh-check.js';
 import { ensureSshFiles, sshdPidFile, startSshd } from '../netns/sshd.js';
 import { buildTopology, type Topology } from '../netns/topology.js';
+import { isAlive } from '../pid.js';
 import type { Plan } from '../planner/plan.js';
 import type { Progress } from '../progress.js';
 import { localLayout } from '../provider/local-layout.js';
@@ -64,15 +65,6 @@ export async function buildLocalNetwork(
       step.status(`${++started} started`);
     }
   });
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 export async function probeHosts(store: StateStore, state: TestbedState): Promise<SshProbe[]> {
