@@ -1,10 +1,14 @@
 // Benchmarks: medians of repeated runs, each next to a peer measured in the same run.
-// Usage: npm run bench [-- --runs N]   (runs against the built dist/)
+// Usage: npm run bench [-- --runs N] [-- --no-broadcast]   (runs against the built dist/)
+//
+// broadcast (root): bench/broadcast.mjs, put by star, chain, tree and taktuk to emulated VMs.
 //
 // plan: planning the 4552-VM seed recipe (pure planner) vs. loading and validating its config
 //       (the peer: work every command does anyway); plus the whole dry run through the embedded
 //       API (reference documents over loopback HTTP), and the heap the plan takes.
+import { spawnSync } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
 import { loadConfig } from '../dist/lib/config/load.js';
 import { silentLogger } from '../dist/lib/log.js';
 import { buildPlan } from '../dist/lib/planner/plan.js';
@@ -67,3 +71,12 @@ console.log(`  dry run / peer ratio             ${(median(dry) / median(load)).t
 console.log(
   `  plan heap ${global.gc ? '' : '(approx., run with --expose-gc for exact) '}${heapMB.toFixed(1)} MB for ${kept.totals.vms} VMs`,
 );
+
+// The broadcast benchmark builds an emulated testbed: it needs root and a minute or two.
+if (process.getuid?.() === 0 && !process.argv.includes('--no-broadcast')) {
+  console.log('');
+  const r = spawnSync(process.execPath, [fileURLToPath(new URL('broadcast.mjs', import.meta.url))], {
+    stdio: 'inherit',
+  });
+  if (r.status) process.exitCode = r.status;
+} else console.log('\nbroadcast: skipped (needs root; --no-broadcast skips it)');

@@ -10,12 +10,13 @@
 #   ipxe              undionly.kpxe / ipxe.efi served by TFTP to PXE clients
 #   qemu-system-x86   the VMs (ipxe-qemu gives their network boot ROMs)
 #   cpio              packing initramfs images
+#   taktuk            exec/put/BroadcastEnv --method taktuk (emulated VMs run its engine too)
 #   dropbear-bin, kexec-tools, fdisk, e2fsprogs, libc-bin
 #                     copied (with their libraries) into the deployment environment image
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 wanted=(iproute2 procps openssh-server openssh-client busybox-static bind9-dnsutils curl dnsmasq-base ipxe
-  qemu-system-x86 ipxe-qemu cpio dropbear-bin kexec-tools fdisk e2fsprogs libc-bin)
+  qemu-system-x86 ipxe-qemu cpio taktuk dropbear-bin kexec-tools fdisk e2fsprogs libc-bin)
 missing=()
 for p in "${wanted[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

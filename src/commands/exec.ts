@@ -44,7 +44,8 @@ work from their parents. --method taktuk: the real TakTuk, when installed.`;
     if (!this.jsonEnabled()) process.stdout.write(`${formatTagged(r.results)}\n`);
     const failed = r.results.filter((x) => x.code !== 0).length;
     process.stderr.write(
-      `${r.stats.method}: ${r.results.length} node(s), ${failed} failed, at most ${r.stats.maxDirectConnections} direct connection(s), ${r.stats.ms} ms\n`,
+      // TakTuk opens its connections itself: their count is its own business
+      `${r.stats.method}: ${r.results.length} node(s), ${failed} failed${r.stats.method === 'taktuk' ? '' : `, at most ${r.stats.maxDirectConnections} direct connection(s)`}, ${r.stats.ms} ms\n`,
     );
     if (failed) process.exitCode = ExitCode.partial;
     return r;

@@ -7,7 +7,8 @@ import type { BroadcastMethod } from '../lib/deploy/workflow.js';
 import { ExitCode } from '../lib/errors.js';
 
 export default class Put extends BaseCommand {
-  static summary = "Broadcast a file to the testbed's VMs (chain, tree or star), checked by sha256 on each.";
+  static summary =
+    "Broadcast a file to the testbed's VMs (chain, tree, star or the installed TakTuk), checked by sha256 on each.";
   static examples = [
     '<%= config.bin %> put ./big.bin /tmp/big.bin',
     '<%= config.bin %> put img.tgz /tmp/img.tgz --method star -f nodes.txt',
@@ -20,7 +21,7 @@ export default class Put extends BaseCommand {
     config: configFlag,
     name: nameFlag,
     file: Flags.string({ char: 'f', description: 'Only the nodes named in this file.' }),
-    method: Flags.string({ options: ['chain', 'tree', 'star'], default: 'chain' }),
+    method: Flags.string({ options: ['chain', 'tree', 'star', 'taktuk'], default: 'chain' }),
   };
 
   async run() {

@@ -1,7 +1,9 @@
 // The deployment engine through the real binary on an emulated testbed (root): transient boot
 // hangs injected on every reboot and one VM that dies while it receives the image. Every VM that
 // stays alive ends OK, the dead one KO with a reason; exec by tree and put by chain reach every
-// node; stats and report read what was stored; bad input is one line and changes nothing.
+// node, and so do exec, put and BroadcastEnv through the installed TakTuk (whose engines the
+// emulated VMs run for real); stats and report read what was stored; bad input is one line and
+// changes nothing.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -81,6 +83,8 @@ describe('deployment on an emulated testbed (built binary)', { skip, timeout: 40
     await mkdir(join(rootDir, 'boot'), { recursive: true });
     await writeFile(join(rootDir, 'etc', 'kb-env'), 'mini 1\n');
     await writeFile(join(rootDir, 'boot', 'vmlinuz'), randomBytes(4 << 20));
+    // the initrd the description names: a classical boot network-boots both out of the image
+    await writeFile(join(rootDir, 'boot', 'initrd.img'), randomBytes(64 << 10));
     execFileSync('tar', ['-czf', join(home, 'mini.tar.gz'), '-C', rootDir, '.']);
     await writeFile(
       join(home, 'mini.yaml'),
@@ -198,6 +202,79 @@ filesystem: ext4
     const p = JSON.parse(put.stdout);
     assert.equal(p.ok, 39);
     assert.ok(p.nodes.every((n: { sha256: string }) => n.sha256 === p.sha256));
+  });
+
+  it('runs a command, puts a file and deploys through the installed TakTuk', async () => {
+    // `<command> -c CFG --json -q ...` through the built binary
+    const json = (args: string[], timeoutMs: number) =>
+      kb([args[0], '-c', cfg, '--json', '-q', ...args.slice(1)], { env, timeoutMs });
+    const all = plan.sites.flatMap((s) => s.vms.map((v) => v.name));
+    const alive = all.filter((n) => n !== victim);
+    const ex = await json(['exec', '--method', 'taktuk', '--', 'hostname'], 120_000);
+    assert.equal(ex.code, 6, ex.stderr); // partial: the dead VM
+    const out = JSON.parse(ex.stdout);
+    assert.equal(out.results.length, 40);
+    for (const r of out.results) {
+      if (r.node === victim) {
+        assert.equal(r.code, null);
+        assert.match(r.error, /unreachable|not reported/);
+      } else assert.deepEqual([r.node, r.code, r.stdout], [r.node, 0, `${r.node}\n`]);
+    }
+
+    const file = join(home, 'tk.bin');
+    await writeFile(file, randomBytes(8 << 20));
+    const put = await json(
+      ['put', file, '/tmp/tk.bin', '--method', 'taktuk', '-f', join(home, 'alive.txt')],
+      120_000,
+    );
+    assert.equal(put.code, 0, put.stderr);
+    const p = JSON.parse(put.stdout);
+    assert.equal(p.topology, 'taktuk');
+    assert.equal(p.ok, 39);
+    assert.ok(p.nodes.every((n: { sha256: string }) => n.sha256 === p.sha256));
+
+    // BroadcastEnvTaktuk in a whole deployment, on one site's live VMs
+    const some = alive.filter((n) => n.startsWith('vm-rennes-')).slice(0, 8);
+    await writeFile(join(home, 'some.txt'), `${some.join('\n')}\n`);
+    const dep = await json(
+      ['deploy', '-e', 'mini', '--broadcast', 'taktuk', '-f', join(home, 'some.txt')],
+      300_000,
+    );
+    assert.equal(dep.code, 0, dep.stderr);
+    const d = JSON.parse(dep.stdout);
+    assert.equal(d.ok, some.length);
+    assert.ok(d.steps.some((s: { instance: string }) => s.instance === 'BroadcastEnvTaktuk'));
+    process.stderr.write(
+      `# taktuk: exec on 40 in ${out.stats.ms} ms, put 8 MiB to 39 in ${p.makespanMs} ms, deploy ${some.length} in ${d.makespanMs} ms\n`,
+    );
+  });
+
+  it('boots the deployed system the classical way: its own kernel and initrd from the service node', async () => {
+    const alive = plan.sites.flatMap((s) => s.vms.map((v) => v.name)).filter((n) => n !== victim);
+    const some = ['vm-nancy-', 'vm-rennes-'].flatMap((p) => alive.filter((n) => n.startsWith(p)).slice(0, 3));
+    const list = join(home, 'classical.txt');
+    await writeFile(list, `${some.join('\n')}\n`);
+    const steps =
+      'SetDeploymentEnv|SetDeploymentEnvUntrusted:2:100&BroadcastEnv|BroadcastEnvChain:1:100&BootNewEnv|BootNewEnvClassical:2:100';
+    const r = await kb(['deploy', '-c', cfg, '-e', 'mini', '-f', list, '--steps', steps, '--json', '-q'], {
+      env,
+      timeoutMs: 300_000,
+    });
+    assert.equal(r.code, 0, r.stderr);
+    const d = JSON.parse(r.stdout);
+    assert.equal(d.ok, some.length);
+    // an emulated VM answers as the deployed system only if its iPXE script booted an env kernel
+    const id = await kb(['exec', '-c', cfg, '-f', list, '--json', '-q', '--', 'cat /etc/kb-env'], { env });
+    assert.equal(id.code, 0, id.stderr);
+    assert.deepEqual(
+      JSON.parse(id.stdout)
+        .results.map((x: { node: string; stdout: string }) => `${x.node} ${x.stdout.trim()}`)
+        .sort(),
+      some.map((n) => `${n} mini 1`).sort(),
+    );
+    process.stderr.write(
+      `# classical boot of mini on ${some.length} emulated VMs: makespan ${d.makespanMs} ms\n`,
+    );
   });
 
   it('tears down leaving nothing', async () => {

@@ -6,7 +6,9 @@ export default class ServiceRun extends BaseCommand {
   static summary = 'Run the service daemon of a service node: DHCP, TFTP, HTTP and DNS for its VMs.';
   static description = `Reads the service node config written by setup (JSON or YAML) and serves until
 interrupted. Prints {"ready": true, "ports": {...}} on stdout once every role listens.
-GET /health, GET /events (?mac=, ?follow=1) and PUT /nodes/<mac>/profile on the control port.`;
+GET /health, GET /events (?mac=, ?follow=1), PUT /nodes/<mac>/profile (deploy, local, or env
+with its kernel, initrd and command line) and PUT /files/envs/<sha256>/kernel|initrd (an
+environment's boot files, served under /files/) on the control port.`;
   static examples = [
     '<%= config.bin %> service run --config .kabootstrap/local-small/services/grappe-3-nancy/service.json',
   ];

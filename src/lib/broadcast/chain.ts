@@ -68,7 +68,7 @@ export interface NodeReport {
 }
 
 export interface BroadcastReport {
-  topology: 'chain' | 'star' | 'tree';
+  topology: 'chain' | 'star' | 'tree' | 'taktuk';
   nodes: NodeReport[];
   ok: number;
   ko: number;

@@ -204,6 +204,15 @@ export class Lane {
     this.abortSignal.catch(() => {});
   }
 
+  /**
+   * The source must keep its bytes from this offset on for this lane: the ones it has still to
+   * send, and the ones its socket has not written yet (a write holds a view of the source's
+   * buffer, not a copy).
+   */
+  get keepFrom(): number {
+    return this.sent - (this.peer?.sock.writableLength ?? 0);
+  }
+
   abort() {
     if (this.aborted) return;
     this.aborted = true;
@@ -281,54 +290,56 @@ export class Lane {
 }
 
 /**
- * The latest bytes received, as the chunks they came in (never copied, never reused). Holds at
- * least `capacity` bytes, and whatever is at or after `keepFrom` (a lane still reading it).
+ * The latest bytes received, copied into one buffer allocated once and then reused in a circle,
+ * so that a relay keeps none of the chunks it reads: each is garbage as soon as it is copied.
+ * (Chunks kept for a while outlive the young generation and then wait for a full collection: a
+ * process relaying a large file for a few dozen emulated VMs held gigabytes of dead buffers.)
+ * Holds the latest `capacity` bytes or more: a push never overwrites what is at or after its
+ * `keepFrom` (bytes a lane has still to send, or its socket to write), the buffer grows instead.
  */
 export class Ring {
-  private chunks: Buffer[] = [];
-  private starts: number[] = [];
-  private head = 0;
-  private held = 0;
+  private buf = Buffer.alloc(0);
   low = 0;
   end = 0;
 
   constructor(readonly capacity: number) {}
 
-  push(chunk: Buffer) {
-    this.chunks.push(chunk);
-    this.starts.push(this.end);
+  /** Copies `chunk` in (the caller may reuse it). */
+  push(chunk: Buffer, keepFrom = Number.POSITIVE_INFINITY) {
+    const from = Math.max(this.low, Math.min(keepFrom, this.end));
+    const need = Math.max(this.capacity, this.end + chunk.length - from);
+    if (need > this.buf.length) this.resize(need, Math.max(this.low, this.end + chunk.length - need));
+    copyIn(this.buf, this.end, chunk);
     this.end += chunk.length;
-    this.held += chunk.length;
+    this.low = Math.max(this.low, this.end - this.buf.length);
   }
 
-  trim(keepFrom = Number.POSITIVE_INFINITY) {
-    while (this.head < this.chunks.length) {
-      const c = this.chunks[this.head];
-      if (this.held - c.length < this.capacity || this.starts[this.head] + c.length > keepFrom) break;
-      this.held -= c.length;
-      this.low += c.length;
-      this.head++;
-    }
-    if (this.head > 1024 && this.head * 2 > this.chunks.length) {
-      this.chunks = this.chunks.slice(this.head);
-      this.starts = this.starts.slice(this.head);
-      this.head = 0;
-    }
-  }
-
+  /** At most `max` bytes from `offset`: a view, valid until a push overwrites them. */
   read(offset: number, max: number): Buffer {
     if (offset < this.low || offset >= this.end) {
       throw new RangeError(`offset ${offset} outside the ring [${this.low}, ${this.end})`);
     }
-    let lo = this.head;
-    let hi = this.chunks.length - 1;
-    while (lo < hi) {
-      const mid = (lo + hi + 1) >> 1;
-      if (this.starts[mid] <= offset) lo = mid;
-      else hi = mid - 1;
-    }
-    const s = offset - this.starts[lo];
-    const c = this.chunks[lo];
-    return c.subarray(s, Math.min(c.length, s + max));
+    const at = offset % this.buf.length;
+    return this.buf.subarray(at, at + Math.min(max, this.end - offset, this.buf.length - at));
   }
+
+  /** A larger buffer, holding [from, end) of this one (from >= low). */
+  private resize(size: number, from: number) {
+    const next = Buffer.allocUnsafe(size);
+    for (let off = from; off < this.end; ) {
+      const part = this.read(off, this.end - off);
+      copyIn(next, off, part);
+      off += part.length;
+    }
+    this.buf = next;
+    this.low = from;
+  }
+}
+
+/** Writes `data` at stream offset `offset` of the circular buffer `buf`. */
+function copyIn(buf: Buffer, offset: number, data: Buffer) {
+  const at = offset % buf.length;
+  const first = Math.min(data.length, buf.length - at);
+  data.copy(buf, at, 0, first);
+  if (first < data.length) data.copy(buf, 0, first);
 }

@@ -9,6 +9,7 @@ import {
   broadcastTree,
 } from '../broadcast/chain.js';
 import { chainOrder } from '../broadcast/order.js';
+import { broadcastTaktuk } from '../broadcast/taktuk.js';
 import type { RegisteredEnvironment } from '../envs/registry.js';
 import type { Logger } from '../log.js';
 import { defaultDisk } from './driver.js';
@@ -81,11 +82,13 @@ export async function sendFile(
   };
   const ordered = chainOrder(nodes);
   const report =
-    method === 'chain'
-      ? await broadcastChain(ordered, source, common)
-      : method === 'tree'
-        ? await broadcastTree(ordered, source, common)
-        : await broadcastStar(ordered, source, common);
+    method === 'taktuk'
+      ? await broadcastTaktuk(ordered, source, common)
+      : method === 'chain'
+        ? await broadcastChain(ordered, source, common)
+        : method === 'tree'
+          ? await broadcastTree(ordered, source, common)
+          : await broadcastStar(ordered, source, common);
   opts.logger.debug(
     `broadcast ${method}: ${report.ok} OK, ${report.ko} KO, ${report.throughputMBps.toFixed(1)} MB/s per node in ${report.makespanMs} ms`,
   );

@@ -3,8 +3,10 @@
 // driver runs QEMU VMs and emulated VMs; only the host's power commands differ.
 import { setMaxListeners } from 'node:events';
 import { eachLimited } from '../concurrency.js';
+import type { EnvBootFiles } from '../envs/boot-files.js';
 import type { RegisteredEnvironment } from '../envs/registry.js';
 import type { SshPool } from '../exec/pool.js';
+import { envBootOf, uploadOnce } from './env-boot.js';
 import type { PowerControl } from './power.js';
 import type { DeployNode } from './targets.js';
 import type { BroadcastMethod, MicroContext, MicroStep, NodeOutcome, WorkflowDriver } from './workflow.js';
@@ -32,6 +34,14 @@ export interface DriverDeps {
     signal: AbortSignal,
   ): Promise<Map<string, NodeOutcome>>;
   disk?: DiskLayout;
+  /**
+   * The environment's kernel and initrd, taken out of its image: booting the deployed system
+   * (switchProfile(deployed)) then sets the `env` profile (that kernel over HTTP, root= the deployed
+   * partition) instead of `local` (iPXE sanboot of the disk). Null or absent: `local`.
+   */
+  envBoot?: EnvBootFiles | null;
+  /** Puts envBoot's files on a service node (by its control URL): once per deployment by default. */
+  uploadEnvBoot?: (serviceUrl: string) => Promise<void>;
   /** Nodes handled at once by per-node commands. */
   window?: number;
   probeIntervalMs?: number;
@@ -82,18 +92,38 @@ export function createDriver(deps: DriverDeps): WorkflowDriver {
     return out;
   };
 
-  const switchProfile = async (names: string[], profile: 'deploy' | 'local') => {
+  const envBoot = deps.envBoot ?? null;
+  const upload = envBoot ? (deps.uploadEnvBoot ?? uploadOnce(envBoot)) : null;
+
+  const switchProfile = async (names: string[], wanted: 'deploy' | 'deployed') => {
+    // the deployed system through its environment's kernel when there is one, else the disk
+    const profile = wanted === 'deploy' ? 'deploy' : envBoot ? 'env' : 'local';
+    const body = JSON.stringify(
+      profile === 'env' && envBoot ? { profile, env: envBootOf(envBoot, disk.partition) } : { profile },
+    );
     const out = new Map<string, NodeOutcome>();
     await eachLimited(names, window, async (name) => {
       const n = node(name);
       if (!n.serviceUrl) return void out.set(name, { ok: false, reason: 'no service node serves it' });
       try {
+        if (profile === 'env' && upload) await upload(n.serviceUrl);
         const r = await fetch(`${n.serviceUrl}/nodes/${n.mac}/profile`, {
           method: 'PUT',
-          body: JSON.stringify({ profile }),
+          body,
           signal: AbortSignal.timeout(10_000),
         });
-        out.set(name, r.ok ? { ok: true } : { ok: false, reason: `profile ${profile}: HTTP ${r.status}` });
+        if (r.ok) {
+          await r.body?.cancel();
+          return void out.set(name, { ok: true });
+        }
+        const message = await r
+          .json()
+          .then((j: { message?: string }) => j.message)
+          .catch(() => undefined);
+        out.set(name, {
+          ok: false,
+          reason: `profile ${profile}: HTTP ${r.status}${message ? ` ${message}` : ''}`,
+        });
       } catch (e) {
         out.set(name, { ok: false, reason: `profile ${profile}: ${(e as Error).message}` });
       }

@@ -4,6 +4,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { defaultModel } from '../emulated/model.js';
+import { envBootFiles } from '../envs/boot-files.js';
 import {
   canUse,
   checkDeployRights,
@@ -13,16 +14,25 @@ import {
 } from '../envs/registry.js';
 import { InputError, TestbedError } from '../errors.js';
 import { SshPool } from '../exec/pool.js';
+import { findTaktuk } from '../exec/taktuk.js';
 import type { Logger } from '../log.js';
 import type { Progress } from '../progress.js';
+import { envBootSchema } from '../services/config.js';
 import { StateStore } from '../state/store.js';
 import { broadcastImage, emulatedRingBytes } from './broadcast-step.js';
-import { createDriver } from './driver.js';
+import { createDriver, defaultDisk } from './driver.js';
+import { envBootOf } from './env-boot.js';
 import { hostPower } from './power.js';
 import { type Deployment, newDeploymentId, saveDeployment } from './stats.js';
 import { defaultWorkflow, formatSteps, mergeWorkflow, parseSteps, type Workflow } from './steps.js';
 import { readNodeFile, selectNodes, testbedNodes } from './targets.js';
-import { defaultRebootTimeoutMs, parseBreakpoint, startWorkflow, type Window } from './workflow.js';
+import {
+  type BroadcastMethod,
+  defaultRebootTimeoutMs,
+  parseBreakpoint,
+  startWorkflow,
+  type Window,
+} from './workflow.js';
 
 export interface DeployRequest {
   testbed: string;
@@ -31,7 +41,7 @@ export interface DeployRequest {
   envVersion?: number;
   nodeFile?: string;
   steps?: string;
-  broadcast?: 'chain' | 'tree' | 'star';
+  broadcast?: BroadcastMethod;
   /** `size:sleepSeconds`, as Kadeploy's reboot window. */
   rebootWindow?: string;
   breakpoint?: string;
@@ -64,6 +74,16 @@ export async function checkRequest(req: DeployRequest) {
   }
   const window = req.rebootWindow ? parseWindow(req.rebootWindow, '--reboot-window') : undefined;
   if (req.breakpoint) parseBreakpoint(req.breakpoint);
+  // BroadcastEnv runs in the deployment environment: ours (busybox) has no TakTuk to run
+  if (
+    state.config.vms.runtime === 'qemu' &&
+    workflow.BroadcastEnv.some((i) => i.name === 'BroadcastEnvTaktuk')
+  )
+    throw new InputError(
+      "BroadcastEnvTaktuk: the qemu runtime's deployment environment has no taktuk (use chain, tree or star)",
+    );
+  if (workflow.BroadcastEnv.some((i) => i.name === 'BroadcastEnvTaktuk') && !findTaktuk())
+    throw new InputError('BroadcastEnvTaktuk: taktuk is not installed (apt-get install taktuk)');
   const env = await getEnvironment(req.env, req.envVersion);
   if (!canUse(req.user, env)) throw new InputError(`unknown environment "${req.env}"`);
   await verifyImage(env);
@@ -74,7 +94,19 @@ export async function checkRequest(req: DeployRequest) {
     env,
     nodes.map((n) => n.fqdn),
   );
-  return { store, state, env, nodes, workflow, window };
+  // A classical boot of the deployed system network-boots the environment's own kernel: take it
+  // out of the image now (cached per image), so a missing one is refused before anything starts.
+  const classical = workflow.BootNewEnv.some((i) => i.name !== 'BootNewEnvKexec');
+  const envBoot = classical ? await envBootFiles(env, join(store.dir, 'env-boot')) : null;
+  if (envBoot) {
+    const boot = envBootSchema.safeParse(envBootOf(envBoot, defaultDisk.partition));
+    if (!boot.success) {
+      throw new InputError(
+        `environment ${env.description.name} v${env.description.version}: boot.kernel_params: ${boot.error.issues[0].message}`,
+      );
+    }
+  }
+  return { store, state, env, nodes, workflow, window, envBoot };
 }
 
 /** The fastest the model allows: every node's quickest reboot and kexec, and the image at 1 GB/s. */
@@ -87,7 +119,7 @@ export async function deployTestbed(
   req: DeployRequest,
   ctx: { logger: Logger; progress: Progress },
 ): Promise<DeployResult> {
-  const { store, state, env, nodes, workflow, window } = await checkRequest(req);
+  const { store, state, env, nodes, workflow, window, envBoot } = await checkRequest(req);
   await store.lock('deploy');
   const keyFile = join(store.dir, 'ssh', 'id_ed25519');
   const pool = new SshPool({ privateKey: await readFile(keyFile) });
@@ -102,6 +134,7 @@ export async function deployTestbed(
       pool,
       power,
       env,
+      envBoot,
       broadcast: (method, list) =>
         broadcastImage(method, list, env, {
           keyFile,

@@ -9,7 +9,7 @@ export type MacroStep = (typeof MACRO_STEPS)[number];
 
 export const STEP_INSTANCES = {
   SetDeploymentEnv: ['SetDeploymentEnvUntrusted', 'SetDeploymentEnvKexec'],
-  BroadcastEnv: ['BroadcastEnvChain', 'BroadcastEnvTree', 'BroadcastEnvStar'],
+  BroadcastEnv: ['BroadcastEnvChain', 'BroadcastEnvTree', 'BroadcastEnvStar', 'BroadcastEnvTaktuk'],
   BootNewEnv: ['BootNewEnvKexec', 'BootNewEnvClassical', 'BootNewEnvHardReboot'],
 } as const satisfies Record<MacroStep, readonly string[]>;
 

@@ -31,10 +31,10 @@ export const realClock: Clock = {
 // --- micro-steps ---------------------------------------------------------------------------------
 
 export type RebootLevel = 'soft' | 'hard' | 'very_hard';
-export type BroadcastMethod = 'chain' | 'tree' | 'star';
+export type BroadcastMethod = 'chain' | 'tree' | 'star' | 'taktuk';
 
 export type MicroStep =
-  | { kind: 'switchProfile'; profile: 'deploy' | 'local' }
+  | { kind: 'switchProfile'; profile: 'deploy' | 'deployed' }
   | { kind: 'reboot'; level: RebootLevel }
   | { kind: 'kexec'; target: 'deploy' | 'deployed' }
   | { kind: 'waitReboot'; env: 'deploy' | 'deployed' }
@@ -88,17 +88,18 @@ export const INSTANCE_MICRO_STEPS: Record<InstanceName, readonly MicroStep[]> = 
   BroadcastEnvChain: [{ kind: 'broadcast', method: 'chain' }, { kind: 'sync' }],
   BroadcastEnvTree: [{ kind: 'broadcast', method: 'tree' }, { kind: 'sync' }],
   BroadcastEnvStar: [{ kind: 'broadcast', method: 'star' }, { kind: 'sync' }],
+  BroadcastEnvTaktuk: [{ kind: 'broadcast', method: 'taktuk' }, { kind: 'sync' }],
   BootNewEnvKexec: [
     { kind: 'kexec', target: 'deployed' },
     { kind: 'waitReboot', env: 'deployed' },
   ],
   BootNewEnvClassical: [
-    { kind: 'switchProfile', profile: 'local' },
+    { kind: 'switchProfile', profile: 'deployed' },
     { kind: 'reboot', level: 'soft' },
     { kind: 'waitReboot', env: 'deployed' },
   ],
   BootNewEnvHardReboot: [
-    { kind: 'switchProfile', profile: 'local' },
+    { kind: 'switchProfile', profile: 'deployed' },
     { kind: 'reboot', level: 'hard' },
     { kind: 'waitReboot', env: 'deployed' },
   ],

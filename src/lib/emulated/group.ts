@@ -5,8 +5,12 @@
 // agent interface. The process must run inside the namespace (`ip netns exec NS node ...`);
 // `ns` only tells the `ip` commands where the interface is when they must say so.
 import { execFile } from 'node:child_process';
+import { mkdtemp } from 'node:fs/promises';
 import http from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { findTaktuk } from '../exec/taktuk.js';
 import { containsAddress, ipToInt, parsePrefix } from '../net/ipv4.js';
 import { DhcpClient, type DhcpClientOptions } from './dhcp-client.js';
 import { type EmulatedHostSpec, type HostControl, startHostServer } from './host.js';
@@ -21,6 +25,7 @@ import {
   planFaults,
   rebootHangs,
 } from './model.js';
+import { type NodeCommands, startNodeCommands } from './node-commands.js';
 import {
   type AgentVm,
   generateHostKey,
@@ -63,6 +68,11 @@ export interface EmulatedGroupOptions {
   autostart?: boolean;
   /** Where a VM relays SSH to (direct-tcpip, port 22 only): this prefix, else the VM's own subnet. */
   forwardPrefix?: string;
+  /**
+   * A directory of this group's own (emptied, then removed at close) for the TakTuk engines its
+   * VMs run when taktuk is installed: a temporary one when absent.
+   */
+  commandDir?: string;
 }
 
 export type VmState =
@@ -240,6 +250,25 @@ export async function startEmulatedGroup(opts: EmulatedGroupOptions): Promise<Em
   }));
   const byName = new Map(vms.map((vm) => [vm.name, vm]));
 
+  // VMs reached by a TakTuk connector run the installed taktuk's engine for real
+  const taktuk = findTaktuk();
+  let nodeCommands: NodeCommands | null = null;
+  if (taktuk) {
+    // a unix socket's path has at most 107 bytes
+    const dir =
+      opts.commandDir && opts.commandDir.length < 90
+        ? opts.commandDir
+        : await mkdtemp(join(tmpdir(), 'kb-emulated-'));
+    nodeCommands = await startNodeCommands(dir, taktuk, (name, command, ch) => {
+      const ssh = byName.get(name)?.ssh;
+      if (!ssh) return false;
+      ssh.run(command, ch);
+      return true;
+    });
+    const commands = nodeCommands;
+    for (const vm of vms) vm.startEngine = (args, ch) => commands.startEngine(vm.name, args, ch);
+  }
+
   const setState = (vm: Vm, s: VmState, reason: string | null = null) => {
     vm.state = s;
     vm.reason = reason;
@@ -299,12 +328,21 @@ export async function startEmulatedGroup(opts: EmulatedGroupOptions): Promise<Em
           env = 'deployed';
           return;
         }
-        if (!urls.kernel || !urls.initrd) throw new Error('the iPXE script names no kernel or initrd');
-        env = 'deploy';
+        // the env profile: an environment's own kernel (files/envs/<sha256>/kernel, uploaded for a
+        // deployment), not the deployment environment's: it boots the system on the disk
+        const envKernel =
+          urls.kernel !== null && /\/envs\/[0-9a-f]{64}\/kernel$/.test(new URL(urls.kernel).pathname);
+        if (envKernel && !vm.disk.label)
+          throw new Error('iPXE env kernel: no deployed system on the local disk');
+        if (!urls.kernel || (!urls.initrd && !envKernel))
+          throw new Error('the iPXE script names no kernel or initrd');
+        env = envKernel ? 'deployed' : 'deploy';
         setState(vm, 'kernel');
         httpBytes += (await httpGet(urls.kernel, lease.ip, false)).bytes;
-        setState(vm, 'initrd');
-        httpBytes += (await httpGet(urls.initrd, lease.ip, false)).bytes;
+        if (urls.initrd) {
+          setState(vm, 'initrd');
+          httpBytes += (await httpGet(urls.initrd, lease.ip, false)).bytes;
+        }
       });
     }
     current();
@@ -477,6 +515,7 @@ export async function startEmulatedGroup(opts: EmulatedGroupOptions): Promise<Em
       timers.clear();
       await Promise.all(hostServers.map((h) => h.close()));
       await Promise.all(vms.map((vm) => vm.ssh?.close()));
+      await nodeCommands?.close();
       dhcp.close();
       await ready.catch(() => {});
       for (const cidr of added.reverse()) {

@@ -245,12 +245,13 @@ function receiveResumable(vm: AgentVm, ch: Channel, ctx: ExecContext, o: Resumab
     if (holds.delete(why) && holds.size === 0) upstream?.resume();
   };
   const running = () => lanes.filter((l) => !l.finished);
-  const checkLag = () => {
+  const oldest = (of: (l: Lane) => number) => {
     const r = running();
-    const oldest = r.length ? Math.min(...r.map((l) => l.sent)) : have;
-    // a lane keeps what it still has to read; the receive pauses before that outgrows the ring
-    ring.trim(oldest);
-    if (have - oldest >= o.ringBytes / 2) hold('lag');
+    return r.length ? Math.min(...r.map(of)) : have;
+  };
+  const checkLag = () => {
+    // a lane has still to send from there: the receive pauses before that outgrows the ring
+    if (have - oldest((l) => l.sent) >= o.ringBytes / 2) hold('lag');
     else release('lag');
   };
 
@@ -297,7 +298,10 @@ function receiveResumable(vm: AgentVm, ch: Channel, ctx: ExecContext, o: Resumab
     const part = have + chunk.length > o.size ? chunk.subarray(0, o.size - have) : chunk;
     if (part.length === 0) return;
     hash.update(part);
-    ring.push(part);
+    // copied: the chunk is garbage from here on (see Ring); what a lane has still to send or its
+    // socket to write is never overwritten
+    const keepFrom = oldest((l) => l.keepFrom);
+    ring.push(part, keepFrom);
     have += part.length;
     for (const w of waiters.splice(0)) w();
     if (fault.kind === 'slow-link') {

@@ -4,7 +4,9 @@
 import { connect, type Server as NetServer } from 'node:net';
 import ssh2 from 'ssh2';
 import type { Fault } from './model.js';
+import { parseEngineStart } from './node-commands.js';
 import { receive } from './receive.js';
+import { receiveStdin } from './receive-stdin.js';
 
 const { Server, utils } = ssh2;
 type ParsedKey = ssh2.ParsedKey;
@@ -44,6 +46,8 @@ export interface AgentVm {
   reboot(kind: 'reboot' | 'kexec'): void;
   /** The VM crashes: its SSH server goes away until a power action boots it again. */
   die?(reason: string): void;
+  /** Runs a TakTuk engine (`taktuk -r` and its arguments) on this channel; absent: not installed. */
+  startEngine?(args: string[], ch: Channel): void;
 }
 
 export const KERNEL_RELEASE = '6.1.0-kb-emulated';
@@ -63,6 +67,8 @@ export function generateHostKey(): string {
 }
 
 export interface SshServerHandle {
+  /** Runs one command line as an exec request on this server would (on another channel). */
+  run(command: string, ch: Channel): void;
   close(): Promise<void>;
 }
 
@@ -71,6 +77,10 @@ export interface Channel {
   stderr: { write(d: string | Buffer): boolean };
   exit(code: number): void;
   end(): void;
+  /** What the client sends on the channel (its standard input). */
+  stdin?: NodeJS.ReadableStream;
+  /** Called once when the channel goes away. */
+  onClose?(fn: () => void): void;
 }
 
 export interface ExecContext {
@@ -134,7 +144,16 @@ export async function serveSsh(
       client.on('session', (acceptSession) => {
         const session = acceptSession();
         session.on('exec', (accept, _reject, info) => {
-          onExec(info.command, accept() as unknown as Channel, ctx);
+          const c = accept();
+          const ch: Channel = {
+            write: (d) => c.write(d),
+            stderr: c.stderr,
+            exit: (code) => c.exit(code),
+            end: () => c.end(),
+            stdin: c,
+            onClose: (fn) => c.once('close', fn),
+          };
+          onExec(info.command, ch, ctx);
         });
       });
     });
@@ -147,6 +166,7 @@ export async function serveSsh(
     });
   });
   return {
+    run: (command, ch) => onExec(command, ch, ctx),
     close: async () => {
       for (const l of listeners) l.close();
       listeners.clear();
@@ -177,6 +197,11 @@ export function done(ch: Channel, code: number, out = '', err = '') {
 }
 
 function runCommand(vm: AgentVm, command: string, ch: Channel, ctx: ExecContext) {
+  const engine = parseEngineStart(command);
+  if (engine) {
+    if (vm.startEngine) return vm.startEngine(engine, ch);
+    return done(ch, 127, '', 'sh: taktuk: not found\n');
+  }
   const argv = command.trim().split(/\s+/);
   const line = argv.join(' ');
   if (line === 'true') return done(ch, 0);
@@ -247,6 +272,8 @@ function agent(vm: AgentVm, args: string[], ch: Channel, ctx: ExecContext) {
       if (!need(2, 'install-key <pubkey-file> <root>')) return;
       return json({ root: args[2], keys: 1 });
     case 'receive':
+      // `receive -`: the bytes come on standard input (TakTuk's broadcast input)
+      if (args[1] === '-') return receiveStdin(vm, args.slice(2), ch);
       return receive(vm, args.slice(1), ch, ctx);
     case 'postinstall':
       if (!need(3, 'postinstall <root> <name> <version>')) return;

@@ -1,6 +1,8 @@
-// `exec --method taktuk`: the real TakTuk when it is installed. It propagates itself to the nodes
-// (-s) so each one runs the deployment of its subtree; we only build its command line and read
-// its default tagged output back into one result per node.
+// `exec --method taktuk` (and the taktuk broadcast): the real TakTuk when it is installed. Each node
+// reached runs a TakTuk engine that deploys part of the rest (TakTuk's own work stealing); we only
+// build its command line and read its default tagged output back into one result per node.
+// Nodes run their installed taktuk (`taktuk -r`), or with `propagate` TakTuk sends itself (-s),
+// which needs perl on the nodes.
 import { accessSync, constants } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -50,18 +52,25 @@ export interface TaktukArgsOptions {
   window?: number;
   /** TakTuk's own connection timeout in seconds (-t). */
   connectTimeoutS?: number;
+  /** -s: TakTuk sends its own code to the nodes (they need perl, not taktuk). */
+  propagate?: boolean;
+}
+
+/** TakTuk reads a bracketed argument up to the matching bracket: a lone one would cut it short. */
+function bracketed(what: string, text: string): string[] {
+  if (!text.trim()) throw new InputError(`${what}: empty command`);
+  if (/(^|\s)[[\]](\s|$)/.test(text)) throw new InputError(`${what}: may not contain a lone [ or ]`);
+  return ['[', text, ']'];
 }
 
 /**
- * argv for `taktuk -s -c "<connector>" [-w N] [-t S] -m ip... broadcast exec [ <command> ]`.
- * Nodes are given by address so no name resolution is needed; results map back by address.
+ * argv for `taktuk [-s] -c "<connector>" [-w N] [-t S] -m ip... <commands>`, the commands being
+ * TakTuk's own (`broadcast exec [ ... ]`, `;`-separated). Nodes are given by address so no name
+ * resolution is needed; results map back by address.
  */
-export function taktukArgs(targets: ExecTarget[], command: string, opts: TaktukArgsOptions): string[] {
-  if (!command.trim()) throw new InputError('exec: empty command');
-  // TakTuk reads the command up to the matching bracket: an unbalanced one would cut it short.
-  if (/(^|\s)[[\]](\s|$)/.test(command))
-    throw new InputError('exec --method taktuk: the command may not contain a lone [ or ]');
-  const args = ['-s', '-c', opts.connector];
+export function taktukBaseArgs(targets: ExecTarget[], commands: string[], opts: TaktukArgsOptions): string[] {
+  const args = opts.propagate ? ['-s'] : [];
+  args.push('-c', opts.connector);
   if (opts.window !== undefined) args.push('-w', String(checkWindow(opts.window, 10)));
   if (opts.connectTimeoutS !== undefined) args.push('-t', String(opts.connectTimeoutS));
   for (const t of targets) {
@@ -69,8 +78,42 @@ export function taktukArgs(targets: ExecTarget[], command: string, opts: TaktukA
       throw new InputError(`exec --method taktuk: ${t.name}: only port 22 is supported`);
     args.push('-m', t.ip);
   }
-  args.push('broadcast', 'exec', '[', command, ']');
-  return args;
+  return [...args, ...commands];
+}
+
+/** argv for `taktuk ... broadcast exec [ <command> ]`. */
+export function taktukArgs(targets: ExecTarget[], command: string, opts: TaktukArgsOptions): string[] {
+  return taktukBaseArgs(targets, ['broadcast', 'exec', ...bracketed('exec --method taktuk', command)], opts);
+}
+
+/**
+ * argv that starts `command` on every node and feeds it the local `file` on its standard input
+ * through TakTuk's tree (`broadcast input file`), then closes it: how Kadeploy broadcasts with TakTuk.
+ */
+export function taktukInputArgs(
+  targets: ExecTarget[],
+  command: string,
+  file: string,
+  opts: TaktukArgsOptions,
+): string[] {
+  return taktukBaseArgs(
+    targets,
+    [
+      'broadcast',
+      'exec',
+      ...bracketed('taktuk broadcast', command),
+      ';',
+      'broadcast',
+      'input',
+      'file',
+      ...bracketed('taktuk broadcast', file),
+      ';',
+      'broadcast',
+      'input',
+      'close',
+    ],
+    opts,
+  );
 }
 
 export interface TaktukLine {
@@ -105,8 +148,20 @@ export function parseTaktukLines(text: string): TaktukLine[] {
 }
 
 /**
+ * TakTuk's status text: `Exited with status N`, N being the raw wait status (code · 256, or the
+ * signal in the low bits).
+ */
+export function parseTaktukStatus(text: string): { code: number } | { error: string } {
+  const m = /^Exited with status (\d+)$/.exec(text.trim());
+  if (!m) return { error: `unparsed status: ${text}` };
+  const wait = Number(m[1]);
+  const signal = wait & 0x7f;
+  return signal ? { error: `killed by signal ${signal}` } : { code: wait >> 8 };
+}
+
+/**
  * Results per host from TakTuk's default output: `output` lines are stdout, `error` lines stderr,
- * `status` the exit code; `connector` and `state` lines are about the peer being connected, so
+ * `status` the exit status; `connector` and `state` lines are about the peer being connected, so
  * they go to that peer (a failed connection has no status). With `targets`, there is exactly one
  * result per target in their order, and a target TakTuk said nothing about is reported as such.
  */
@@ -130,16 +185,16 @@ export function parseTaktukOutput(text: string, targets?: ExecTarget[]): NodeExe
         break;
       case 'status': {
         const r = get(l.host);
-        const n = Number(l.line.trim());
-        if (Number.isInteger(n)) r.code = n;
-        else r.error = `unparsed status: ${l.line}`;
+        const st = parseTaktukStatus(l.line);
+        if ('code' in st) r.code = st.code;
+        else r.error = st.error;
         break;
       }
       case 'connector':
         get(l.subject).stderr += `${l.line}\n`;
         break;
       case 'state':
-        if (/fail|lost|timeout|timed out|error/i.test(l.line))
+        if (/fail|lost|timeout|timed out|error/i.test(l.line) && !get(l.subject).error)
           get(l.subject).error = `unreachable: ${l.line}`;
         break;
     }
@@ -167,6 +222,58 @@ export function parseTaktukOutput(text: string, targets?: ExecTarget[]): NodeExe
 export interface TaktukExecOptions extends ExecOptions {
   /** Replaces the default ssh connector (which uses a temporary copy of the private key). */
   connector?: string;
+  /** -s: TakTuk sends itself to the nodes (they need perl); else they run their installed taktuk. */
+  propagate?: boolean;
+}
+
+export interface TaktukRun {
+  results: NodeExecResult[];
+  ms: number;
+  timedOut: boolean;
+}
+
+/**
+ * Runs the installed taktuk with the argv `build` makes from a connector (one results per target).
+ * TakTuk has no per-command timeout: the whole run is bounded by `timeoutMs` plus a deep-enough
+ * tree's worth of connection timeouts.
+ */
+export async function runTaktuk(
+  targets: ExecTarget[],
+  build: (o: TaktukArgsOptions) => string[],
+  opts: TaktukExecOptions,
+): Promise<TaktukRun> {
+  const bin = findTaktuk();
+  if (!bin) throw new InputError('taktuk is not installed (apt-get install taktuk)');
+  const start = Date.now();
+  const connectTimeoutMs = opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+  const dir = await mkdtemp(join(tmpdir(), 'kb-taktuk-'));
+  try {
+    const keyFile = join(dir, 'id');
+    await writeFile(keyFile, opts.privateKey, { mode: 0o600 });
+    const args = build({
+      connector: opts.connector ?? sshConnector(keyFile, connectTimeoutMs),
+      window: opts.window,
+      connectTimeoutS: Math.max(1, Math.ceil(connectTimeoutMs / 1000)),
+      propagate: opts.propagate,
+    });
+    const r = await execa(bin, args, {
+      reject: false,
+      timeout: connectTimeoutMs * 4 + (opts.timeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS),
+      stripFinalNewline: false,
+      // TakTuk passes its own TAKTUK_* settings down through the environment: none may leak in
+      env: Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('TAKTUK_'))),
+      extendEnv: false,
+    });
+    const ms = Date.now() - start;
+    const results = parseTaktukOutput(`${r.stdout}\n${r.stderr}`, targets).map((x) => {
+      const res = { ...x, ms };
+      if (r.timedOut && res.code === null) res.error = `timeout: taktuk killed after ${ms} ms`;
+      return res;
+    });
+    return { results, ms, timedOut: r.timedOut };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 }
 
 /** Runs `command` on every target with the installed taktuk. */
@@ -175,36 +282,11 @@ export async function taktukExec(
   command: string,
   opts: TaktukExecOptions,
 ): Promise<ExecOutcome> {
-  const bin = findTaktuk();
-  if (!bin) throw new InputError('exec --method taktuk: taktuk is not installed (apt-get install taktuk)');
-  const start = Date.now();
-  const connectTimeoutMs = opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
-  const dir = await mkdtemp(join(tmpdir(), 'kb-taktuk-'));
-  try {
-    const keyFile = join(dir, 'id');
-    await writeFile(keyFile, opts.privateKey, { mode: 0o600 });
-    const args = taktukArgs(targets, command, {
-      connector: opts.connector ?? sshConnector(keyFile, connectTimeoutMs),
-      window: opts.window,
-      connectTimeoutS: Math.max(1, Math.ceil(connectTimeoutMs / 1000)),
-    });
-    // TakTuk has no per-command timeout: bound the whole run by a deep-enough tree's worth of both.
-    const r = await execa(bin, args, {
-      reject: false,
-      timeout: connectTimeoutMs * 4 + (opts.timeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS),
-      stripFinalNewline: false,
-    });
-    const ms = Date.now() - start;
-    const results = parseTaktukOutput(`${r.stdout}\n${r.stderr}`, targets).map((x) => {
-      const res = { ...x, ms };
-      if (r.timedOut && res.code === null) res.error = `timeout: taktuk killed after ${ms} ms`;
-      return res;
-    });
-    for (const res of results) opts.onResult?.(res);
-    const stats = emptyStats('taktuk', targets.length);
-    stats.ms = ms;
-    return { results, stats: countResults(stats, results) };
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  if (!findTaktuk())
+    throw new InputError('exec --method taktuk: taktuk is not installed (apt-get install taktuk)');
+  const { results, ms } = await runTaktuk(targets, (o) => taktukArgs(targets, command, o), opts);
+  for (const res of results) opts.onResult?.(res);
+  const stats = emptyStats('taktuk', targets.length);
+  stats.ms = ms;
+  return { results, stats: countResults(stats, results) };
 }

@@ -7,8 +7,39 @@ const mac = z
   .string()
   .regex(/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/, { error: 'expected a lower-case MAC such as 00:16:3e:0a:00:02' });
 
-export const bootProfileSchema = z.enum(['deploy', 'local']);
+/**
+ * What a node boots next: the deployment environment, its local disk (iPXE sanboot), or its
+ * deployed system through that environment's own kernel and initrd served over HTTP (`env`).
+ */
+export const bootProfileSchema = z.enum(['deploy', 'local', 'env']);
 export type BootProfile = z.infer<typeof bootProfileSchema>;
+
+/**
+ * Where an environment's boot files live under httpRoot, as the control endpoint stores them:
+ * envs/<sha256 of the file itself>/kernel or initrd. Nothing else may be uploaded or env-booted.
+ */
+export const envFilePattern = /^envs\/[0-9a-f]{64}\/(kernel|initrd)$/;
+
+/** Kernel parameters go into an iPXE script: no `$` (expansion), `|`, `&`, quotes or newlines. */
+export const cmdlinePattern = /^[A-Za-z0-9 ._,:;=/+@%~-]*$/;
+
+const envFile = (what: 'kernel' | 'initrd') =>
+  z.string({ error: `expected the ${what}'s path` }).regex(new RegExp(`^envs/[0-9a-f]{64}/${what}$`), {
+    error: `expected envs/<sha256>/${what} (a file uploaded through PUT /files/envs/...)`,
+  });
+
+/** The `env` profile's boot: paths relative to httpRoot, and the kernel command line. */
+export const envBootSchema = z.strictObject({
+  kernel: envFile('kernel'),
+  initrd: envFile('initrd').nullable().default(null),
+  cmdline: z
+    .string({ error: 'expected the kernel command line' })
+    .max(2048, { error: 'longer than 2048 characters' })
+    .regex(cmdlinePattern, {
+      error: 'only letters, digits, spaces and . _ , : ; = / + @ % ~ - may go into an iPXE script',
+    }),
+});
+export type EnvBoot = z.infer<typeof envBootSchema>;
 
 export const serviceNodeConfigSchema = z.strictObject({
   /** The service node (a host FQDN from the plan). */
@@ -48,13 +79,20 @@ export const serviceNodeConfigSchema = z.strictObject({
     deploy: z.strictObject({ kernel: z.string(), initrd: z.string(), cmdline: z.string().default('') }),
   }),
   nodes: z.array(
-    z.strictObject({
-      mac,
-      ip: ipv4,
-      hostname: z.string().min(1),
-      fqdn: z.string().min(1),
-      profile: bootProfileSchema.default('deploy'),
-    }),
+    z
+      .strictObject({
+        mac,
+        ip: ipv4,
+        hostname: z.string().min(1),
+        fqdn: z.string().min(1),
+        profile: bootProfileSchema.default('deploy'),
+        /** What the `env` profile boots (set with the profile through the control endpoint). */
+        envBoot: envBootSchema.optional(),
+      })
+      .refine((n) => n.profile !== 'env' || n.envBoot !== undefined, {
+        error: 'the env profile needs envBoot (its kernel, initrd and command line)',
+        path: ['envBoot'],
+      }),
   ),
   /** A and PTR records served for the domain (hosts, service nodes, VMs). */
   dns: z
@@ -65,6 +103,12 @@ export const serviceNodeConfigSchema = z.strictObject({
     })
     .prefault({}),
   leaseSeconds: z.number().int().positive().default(3600),
+  /** Largest file the control endpoint accepts (PUT /files/envs/...): 512 MiB. */
+  uploadMaxBytes: z
+    .number()
+    .int()
+    .positive()
+    .default(512 * 1024 * 1024),
 });
 
 export type ServiceNodeConfig = z.infer<typeof serviceNodeConfigSchema>;

@@ -1,20 +1,136 @@
 // The service node's control endpoint for the controller: boot events as JSON lines
 // (GET /events, ?mac= to filter, ?follow=1 to stream), netboot profile switching
-// (PUT /nodes/<mac>/profile with {"profile": "deploy"|"local"}) and GET /health.
-import { createServer } from 'node:http';
+// (PUT /nodes/<mac>/profile with {"profile": "deploy"|"local"} or
+// {"profile": "env", "env": {"kernel": "envs/<sha256>/kernel", "initrd": ..., "cmdline": ...}}),
+// environment boot files (PUT /files/envs/<sha256>/kernel|initrd, served by the HTTP role under
+// /files/) and GET /health. Like the rest of the endpoint, no authentication: it listens on the
+// testbed's own networks only.
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, open, realpath, rename, rm, stat } from 'node:fs/promises';
+import { createServer, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { join, sep } from 'node:path';
 import { normalizeMac } from './backend.js';
-import { bootProfileSchema } from './config.js';
+import { bootProfileSchema, envBootSchema, envFilePattern } from './config.js';
 import type { BootEvent } from './events.js';
 import type { RoleContext, RunningRole } from './role.js';
+
+type Reply = (status: number, body: unknown, headers?: Record<string, string>) => void;
+
+/**
+ * PUT /files/<rel>: stores the body as httpRoot/<rel>, where rel must be envs/<sha256>/kernel or
+ * initrd and the sha256 is the body's own (content-addressed: a path always holds the same bytes).
+ * Written to a temporary file in httpRoot/.uploads, synced, then renamed into place: the HTTP role
+ * serves nothing or the whole file, never part of one. Refused, with nothing written: any other path (`..`, absolute,
+ * encoded), a body over uploadMaxBytes, a body whose sha256 is not the path's. With
+ * `if-none-match: *`, an existing file is kept (412).
+ */
+async function putFile(ctx: RoleContext, req: IncomingMessage, rawRel: string, reply: Reply) {
+  const refuse = (status: number, message: string) => {
+    // an unread body would otherwise keep the connection busy: close it after the answer
+    reply(status, { message }, { connection: 'close' });
+  };
+  if (!envFilePattern.test(rawRel)) {
+    return refuse(
+      403,
+      `cannot store ${JSON.stringify(rawRel)}: only envs/<sha256 in lower-case hex>/kernel or initrd may be uploaded`,
+    );
+  }
+  const max = ctx.config.uploadMaxBytes;
+  const declared = req.headers['content-length'];
+  if (declared !== undefined && Number(declared) > max) {
+    return refuse(413, `${rawRel}: ${declared} bytes is over the ${max}-byte upload limit`);
+  }
+  const parts = rawRel.split('/');
+  const want = parts[1];
+  const name = parts.at(-1)!;
+  // The body goes to httpRoot/.uploads first; the file's directory is made only once it is whole.
+  let root: string;
+  let staging: string;
+  try {
+    root = await realpath(ctx.config.httpRoot);
+    await mkdir(join(root, '.uploads'), { recursive: true });
+    staging = await realpath(join(root, '.uploads'));
+  } catch (e) {
+    return refuse(500, `${rawRel}: cannot prepare the upload directory (${(e as Error).message})`);
+  }
+  const inRoot = (p: string) => p.startsWith(root + sep);
+  if (!inRoot(staging)) return refuse(403, `${rawRel}: the upload directory leaves the served root`);
+  const target = join(root, ...parts);
+  if (req.headers['if-none-match'] === '*') {
+    const exists = await stat(target).then(
+      (s) => s.isFile(),
+      () => false,
+    );
+    if (exists) return refuse(412, `${rawRel} is already there`);
+  }
+  const tmp = join(staging, `${want}.${name}.${process.pid}.${randomBytes(4).toString('hex')}`);
+  const fh = await open(tmp, 'wx', 0o644);
+  const hash = createHash('sha256');
+  let bytes = 0;
+  let outcome: { status: number; message: string } | null = null;
+  try {
+    // destroyOnReturn false: leaving the loop early must not cut the socket before the answer
+    for await (const chunk of req.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
+      bytes += chunk.length;
+      if (bytes > max) {
+        outcome = { status: 413, message: `${rawRel}: over the ${max}-byte upload limit` };
+        break;
+      }
+      hash.update(chunk);
+      await fh.write(chunk);
+    }
+    if (!outcome && declared !== undefined && bytes !== Number(declared)) {
+      outcome = { status: 400, message: `${rawRel}: got ${bytes} of ${declared} bytes` };
+    }
+    const sha256 = hash.digest('hex');
+    if (!outcome && sha256 !== want) {
+      outcome = { status: 400, message: `${rawRel}: the body's sha256 is ${sha256}, not the path's` };
+    }
+    if (!outcome) {
+      await fh.sync();
+      await fh.close();
+      await mkdir(join(root, ...parts.slice(0, -1)), { recursive: true });
+      // a symlink planted under httpRoot must not redirect the file elsewhere
+      const dir = await realpath(join(root, ...parts.slice(0, -1)));
+      if (!inRoot(dir)) {
+        outcome = { status: 403, message: `${rawRel}: its directory leaves the served root` };
+      } else {
+        await rename(tmp, join(dir, name));
+        ctx.events.emitEvent({ type: 'file.stored', mac: null, detail: `${rawRel} ${bytes} bytes` });
+        return reply(201, { path: rawRel, bytes, sha256 });
+      }
+    }
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    const cut =
+      code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE' || (e as Error).message === 'aborted';
+    outcome = cut
+      ? { status: 400, message: `${rawRel}: upload cut short (${(e as Error).message})` }
+      : { status: 500, message: `${rawRel}: cannot store it (${(e as Error).message})` };
+  }
+  await fh.close().catch(() => {});
+  await rm(tmp, { force: true });
+  // (to a client that went away, this answer goes nowhere, harmlessly)
+  refuse(outcome.status, outcome.message);
+}
 
 export async function startControl(ctx: RoleContext, roles: () => string[]): Promise<RunningRole> {
   const server = createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://service');
-    const json = (status: number, body: unknown) => {
-      res.writeHead(status, { 'content-type': 'application/json' });
+    const json = (status: number, body: unknown, headers: Record<string, string> = {}) => {
+      if (res.headersSent) return;
+      res.writeHead(status, { 'content-type': 'application/json', ...headers });
       res.end(`${JSON.stringify(body)}\n`);
     };
+    // The raw path: URL parsing would resolve `..` and percent-escapes before we could refuse them.
+    const rawPath = (req.url ?? '/').split(/[?#]/)[0];
+    if (req.method === 'PUT' && rawPath.startsWith('/files/')) {
+      putFile(ctx, req, rawPath.slice('/files/'.length), json).catch((e) =>
+        json(500, { message: `upload failed: ${(e as Error).message}` }, { connection: 'close' }),
+      );
+      return;
+    }
     if (req.method === 'GET' && url.pathname === '/health') {
       return json(200, { name: ctx.config.name, roles: roles(), nodes: ctx.config.nodes.length });
     }
@@ -39,19 +155,58 @@ export async function startControl(ctx: RoleContext, roles: () => string[]): Pro
         if (body.length > 4096) req.destroy();
       });
       req.on('end', () => {
-        let profile: unknown;
+        let request: { profile?: unknown; env?: unknown };
         try {
-          profile = JSON.parse(body).profile;
+          request = JSON.parse(body);
+          if (request === null || typeof request !== 'object') throw new Error('not an object');
         } catch {
-          return json(400, { message: 'expected JSON {"profile": "deploy"|"local"}' });
+          return json(400, { message: 'expected JSON {"profile": "deploy"|"local"|"env"}' });
         }
-        const parsed = bootProfileSchema.safeParse(profile);
-        if (!parsed.success) return json(400, { message: 'profile must be "deploy" or "local"' });
-        const mac = decodeURIComponent(m[1]);
-        if (!ctx.backend.setProfile(mac, parsed.data))
-          return json(404, { message: `no node with MAC ${mac}` });
-        ctx.events.emitEvent({ type: 'profile.set', mac: normalizeMac(mac), detail: parsed.data });
-        return json(200, { mac: normalizeMac(mac), profile: parsed.data });
+        const parsed = bootProfileSchema.safeParse(request.profile);
+        if (!parsed.success) return json(400, { message: 'profile must be "deploy", "local" or "env"' });
+        const profile = parsed.data;
+        let env: ReturnType<typeof envBootSchema.parse> | undefined;
+        if (profile === 'env') {
+          const e = envBootSchema.safeParse(request.env);
+          if (!e.success) {
+            const issue = e.error.issues[0];
+            const where = issue.path.length ? `env.${issue.path.join('.')}` : 'env';
+            return json(400, { message: `${where}: ${issue.message}` });
+          }
+          env = e.data;
+        } else if (request.env !== undefined) {
+          return json(400, { message: `env: only the env profile takes one, not ${profile}` });
+        }
+        let mac: string;
+        try {
+          mac = decodeURIComponent(m[1]);
+        } catch {
+          return json(400, { message: 'bad percent-encoding in the MAC' });
+        }
+        const node = ctx.backend.getByMac(mac);
+        if (!node) return json(404, { message: `no node with MAC ${mac}` });
+        const finish = () => {
+          ctx.backend.setProfile(mac, profile, env);
+          const detail = env ? `env ${env.kernel}` : profile;
+          ctx.events.emitEvent({ type: 'profile.set', mac: node.mac, detail });
+          return json(200, env ? { mac: node.mac, profile, env } : { mac: node.mac, profile });
+        };
+        if (!env) return finish();
+        // the files must be there already: a node must not be sent to a kernel that is not served
+        const files = [env.kernel, env.initrd].filter((p): p is string => p !== null);
+        Promise.all(
+          files.map((p) =>
+            stat(join(ctx.config.httpRoot, ...p.split('/'))).then(
+              (s) => (s.isFile() ? null : p),
+              () => p,
+            ),
+          ),
+        ).then((absent) => {
+          const gone = absent.filter((p) => p !== null);
+          if (gone.length > 0)
+            return json(409, { message: `${gone.join(', ')}: not uploaded (PUT /files/${gone[0]} first)` });
+          finish();
+        });
       });
       return;
     }

@@ -27,9 +27,13 @@ export function bootScript(
   node: NodeRecord,
   profile: BootProfile = node.profile,
 ): string {
+  if (profile === 'env' && !node.envBoot) {
+    throw new Error(`node ${node.mac}: the env profile has no kernel to boot`);
+  }
   return template(`ipxe/${profile}.ipxe.hbs`)({
     node,
     boot: config.boot.deploy,
+    env: node.envBoot ?? null,
     baseUrl: `${httpBase(config)}/files`,
     serviceIp: config.ip,
   });

@@ -152,6 +152,8 @@ async function startGroup(store: StateStore, state: TestbedState, plan: Plan, g:
     autostart: false,
     // relays of a tree reach VMs of other sites too, never beyond the testbed
     forwardPrefix: state.config.network.prefix,
+    // the TakTuk engines' shims and socket, removed with the testbed's state
+    commandDir: join(dir, `${g.site}.commands`),
     progressMs: 10_000,
   };
   await mkdir(dir, { recursive: true });

@@ -51,7 +51,7 @@ describe('parseSteps', () => {
     [
       'unknown instance',
       'BroadcastEnv|BroadcastEnvFoo:1:200',
-      /^--steps: "BroadcastEnvFoo" is not a BroadcastEnv step \(expected BroadcastEnvChain, BroadcastEnvTree, BroadcastEnvStar\)$/,
+      /^--steps: "BroadcastEnvFoo" is not a BroadcastEnv step \(expected BroadcastEnvChain, BroadcastEnvTree, BroadcastEnvStar, BroadcastEnvTaktuk\)$/,
     ],
     [
       'wrong macro',

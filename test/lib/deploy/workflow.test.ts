@@ -130,11 +130,11 @@ describe('microStepsFor', () => {
     ],
     ['BroadcastEnvTree', 3, ['broadcast(tree)', 'sync']],
     ['BootNewEnvKexec', 2, ['kexec(deployed)', 'waitReboot(deployed)']],
-    ['BootNewEnvClassical', 1, ['switchProfile(local)', 'reboot(soft)', 'waitReboot(deployed)']],
-    ['BootNewEnvClassical', 3, ['switchProfile(local)', 'reboot(very_hard)', 'waitReboot(deployed)']],
-    ['BootNewEnvHardReboot', 1, ['switchProfile(local)', 'reboot(hard)', 'waitReboot(deployed)']],
-    ['BootNewEnvHardReboot', 2, ['switchProfile(local)', 'reboot(very_hard)', 'waitReboot(deployed)']],
-    ['BootNewEnvHardReboot', 9, ['switchProfile(local)', 'reboot(very_hard)', 'waitReboot(deployed)']],
+    ['BootNewEnvClassical', 1, ['switchProfile(deployed)', 'reboot(soft)', 'waitReboot(deployed)']],
+    ['BootNewEnvClassical', 3, ['switchProfile(deployed)', 'reboot(very_hard)', 'waitReboot(deployed)']],
+    ['BootNewEnvHardReboot', 1, ['switchProfile(deployed)', 'reboot(hard)', 'waitReboot(deployed)']],
+    ['BootNewEnvHardReboot', 2, ['switchProfile(deployed)', 'reboot(very_hard)', 'waitReboot(deployed)']],
+    ['BootNewEnvHardReboot', 9, ['switchProfile(deployed)', 'reboot(very_hard)', 'waitReboot(deployed)']],
   ];
   for (const [instance, attempt, labels] of cases) {
     it(`${instance} attempt ${attempt}`, () => {
@@ -289,7 +289,7 @@ describe('runWorkflow', () => {
         'BootNewEnvKexec#1 waitReboot(deployed) ko',
         'BootNewEnvKexec#2 kexec(deployed) ok',
         'BootNewEnvKexec#2 waitReboot(deployed) ko',
-        'BootNewEnvHardReboot#1 switchProfile(local) ok',
+        'BootNewEnvHardReboot#1 switchProfile(deployed) ok',
         'BootNewEnvHardReboot#1 reboot(hard) ok',
         'BootNewEnvHardReboot#1 waitReboot(deployed) ok',
       ],

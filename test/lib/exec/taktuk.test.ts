@@ -8,9 +8,11 @@ import {
   findTaktuk,
   parseTaktukLines,
   parseTaktukOutput,
+  parseTaktukStatus,
   sshConnector,
   taktukArgs,
   taktukExec,
+  taktukInputArgs,
 } from '../../../src/lib/exec/taktuk.js';
 import type { ExecTarget } from '../../../src/lib/exec/types.js';
 
@@ -21,28 +23,30 @@ const targets: ExecTarget[] = [
   { name: 'n-4', ip: '10.0.0.4' },
 ];
 
-// Written from TakTuk's documented default templates: `$host-$rank: $command ($pid): $type > $line`
-// for output/error/status, and connector/state lines about the peer being deployed.
+// TakTuk 3.7.7's default templates, as it printed them here: `$host-$rank: $command ($pid): $type >
+// $line` for output/error/status (the status being the raw wait status), and `$host: $peer ($pid):
+// $type > $line` for connector/state lines about the peer being deployed.
 const FIXTURE = [
   '10.0.0.1-1: uname -r (4242): output > 6.1.0-kb',
   '10.0.0.2-3: uname -r (5151): output > 6.1.0-kb',
-  '10.0.0.1-1: uname -r (4242): status > 0',
+  '10.0.0.1-1: uname -r (4242): status > Exited with status 0',
   '10.0.0.3-2: uname -r (1717): error > uname: cannot do it',
   '10.0.0.3-2: uname -r (1717): error > second line (7): error > not a tag',
-  '10.0.0.3-2: uname -r (1717): status > 2',
-  'localhost-0: 10.0.0.4 (3131): connector > ssh: connect to host 10.0.0.4 port 22: Connection refused',
-  'localhost-0: 10.0.0.4 (3131): state > Connection failed',
-  '10.0.0.2-3: uname -r (5151): status > 0',
+  '10.0.0.3-2: uname -r (1717): status > Exited with status 512',
+  'vm: 10.0.0.4 (3131): connector > ssh: connect to host 10.0.0.4 port 22: Connection refused',
+  'vm: 10.0.0.4 (3131): state > Connection failed',
+  '10.0.0.2-3: uname -r (5151): status > Exited with status 0',
   'Warning: some unrelated line',
   '',
 ].join('\n');
 
 describe('taktuk command line', () => {
-  it('builds a self-propagating broadcast exec', () => {
+  it('builds a broadcast exec, self-propagating when asked', () => {
     const args = taktukArgs(targets.slice(0, 2), 'uname -r', {
       connector: 'ssh -o BatchMode=yes -l root',
       window: 8,
       connectTimeoutS: 5,
+      propagate: true,
     });
     assert.deepEqual(args, [
       '-s',
@@ -62,6 +66,35 @@ describe('taktuk command line', () => {
       'uname -r',
       ']',
     ]);
+  });
+
+  it('feeds a file to every command through the tree, then closes their input', () => {
+    const args = taktukInputArgs(targets.slice(0, 1), 'kb-agent receive - --store', '/tmp/img', {
+      connector: 'ssh',
+    });
+    assert.deepEqual(args, [
+      '-c',
+      'ssh',
+      '-m',
+      '10.0.0.1',
+      'broadcast',
+      'exec',
+      '[',
+      'kb-agent receive - --store',
+      ']',
+      ';',
+      'broadcast',
+      'input',
+      'file',
+      '[',
+      '/tmp/img',
+      ']',
+      ';',
+      'broadcast',
+      'input',
+      'close',
+    ]);
+    assert.throws(() => taktukInputArgs(targets, 'cat', '/tmp/a ] b', { connector: 'ssh' }), InputError);
   });
 
   it('refuses what taktuk would misread', () => {
@@ -97,7 +130,8 @@ describe('taktuk output', () => {
     });
     // Only the first ` (pid): type > ` is the tag; the rest is the command's own text.
     assert.equal(lines[4].line, 'second line (7): error > not a tag');
-    assert.equal(lines[6].host, 'localhost');
+    assert.equal(lines[6].host, 'vm');
+    assert.equal(lines[6].rank, null);
     assert.equal(lines[6].subject, '10.0.0.4');
   });
 
@@ -118,7 +152,7 @@ describe('taktuk output', () => {
     assert.equal(a.code, 0);
     assert.equal(a.stdout, '6.1.0-kb\n');
     assert.equal(b.code, 0);
-    assert.equal(c.code, 2);
+    assert.equal(c.code, 2, 'wait status 512 is exit code 2');
     assert.equal(c.stderr, 'uname: cannot do it\nsecond line (7): error > not a tag\n');
     assert.equal(d.code, null);
     assert.equal(d.error, 'unreachable: Connection failed');
@@ -133,6 +167,15 @@ describe('taktuk output', () => {
       results.map((r) => r.node),
       ['10.0.0.1', '10.0.0.2', '10.0.0.3', '10.0.0.4'],
     );
+  });
+});
+
+describe('taktuk status', () => {
+  it('decodes the raw wait status it prints', () => {
+    assert.deepEqual(parseTaktukStatus('Exited with status 0'), { code: 0 });
+    assert.deepEqual(parseTaktukStatus('Exited with status 768'), { code: 3 });
+    assert.deepEqual(parseTaktukStatus('Exited with status 9'), { error: 'killed by signal 9' });
+    assert.deepEqual(parseTaktukStatus('3'), { error: 'unparsed status: 3' });
   });
 });
 
@@ -165,5 +208,51 @@ describe('finding taktuk', () => {
       assert.equal(e.message, 'exec --method taktuk: taktuk is not installed (apt-get install taktuk)');
       return true;
     });
+  });
+});
+
+// The installed TakTuk (debian-packages.sh installs it) with a connector that starts each engine
+// on this machine instead of over SSH: its real output, read back per node, no network involved.
+describe('the real taktuk, engines started locally', () => {
+  let dir: string;
+  let connector: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'kb-taktuk-real-'));
+    connector = join(dir, 'connector');
+    // called as `connector <peer> <command>`: the peer "dead" cannot be reached; the engine gets
+    // a clean environment, as over SSH (the root's TAKTUK_* settings would leak in otherwise)
+    await writeFile(
+      connector,
+      [
+        '#!/bin/sh',
+        'peer=$1; shift $(($# - 1))',
+        '[ "$peer" = dead ] && { echo "ssh: connect to host dead port 22: Connection refused" >&2; exit 255; }',
+        'exec env -i PATH="$PATH" /bin/sh -c "$1"',
+        '',
+      ].join('\n'),
+    );
+    await chmod(connector, 0o755);
+  });
+  after(() => rm(dir, { recursive: true, force: true }));
+
+  it('reports output, error and exit code per node, and the unreachable one', async () => {
+    assert.ok(findTaktuk(), 'taktuk is installed (recipes/install/debian-packages.sh)');
+    const nodes: ExecTarget[] = [
+      { name: 'a', ip: 'alpha' },
+      { name: 'b', ip: 'beta' },
+      { name: 'd', ip: 'dead' },
+    ];
+    const r = await taktukExec(nodes, 'echo "out $TAKTUK_HOSTNAME"; echo err >&2; exit 3', {
+      privateKey: 'unused',
+      connector,
+      timeoutMs: 30_000,
+    });
+    const [a, b, d] = r.results;
+    assert.deepEqual([a.code, a.stdout, a.stderr], [3, 'out alpha\n', 'err\n']);
+    assert.deepEqual([b.code, b.stdout], [3, 'out beta\n']);
+    assert.equal(d.code, null);
+    assert.equal(d.error, 'unreachable: Connection failed');
+    assert.match(d.stderr, /Connection refused/);
+    assert.deepEqual([r.stats.failed, r.stats.errors], [2, 1]);
   });
 });

