@@ -7,7 +7,8 @@ import { describe, it } from 'node:test';
 import { Lane, type LaneSource } from '../../../src/lib/broadcast/protocol.js';
 import type { Fault } from '../../../src/lib/emulated/model.js';
 import { receive } from '../../../src/lib/emulated/receive.js';
-import type { AgentVm, Channel, ExecContext } from '../../../src/lib/emulated/ssh.js';
+import type { Channel, ExecContext } from '../../../src/lib/emulated/ssh.js';
+import { fakeAgentVm } from '../../helpers/agent-vm.js';
 
 const MB = 2 ** 20;
 const port = 7790;
@@ -30,18 +31,12 @@ function patternSource(size: number): { src: LaneSource; sha256: string } {
 }
 
 function relay(i: number, args: string[], fault: Fault = { kind: 'none' }) {
-  const vm: AgentVm = {
+  const vm = fakeAgentVm({
     name: `vm-${i}`,
     mac: `02:00:00:89:02:${(i + 1).toString(16).padStart(2, '0')}`,
     ip: ip(i),
-    env: 'deploy',
-    boots: 1,
     fault,
-    disk: { bytes: 0, sha256: null },
-    receives: [],
-    bootedAt: Date.now(),
-    reboot: () => {},
-  };
+  });
   let out = '';
   const result = new Promise<{ code: number; last: Record<string, unknown> }>((resolve) => {
     const ch: Channel = {

@@ -4,23 +4,12 @@ import { PassThrough } from 'node:stream';
 import { describe, it } from 'node:test';
 import type { Fault } from '../../../src/lib/emulated/model.js';
 import { parseStdinReceive, receiveStdin } from '../../../src/lib/emulated/receive-stdin.js';
-import type { AgentVm, Channel } from '../../../src/lib/emulated/ssh.js';
+import type { Channel } from '../../../src/lib/emulated/ssh.js';
+import { fakeAgentVm } from '../../helpers/agent-vm.js';
 
 function vm(fault: Fault = { kind: 'none' }) {
   const died: string[] = [];
-  const v: AgentVm = {
-    name: 'vm-1',
-    mac: '02:00:00:00:00:01',
-    ip: '10.0.0.2',
-    env: 'deploy',
-    boots: 1,
-    fault,
-    disk: { bytes: 0, sha256: null },
-    receives: [],
-    bootedAt: Date.now(),
-    reboot: () => {},
-    die: (reason) => died.push(reason),
-  };
+  const v = fakeAgentVm({ fault, die: (reason) => died.push(reason) });
   return { v, died };
 }
 

@@ -3,7 +3,6 @@
 // `scripted` ones understand `sleep <ms>` and `hang` and count the commands running at once.
 import ssh2 from 'ssh2';
 import {
-  type AgentVm,
   done,
   generateHostKey,
   parseAuthorizedKey,
@@ -12,6 +11,7 @@ import {
   startSshServer,
 } from '../../../src/lib/emulated/ssh.js';
 import type { ExecTarget } from '../../../src/lib/exec/types.js';
+import { fakeAgentVm } from '../../helpers/agent-vm.js';
 
 export interface Nodes {
   targets: ExecTarget[];
@@ -31,21 +31,6 @@ const keys = ssh2.utils.generateKeyPairSync('ed25519');
 const hostKey = generateHostKey();
 const authorized = parseAuthorizedKey(keys.public);
 const forwardTo = (ip: string, port: number) => port === 22 && ip.startsWith('127.77.');
-
-function fakeVm(name: string, ip: string): AgentVm {
-  return {
-    name,
-    mac: '52:54:00:00:00:01',
-    ip,
-    env: 'deploy',
-    boots: 1,
-    fault: { kind: 'none' },
-    disk: { bytes: 0, sha256: null },
-    receives: [],
-    bootedAt: Date.now(),
-    reboot() {},
-  };
-}
 
 export async function startNodes(
   subnet: number,
@@ -81,7 +66,7 @@ export async function startNodes(
               done(ch, 0, `${t.name} slept\n`);
             }, Number(sleep[1]));
           })
-        : await startSshServer(fakeVm(t.name, t.ip), { hostKey, authorized, forwardTo });
+        : await startSshServer(fakeAgentVm({ name: t.name, ip: t.ip }), { hostKey, authorized, forwardTo });
       servers.set(t.name, handle);
     }),
   );
