@@ -23,7 +23,7 @@ import { broadcastImage, emulatedRingBytes } from './broadcast-step.js';
 import { createDriver, defaultDisk } from './driver.js';
 import { envBootOf } from './env-boot.js';
 import { hostPower } from './power.js';
-import { type Deployment, newDeploymentId, saveDeployment } from './stats.js';
+import { type Deployment, listDeployments, macroSpans, newDeploymentId, saveDeployment } from './stats.js';
 import { defaultWorkflow, formatSteps, mergeWorkflow, parseSteps, type Workflow } from './steps.js';
 import { readNodeFile, selectNodes, testbedNodes } from './targets.js';
 import {
@@ -148,6 +148,10 @@ export async function deployTestbed(
       probeIntervalMs: runtime === 'emulated' ? 250 : 2000,
     });
     const rebootWindow = window ?? { size: 50, sleepMs: 10_000 * scale };
+    // the ETA starts from the last deployment of this environment on as many nodes, when there is one
+    const earlier = (await listDeployments(state.name, { env: env.description.name }).catch(() => []))
+      .filter((d) => d.nodes.length === nodes.length)
+      .at(-1);
     const started = Date.now();
     const result = await ctx.progress.step(
       `Deploy ${env.description.name} v${env.description.version} on ${nodes.length} node(s): ${formatSteps(workflow)}`,
@@ -167,13 +171,16 @@ export async function deployTestbed(
             // the driver bounds its probes itself; one window keeps a single deadline for all
             probeWindow: { size: nodes.length },
             breakpoint: req.breakpoint,
+            priorBatchMs: earlier && macroSpans(earlier),
             onEvent: (e) => {
               const s = e.snapshot;
               const steps = Object.entries(s.byMacro)
                 .filter(([, n]) => n > 0)
                 .map(([m, n]) => `${n} ${m}`)
                 .join(', ');
-              const eta = s.etaMs === undefined ? '' : `, ETA ${Math.round(s.etaMs / 1000)} s`;
+              // counted from timeouts until a batch ends (or an earlier deployment tells): at most that
+              const eta =
+                s.etaMs === undefined ? '' : `, ETA ${s.etaBound ? '≤ ' : ''}${Math.round(s.etaMs / 1000)} s`;
               step.status(`${s.ok} OK, ${s.ko} KO${steps ? `, ${steps}` : ''}${eta}`);
             },
           },

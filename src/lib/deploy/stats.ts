@@ -121,6 +121,28 @@ export async function listDeployments(testbed: string, filter: DeploymentFilter 
   return filterDeployments(out, filter);
 }
 
+/**
+ * Per macro-step, how long the first attempt of its first instance took across all nodes (first
+ * start to last end, retries and fallbacks left out): what a like deployment's ETA can expect of
+ * each macro-step before one of its own batches finishes.
+ */
+export function macroSpans(dep: Deployment): Record<string, number> {
+  const first = new Map<string, StepRecord>();
+  for (const s of dep.steps) {
+    const f = first.get(s.macro);
+    if (!f || s.start < f.start) first.set(s.macro, s);
+  }
+  const span = new Map<string, { from: number; to: number }>();
+  for (const s of dep.steps) {
+    if (s.attempt !== 1 || s.instance !== first.get(s.macro)?.instance) continue;
+    const cur = span.get(s.macro) ?? { from: s.start, to: s.start };
+    cur.from = Math.min(cur.from, s.start);
+    cur.to = Math.max(cur.to, s.start + s.durationMs);
+    span.set(s.macro, cur);
+  }
+  return Object.fromEntries([...span].map(([m, { from, to }]) => [m, to - from]));
+}
+
 // --- filters -------------------------------------------------------------------------------------
 
 export interface DeploymentFilter {

@@ -158,6 +158,11 @@ export interface WorkflowOptions {
   signal?: AbortSignal;
   /** Progress; an exception thrown here is ignored. */
   onEvent?: (event: WorkflowEvent) => void;
+  /**
+   * How long each macro-step's batch took in an earlier deployment like this one: the ETA's
+   * estimate until a batch of this deployment finishes (else the instance's timeout, a bound).
+   */
+  priorBatchMs?: Partial<Record<MacroStep, number>>;
 }
 
 export const defaultRebootWindow: Window = { size: 50, sleepMs: 10_000 };
@@ -179,9 +184,12 @@ export interface WorkflowSnapshot {
   byMicro: Record<string, number>;
   /**
    * Time until the last running node should be done: per macro-step, the mean duration of its
-   * finished batches (the first instance's timeout until one finishes) for what is left.
+   * finished batches (until one finishes: an earlier deployment's, else the first instance's
+   * timeout) for what is left.
    */
   etaMs?: number;
+  /** The ETA counts some timeout in: it is an upper bound rather than an estimate. */
+  etaBound?: boolean;
 }
 
 interface BatchInfo {
@@ -379,20 +387,33 @@ class Engine {
     };
     if (running > 0) {
       let eta = 0;
+      let bound = false;
       for (const b of this.active) {
         const mi = MACRO_STEPS.indexOf(b.macro);
-        let left = Math.max(0, b.start + this.estimate(b.macro, b.timeoutMs) - now);
-        for (const m of MACRO_STEPS.slice(mi + 1)) left += this.estimate(m, this.workflow[m][0].timeoutMs);
-        eta = Math.max(eta, left);
+        const here = this.estimate(b.macro, b.timeoutMs);
+        let left = Math.max(0, b.start + here.ms - now);
+        let fromTimeouts = here.bound;
+        for (const m of MACRO_STEPS.slice(mi + 1)) {
+          const e = this.estimate(m, this.workflow[m][0].timeoutMs);
+          left += e.ms;
+          fromTimeouts ||= e.bound;
+        }
+        if (left >= eta) {
+          eta = left;
+          bound = fromTimeouts;
+        }
       }
       snap.etaMs = eta;
+      if (bound) snap.etaBound = true;
     }
     return snap;
   }
 
-  private estimate(macro: MacroStep, fallbackMs: number): number {
+  private estimate(macro: MacroStep, timeoutMs: number): { ms: number; bound: boolean } {
     const t = this.batchTimes[macro];
-    return t.count > 0 ? t.total / t.count : fallbackMs;
+    if (t.count > 0) return { ms: t.total / t.count, bound: false };
+    const prior = this.opts.priorBatchMs?.[macro];
+    return prior !== undefined ? { ms: prior, bound: false } : { ms: timeoutMs, bound: true };
   }
 
   private emit(event: WorkflowEvent): void {

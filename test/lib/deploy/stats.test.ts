@@ -14,6 +14,7 @@ import {
   histogram,
   listDeployments,
   loadDeployment,
+  macroSpans,
   newDeploymentId,
   retriesByNode,
   type StepRecord,
@@ -262,6 +263,12 @@ describe('deployment queries', () => {
       durationsByStep(sample(), { step: 'kexec' }).map((s) => s.micro),
       ['kexec'],
     );
+  });
+
+  it("spans each macro-step's first attempt, for the next deployment's ETA", () => {
+    // SetDeploymentEnv: the Untrusted reboots and mounts of attempt 1 (0–200), not n3's fallback;
+    // BroadcastEnv: n1's and n2's sends (150–500)
+    assert.deepEqual(macroSpans(sample()), { [SDE]: 200, [BC]: 350 });
   });
 
   it('bins values into equal-width histograms', () => {

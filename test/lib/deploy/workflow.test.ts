@@ -690,6 +690,7 @@ describe('runWorkflow', () => {
     assert.deepEqual(early.byMicro, { 'SetDeploymentEnv:reboot(soft)': 4 });
     // Nothing finished yet: each macro-step is estimated at its first instance's timeout.
     assert.equal(early.etaMs, 300_000 - 500 + 300_000 + 150_000);
+    assert.equal(early.etaBound, true, 'made of timeouts: an upper bound');
 
     assert.deepEqual(casting.byMicro, { 'BroadcastEnv:broadcast(chain)': 4 });
     assert.equal(casting.etaMs, 300_000 - 10_000 + 150_000);
@@ -701,6 +702,19 @@ describe('runWorkflow', () => {
     assert.equal(final.ok, 4);
     assert.equal(final.etaMs, undefined);
     assert.equal(result.nodes.length, 4);
+  });
+
+  it("starts the ETA from an earlier deployment's batch times", async () => {
+    const clock = new FakeClock(T0);
+    const prior = { SetDeploymentEnv: 40_000, BroadcastEnv: 30_000, BootNewEnv: 20_000 };
+    const run = startWorkflow(['a'], wf(), new FakeDriver(clock), { clock, priorBatchMs: prior });
+    let snap: ReturnType<typeof run.snapshot> | undefined;
+    clock.sleep(500).then(() => {
+      snap = run.snapshot();
+    });
+    await runToEnd(clock, run.done);
+    assert.equal(snap!.etaMs, 40_000 - 500 + 30_000 + 20_000);
+    assert.equal(snap!.etaBound, undefined, 'an estimate, not a bound');
   });
 
   it('uses finished batch times for the ETA', async () => {
