@@ -15,6 +15,7 @@ import { after, before, describe, it } from 'node:test';
 import { planFaults } from '../../src/lib/emulated/model.js';
 import type { Plan } from '../../src/lib/planner/plan.js';
 import { kb } from '../helpers/cli.js';
+import { emulatedConfig } from '../helpers/emulated-config.js';
 import { leftovers } from '../helpers/leftovers.js';
 import { needTools } from '../helpers/netns.js';
 
@@ -23,27 +24,17 @@ const name = 'kbt-dep';
 const prefix = '10.229';
 
 function config(seed: number): string {
-  return `name: ${name}
-provider: local
-domain: dep.test
-network:
-  prefix: ${prefix}.0.0/16
-sites:
-  - name: nancy
-    serviceNodes: 1
-    clusters:
-      - { name: grappe, hosts: 4, hardware: { cores: 4, ramMB: 16384, diskGB: 20 } }
-  - name: rennes
-    serviceNodes: 1
-    clusters:
-      - { name: paravance, hosts: 4, hardware: { cores: 4, ramMB: 16384, diskGB: 20 } }
-vms:
-  count: 40
-  runtime: emulated
-  emulated:
-    seed: ${seed}
-    faults: { die-mid-transfer: 0.03, reboot: 0.05 }
-`;
+  return emulatedConfig({
+    name,
+    domain: 'dep.test',
+    prefix,
+    sites: [
+      { hosts: 4, serviceNodes: 1 },
+      { hosts: 4, serviceNodes: 1 },
+    ],
+    vms: 40,
+    emulated: `{ seed: ${seed}, faults: { die-mid-transfer: 0.03, reboot: 0.05 } }`,
+  });
 }
 
 describe('deployment on an emulated testbed (built binary)', { skip, timeout: 400_000 }, () => {

@@ -13,6 +13,7 @@ import { planFaults } from '../../src/lib/emulated/model.js';
 import type { Plan } from '../../src/lib/planner/plan.js';
 import type { VmBoot } from '../../src/lib/testbed/boot-tracker.js';
 import { kb } from '../helpers/cli.js';
+import { emulatedConfig } from '../helpers/emulated-config.js';
 import { leftovers } from '../helpers/leftovers.js';
 import { needTools } from '../helpers/netns.js';
 
@@ -25,27 +26,17 @@ const transient = 0.5;
 const gcThresh3 = () => readFileSync('/proc/sys/net/ipv4/neigh/default/gc_thresh3', 'utf8').trim();
 
 function config(seed: number): string {
-  return `name: ${name}
-provider: local
-domain: emu.test
-network:
-  prefix: ${prefix}.0.0/16
-sites:
-  - name: nancy
-    serviceNodes: 2
-    clusters:
-      - { name: grappe, hosts: 8, hardware: { cores: 4, ramMB: 16384, diskGB: 20 } }
-  - name: rennes
-    serviceNodes: 1
-    clusters:
-      - { name: paravance, hosts: 6, hardware: { cores: 4, ramMB: 16384, diskGB: 20 } }
-vms:
-  count: 80
-  runtime: emulated
-  emulated:
-    seed: ${seed}
-    faults: { fail-boot: ${rates['fail-boot']}, hang: ${rates.hang}, transient: ${transient} }
-`;
+  return emulatedConfig({
+    name,
+    domain: 'emu.test',
+    prefix,
+    sites: [
+      { hosts: 8, serviceNodes: 2 },
+      { hosts: 6, serviceNodes: 1 },
+    ],
+    vms: 80,
+    emulated: `{ seed: ${seed}, faults: { fail-boot: ${rates['fail-boot']}, hang: ${rates.hang}, transient: ${transient} } }`,
+  });
 }
 
 describe('emulated testbed (built binary)', { skip, timeout: 300_000 }, () => {

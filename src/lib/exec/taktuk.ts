@@ -3,12 +3,12 @@
 // build its command line and read its default tagged output back into one result per node.
 // Nodes run their installed taktuk (`taktuk -r`), or with `propagate` TakTuk sends itself (-s),
 // which needs perl on the nodes.
-import { accessSync, constants } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { delimiter, join } from 'node:path';
+import { join } from 'node:path';
 import { execa } from 'execa';
 import { InputError } from '../errors.js';
+import { findExecutable } from '../executable.js';
 import { checkWindow } from './flat.js';
 import { DEFAULT_COMMAND_TIMEOUT_MS, DEFAULT_CONNECT_TIMEOUT_MS } from './pool.js';
 import {
@@ -22,15 +22,7 @@ import {
 
 /** The taktuk executable on PATH, or null. */
 export function findTaktuk(path = process.env.PATH ?? ''): string | null {
-  for (const dir of path.split(delimiter)) {
-    if (!dir) continue;
-    const file = join(dir, 'taktuk');
-    try {
-      accessSync(file, constants.X_OK);
-      return file;
-    } catch {}
-  }
-  return null;
+  return findExecutable('taktuk', path);
 }
 
 /** An ssh command line TakTuk can use as its connector, non-interactive and key-only. */

@@ -3,26 +3,21 @@
 // `ip netns exec NS`, since it must run in the service node's namespace) and wait until it
 // reports it started. Its log (log-facility=-) is kept for the caller and for error messages.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { accessSync, constants } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { delimiter, join } from 'node:path';
+import { join } from 'node:path';
 import { execa } from 'execa';
 import { KbError } from '../../errors.js';
+import { findExecutable } from '../../executable.js';
 import { type Logger, silentLogger } from '../../log.js';
 import type { ServiceNodeConfig } from '../config.js';
 import { renderDnsmasqConfig } from './config.js';
 
 /** dnsmasq lives in /usr/sbin, which is not on every user's PATH. */
 export function findDnsmasq(pathEnv = process.env.PATH ?? ''): string {
-  for (const dir of [...pathEnv.split(delimiter).filter(Boolean), '/usr/sbin', '/sbin']) {
-    const p = join(dir, 'dnsmasq');
-    try {
-      accessSync(p, constants.X_OK);
-      return p;
-    } catch {}
-  }
-  throw new KbError('dnsmasq not found: install the Debian package dnsmasq-base');
+  const p = findExecutable('dnsmasq', pathEnv, ['/usr/sbin', '/sbin']);
+  if (!p) throw new KbError('dnsmasq not found: install the Debian package dnsmasq-base');
+  return p;
 }
 
 /** The command line that runs dnsmasq on a config file, for callers that start it themselves. */
