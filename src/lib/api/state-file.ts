@@ -1,8 +1,8 @@
 // Where the embedded API keeps its scheduler state between runs. Writes go to a temporary file
 // in the same folder, then a rename: a crash leaves the old state or the new one, never half.
 
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { readFile } from 'node:fs/promises';
+import { writeFileAtomic } from '../atomic-file.js';
 import { InputError } from '../errors.js';
 import type { Inventory } from './inventory.js';
 import { Scheduler, type SchedulerOptions } from './scheduler.js';
@@ -24,21 +24,6 @@ export async function loadScheduler(
     return Scheduler.fromJSON(inventory, JSON.parse(text), options);
   } catch (err) {
     throw new InputError(`API state file ${file}: ${(err as Error).message}`);
-  }
-}
-
-let sequence = 0;
-
-export async function writeFileAtomic(file: string, text: string): Promise<void> {
-  const dir = dirname(file);
-  await mkdir(dir, { recursive: true });
-  const tmp = join(dir, `.${basename(file)}.${process.pid}.${sequence++}.tmp`);
-  try {
-    await writeFile(tmp, text);
-    await rename(tmp, file);
-  } catch (err) {
-    await rm(tmp, { force: true });
-    throw err;
   }
 }
 

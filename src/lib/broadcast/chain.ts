@@ -207,10 +207,7 @@ function validate(nodes: readonly BroadcastNode[], source: BroadcastSource, opts
   if ('data' in source && source.data.length !== source.size) {
     throw new InputError(`broadcast: source holds ${source.data.length} bytes, not ${source.size}`);
   }
-  if (typeof opts.mode !== 'string') {
-    const p = 'extract' in opts.mode ? opts.mode.extract : opts.mode.write;
-    if (!SAFE_ARG.test(p)) throw new InputError(`broadcast: unsupported characters in target path ${p}`);
-  }
+  modeArgs(opts.mode, true);
   for (const [k, v] of [
     ['stallMs', opts.stallMs],
     ['timeoutMs', opts.timeoutMs],
@@ -222,10 +219,16 @@ function validate(nodes: readonly BroadcastNode[], source: BroadcastSource, opts
   }
 }
 
-function modeArgs(mode: BroadcastMode, resumable: boolean): string {
+/**
+ * The receiver's arguments for what it does with the bytes (they go to the node's shell: a target
+ * path of other characters is refused).
+ */
+export function modeArgs(mode: BroadcastMode, resumable: boolean): string {
   // the busybox agent keeps nothing without a target: no --store there
   if (mode === 'store') return resumable ? ' --store' : '';
-  return 'extract' in mode ? ` --extract ${mode.extract}` : ` --write ${mode.write}`;
+  const p = 'extract' in mode ? mode.extract : mode.write;
+  if (!SAFE_ARG.test(p)) throw new InputError(`broadcast: unsupported characters in target path ${p}`);
+  return 'extract' in mode ? ` --extract ${p}` : ` --write ${p}`;
 }
 
 interface OpenSource extends LaneSource {

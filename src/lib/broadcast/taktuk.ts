@@ -4,7 +4,14 @@
 // sha256; TakTuk's per-node exit status and the agent's last JSON line say which ones got it.
 import { runTaktuk, taktukInputArgs } from '../exec/taktuk.js';
 import type { NodeExecResult } from '../exec/types.js';
-import type { BroadcastMode, BroadcastNode, BroadcastReport, BroadcastSource, NodeReport } from './chain.js';
+import {
+  type BroadcastMode,
+  type BroadcastNode,
+  type BroadcastReport,
+  type BroadcastSource,
+  modeArgs,
+  type NodeReport,
+} from './chain.js';
 
 export interface TaktukBroadcastOptions {
   privateKey: string | Buffer;
@@ -19,9 +26,7 @@ export interface TaktukBroadcastOptions {
 
 /** The receiver's command line on each node. */
 export function receiverCommand(source: { size: number; sha256: string }, mode: BroadcastMode): string {
-  const what =
-    mode === 'store' ? '--store' : 'extract' in mode ? `--extract ${mode.extract}` : `--write ${mode.write}`;
-  return `kb-agent receive - --size ${source.size} --sha256 ${source.sha256} ${what}`;
+  return `kb-agent receive - --size ${source.size} --sha256 ${source.sha256}${modeArgs(mode, true)}`;
 }
 
 /** One node's outcome from what TakTuk reported of its receiver. */
@@ -58,6 +63,7 @@ export async function broadcastTaktuk(
     window: opts.window,
     timeoutMs: opts.timeoutMs ?? 600_000,
     propagate: opts.propagate,
+    what: 'taktuk broadcast',
   });
   const reports = run.results.map((r) => nodeReport(r, source));
   const ok = reports.filter((r) => r.ok).length;

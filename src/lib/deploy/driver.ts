@@ -6,6 +6,7 @@ import { eachLimited } from '../concurrency.js';
 import type { EnvBootFiles } from '../envs/boot-files.js';
 import type { RegisteredEnvironment } from '../envs/registry.js';
 import type { SshPool } from '../exec/pool.js';
+import { sq } from '../shell.js';
 import { envBootOf, uploadOnce } from './env-boot.js';
 import type { PowerControl } from './power.js';
 import type { DeployNode } from './targets.js';
@@ -61,7 +62,6 @@ const sleep = (ms: number, signal: AbortSignal) =>
   });
 
 /** Single quotes for the node's shell. */
-const sq = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 
 export function createDriver(deps: DriverDeps): WorkflowDriver {
   const disk = deps.disk ?? defaultDisk;

@@ -1,14 +1,13 @@
 // `kabootstrap put`: one file to the testbed's VMs by broadcast, written at the same path on each
 // and checked by sha256 there.
 import { stat } from 'node:fs/promises';
-import { isAbsolute, join } from 'node:path';
+import { isAbsolute } from 'node:path';
 import type { BroadcastReport } from '../broadcast/chain.js';
 import { hashFile } from '../envs/registry.js';
-import { InputError, TestbedError } from '../errors.js';
+import { InputError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { StateStore } from '../state/store.js';
 import { emulatedRingBytes, sendFile } from './broadcast-step.js';
-import { readNodeFile, selectNodes, testbedNodes } from './targets.js';
+import { openTestbed } from './open-testbed.js';
 import type { BroadcastMethod } from './workflow.js';
 
 export interface PutRequest {
@@ -35,11 +34,7 @@ export async function putOnTestbed(
       `put: ${req.file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`,
     );
   }
-  const store = new StateStore(req.testbed);
-  const state = await store.read();
-  if (!state) throw new TestbedError(`testbed ${req.testbed} is not set up: run 'kabootstrap setup' first`);
-  const names = req.nodeFile ? await readNodeFile(req.nodeFile) : null;
-  const nodes = selectNodes(testbedNodes(state), names, `-f ${req.nodeFile}`, req.testbed);
+  const { state, nodes, keyFile } = await openTestbed(req.testbed, req.nodeFile);
   const { sha256 } = await hashFile(req.file);
   const report = await sendFile(
     req.method,
@@ -47,7 +42,7 @@ export async function putOnTestbed(
     { path: req.file, size, sha256 },
     { write: req.dest },
     {
-      keyFile: join(store.dir, 'ssh', 'id_ed25519'),
+      keyFile,
       resumable: state.config.vms.runtime === 'emulated',
       ringBytes: state.config.vms.runtime === 'emulated' ? emulatedRingBytes : undefined,
       stallMs: state.config.vms.runtime === 'emulated' ? 10_000 : undefined,

@@ -1,13 +1,10 @@
 // `kabootstrap reboot`: reboot nodes at a level (soft: the node reboots itself over SSH; hard:
 // reset through its host; very_hard: power off and on) and wait until each answers SSH again.
 import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { eachLimited } from '../concurrency.js';
-import { TestbedError } from '../errors.js';
 import { SshPool } from '../exec/pool.js';
-import { StateStore } from '../state/store.js';
+import { openTestbed } from './open-testbed.js';
 import { hostPower } from './power.js';
-import { readNodeFile, selectNodes, testbedNodes } from './targets.js';
 import type { RebootLevel } from './workflow.js';
 
 export interface RebootRequest {
@@ -25,12 +22,7 @@ export interface RebootResult {
 }
 
 export async function rebootNodes(req: RebootRequest): Promise<RebootResult[]> {
-  const store = new StateStore(req.testbed);
-  const state = await store.read();
-  if (!state) throw new TestbedError(`testbed ${req.testbed} is not set up: run 'kabootstrap setup' first`);
-  const names = req.nodeFile ? await readNodeFile(req.nodeFile) : null;
-  const nodes = selectNodes(testbedNodes(state), names, `-f ${req.nodeFile}`, req.testbed);
-  const keyFile = join(store.dir, 'ssh', 'id_ed25519');
+  const { state, nodes, keyFile } = await openTestbed(req.testbed, req.nodeFile);
   const pool = new SshPool({ privateKey: await readFile(keyFile) });
   const power = hostPower({ testbed: state.name, runtime: state.config.vms.runtime, keyFile });
   const t0 = Date.now();

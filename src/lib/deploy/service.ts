@@ -12,20 +12,19 @@ import {
   type RegisteredEnvironment,
   verifyImage,
 } from '../envs/registry.js';
-import { InputError, TestbedError } from '../errors.js';
+import { InputError } from '../errors.js';
 import { SshPool } from '../exec/pool.js';
 import { findTaktuk } from '../exec/taktuk.js';
 import type { Logger } from '../log.js';
 import type { Progress } from '../progress.js';
 import { envBootSchema } from '../services/config.js';
-import { StateStore } from '../state/store.js';
 import { broadcastImage, emulatedRingBytes } from './broadcast-step.js';
 import { createDriver, defaultDisk } from './driver.js';
 import { envBootOf } from './env-boot.js';
+import { openTestbed } from './open-testbed.js';
 import { hostPower } from './power.js';
 import { type Deployment, listDeployments, macroSpans, newDeploymentId, saveDeployment } from './stats.js';
 import { defaultWorkflow, formatSteps, mergeWorkflow, parseSteps, type Workflow } from './steps.js';
-import { readNodeFile, selectNodes, testbedNodes } from './targets.js';
 import {
   type BroadcastMethod,
   defaultRebootTimeoutMs,
@@ -61,9 +60,7 @@ export function parseWindow(text: string, flag: string): Window {
 
 /** Everything a deployment needs, checked; throws one clear InputError and touches nothing. */
 export async function checkRequest(req: DeployRequest) {
-  const store = new StateStore(req.testbed);
-  const state = await store.read();
-  if (!state) throw new TestbedError(`testbed ${req.testbed} is not set up: run 'kabootstrap setup' first`);
+  const { store, state, keyFile, nodes } = await openTestbed(req.testbed, req.nodeFile);
   let workflow: Workflow = mergeWorkflow(defaultWorkflow(), req.steps ? parseSteps(req.steps) : {});
   if (req.broadcast && !req.steps?.includes('BroadcastEnv|')) {
     const name = `BroadcastEnv${req.broadcast[0].toUpperCase()}${req.broadcast.slice(1)}`;
@@ -74,21 +71,18 @@ export async function checkRequest(req: DeployRequest) {
   }
   const window = req.rebootWindow ? parseWindow(req.rebootWindow, '--reboot-window') : undefined;
   if (req.breakpoint) parseBreakpoint(req.breakpoint);
-  // BroadcastEnv runs in the deployment environment: ours (busybox) has no TakTuk to run
-  if (
-    state.config.vms.runtime === 'qemu' &&
-    workflow.BroadcastEnv.some((i) => i.name === 'BroadcastEnvTaktuk')
-  )
-    throw new InputError(
-      "BroadcastEnvTaktuk: the qemu runtime's deployment environment has no taktuk (use chain, tree or star)",
-    );
-  if (workflow.BroadcastEnv.some((i) => i.name === 'BroadcastEnvTaktuk') && !findTaktuk())
-    throw new InputError('BroadcastEnvTaktuk: taktuk is not installed (apt-get install taktuk)');
+  if (workflow.BroadcastEnv.some((i) => i.name === 'BroadcastEnvTaktuk')) {
+    // BroadcastEnv runs in the deployment environment: ours (busybox) has no TakTuk to run
+    if (state.config.vms.runtime === 'qemu')
+      throw new InputError(
+        "BroadcastEnvTaktuk: the qemu runtime's deployment environment has no taktuk (use chain, tree or star)",
+      );
+    if (!findTaktuk())
+      throw new InputError('BroadcastEnvTaktuk: taktuk is not installed (apt-get install taktuk)');
+  }
   const env = await getEnvironment(req.env, req.envVersion);
   if (!canUse(req.user, env)) throw new InputError(`unknown environment "${req.env}"`);
   await verifyImage(env);
-  const names = req.nodeFile ? await readNodeFile(req.nodeFile) : null;
-  const nodes = selectNodes(testbedNodes(state), names, `-f ${req.nodeFile}`, req.testbed);
   await checkDeployRights(
     req.user,
     env,
@@ -106,7 +100,7 @@ export async function checkRequest(req: DeployRequest) {
       );
     }
   }
-  return { store, state, env, nodes, workflow, window, envBoot };
+  return { store, state, keyFile, env, nodes, workflow, window, envBoot };
 }
 
 /** The fastest the model allows: every node's quickest reboot and kexec, and the image at 1 GB/s. */
@@ -119,9 +113,8 @@ export async function deployTestbed(
   req: DeployRequest,
   ctx: { logger: Logger; progress: Progress },
 ): Promise<DeployResult> {
-  const { store, state, env, nodes, workflow, window, envBoot } = await checkRequest(req);
+  const { store, state, keyFile, env, nodes, workflow, window, envBoot } = await checkRequest(req);
   await store.lock('deploy');
-  const keyFile = join(store.dir, 'ssh', 'id_ed25519');
   const pool = new SshPool({ privateKey: await readFile(keyFile) });
   const runtime = state.config.vms.runtime;
   const power = hostPower({ testbed: state.name, runtime, keyFile });

@@ -244,10 +244,11 @@ function receiveResumable(vm: AgentVm, ch: Channel, ctx: ExecContext, o: Resumab
   const release = (why: string) => {
     if (holds.delete(why) && holds.size === 0) upstream?.resume();
   };
-  const running = () => lanes.filter((l) => !l.finished);
+  // per chunk and per lane write: a loop that allocates nothing
   const oldest = (of: (l: Lane) => number) => {
-    const r = running();
-    return r.length ? Math.min(...r.map(of)) : have;
+    let m = have;
+    for (const l of lanes) if (!l.finished) m = Math.min(m, of(l));
+    return m;
   };
   const checkLag = () => {
     // a lane has still to send from there: the receive pauses before that outgrows the ring

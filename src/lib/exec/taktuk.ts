@@ -216,6 +216,8 @@ export interface TaktukExecOptions extends ExecOptions {
   connector?: string;
   /** -s: TakTuk sends itself to the nodes (they need perl); else they run their installed taktuk. */
   propagate?: boolean;
+  /** What runs it, for the error when taktuk is not installed (default `taktuk`). */
+  what?: string;
 }
 
 export interface TaktukRun {
@@ -235,7 +237,8 @@ export async function runTaktuk(
   opts: TaktukExecOptions,
 ): Promise<TaktukRun> {
   const bin = findTaktuk();
-  if (!bin) throw new InputError('taktuk is not installed (apt-get install taktuk)');
+  if (!bin)
+    throw new InputError(`${opts.what ?? 'taktuk'}: taktuk is not installed (apt-get install taktuk)`);
   const start = Date.now();
   const connectTimeoutMs = opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
   const dir = await mkdtemp(join(tmpdir(), 'kb-taktuk-'));
@@ -274,9 +277,10 @@ export async function taktukExec(
   command: string,
   opts: TaktukExecOptions,
 ): Promise<ExecOutcome> {
-  if (!findTaktuk())
-    throw new InputError('exec --method taktuk: taktuk is not installed (apt-get install taktuk)');
-  const { results, ms } = await runTaktuk(targets, (o) => taktukArgs(targets, command, o), opts);
+  const { results, ms } = await runTaktuk(targets, (o) => taktukArgs(targets, command, o), {
+    what: 'exec --method taktuk',
+    ...opts,
+  });
   for (const res of results) opts.onResult?.(res);
   const stats = emptyStats('taktuk', targets.length);
   stats.ms = ms;

@@ -3,27 +3,12 @@
 // routes go with them) and the controller's link (its route goes with it). Works from the
 // state's records and also sweeps by name, so a setup killed before it flushed a record is
 // cleaned too. Idempotent.
-import { readFileSync } from 'node:fs';
 import { readFile, rm, rmdir } from 'node:fs/promises';
+import { isAlive } from '../pid.js';
 import type { TestbedState } from '../state/store.js';
 import { ip, linkExists, listNamespaces, nsPids } from './ip.js';
 import { restoreNeighbourTables } from './neigh.js';
 import { nsPrefix, testbedTag } from './topology.js';
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  // A killed daemon whose parent is not reaping it stays a zombie: it is gone all the same.
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
-}
 
 async function cmdline(pid: number): Promise<string> {
   return (await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).replace(/\0/g, ' ');
@@ -36,8 +21,8 @@ async function killAll(pids: number[]): Promise<void> {
     } catch {}
   }
   const deadline = Date.now() + 3000;
-  while (pids.some(alive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-  for (const pid of pids.filter(alive)) {
+  while (pids.some(isAlive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  for (const pid of pids.filter(isAlive)) {
     try {
       process.kill(pid, 'SIGKILL');
     } catch {}
@@ -65,7 +50,7 @@ export async function teardownNetwork(
   const pids = new Set<number>();
   for (const r of state.resources.filter((x) => x.kind === 'process' && typeof x.data.pid === 'number')) {
     const pid = r.data.pid as number;
-    if (alive(pid) && (await cmdline(pid)).includes(String(r.data.match ?? ''))) pids.add(pid);
+    if (isAlive(pid) && (await cmdline(pid)).includes(String(r.data.match ?? ''))) pids.add(pid);
   }
   for (const ns of namespaces) for (const pid of await nsPids(ns)) pids.add(pid);
   await killAll([...pids]);

@@ -3,6 +3,7 @@
 // a disk on tmpfs (as the reference experiment did), a QMP socket, and QEMU's own pid file.
 // Power on = launch, off = QMP quit, reset = QMP system_reset, status = pid + QMP query-status.
 
+import { sq } from '../shell.js';
 import { qmpConnect } from './qmp.js';
 import type { SshSession } from './ssh-session.js';
 
@@ -33,11 +34,6 @@ export function vmPaths(testbed: string, vm: string) {
     pid: `${dir}/qemu.pid`,
     serial: `${dir}/serial.log`,
   };
-}
-
-/** Shell quoting for values put into remote commands. */
-export function sq(s: string): string {
-  return `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
 /** Idempotent: the bridge joining the host's VLAN interface and one tap per VM. */

@@ -22,6 +22,11 @@ describe('taktuk broadcast', () => {
     );
     assert.match(receiverCommand(source, { write: '/tmp/f' }), / --write \/tmp\/f$/);
     assert.match(receiverCommand(source, 'store'), / --store$/);
+    // the command goes to each node's shell
+    assert.throws(
+      () => receiverCommand(source, { write: '/tmp/a b;reboot' }),
+      /^InputError: broadcast: unsupported characters in target path \/tmp\/a b;reboot$/,
+    );
   });
 
   const line = (o: object) => `${JSON.stringify(o)}\n`;

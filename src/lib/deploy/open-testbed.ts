@@ -1,0 +1,23 @@
+// What exec, put, reboot and deploy start from: the testbed's state (it must be set up), the
+// testbed's SSH key and the VMs to act on (all, or those a node file names).
+import { join } from 'node:path';
+import { TestbedError } from '../errors.js';
+import { StateStore, type TestbedState } from '../state/store.js';
+import { type DeployNode, readNodeFile, selectNodes, testbedNodes } from './targets.js';
+
+export interface OpenTestbed {
+  store: StateStore;
+  state: TestbedState;
+  /** The private key every node and host accepts. */
+  keyFile: string;
+  nodes: DeployNode[];
+}
+
+export async function openTestbed(testbed: string, nodeFile?: string): Promise<OpenTestbed> {
+  const store = new StateStore(testbed);
+  const state = await store.read();
+  if (!state) throw new TestbedError(`testbed ${testbed} is not set up: run 'kabootstrap setup' first`);
+  const names = nodeFile ? await readNodeFile(nodeFile) : null;
+  const nodes = selectNodes(testbedNodes(state), names, `-f ${nodeFile}`, testbed);
+  return { store, state, keyFile: join(store.dir, 'ssh', 'id_ed25519'), nodes };
+}
