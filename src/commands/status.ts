@@ -2,7 +2,7 @@ import { BaseCommand } from '../lib/cli/base.js';
 import { configFlag, nameFlag, testbedName } from '../lib/cli/flags.js';
 import { table } from '../lib/cli/render.js';
 import { ExitCode, TestbedError } from '../lib/errors.js';
-import { stateRoot } from '../lib/state/store.js';
+import { stateRoot } from '../lib/state/layout.js';
 import { testbedStatus } from '../lib/testbed/service.js';
 
 export default class Status extends BaseCommand {

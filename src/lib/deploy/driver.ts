@@ -6,6 +6,7 @@ import { eachLimited } from '../concurrency.js';
 import type { EnvBootFiles } from '../envs/boot-files.js';
 import type { RegisteredEnvironment } from '../envs/registry.js';
 import type { SshPool } from '../exec/pool.js';
+import { ServiceClient } from '../services/client.js';
 import { sq } from '../shell.js';
 import { envBootOf, uploadOnce } from './env-boot.js';
 import type { PowerControl } from './power.js';
@@ -98,32 +99,15 @@ export function createDriver(deps: DriverDeps): WorkflowDriver {
   const switchProfile = async (names: string[], wanted: 'deploy' | 'deployed') => {
     // the deployed system through its environment's kernel when there is one, else the disk
     const profile = wanted === 'deploy' ? 'deploy' : envBoot ? 'env' : 'local';
-    const body = JSON.stringify(
-      profile === 'env' && envBoot ? { profile, env: envBootOf(envBoot, disk.partition) } : { profile },
-    );
+    const env = profile === 'env' && envBoot ? envBootOf(envBoot, disk.partition) : undefined;
     const out = new Map<string, NodeOutcome>();
     await eachLimited(names, window, async (name) => {
       const n = node(name);
       if (!n.serviceUrl) return void out.set(name, { ok: false, reason: 'no service node serves it' });
       try {
         if (profile === 'env' && upload) await upload(n.serviceUrl);
-        const r = await fetch(`${n.serviceUrl}/nodes/${n.mac}/profile`, {
-          method: 'PUT',
-          body,
-          signal: AbortSignal.timeout(10_000),
-        });
-        if (r.ok) {
-          await r.body?.cancel();
-          return void out.set(name, { ok: true });
-        }
-        const message = await r
-          .json()
-          .then((j: { message?: string }) => j.message)
-          .catch(() => undefined);
-        out.set(name, {
-          ok: false,
-          reason: `profile ${profile}: HTTP ${r.status}${message ? ` ${message}` : ''}`,
-        });
+        await new ServiceClient(n.serviceUrl).setProfile(n.mac, profile, env);
+        out.set(name, { ok: true });
       } catch (e) {
         out.set(name, { ok: false, reason: `profile ${profile}: ${(e as Error).message}` });
       }

@@ -5,6 +5,7 @@
 // partition and the environment's kernel parameters. Kadeploy boots PXE-booted systems this way.
 import { readFile } from 'node:fs/promises';
 import type { EnvBootFiles } from '../envs/boot-files.js';
+import { ServiceClient } from '../services/client.js';
 import type { EnvBoot } from '../services/config.js';
 
 /** The kernel command line: the environment's parameters, with root= the partition unless they name one. */
@@ -29,30 +30,6 @@ export function envBootOf(files: EnvBootFiles, partition: string): EnvBoot {
   };
 }
 
-/** PUTs one file to a service node's control endpoint; a copy already there (412) is fine. */
-async function putFile(
-  serviceUrl: string,
-  rel: string,
-  body: Buffer<ArrayBuffer>,
-  signal?: AbortSignal,
-): Promise<void> {
-  const r = await fetch(`${serviceUrl}/files/${rel}`, {
-    method: 'PUT',
-    body,
-    headers: { 'if-none-match': '*', 'content-type': 'application/octet-stream' },
-    signal,
-  });
-  if (r.ok || r.status === 412) {
-    await r.body?.cancel();
-    return;
-  }
-  let message = `HTTP ${r.status}`;
-  try {
-    message = ((await r.json()) as { message?: string }).message ?? message;
-  } catch {}
-  throw new Error(`upload ${rel} to ${serviceUrl}: ${message}`);
-}
-
 export interface BootFileData {
   kernel: Buffer<ArrayBuffer>;
   initrd: Buffer<ArrayBuffer> | null;
@@ -73,9 +50,11 @@ export async function uploadEnvBoot(
   data?: BootFileData,
 ): Promise<void> {
   const d = data ?? (await readBootFiles(files));
-  await putFile(serviceUrl, envFilePath(files.kernel.sha256, 'kernel'), d.kernel, signal);
+  // a copy already there is fine: the path names its content
+  const service = new ServiceClient(serviceUrl);
+  await service.putFile(envFilePath(files.kernel.sha256, 'kernel'), d.kernel, { signal });
   if (files.initrd && d.initrd) {
-    await putFile(serviceUrl, envFilePath(files.initrd.sha256, 'initrd'), d.initrd, signal);
+    await service.putFile(envFilePath(files.initrd.sha256, 'initrd'), d.initrd, { signal });
   }
 }
 

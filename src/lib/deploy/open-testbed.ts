@@ -1,6 +1,5 @@
 // What exec, put, reboot and deploy start from: the testbed's state (it must be set up), the
 // testbed's SSH key and the VMs to act on (all, or those a node file names).
-import { join } from 'node:path';
 import { TestbedError } from '../errors.js';
 import { StateStore, type TestbedState } from '../state/store.js';
 import { type DeployNode, readNodeFile, selectNodes, testbedNodes } from './targets.js';
@@ -19,5 +18,5 @@ export async function openTestbed(testbed: string, nodeFile?: string): Promise<O
   if (!state) throw new TestbedError(`testbed ${testbed} is not set up: run 'kabootstrap setup' first`);
   const names = nodeFile ? await readNodeFile(nodeFile) : null;
   const nodes = selectNodes(testbedNodes(state), names, `-f ${nodeFile}`, testbed);
-  return { store, state, keyFile: join(store.dir, 'ssh', 'id_ed25519'), nodes };
+  return { store, state, keyFile: store.layout.ssh.clientKey, nodes };
 }

@@ -2,7 +2,6 @@
 // rights, the steps) before touching anything, then run the workflow engine on the testbed's VMs
 // with the real driver, show progress, and store the per-node, per-step stats.
 import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { defaultModel } from '../emulated/model.js';
 import { envBootFiles } from '../envs/boot-files.js';
 import {
@@ -91,7 +90,7 @@ export async function checkRequest(req: DeployRequest) {
   // A classical boot of the deployed system network-boots the environment's own kernel: take it
   // out of the image now (cached per image), so a missing one is refused before anything starts.
   const classical = workflow.BootNewEnv.some((i) => i.name !== 'BootNewEnvKexec');
-  const envBoot = classical ? await envBootFiles(env, join(store.dir, 'env-boot')) : null;
+  const envBoot = classical ? await envBootFiles(env, store.layout.envBootCache) : null;
   if (envBoot) {
     const boot = envBootSchema.safeParse(envBootOf(envBoot, defaultDisk.partition));
     if (!boot.success) {

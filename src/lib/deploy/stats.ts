@@ -5,7 +5,7 @@ import { mkdir, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../atomic-file.js';
 import { InputError } from '../errors.js';
-import { testbedDir } from '../state/store.js';
+import { TestbedLayout } from '../state/layout.js';
 
 /** One attempt of one micro-step on one node. Times are epoch milliseconds. */
 export interface StepRecord {
@@ -57,7 +57,7 @@ export function newDeploymentId(now: number = Date.now()): string {
 }
 
 export function deploymentsDir(testbed: string): string {
-  return join(testbedDir(testbed), 'deployments');
+  return TestbedLayout.of(testbed).deploymentsDir;
 }
 
 function checkId(id: string): void {

@@ -4,6 +4,7 @@
 import { readFile } from 'node:fs/promises';
 import { InputError } from '../errors.js';
 import { localLayout } from '../provider/local-layout.js';
+import { serviceNodesOf } from '../state/service-nodes.js';
 import type { TestbedState } from '../state/store.js';
 
 export interface DeployNode {
@@ -27,11 +28,7 @@ export function testbedNodes(state: TestbedState): DeployNode[] {
   }
   const layout = localLayout(state.config, state.configSource);
   const hostIp = new Map(layout.sites.flatMap((s) => s.hosts.map((h) => [h.fqdn, h.ip] as const)));
-  const serviceUrl = new Map(
-    state.resources
-      .filter((r) => r.kind === 'process' && r.key.startsWith('service/') && r.status === 'created')
-      .map((r) => [String(r.data.name), String(r.data.url)] as const),
-  );
+  const serviceUrl = new Map(serviceNodesOf(state).map((s) => [s.name, s.url] as const));
   return state.plan.sites.flatMap((site) =>
     site.vms.map((vm) => ({
       name: vm.name,

@@ -1,5 +1,5 @@
 // Environments registered on this machine (Kadeploy's kaenv) and who may deploy them where
-// (karights). Both live under <stateRoot()>/envs as JSON files rewritten atomically; the image's
+// (karights). Both live under envsDir() as JSON files rewritten atomically; the image's
 // sha256 is recorded at registration so a deployment can tell when the file changed under it.
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
@@ -10,7 +10,7 @@ import { z } from 'zod';
 import { writeFileAtomic } from '../atomic-file.js';
 import { formatPath } from '../config/load.js';
 import { InputError } from '../errors.js';
-import { stateRoot } from '../state/store.js';
+import { envsDir } from '../state/layout.js';
 import { type EnvironmentDescription, parseEnvironmentText } from './schema.js';
 
 export interface RegisteredEnvironment {
@@ -39,10 +39,6 @@ export const privilegedUser = 'root';
 
 export function isPrivileged(user: string): boolean {
   return user === privilegedUser;
-}
-
-export function envsDir(): string {
-  return join(stateRoot(), 'envs');
 }
 
 export function registryFile(): string {

@@ -2,16 +2,11 @@
 // address, accepting the testbed's key pair (generated per testbed), so hosts are reached over
 // SSH exactly like testbed hosts.
 import { access, mkdir, readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { execa } from 'execa';
 import { InputError, KbError } from '../errors.js';
+import type { SshLayout, TestbedLayout } from '../state/layout.js';
 
-export interface SshFiles {
-  dir: string;
-  clientKey: string;
-  hostKey: string;
-  config: string;
-}
+export type SshFiles = SshLayout;
 
 const sshdBinary = '/usr/sbin/sshd';
 
@@ -23,20 +18,14 @@ async function exists(p: string): Promise<boolean> {
 }
 
 /** The testbed's client key, host key and sshd config, made once per testbed. */
-export async function ensureSshFiles(testbedDir: string): Promise<SshFiles> {
+export async function ensureSshFiles(layout: TestbedLayout): Promise<SshFiles> {
   if (!(await exists(sshdBinary))) {
     throw new InputError(
       `${sshdBinary} is missing: install openssh-server (recipes/install/debian-packages.sh)`,
     );
   }
-  const dir = join(testbedDir, 'ssh');
-  await mkdir(join(dir, 'run'), { recursive: true });
-  const files = {
-    dir,
-    clientKey: join(dir, 'id_ed25519'),
-    hostKey: join(dir, 'ssh_host_ed25519_key'),
-    config: join(dir, 'sshd_config'),
-  };
+  const files = layout.ssh;
+  await mkdir(files.runDir, { recursive: true });
   for (const [key, comment] of [
     [files.clientKey, 'kabootstrap-controller'],
     [files.hostKey, 'kabootstrap-host'],
@@ -44,13 +33,13 @@ export async function ensureSshFiles(testbedDir: string): Promise<SshFiles> {
     if (!(await exists(key)))
       await execa('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', comment, '-f', key]);
   }
-  await writeFile(join(dir, 'authorized_keys'), await readFile(`${files.clientKey}.pub`));
+  await writeFile(files.authorizedKeys, await readFile(files.clientPublicKey));
   await writeFile(
     files.config,
     [
       'Port 22',
       `HostKey ${files.hostKey}`,
-      `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`,
+      `AuthorizedKeysFile ${files.authorizedKeys}`,
       'PermitRootLogin prohibit-password',
       'PasswordAuthentication no',
       'KbdInteractiveAuthentication no',
@@ -70,7 +59,7 @@ export async function ensureSshFiles(testbedDir: string): Promise<SshFiles> {
 }
 
 export function sshdPidFile(files: SshFiles, ns: string): string {
-  return join(files.dir, 'run', `${ns}.pid`);
+  return files.pidFile(ns);
 }
 
 /** Starts sshd in a namespace (it daemonizes) and returns its pid. */
@@ -90,7 +79,7 @@ export async function startSshd(files: SshFiles, ns: string, address: string): P
       '-o',
       `PidFile=${pidFile}`,
       '-E',
-      join(files.dir, 'run', `${ns}.log`),
+      files.logFile(ns),
     ],
     { reject: false },
   );

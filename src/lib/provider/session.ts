@@ -2,7 +2,6 @@
 // provider talks to a real API URL; the `local` provider first starts the embedded API
 // (in this process, on loopback) from the config's emulated sites. Past that point both take
 // exactly the same code path: HTTP through G5kClient.
-import { join } from 'node:path';
 import { type SyntheticInventorySpec, synthesizeInventory } from '../api/inventory.js';
 import { type ApiServer, startApiServer } from '../api/server.js';
 import type { TestbedConfig } from '../config/schema.js';
@@ -10,6 +9,7 @@ import { G5kClient } from '../g5k/client.js';
 import { loadCredentials } from '../g5k/credentials.js';
 import type { Logger } from '../log.js';
 import { testbedDomain } from '../planner/plan.js';
+import { TestbedLayout } from '../state/layout.js';
 import { localLayout } from './local-layout.js';
 
 export interface ProviderSession {
@@ -87,7 +87,7 @@ export async function openSession(config: TestbedConfig, opts: SessionOptions): 
     inventory,
     port: 0,
     user: config.api.user ?? process.env.USER ?? 'kabootstrap',
-    stateFile: opts.stateDir ? join(opts.stateDir, 'api-state.json') : undefined,
+    stateFile: opts.stateDir ? new TestbedLayout(opts.stateDir).apiStateFile : undefined,
     launchDelaySeconds: 0.2,
     deployDelaySeconds: 0.5,
   });

@@ -2,13 +2,14 @@
 // the hosts it was dealt), and DNS records for every host, service node and VM of the testbed.
 import { broadcastOf } from '../net/ipv4.js';
 import type { Plan } from '../planner/plan.js';
+import { deployInitrdPath, deployKernelPath, type ServiceNodeFiles } from '../state/layout.js';
 import type { ServiceNodeInput } from './config.js';
 
 export interface ServiceLayout {
   /** Host FQDN → its own address (the hosts' network), for DNS. */
   hostIps: Map<string, string>;
-  /** Directory holding each service node's files: <dir>/<service node>/{tftp,http}. */
-  dir: string;
+  /** Each service node's files, from its host and site (TestbedLayout.serviceNode). */
+  serviceNode: (host: string, site: string) => Pick<ServiceNodeFiles, 'tftpRoot' | 'httpRoot'>;
   /** Where the deployment environment's kernel and initrd live under each httpRoot. */
   deployKernel?: string;
   deployInitrd?: string;
@@ -21,8 +22,7 @@ export function serviceNodeConfigs(plan: Plan, layout: ServiceLayout): ServiceNo
   const out: ServiceNodeInput[] = [];
   for (const site of plan.sites) {
     for (const sn of site.serviceNodes) {
-      const short = sn.host.split('.')[0];
-      const base = `${layout.dir}/${short}-${site.name}`;
+      const files = layout.serviceNode(sn.host, site.name);
       out.push({
         name: sn.host,
         site: site.name,
@@ -32,12 +32,12 @@ export function serviceNodeConfigs(plan: Plan, layout: ServiceLayout): ServiceNo
         network: { subnet: site.network, gateway: site.gateway, dns: [sn.ip] },
         roles: sn.roles as ServiceNodeInput['roles'],
         broadcast: broadcastOf(site.network),
-        tftpRoot: `${base}/tftp`,
-        httpRoot: `${base}/http`,
+        tftpRoot: files.tftpRoot,
+        httpRoot: files.httpRoot,
         boot: {
           deploy: {
-            kernel: layout.deployKernel ?? 'deploy/vmlinuz',
-            initrd: layout.deployInitrd ?? 'deploy/initrd.img',
+            kernel: layout.deployKernel ?? deployKernelPath,
+            initrd: layout.deployInitrd ?? deployInitrdPath,
             cmdline: 'console=ttyS0',
           },
         },

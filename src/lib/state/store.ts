@@ -1,11 +1,16 @@
+// A testbed's state on the controller: state.json (what was created, for status and teardown,
+// written atomically and in order), the lock one command at a time holds, and resource records.
 import { mkdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
-import { join, resolve } from 'node:path';
 import { writeFileAtomic } from '../atomic-file.js';
 import type { TestbedConfig } from '../config/schema.js';
 import { InputError, LockedError } from '../errors.js';
 import { isAlive } from '../pid.js';
 import type { Plan } from '../planner/plan.js';
+import { stateRoot, TestbedLayout } from './layout.js';
+
+// Where the paths are defined; re-exported for importers of the store.
+export { stateRoot, testbedDir } from './layout.js';
 
 export type ResourceStatus = 'creating' | 'created' | 'released' | 'failed';
 
@@ -36,24 +41,19 @@ export interface TestbedState {
   updatedAt: string;
 }
 
-export function stateRoot(): string {
-  return resolve(process.env.KABOOTSTRAP_HOME ?? '.kabootstrap');
-}
-
-export function testbedDir(name: string): string {
-  return join(stateRoot(), name);
-}
-
 export class StateStore {
+  /** Every path under the testbed's directory. */
+  readonly layout: TestbedLayout;
   readonly dir: string;
   readonly file: string;
   private lockFile: string;
   private locked = false;
 
   constructor(readonly name: string) {
-    this.dir = testbedDir(name);
-    this.file = join(this.dir, 'state.json');
-    this.lockFile = join(this.dir, 'lock');
+    this.layout = TestbedLayout.of(name);
+    this.dir = this.layout.dir;
+    this.file = this.layout.stateFile;
+    this.lockFile = this.layout.lockFile;
   }
 
   async read(): Promise<TestbedState | null> {

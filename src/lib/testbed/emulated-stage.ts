@@ -6,7 +6,7 @@
 import { spawn } from 'node:child_process';
 import { openSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { eachLimited } from '../concurrency.js';
 import type { EmulatedGroupOptions } from '../emulated/group.js';
@@ -21,9 +21,10 @@ import type { Plan, VmPlan } from '../planner/plan.js';
 import type { Progress } from '../progress.js';
 import { sshTarget } from '../recipes/targets.js';
 import { openSsh, type SshSession } from '../runtime/ssh-session.js';
+import { ServiceClient } from '../services/client.js';
+import { serviceNodesOf } from '../state/service-nodes.js';
 import { type StateStore, type TestbedState, upsertResource } from '../state/store.js';
 import { BootTracker, type VmBoot } from './boot-tracker.js';
-import { followEvents } from './vms.js';
 
 export interface EmulatedStageOptions {
   /** Power on the VMs and wait for them (false: stop once the emulated hosts answer SSH). */
@@ -58,7 +59,7 @@ export async function runEmulatedStage(
       step.status(`${++n}/${groups.length} listening`);
     }
   });
-  const key = join(store.dir, 'ssh', 'id_ed25519');
+  const key = store.layout.ssh.clientKey;
   const hosts = groups.flatMap((g) => g.hosts ?? []);
   const sessions = new Map<string, SshSession>();
   try {
@@ -103,10 +104,10 @@ async function placePlaceholders(store: StateStore, plan: Plan): Promise<void> {
   };
   for (const site of plan.sites) {
     for (const sn of site.serviceNodes) {
-      const deploy = join(store.dir, 'services', `${sn.host.split('.')[0]}-${site.name}`, 'http', 'deploy');
-      await mkdir(deploy, { recursive: true });
-      await writeFile(join(deploy, 'vmlinuz'), fill(placeholder.kernelBytes, 'kernel'));
-      await writeFile(join(deploy, 'initrd.img'), fill(placeholder.initrdBytes, 'initrd'));
+      const files = store.layout.serviceNode(sn.host, site.name);
+      await mkdir(dirname(files.deployKernel), { recursive: true });
+      await writeFile(files.deployKernel, fill(placeholder.kernelBytes, 'kernel'));
+      await writeFile(files.deployInitrd, fill(placeholder.initrdBytes, 'initrd'));
     }
   }
 }
@@ -121,8 +122,9 @@ function groupEntry(): string[] {
 
 async function startGroup(store: StateStore, state: TestbedState, plan: Plan, g: HostNs): Promise<void> {
   const key = `emulated/${g.ns}`;
-  const dir = join(store.dir, 'emulated');
-  const logFile = join(dir, `${g.site}.log`);
+  const dir = store.layout.emulatedDir;
+  const files = store.layout.emulatedGroup(g.site);
+  const logFile = files.log;
   const rec = state.resources.find((r) => r.key === key && r.status === 'created');
   if (rec && isAlive(rec.data.pid as number)) return;
   const site = plan.sites.find((s) => s.name === g.site)!;
@@ -144,7 +146,7 @@ async function startGroup(store: StateStore, state: TestbedState, plan: Plan, g:
       serviceNodeIp: vm.serviceNode ? (snIp.get(vm.serviceNode) ?? '') : '',
       host: vm.host,
     })),
-    authorizedKeyFile: join(store.dir, 'ssh', 'id_ed25519.pub'),
+    authorizedKeyFile: store.layout.ssh.clientPublicKey,
     seed: em.seed,
     model: { ...defaultModel, timeScale: em.timeScale },
     faults: { rates, transient, rebootHang: reboot },
@@ -153,11 +155,11 @@ async function startGroup(store: StateStore, state: TestbedState, plan: Plan, g:
     // relays of a tree reach VMs of other sites too, never beyond the testbed
     forwardPrefix: state.config.network.prefix,
     // the TakTuk engines' shims and socket, removed with the testbed's state
-    commandDir: join(dir, `${g.site}.commands`),
+    commandDir: files.commandDir,
     progressMs: 10_000,
   };
   await mkdir(dir, { recursive: true });
-  const configFile = join(dir, `${g.site}.json`);
+  const configFile = files.config;
   await writeFile(configFile, `${JSON.stringify(config)}\n`);
   upsertResource(state, { kind: 'process', key, status: 'creating', data: { ns: g.ns, logFile } });
   await store.write(state);
@@ -206,9 +208,9 @@ async function bootAll(
   const vms = plan.sites.flatMap((s) => s.vms);
   const tracker = new BootTracker(vms);
   const abort = new AbortController();
-  const following = state.resources
-    .filter((r) => r.kind === 'process' && r.key.startsWith('service/') && r.data.url)
-    .map((r) => followEvents(String(r.data.url), abort.signal, (e) => tracker.event(e)));
+  const following = serviceNodesOf(state).map((s) =>
+    new ServiceClient(s.url).followEvents((e) => tracker.event(e), { signal: abort.signal }),
+  );
   try {
     return await progress.step(`Power on ${vms.length} emulated VM(s) and wait for SSH`, async (step) => {
       const started = Date.now();

@@ -43,7 +43,7 @@ export async function buildLocalNetwork(
     `Build the network: ${topo.namespaces.length} host namespaces, ${topo.bridges.length} bridges`,
     (step) => buildNetwork(store, state, topo, (done, total) => step.status(`${done}/${total} namespaces`)),
   );
-  const files = await ensureSshFiles(store.dir);
+  const files = await ensureSshFiles(store.layout);
   await progress.step('Start sshd on every host', async (step) => {
     let started = 0;
     // Emulated hosts answer SSH from their group process, not from an sshd.
@@ -69,6 +69,6 @@ export async function buildLocalNetwork(
 
 export async function probeHosts(store: StateStore, state: TestbedState): Promise<SshProbe[]> {
   const hosts = state.resources.filter((r) => r.kind === 'netns' && r.status === 'created' && r.data.ip);
-  const key = `${store.dir}/ssh/id_ed25519`;
+  const key = store.layout.ssh.clientKey;
   return Promise.all(hosts.map((h) => probeSsh(h.data.ip as string, key)));
 }

@@ -11,11 +11,18 @@ import type { Progress } from '../progress.js';
 import { localLayout } from '../provider/local-layout.js';
 import { loadRecipe, runRecipe } from '../recipes/recipe.js';
 import { nsTarget } from '../recipes/targets.js';
+import { ServiceClient } from '../services/client.js';
 import { type ServiceNodeConfig, serviceNodeConfigSchema } from '../services/config.js';
 import { renderDnsmasqConfig, splitRoles } from '../services/dnsmasq/config.js';
 import { findDnsmasq } from '../services/dnsmasq/process.js';
 import { serviceNodeConfigs } from '../services/from-plan.js';
-import { type StateStore, type TestbedState, upsertResource } from '../state/store.js';
+import type { ServiceNodeFiles } from '../state/layout.js';
+import {
+  recordServiceNodeStarted,
+  recordServiceNodeStarting,
+  serviceNodesOf,
+} from '../state/service-nodes.js';
+import type { StateStore, TestbedState } from '../state/store.js';
 
 export interface ServiceProbe {
   name: string;
@@ -36,7 +43,10 @@ export async function startLocalServiceNodes(
 ): Promise<ServiceProbe[]> {
   const layout = localLayout(state.config, source);
   const hostIps = new Map(layout.sites.flatMap((s) => s.hosts.map((h) => [h.fqdn, h.ip] as const)));
-  const configs = serviceNodeConfigs(plan, { hostIps, dir: join(store.dir, 'services') });
+  const configs = serviceNodeConfigs(plan, {
+    hostIps,
+    serviceNode: (h, s) => store.layout.serviceNode(h, s),
+  });
   const backend = state.config.services.backend;
   const recipe = await loadRecipe(
     backend === 'dnsmasq' ? 'service-node/local-dnsmasq.yaml' : 'service-node/local.yaml',
@@ -46,25 +56,14 @@ export async function startLocalServiceNodes(
     const start = async (input: (typeof configs)[number]): Promise<ServiceProbe> => {
       const config = serviceNodeConfigSchema.parse(input);
       const host = topo.namespaces.find((n) => n.fqdn === config.name)!;
-      const base = join(store.dir, 'services', `${config.name.split('.')[0]}-${config.site}`);
-      const vars = await prepareFiles(config, base, backend);
-      const key = `service/${host.ns}`;
-      upsertResource(state, {
-        kind: 'process',
-        key,
-        status: 'creating',
-        data: { ns: host.ns, pidFile: vars.pidFile },
-      });
+      const files = store.layout.serviceNode(config.name, config.site);
+      const vars = await prepareFiles(config, files, backend);
+      recordServiceNodeStarting(state, host.ns, vars.pidFile);
       await store.write(state);
       await runRecipe(recipe, 'up', vars, nsTarget(host.ns), logger);
       const pid = Number((await readFile(vars.pidFile, 'utf8')).trim());
       const url = `http://${host.ip}:${config.ports.events}`;
-      upsertResource(state, {
-        kind: 'process',
-        key,
-        status: 'created',
-        data: { pid, match: 'service run', name: config.name, url },
-      });
+      recordServiceNodeStarted(state, host.ns, { pid, name: config.name, site: config.site, url });
       await store.write(state);
       const probe = await probeService(config.name, url);
       step.status(`${++answering}/${configs.length} answering`);
@@ -88,27 +87,31 @@ export async function startLocalServiceNodes(
 /** Service nodes started at once. */
 const serviceStartWindow = 6;
 
-async function prepareFiles(config: ServiceNodeConfig, base: string, backend: 'builtin' | 'dnsmasq') {
+async function prepareFiles(
+  config: ServiceNodeConfig,
+  files: ServiceNodeFiles,
+  backend: 'builtin' | 'dnsmasq',
+) {
   await mkdir(config.tftpRoot, { recursive: true });
   await mkdir(config.httpRoot, { recursive: true });
   if (config.roles.includes('tftp')) await installTftpFirmware(config.tftpRoot);
-  const file = join(base, 'service.json');
+  const file = files.config;
   let extra = {};
   let daemonConfig = config;
   if (backend === 'dnsmasq') {
     // dnsmasq takes the roles it can serve; the builtin daemon keeps the rest (HTTP).
     const roles = splitRoles(config);
-    const runDir = join(base, 'dnsmasq');
+    const runDir = files.dnsmasqDir;
     await mkdir(runDir, { recursive: true });
-    const dnsmasqConf = join(runDir, 'dnsmasq.conf');
+    const dnsmasqConf = files.dnsmasqConf;
     await writeFile(dnsmasqConf, renderDnsmasqConfig({ ...config, roles: roles.dnsmasq }, { runDir }));
     daemonConfig = { ...config, roles: roles.builtin };
     extra = {
       dnsmasq: findDnsmasq(),
       dnsmasqConf,
       runDir,
-      dnsmasqLog: join(runDir, 'dnsmasq.log'),
-      dnsmasqPidFile: join(runDir, 'dnsmasq.foreground.pid'),
+      dnsmasqLog: files.dnsmasqLog,
+      dnsmasqPidFile: files.dnsmasqPid,
     };
   }
   await writeFile(file, `${JSON.stringify(daemonConfig, null, 2)}\n`);
@@ -119,22 +122,16 @@ async function prepareFiles(config: ServiceNodeConfig, base: string, backend: 'b
     config: file,
     tftpRoot: config.tftpRoot,
     httpRoot: config.httpRoot,
-    logFile: join(base, 'service.log'),
-    pidFile: join(base, 'service.pid'),
+    logFile: files.log,
+    pidFile: files.pid,
     controlPort: config.ports.events,
   };
 }
 
 export async function probeService(name: string, url: string): Promise<ServiceProbe> {
   try {
-    const r = await fetch(`${url}/health`, { signal: AbortSignal.timeout(5000) });
-    const body = (await r.json()) as { roles?: string[] };
-    return {
-      name,
-      url,
-      ok: r.ok,
-      detail: r.ok ? `roles ${(body.roles ?? []).join(',')}` : `HTTP ${r.status}`,
-    };
+    const health = await new ServiceClient(url).health({ timeoutMs: 5000 });
+    return { name, url, ok: true, detail: `roles ${health.roles.join(',')}` };
   } catch (e) {
     return { name, url, ok: false, detail: (e as Error).message };
   }
@@ -142,8 +139,5 @@ export async function probeService(name: string, url: string): Promise<ServicePr
 
 /** Health of every service node the state records as started. */
 export async function probeServiceNodes(state: TestbedState): Promise<ServiceProbe[]> {
-  const started = state.resources.filter(
-    (r) => r.kind === 'process' && r.key.startsWith('service/') && r.status === 'created',
-  );
-  return Promise.all(started.map((r) => probeService(String(r.data.name), String(r.data.url))));
+  return Promise.all(serviceNodesOf(state).map((s) => probeService(s.name, s.url)));
 }

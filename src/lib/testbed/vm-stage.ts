@@ -1,7 +1,7 @@
 // setup's last stage on the local qemu runtime: build the deployment environment, put it on
 // every service node's HTTP root, choose KVM or TCG, launch the plan's VMs and wait for them.
 import { copyFile, mkdir } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname } from 'node:path';
 import { getDebianKernel } from '../images/debian-kernel.js';
 import { buildDeployEnv } from '../images/deploy-env/build.js';
 import { pciRomIds, virtioRom } from '../images/firmware.js';
@@ -24,14 +24,14 @@ export async function runVmStage(
   logger: Logger,
 ): Promise<{ vms: VmBoot[]; accel: 'kvm' | 'tcg' }> {
   const env = await progress.step('Build the deployment environment image', () =>
-    buildDeployEnv({ keyFile: join(store.dir, 'ssh', 'id_ed25519'), logger }),
+    buildDeployEnv({ keyFile: store.layout.ssh.clientKey, logger }),
   );
   for (const site of plan.sites) {
     for (const sn of site.serviceNodes) {
-      const deploy = join(store.dir, 'services', `${sn.host.split('.')[0]}-${site.name}`, 'http', 'deploy');
-      await mkdir(deploy, { recursive: true });
-      await copyFile(env.kernel, join(deploy, 'vmlinuz'));
-      await copyFile(env.initrd, join(deploy, 'initrd.img'));
+      const files = store.layout.serviceNode(sn.host, site.name);
+      await mkdir(dirname(files.deployKernel), { recursive: true });
+      await copyFile(env.kernel, files.deployKernel);
+      await copyFile(env.initrd, files.deployInitrd);
     }
   }
   // KVM only when a guest really boots under it (a /dev/kvm node may exist and still hang).

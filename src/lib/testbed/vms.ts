@@ -1,7 +1,6 @@
 // Launching the plan's QEMU VMs on their hosts (over SSH, as on a real testbed) and waiting until
 // each one has network-booted into the deployment environment and answers SSH. Progress comes
 // from the service nodes' per-MAC event stream; every VM ends answering or failed with a reason.
-import { join } from 'node:path';
 import type { Logger } from '../log.js';
 import type { Topology } from '../netns/topology.js';
 import type { Plan, VmPlan } from '../planner/plan.js';
@@ -9,7 +8,8 @@ import type { Progress } from '../progress.js';
 import { sshTarget } from '../recipes/targets.js';
 import { type HostVm, powerOn, prepareHostScript, type QemuOptions } from '../runtime/qemu-host.js';
 import { openSsh, type SshSession } from '../runtime/ssh-session.js';
-import type { BootEvent } from '../services/events.js';
+import { ServiceClient } from '../services/client.js';
+import { serviceNodesOf } from '../state/service-nodes.js';
 import { type StateStore, type TestbedState, upsertResource } from '../state/store.js';
 import { BootTracker, type VmBoot } from './boot-tracker.js';
 
@@ -19,33 +19,6 @@ export interface LaunchOptions {
   bootTimeoutMs: number;
   /** At most this many VMs starting at once (Kadeploy's reboot window). */
   window: number;
-}
-
-/** Follows a service node's event stream until aborted; reconnects are not needed on loopback routes. */
-export async function followEvents(
-  url: string,
-  signal: AbortSignal,
-  onEvent: (e: BootEvent) => void,
-): Promise<void> {
-  try {
-    const res = await fetch(`${url}/events?follow=1`, { signal });
-    const reader = res.body!.getReader();
-    let buf = '';
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) return;
-      buf += Buffer.from(value).toString();
-      let nl = buf.indexOf('\n');
-      while (nl >= 0) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        nl = buf.indexOf('\n');
-        if (line.trim()) onEvent(JSON.parse(line) as BootEvent);
-      }
-    }
-  } catch (e) {
-    if (!signal.aborted) throw e;
-  }
 }
 
 export async function launchVms(
@@ -59,14 +32,12 @@ export async function launchVms(
 ): Promise<VmBoot[]> {
   const vms = plan.sites.flatMap((s) => s.vms);
   const tracker = new BootTracker(vms);
-  const key = join(store.dir, 'ssh', 'id_ed25519');
+  const key = store.layout.ssh.clientKey;
   const hostIp = new Map(topo.namespaces.map((n) => [n.fqdn, n.ip]));
   const abort = new AbortController();
-  const services = state.resources.filter(
-    (r) => r.kind === 'process' && r.key.startsWith('service/') && r.data.url,
-  );
-  const following = services.map((r) =>
-    followEvents(String(r.data.url), abort.signal, (e) => tracker.event(e)),
+  // each stream until aborted; reconnects are not needed on loopback routes
+  const following = serviceNodesOf(state).map((s) =>
+    new ServiceClient(s.url).followEvents((e) => tracker.event(e), { signal: abort.signal }),
   );
   const sessions = new Map<string, SshSession>();
   try {

@@ -1,0 +1,133 @@
+// Where kabootstrap keeps its files on the controller, in one place: the state root
+// (KABOOTSTRAP_HOME, default ./.kabootstrap), the environment registry under it, and per testbed
+// its state, lock, SSH key pair and sshd files, service node roots, env-boot cache, API state,
+// deployment stats and emulated host groups. Pure path arithmetic: nothing here touches the disk.
+import { join, resolve } from 'node:path';
+
+export function stateRoot(): string {
+  return resolve(process.env.KABOOTSTRAP_HOME ?? '.kabootstrap');
+}
+
+export function testbedDir(name: string): string {
+  return join(stateRoot(), name);
+}
+
+/** The environment registry and rights (user-level, shared by every testbed). */
+export function envsDir(): string {
+  return join(stateRoot(), 'envs');
+}
+
+/** Under a service node's HTTP root (and so its URL path): the deployment environment's boot files. */
+export const deployKernelPath = 'deploy/vmlinuz';
+export const deployInitrdPath = 'deploy/initrd.img';
+
+/** The testbed's SSH key pair and the files of the sshd every emulated host runs. */
+export interface SshLayout {
+  dir: string;
+  /** The controller's private key every host and node accepts; its public half is `${clientKey}.pub`. */
+  clientKey: string;
+  clientPublicKey: string;
+  hostKey: string;
+  config: string;
+  authorizedKeys: string;
+  runDir: string;
+  /** Per host namespace: the sshd's pid file and log. */
+  pidFile(ns: string): string;
+  logFile(ns: string): string;
+}
+
+/** One service node's files: its served roots, daemon config, log and pid, dnsmasq's run dir. */
+export interface ServiceNodeFiles {
+  dir: string;
+  tftpRoot: string;
+  httpRoot: string;
+  /** The deployment environment's kernel and initrd, served as deployKernelPath/deployInitrdPath. */
+  deployKernel: string;
+  deployInitrd: string;
+  config: string;
+  log: string;
+  pid: string;
+  dnsmasqDir: string;
+  dnsmasqConf: string;
+  dnsmasqLog: string;
+  dnsmasqPid: string;
+}
+
+/** One emulated host group (one per site): its config, log and TakTuk command shims. */
+export interface EmulatedGroupFiles {
+  config: string;
+  log: string;
+  commandDir: string;
+}
+
+/** Every path under one testbed's state directory. */
+export class TestbedLayout {
+  readonly stateFile: string;
+  readonly lockFile: string;
+  readonly ssh: SshLayout;
+  readonly servicesDir: string;
+  /** The kernels and initrds taken out of environment images for classical boots. */
+  readonly envBootCache: string;
+  /** The embedded Grid'5000 API's jobs and deployments (local provider). */
+  readonly apiStateFile: string;
+  /** One JSON file per deployment (kastat). */
+  readonly deploymentsDir: string;
+  readonly emulatedDir: string;
+
+  constructor(readonly dir: string) {
+    this.stateFile = join(dir, 'state.json');
+    this.lockFile = join(dir, 'lock');
+    const ssh = join(dir, 'ssh');
+    const runDir = join(ssh, 'run');
+    this.ssh = {
+      dir: ssh,
+      clientKey: join(ssh, 'id_ed25519'),
+      clientPublicKey: join(ssh, 'id_ed25519.pub'),
+      hostKey: join(ssh, 'ssh_host_ed25519_key'),
+      config: join(ssh, 'sshd_config'),
+      authorizedKeys: join(ssh, 'authorized_keys'),
+      runDir,
+      pidFile: (ns) => join(runDir, `${ns}.pid`),
+      logFile: (ns) => join(runDir, `${ns}.log`),
+    };
+    this.servicesDir = join(dir, 'services');
+    this.envBootCache = join(dir, 'env-boot');
+    this.apiStateFile = join(dir, 'api-state.json');
+    this.deploymentsDir = join(dir, 'deployments');
+    this.emulatedDir = join(dir, 'emulated');
+  }
+
+  /** The layout of a testbed by name, under the state root. */
+  static of(name: string): TestbedLayout {
+    return new TestbedLayout(testbedDir(name));
+  }
+
+  /** The service node on `host` (FQDN or short name) serving `site`: services/<short>-<site>. */
+  serviceNode(host: string, site: string): ServiceNodeFiles {
+    const dir = join(this.servicesDir, `${host.split('.')[0]}-${site}`);
+    const httpRoot = join(dir, 'http');
+    const dnsmasqDir = join(dir, 'dnsmasq');
+    return {
+      dir,
+      tftpRoot: join(dir, 'tftp'),
+      httpRoot,
+      deployKernel: join(httpRoot, ...deployKernelPath.split('/')),
+      deployInitrd: join(httpRoot, ...deployInitrdPath.split('/')),
+      config: join(dir, 'service.json'),
+      log: join(dir, 'service.log'),
+      pid: join(dir, 'service.pid'),
+      dnsmasqDir,
+      dnsmasqConf: join(dnsmasqDir, 'dnsmasq.conf'),
+      dnsmasqLog: join(dnsmasqDir, 'dnsmasq.log'),
+      dnsmasqPid: join(dnsmasqDir, 'dnsmasq.foreground.pid'),
+    };
+  }
+
+  emulatedGroup(site: string): EmulatedGroupFiles {
+    return {
+      config: join(this.emulatedDir, `${site}.json`),
+      log: join(this.emulatedDir, `${site}.log`),
+      commandDir: join(this.emulatedDir, `${site}.commands`),
+    };
+  }
+}
