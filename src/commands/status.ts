@@ -2,7 +2,7 @@ import { BaseCommand } from '../lib/cli/base.js';
 import { configFlag, nameFlag, testbedName } from '../lib/cli/flags.js';
 import { table } from '../lib/cli/render.js';
 import { ExitCode, TestbedError } from '../lib/errors.js';
-import { stateRoot } from '../lib/state/layout.js';
+import { testbedDir } from '../lib/state/layout.js';
 import { testbedStatus } from '../lib/testbed/service.js';
 
 export default class Status extends BaseCommand {
@@ -14,7 +14,7 @@ export default class Status extends BaseCommand {
     const { flags } = await this.parse(Status);
     const name = await testbedName(flags);
     const status = await testbedStatus(name, { logger: this.logger(flags), progress: this.progress(flags) });
-    if (!status) throw new TestbedError(`testbed ${name} is not set up (no state in ${stateRoot()}/${name})`);
+    if (!status) throw new TestbedError(`testbed ${name} is not set up (no state in ${testbedDir(name)})`);
     this.log(`Testbed ${status.testbed} (${status.provider} provider): ${status.phase}`);
     this.log(
       table(

@@ -5,6 +5,7 @@
 // cleaned too. Idempotent.
 import { readFile, rm, rmdir } from 'node:fs/promises';
 import { isAlive } from '../pid.js';
+import { hostDiskRoot, hostRunRoot } from '../state/layout.js';
 import type { TestbedState } from '../state/store.js';
 import { ip, linkExists, listNamespaces, nsPids } from './ip.js';
 import { restoreNeighbourTables } from './neigh.js';
@@ -60,7 +61,7 @@ export async function teardownNetwork(
   for (const ns of namespaces) await ip(['netns', 'del', ns], { allowFail: true });
 
   // VM run directories and tmpfs disks the QEMU runtime made on the (shared) local hosts.
-  for (const parent of ['/run/kabootstrap', '/dev/shm/kabootstrap']) {
+  for (const parent of [hostRunRoot, hostDiskRoot]) {
     await rm(`${parent}/${state.name}`, { recursive: true, force: true });
     await rmdir(parent).catch(() => {}); // only once no other testbed uses it
   }

@@ -4,6 +4,7 @@
 // Power on = launch, off = QMP quit, reset = QMP system_reset, status = pid + QMP query-status.
 
 import { sq } from '../shell.js';
+import { hostDiskRoot, hostRunRoot } from '../state/layout.js';
 import { qmpConnect } from './qmp.js';
 import type { SshSession } from './ssh-session.js';
 
@@ -26,10 +27,10 @@ export interface QemuOptions {
 }
 
 export function vmPaths(testbed: string, vm: string) {
-  const dir = `/run/kabootstrap/${testbed}/${vm}`;
+  const dir = `${hostRunRoot}/${testbed}/${vm}`;
   return {
     dir,
-    disk: `/dev/shm/kabootstrap/${testbed}/${vm}.img`,
+    disk: `${hostDiskRoot}/${testbed}/${vm}.img`,
     qmp: `${dir}/qmp.sock`,
     pid: `${dir}/qemu.pid`,
     serial: `${dir}/serial.log`,

@@ -1,7 +1,8 @@
-// Where kabootstrap keeps its files on the controller, in one place: the state root
+// Where kabootstrap keeps its files, in one place: on the controller the state root
 // (KABOOTSTRAP_HOME, default ./.kabootstrap), the environment registry under it, and per testbed
 // its state, lock, SSH key pair and sshd files, service node roots, env-boot cache, API state,
-// deployment stats and emulated host groups. Pure path arithmetic: nothing here touches the disk.
+// deployment stats and emulated host groups; on VM hosts, the VMs' run directories and disks.
+// Pure path arithmetic: nothing here touches the disk.
 import { join, resolve } from 'node:path';
 
 export function stateRoot(): string {
@@ -16,6 +17,10 @@ export function testbedDir(name: string): string {
 export function envsDir(): string {
   return join(stateRoot(), 'envs');
 }
+
+/** On a VM host (the local testbed's are this machine): per testbed, its VMs' run directories and tmpfs disks. */
+export const hostRunRoot = '/run/kabootstrap';
+export const hostDiskRoot = '/dev/shm/kabootstrap';
 
 /** Under a service node's HTTP root (and so its URL path): the deployment environment's boot files. */
 export const deployKernelPath = 'deploy/vmlinuz';
