@@ -12,6 +12,9 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { findTaktuk } from '../exec/taktuk.js';
 import { containsAddress, ipToInt, parsePrefix } from '../net/ipv4.js';
+import { type NodeCommands, startNodeCommands } from './agent/node-commands.js';
+import { startSshServer } from './agent/server.js';
+import type { AgentVm } from './agent/vm.js';
 import { DhcpClient, type DhcpClientOptions } from './dhcp-client.js';
 import { type EmulatedHostSpec, type HostControl, startHostServer } from './host.js';
 import {
@@ -25,14 +28,7 @@ import {
   planFaults,
   rebootHangs,
 } from './model.js';
-import { type NodeCommands, startNodeCommands } from './node-commands.js';
-import {
-  type AgentVm,
-  generateHostKey,
-  parseAuthorizedKey,
-  type SshServerHandle,
-  startSshServer,
-} from './ssh.js';
+import { generateHostKey, parseAuthorizedKey, type SshServerHandle } from './ssh.js';
 
 const run = promisify(execFile);
 
