@@ -3,6 +3,7 @@
 // with the real driver, show progress, and store the per-node, per-step stats.
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { broadcastStep } from '../broadcast/methods.js';
 import { defaultModel } from '../emulated/model.js';
 import { envBootFiles } from '../envs/boot-files.js';
 import {
@@ -63,7 +64,7 @@ export async function checkRequest(req: DeployRequest) {
   const { store, state, keyFile, nodes } = await openTestbed(req.testbed, req.nodeFile);
   let workflow: Workflow = mergeWorkflow(defaultWorkflow(), req.steps ? parseSteps(req.steps) : {});
   if (req.broadcast && !req.steps?.includes('BroadcastEnv|')) {
-    const name = `BroadcastEnv${req.broadcast[0].toUpperCase()}${req.broadcast.slice(1)}`;
+    const name = broadcastStep(req.broadcast);
     workflow = mergeWorkflow(
       workflow,
       parseSteps(`BroadcastEnv|${name}:1:${workflow.BroadcastEnv[0].timeoutMs / 1000}`),
@@ -71,7 +72,7 @@ export async function checkRequest(req: DeployRequest) {
   }
   const window = req.rebootWindow ? parseWindow(req.rebootWindow, '--reboot-window') : undefined;
   if (req.breakpoint) parseBreakpoint(req.breakpoint);
-  if (workflow.BroadcastEnv.some((i) => i.name === 'BroadcastEnvTaktuk')) {
+  if (workflow.BroadcastEnv.some((i) => i.name === broadcastStep('taktuk'))) {
     // BroadcastEnv runs in the deployment environment: ours (busybox) has no TakTuk to run
     if (state.config.vms.runtime === 'qemu')
       throw new InputError(
