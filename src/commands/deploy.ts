@@ -1,10 +1,10 @@
 import { Flags } from '@oclif/core';
+import { BROADCAST_METHOD_NAMES } from '../lib/broadcast/methods.js';
 import { BaseCommand } from '../lib/cli/base.js';
 import { configFlag, nameFlag, testbedName } from '../lib/cli/flags.js';
 import { table } from '../lib/cli/render.js';
 import { currentUser } from '../lib/cli/user.js';
 import { deployTestbed } from '../lib/deploy/service.js';
-import type { BroadcastMethod } from '../lib/deploy/workflow.js';
 import { ExitCode } from '../lib/errors.js';
 
 export default class Deploy extends BaseCommand {
@@ -24,10 +24,10 @@ reason; per-node, per-step times are stored for 'kabootstrap stats' and 'kaboots
     'env-version': Flags.integer({ description: 'Environment version (default: the latest).', min: 1 }),
     file: Flags.string({ char: 'f', description: 'Only the nodes named in this file (one per line).' }),
     steps: Flags.string({ description: 'Step instances: Macro|Instance:retries:timeout[,fallback...]&...' }),
-    broadcast: Flags.string({
-      options: ['chain', 'tree', 'star', 'taktuk'],
+    broadcast: Flags.option({
+      options: BROADCAST_METHOD_NAMES,
       description: 'BroadcastEnv method (taktuk: the installed TakTuk).',
-    }),
+    })(),
     'reboot-window': Flags.string({ description: 'SIZE:SECONDS — reboot at most SIZE nodes, then wait.' }),
     breakpoint: Flags.string({ description: 'Stop before Macro or Macro:micro-step.' }),
   };
@@ -42,7 +42,7 @@ reason; per-node, per-step times are stored for 'kabootstrap stats' and 'kaboots
         envVersion: flags['env-version'],
         nodeFile: flags.file,
         steps: flags.steps,
-        broadcast: flags.broadcast as BroadcastMethod | undefined,
+        broadcast: flags.broadcast,
         rebootWindow: flags['reboot-window'],
         breakpoint: flags.breakpoint,
       },

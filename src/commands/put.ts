@@ -1,9 +1,9 @@
 import { Args, Flags } from '@oclif/core';
+import { BROADCAST_METHOD_NAMES } from '../lib/broadcast/methods.js';
 import { BaseCommand } from '../lib/cli/base.js';
 import { configFlag, nameFlag, testbedName } from '../lib/cli/flags.js';
 import { table } from '../lib/cli/render.js';
 import { putOnTestbed } from '../lib/deploy/put.js';
-import type { BroadcastMethod } from '../lib/deploy/workflow.js';
 import { ExitCode } from '../lib/errors.js';
 
 export default class Put extends BaseCommand {
@@ -21,7 +21,7 @@ export default class Put extends BaseCommand {
     config: configFlag,
     name: nameFlag,
     file: Flags.string({ char: 'f', description: 'Only the nodes named in this file.' }),
-    method: Flags.string({ options: ['chain', 'tree', 'star', 'taktuk'], default: 'chain' }),
+    method: Flags.option({ options: BROADCAST_METHOD_NAMES, default: 'chain' })(),
   };
 
   async run() {
@@ -31,7 +31,7 @@ export default class Put extends BaseCommand {
         testbed: await testbedName(flags),
         file: args.file,
         dest: args.dest,
-        method: flags.method as BroadcastMethod,
+        method: flags.method,
         nodeFile: flags.file,
       },
       this.logger(flags),

@@ -12,3 +12,30 @@ export async function eachLimited<T>(
     }),
   );
 }
+
+/**
+ * At most `max` calls of run() in flight at once, the others waiting their turn in call order: for
+ * work that arrives over time rather than as one list (the emulated VMs' network boots).
+ */
+export class Limiter {
+  private active = 0;
+  private readonly waiting: (() => void)[] = [];
+  private readonly max: number;
+
+  constructor(max: number) {
+    this.max = Math.max(1, max);
+  }
+
+  async run<T>(f: () => Promise<T>): Promise<T> {
+    // a finishing call hands its slot straight to the first waiter, so `active` never exceeds max
+    if (this.active < this.max) this.active++;
+    else await new Promise<void>((resolve) => this.waiting.push(resolve));
+    try {
+      return await f();
+    } finally {
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.active--;
+    }
+  }
+}

@@ -1,6 +1,6 @@
-// An emulated VM as the agent sees it (src/lib/emulated/ssh.ts AgentVm), up in the deployment
+// An emulated VM as the agent sees it (src/lib/emulated/agent/vm.ts AgentVm), up in the deployment
 // environment with an empty disk, for tests that drive the agent's commands without a group.
-import type { AgentVm } from '../../src/lib/emulated/ssh.js';
+import type { AgentVm } from '../../src/lib/emulated/agent/vm.js';
 
 export function fakeAgentVm(fields: Partial<AgentVm> = {}): AgentVm {
   return {

@@ -6,6 +6,7 @@
 import { open } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { InputError } from '../errors.js';
+import type { BroadcastMethod } from './methods.js';
 import { treeShape } from './order.js';
 import { DEFAULT_RING_BYTES, DEFAULT_STALL_MS, Lane, type LaneSource } from './protocol.js';
 import { SshPool } from './ssh.js';
@@ -68,7 +69,7 @@ export interface NodeReport {
 }
 
 export interface BroadcastReport {
-  topology: 'chain' | 'star' | 'tree' | 'taktuk';
+  topology: BroadcastMethod;
   nodes: NodeReport[];
   ok: number;
   ko: number;

@@ -64,6 +64,14 @@ export async function broadcastImage(
   );
 }
 
+/** What runs each method of the registry (src/lib/broadcast/methods.ts). */
+const implementations = {
+  chain: broadcastChain,
+  tree: broadcastTree,
+  star: broadcastStar,
+  taktuk: broadcastTaktuk,
+} satisfies Record<BroadcastMethod, unknown>;
+
 export async function sendFile(
   method: BroadcastMethod,
   nodes: DeployNode[],
@@ -81,14 +89,7 @@ export async function sendFile(
     timeoutMs: opts.timeoutMs,
   };
   const ordered = chainOrder(nodes);
-  const report =
-    method === 'taktuk'
-      ? await broadcastTaktuk(ordered, source, common)
-      : method === 'chain'
-        ? await broadcastChain(ordered, source, common)
-        : method === 'tree'
-          ? await broadcastTree(ordered, source, common)
-          : await broadcastStar(ordered, source, common);
+  const report = await implementations[method](ordered, source, common);
   opts.logger.debug(
     `broadcast ${method}: ${report.ok} OK, ${report.ko} KO, ${report.throughputMBps.toFixed(1)} MB/s per node in ${report.makespanMs} ms`,
   );

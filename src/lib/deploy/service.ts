@@ -2,6 +2,7 @@
 // rights, the steps) before touching anything, then run the workflow engine on the testbed's VMs
 // with the real driver, show progress, and store the per-node, per-step stats.
 import { readFile } from 'node:fs/promises';
+import { broadcastStep } from '../broadcast/methods.js';
 import { defaultModel } from '../emulated/model.js';
 import { envBootFiles } from '../envs/boot-files.js';
 import {
@@ -62,7 +63,7 @@ export async function checkRequest(req: DeployRequest) {
   const { store, state, keyFile, nodes } = await openTestbed(req.testbed, req.nodeFile);
   let workflow: Workflow = mergeWorkflow(defaultWorkflow(), req.steps ? parseSteps(req.steps) : {});
   if (req.broadcast && !req.steps?.includes('BroadcastEnv|')) {
-    const name = `BroadcastEnv${req.broadcast[0].toUpperCase()}${req.broadcast.slice(1)}`;
+    const name = broadcastStep(req.broadcast);
     workflow = mergeWorkflow(
       workflow,
       parseSteps(`BroadcastEnv|${name}:1:${workflow.BroadcastEnv[0].timeoutMs / 1000}`),
@@ -70,7 +71,7 @@ export async function checkRequest(req: DeployRequest) {
   }
   const window = req.rebootWindow ? parseWindow(req.rebootWindow, '--reboot-window') : undefined;
   if (req.breakpoint) parseBreakpoint(req.breakpoint);
-  if (workflow.BroadcastEnv.some((i) => i.name === 'BroadcastEnvTaktuk')) {
+  if (workflow.BroadcastEnv.some((i) => i.name === broadcastStep('taktuk'))) {
     // BroadcastEnv runs in the deployment environment: ours (busybox) has no TakTuk to run
     if (state.config.vms.runtime === 'qemu')
       throw new InputError(

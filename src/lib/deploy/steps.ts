@@ -2,6 +2,7 @@
 // instances (the first is tried, the next ones are fallbacks), in Kadeploy's `--steps` syntax:
 //   SetDeploymentEnv|SetDeploymentEnvUntrusted:1:300&BootNewEnv|BootNewEnvKexec:1:150,BootNewEnvHardReboot:1:300
 // Pure: no I/O, so the engine and the CLI share one parser and one printer.
+import { BROADCAST_STEPS } from '../broadcast/methods.js';
 import { InputError } from '../errors.js';
 
 export const MACRO_STEPS = ['SetDeploymentEnv', 'BroadcastEnv', 'BootNewEnv'] as const;
@@ -9,7 +10,7 @@ export type MacroStep = (typeof MACRO_STEPS)[number];
 
 export const STEP_INSTANCES = {
   SetDeploymentEnv: ['SetDeploymentEnvUntrusted', 'SetDeploymentEnvKexec'],
-  BroadcastEnv: ['BroadcastEnvChain', 'BroadcastEnvTree', 'BroadcastEnvStar', 'BroadcastEnvTaktuk'],
+  BroadcastEnv: BROADCAST_STEPS,
   BootNewEnv: ['BootNewEnvKexec', 'BootNewEnvClassical', 'BootNewEnvHardReboot'],
 } as const satisfies Record<MacroStep, readonly string[]>;
 

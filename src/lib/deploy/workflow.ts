@@ -4,6 +4,7 @@
 // each as its own concurrent batch. Pure logic: every effect goes through the driver, every wait
 // through the Clock, so tests run whole deployments in virtual time.
 import { setTimeout as sleepTimer } from 'node:timers/promises';
+import { type BroadcastMethod, byBroadcastStep } from '../broadcast/methods.js';
 import { InputError } from '../errors.js';
 import type { NodeResult, StepRecord } from './stats.js';
 import {
@@ -31,7 +32,7 @@ export const realClock: Clock = {
 // --- micro-steps ---------------------------------------------------------------------------------
 
 export type RebootLevel = 'soft' | 'hard' | 'very_hard';
-export type BroadcastMethod = 'chain' | 'tree' | 'star' | 'taktuk';
+export type { BroadcastMethod };
 
 export type MicroStep =
   | { kind: 'switchProfile'; profile: 'deploy' | 'deployed' }
@@ -85,10 +86,7 @@ export const INSTANCE_MICRO_STEPS: Record<InstanceName, readonly MicroStep[]> = 
     { kind: 'waitReboot', env: 'deploy' },
     ...prepareDisk,
   ],
-  BroadcastEnvChain: [{ kind: 'broadcast', method: 'chain' }, { kind: 'sync' }],
-  BroadcastEnvTree: [{ kind: 'broadcast', method: 'tree' }, { kind: 'sync' }],
-  BroadcastEnvStar: [{ kind: 'broadcast', method: 'star' }, { kind: 'sync' }],
-  BroadcastEnvTaktuk: [{ kind: 'broadcast', method: 'taktuk' }, { kind: 'sync' }],
+  ...byBroadcastStep<readonly MicroStep[]>((method) => [{ kind: 'broadcast', method }, { kind: 'sync' }]),
   BootNewEnvKexec: [
     { kind: 'kexec', target: 'deployed' },
     { kind: 'waitReboot', env: 'deployed' },

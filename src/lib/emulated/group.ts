@@ -10,10 +10,21 @@ import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import type ssh2 from 'ssh2';
+import { Limiter } from '../concurrency.js';
 import { findTaktuk } from '../exec/taktuk.js';
 import { containsAddress, ipToInt, parsePrefix } from '../net/ipv4.js';
+import { type NodeCommands, startNodeCommands } from './agent/node-commands.js';
+import { startSshServer } from './agent/server.js';
+import type { AgentVm } from './agent/vm.js';
 import { DhcpClient, type DhcpClientOptions } from './dhcp-client.js';
-import { type EmulatedHostSpec, type HostControl, startHostServer } from './host.js';
+import {
+  type EmulatedHostSpec,
+  type HostControl,
+  type PowerAction,
+  startHostServer,
+  type VmStatus,
+} from './host.js';
 import {
   type BootKind,
   type BootModel,
@@ -25,14 +36,7 @@ import {
   planFaults,
   rebootHangs,
 } from './model.js';
-import { type NodeCommands, startNodeCommands } from './node-commands.js';
-import {
-  type AgentVm,
-  generateHostKey,
-  parseAuthorizedKey,
-  type SshServerHandle,
-  startSshServer,
-} from './ssh.js';
+import { generateHostKey, parseAuthorizedKey, type SshServerHandle } from './ssh.js';
 
 const run = promisify(execFile);
 
@@ -107,15 +111,6 @@ export interface GroupStats {
   rssBytes: number;
 }
 
-export interface EmulatedGroup extends HostControl {
-  /** The first boot outcome of every autostarted VM, in the order of `vms`. */
-  ready: Promise<VmOutcome[]>;
-  stats(): GroupStats;
-  /** Addresses this group added (ip/prefix), to be removed by close(). */
-  addresses(): string[];
-  close(): Promise<void>;
-}
-
 interface Vm extends AgentVm {
   spec: EmulatedVmSpec;
   state: VmState;
@@ -169,216 +164,231 @@ function httpGet(url: string, localAddress: string, keep: boolean): Promise<{ by
   });
 }
 
-class Limiter {
-  private active = 0;
-  private readonly queue: (() => void)[] = [];
-  constructor(private readonly max: number) {}
-  async run<T>(f: () => Promise<T>): Promise<T> {
-    if (this.active >= this.max) await new Promise<void>((r) => this.queue.push(r));
-    this.active++;
-    try {
-      return await f();
-    } finally {
-      this.active--;
-      this.queue.shift()?.();
+const VM_STATES: readonly VmState[] = [
+  'off',
+  'firmware',
+  'dhcp',
+  'script',
+  'kernel',
+  'initrd',
+  'booting',
+  'ssh',
+  'hung',
+  'failed',
+];
+
+/**
+ * The VMs of one group and the shared state of their boots: the DHCP client, the limit on network
+ * boots at once, the addresses added, the pending waits. Power actions come from the emulated
+ * hosts (HostControl) and from the VMs' own agents (reboot, kexec, a crash).
+ */
+export class EmulatedGroup implements HostControl {
+  private readonly model: BootModel;
+  private readonly seed: number | string;
+  private readonly hostKey = generateHostKey();
+  private readonly vms: Vm[];
+  private readonly byName: Map<string, Vm>;
+  private readonly limiter: Limiter;
+  /** Addresses this group added (ip/prefix), in order. */
+  private readonly added: string[] = [];
+  /** The pending waits, cut short by close(). */
+  private readonly timers = new Set<{ timer: NodeJS.Timeout; resolve: () => void }>();
+  private nodeCommands: NodeCommands | null = null;
+  private hostServers: SshServerHandle[] = [];
+  private firstOutcomes: Promise<VmOutcome[]> = Promise.resolve([]);
+  private closed = false;
+  private dhcpTries = 0;
+  private httpBytes = 0;
+
+  /** Opens the DHCP client, boots the autostarted VMs and serves the hosts' SSH. */
+  static async start(opts: EmulatedGroupOptions): Promise<EmulatedGroup> {
+    const authorized = parseAuthorizedKey(opts.authorizedKey);
+    const faults = planFaults(
+      opts.vms.map((v) => v.name),
+      opts.faults ?? {},
+      opts.seed ?? 1,
+    );
+    const group = new EmulatedGroup(opts, authorized, faults, await DhcpClient.open(opts.dhcp));
+    await group.startEngines();
+    const autostart = opts.autostart ?? !opts.hosts?.length;
+    group.firstOutcomes = Promise.all(autostart ? group.vms.map((vm) => group.bootToOutcome(vm, 'pxe')) : []);
+    await group.startHosts();
+    return group;
+  }
+
+  private constructor(
+    private readonly opts: EmulatedGroupOptions,
+    private readonly authorized: ssh2.ParsedKey,
+    faults: Map<string, Fault>,
+    private readonly dhcp: DhcpClient,
+  ) {
+    this.model = opts.model ?? defaultModel;
+    this.seed = opts.seed ?? 1;
+    this.limiter = new Limiter(opts.concurrency ?? 64);
+    this.vms = opts.vms.map((spec) => ({
+      spec,
+      name: spec.name,
+      mac: spec.mac.toLowerCase(),
+      ip: spec.ip,
+      env: 'deploy',
+      boots: 0,
+      fault: faults.get(spec.name) as Fault,
+      disk: { bytes: 0, sha256: null },
+      receives: [],
+      bootedAt: 0,
+      state: 'off',
+      ssh: null,
+      gen: 0,
+      reason: null,
+      reboot: () => {},
+    }));
+    this.byName = new Map(this.vms.map((vm) => [vm.name, vm]));
+    for (const vm of this.vms) {
+      vm.reboot = (kind) => this.restart(vm, kind);
+      vm.die = (reason) => {
+        void this.stop(vm);
+        this.setState(vm, 'failed', reason);
+      };
     }
   }
-}
 
-export async function startEmulatedGroup(opts: EmulatedGroupOptions): Promise<EmulatedGroup> {
-  // Relaying (a tree of SSH connections) stays inside the testbed: SSH ports of its addresses only.
-  const forwardable = (spec: EmulatedVmSpec) => {
-    const mask = spec.prefixLength === 0 ? 0 : (0xffffffff << (32 - spec.prefixLength)) >>> 0;
-    const p = opts.forwardPrefix
-      ? parsePrefix(opts.forwardPrefix)
-      : { base: (ipToInt(spec.ip) & mask) >>> 0, length: spec.prefixLength };
-    return (ip: string, port: number) => {
-      if (port !== (opts.sshPort ?? 22)) return false;
-      try {
-        return containsAddress(p, ipToInt(ip));
-      } catch {
-        return false;
-      }
-    };
-  };
-  const model = opts.model ?? defaultModel;
-  const seed = opts.seed ?? 1;
-  const authorized = parseAuthorizedKey(opts.authorizedKey);
-  const hostKey = generateHostKey();
-  const faults = planFaults(
-    opts.vms.map((v) => v.name),
-    opts.faults ?? {},
-    seed,
-  );
-  const dhcp = await DhcpClient.open(opts.dhcp);
-  const limiter = new Limiter(Math.max(1, opts.concurrency ?? 64));
-  const added: string[] = [];
-  const timers = new Set<{ timer: NodeJS.Timeout; resolve: () => void }>();
-  let closed = false;
-  let dhcpTries = 0;
-  let httpBytes = 0;
+  /** The first boot outcome of every autostarted VM, in the order of `vms`. */
+  get ready(): Promise<VmOutcome[]> {
+    return this.firstOutcomes;
+  }
 
-  const ipCmd = (...args: string[]) => run('ip', opts.ns ? ['-n', opts.ns, ...args] : args);
-  const sleep = (ms: number) =>
-    new Promise<void>((resolve) => {
-      const entry = {
-        resolve,
-        timer: setTimeout(() => {
-          timers.delete(entry);
-          resolve();
-        }, ms),
-      };
-      timers.add(entry);
+  status(names: string[]): VmStatus[] {
+    return names.map((n) => {
+      const vm = this.vm(n);
+      return { name: vm.name, mac: vm.mac, state: vm.state, reason: vm.reason, boots: vm.boots, env: vm.env };
     });
+  }
 
-  const vms: Vm[] = opts.vms.map((spec) => ({
-    spec,
-    name: spec.name,
-    mac: spec.mac.toLowerCase(),
-    ip: spec.ip,
-    env: 'deploy',
-    boots: 0,
-    fault: faults.get(spec.name) as Fault,
-    disk: { bytes: 0, sha256: null },
-    receives: [],
-    bootedAt: 0,
-    state: 'off',
-    ssh: null,
-    gen: 0,
-    reason: null,
-    reboot: () => {},
-  }));
-  const byName = new Map(vms.map((vm) => [vm.name, vm]));
+  power(action: PowerAction, names: string[]): void {
+    for (const n of names) {
+      const vm = this.vm(n);
+      // on: a VM already powered (booting, up, failed in firmware, hung) stays as it is
+      if (action === 'on' && vm.state === 'off') this.restart(vm, 'pxe');
+      // reset: power-cycle through the firmware and the whole network boot
+      if (action === 'reset') this.restart(vm, vm.state === 'off' ? 'pxe' : 'reboot');
+      if (action === 'off') {
+        void this.stop(vm);
+        this.setState(vm, 'off');
+      }
+    }
+  }
 
-  // VMs reached by a TakTuk connector run the installed taktuk's engine for real
-  const taktuk = findTaktuk();
-  let nodeCommands: NodeCommands | null = null;
-  if (taktuk) {
+  stats(): GroupStats {
+    const states = Object.fromEntries(VM_STATES.map((s) => [s, 0])) as Record<VmState, number>;
+    for (const vm of this.vms) states[vm.state]++;
+    return {
+      total: this.vms.length,
+      states,
+      dhcpTries: this.dhcpTries,
+      httpBytes: this.httpBytes,
+      addressesAdded: this.added.length,
+      rssBytes: process.memoryUsage().rss,
+    };
+  }
+
+  /** Addresses this group added (ip/prefix), to be removed by close(). */
+  addresses(): string[] {
+    return [...this.added];
+  }
+
+  /** Stops every wait, server and VM, and removes the addresses it added. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const t of this.timers) {
+      clearTimeout(t.timer);
+      t.resolve();
+    }
+    this.timers.clear();
+    await Promise.all(this.hostServers.map((h) => h.close()));
+    await Promise.all(this.vms.map((vm) => vm.ssh?.close()));
+    await this.nodeCommands?.close();
+    this.dhcp.close();
+    await this.firstOutcomes.catch(() => {});
+    for (const cidr of this.added.reverse()) {
+      await this.ip('addr', 'del', cidr, 'dev', this.opts.interface).catch(() => {});
+    }
+    this.added.length = 0;
+  }
+
+  // --- start -------------------------------------------------------------------------------------
+
+  /** VMs reached by a TakTuk connector run the installed taktuk's engine for real. */
+  private async startEngines(): Promise<void> {
+    const taktuk = findTaktuk();
+    if (!taktuk) return;
     // a unix socket's path has at most 107 bytes
     const dir =
-      opts.commandDir && opts.commandDir.length < 90
-        ? opts.commandDir
+      this.opts.commandDir && this.opts.commandDir.length < 90
+        ? this.opts.commandDir
         : await mkdtemp(join(tmpdir(), 'kb-emulated-'));
-    nodeCommands = await startNodeCommands(dir, taktuk, (name, command, ch) => {
-      const ssh = byName.get(name)?.ssh;
+    const commands = await startNodeCommands(dir, taktuk, (name, command, ch) => {
+      const ssh = this.byName.get(name)?.ssh;
       if (!ssh) return false;
       ssh.run(command, ch);
       return true;
     });
-    const commands = nodeCommands;
-    for (const vm of vms) vm.startEngine = (args, ch) => commands.startEngine(vm.name, args, ch);
+    this.nodeCommands = commands;
+    for (const vm of this.vms) vm.startEngine = (args, ch) => commands.startEngine(vm.name, args, ch);
   }
 
-  const setState = (vm: Vm, s: VmState, reason: string | null = null) => {
+  private async startHosts(): Promise<void> {
+    this.hostServers = await Promise.all(
+      (this.opts.hosts ?? []).map((h) =>
+        startHostServer(
+          h,
+          this.opts.vms.filter((v) => v.host === h.name).map((v) => v.name),
+          this,
+          { hostKey: this.hostKey, authorized: this.authorized, port: this.opts.sshPort },
+        ),
+      ),
+    );
+  }
+
+  // --- one VM ------------------------------------------------------------------------------------
+
+  private vm(name: string): Vm {
+    const vm = this.byName.get(name);
+    if (!vm) throw new Error(`no VM ${name}`);
+    return vm;
+  }
+
+  private setState(vm: Vm, s: VmState, reason: string | null = null): void {
     vm.state = s;
     vm.reason = reason;
-    opts.onChange?.(vm.name, s);
-  };
+    this.opts.onChange?.(vm.name, s);
+  }
 
-  const addAddress = async (vm: Vm, ip: string) => {
-    const cidr = `${ip}/${vm.spec.prefixLength}`;
-    if (added.includes(cidr)) return;
-    try {
-      await ipCmd('addr', 'add', cidr, 'dev', opts.interface);
-      added.push(cidr);
-    } catch (e) {
-      // already there (a reboot, or the namespace had it): fine, but not ours to remove
-      if (!/exists/i.test(String((e as { stderr?: string }).stderr ?? e))) throw e;
-    }
-  };
+  /** Stops whatever the VM is doing (its SSH server, a boot in progress). */
+  private async stop(vm: Vm): Promise<void> {
+    vm.gen++;
+    const ssh = vm.ssh;
+    vm.ssh = null;
+    await ssh?.close();
+  }
 
-  /** One boot: firmware, DHCP, script, kernel, initrd, boot wait, SSH. Throws the failure. */
-  const boot = async (vm: Vm, kind: BootKind): Promise<{ modelledMs: number; t0: number }> => {
-    const t0 = Date.now();
-    const gen = vm.gen;
-    const index = vm.boots;
-    const { modelledMs, realMs } = bootTime(model, seed, vm.name, kind, index);
-    vm.boots++;
-    const current = () => {
-      if (closed) throw new Error('group closed');
-      if (vm.gen !== gen) throw new Superseded();
-    };
-    setState(vm, 'firmware');
-    await sleep(realMs * 0.1);
-    current();
-    const fault = faultHitsBoot(vm.fault, index);
-    let env = kind === 'kexec' ? (vm.kexecTarget ?? 'deploy') : 'deploy';
-    if (fault === 'fail-boot') {
-      throw new Error('injected fault: fails to boot (never sends DHCP)');
-    }
-    if (kind !== 'kexec') {
-      await limiter.run(async () => {
-        current();
-        setState(vm, 'dhcp');
-        const lease = await dhcp.lease(vm.mac);
-        dhcpTries += lease.tries;
-        current();
-        if (lease.ip !== vm.spec.ip) throw new Error(`DHCP leased ${lease.ip}, planned ${vm.spec.ip}`);
-        if (!lease.bootFile?.startsWith('http'))
-          throw new Error(`no iPXE script URL (boot file ${lease.bootFile})`);
-        // iPXE configures its address before it fetches; the kernel keeps it
-        await addAddress(vm, lease.ip);
-        setState(vm, 'script');
-        const script = await httpGet(lease.bootFile, lease.ip, true);
-        httpBytes += script.bytes;
-        const urls = scriptUrls(script.body, lease.bootFile);
-        if (/^\s*sanboot\b/m.test(script.body)) {
-          // the local profile: boot what the disk holds
-          if (!vm.disk.label) throw new Error('iPXE sanboot: no bootable system on the local disk');
-          env = 'deployed';
-          return;
-        }
-        // the env profile: an environment's own kernel (files/envs/<sha256>/kernel, uploaded for a
-        // deployment), not the deployment environment's: it boots the system on the disk
-        const envKernel =
-          urls.kernel !== null && /\/envs\/[0-9a-f]{64}\/kernel$/.test(new URL(urls.kernel).pathname);
-        if (envKernel && !vm.disk.label)
-          throw new Error('iPXE env kernel: no deployed system on the local disk');
-        if (!urls.kernel || (!urls.initrd && !envKernel))
-          throw new Error('the iPXE script names no kernel or initrd');
-        env = envKernel ? 'deployed' : 'deploy';
-        setState(vm, 'kernel');
-        httpBytes += (await httpGet(urls.kernel, lease.ip, false)).bytes;
-        if (urls.initrd) {
-          setState(vm, 'initrd');
-          httpBytes += (await httpGet(urls.initrd, lease.ip, false)).bytes;
-        }
-      });
-    }
-    current();
-    setState(vm, 'booting');
-    const left = t0 + realMs - Date.now();
-    if (left > 0) await sleep(left);
-    current();
-    if (fault === 'hang' || rebootHangs(opts.faults ?? {}, seed, vm.name, index)) {
-      const reason =
-        fault === 'hang'
-          ? 'injected fault: hangs after boot (never serves SSH)'
-          : 'injected fault: this boot hangs (transient)';
-      setState(vm, 'hung', reason);
-      throw new Error(reason);
-    }
-    vm.bootedAt = Date.now();
-    vm.env = env;
-    const ssh = await startSshServer(vm, {
-      hostKey,
-      authorized,
-      port: opts.sshPort,
-      forwardTo: forwardable(vm.spec),
-    });
-    if (closed || vm.gen !== gen) {
-      await ssh.close();
-      current();
-    }
-    vm.ssh = ssh;
-    setState(vm, 'ssh');
-    return { modelledMs, t0 };
-  };
+  private restart(vm: Vm, kind: BootKind): void {
+    void (async () => {
+      await this.stop(vm);
+      if (!this.closed) await this.bootToOutcome(vm, kind);
+    })();
+  }
 
-  const bootToOutcome = async (vm: Vm, kind: BootKind): Promise<VmOutcome> => {
+  /** Throws when the group closed or a power action superseded the boot of generation `gen`. */
+  private checkCurrent(vm: Vm, gen: number): void {
+    if (this.closed) throw new Error('group closed');
+    if (vm.gen !== gen) throw new Superseded();
+  }
+
+  private async bootToOutcome(vm: Vm, kind: BootKind): Promise<VmOutcome> {
     const t0 = Date.now();
     try {
-      const r = await boot(vm, kind);
+      const r = await this.boot(vm, kind);
       return {
         name: vm.name,
         state: 'ssh',
@@ -398,130 +408,150 @@ export async function startEmulatedGroup(opts: EmulatedGroupOptions): Promise<Em
           ip: null,
         };
       }
-      if (vm.state !== 'hung') setState(vm, 'failed', (e as Error).message);
+      if (vm.state !== 'hung') this.setState(vm, 'failed', (e as Error).message);
       return {
         name: vm.name,
         state: 'failed',
         reason: (e as Error).message,
         bootMs: Date.now() - t0,
-        modelledMs: bootTime(model, seed, vm.name, kind, vm.boots - 1).modelledMs,
+        modelledMs: bootTime(this.model, this.seed, vm.name, kind, vm.boots - 1).modelledMs,
         ip: null,
       };
     }
-  };
+  }
 
-  /** Stops whatever the VM is doing (its SSH server, a boot in progress). */
-  const stop = async (vm: Vm) => {
-    vm.gen++;
-    const ssh = vm.ssh;
-    vm.ssh = null;
-    await ssh?.close();
-  };
-  const restart = (vm: Vm, kind: BootKind) => {
-    void (async () => {
-      await stop(vm);
-      if (!closed) await bootToOutcome(vm, kind);
-    })();
-  };
-  for (const vm of vms) {
-    vm.reboot = (kind) => restart(vm, kind);
-    vm.die = (reason) => {
-      void stop(vm);
-      setState(vm, 'failed', reason);
+  /** One boot: firmware, DHCP, script, kernel, initrd, boot wait, SSH. Throws the failure. */
+  private async boot(vm: Vm, kind: BootKind): Promise<{ modelledMs: number; t0: number }> {
+    const t0 = Date.now();
+    const gen = vm.gen;
+    const index = vm.boots;
+    const { modelledMs, realMs } = bootTime(this.model, this.seed, vm.name, kind, index);
+    vm.boots++;
+    this.setState(vm, 'firmware');
+    await this.sleep(realMs * 0.1);
+    this.checkCurrent(vm, gen);
+    const fault = faultHitsBoot(vm.fault, index);
+    let env = kind === 'kexec' ? (vm.kexecTarget ?? 'deploy') : 'deploy';
+    if (fault === 'fail-boot') {
+      throw new Error('injected fault: fails to boot (never sends DHCP)');
+    }
+    if (kind !== 'kexec') env = await this.limiter.run(() => this.netboot(vm, gen));
+    this.checkCurrent(vm, gen);
+    this.setState(vm, 'booting');
+    const left = t0 + realMs - Date.now();
+    if (left > 0) await this.sleep(left);
+    this.checkCurrent(vm, gen);
+    if (fault === 'hang' || rebootHangs(this.opts.faults ?? {}, this.seed, vm.name, index)) {
+      const reason =
+        fault === 'hang'
+          ? 'injected fault: hangs after boot (never serves SSH)'
+          : 'injected fault: this boot hangs (transient)';
+      this.setState(vm, 'hung', reason);
+      throw new Error(reason);
+    }
+    vm.bootedAt = Date.now();
+    vm.env = env;
+    const ssh = await startSshServer(vm, {
+      hostKey: this.hostKey,
+      authorized: this.authorized,
+      port: this.opts.sshPort,
+      forwardTo: this.forwardable(vm.spec),
+    });
+    if (this.closed || vm.gen !== gen) {
+      await ssh.close();
+      this.checkCurrent(vm, gen);
+    }
+    vm.ssh = ssh;
+    this.setState(vm, 'ssh');
+    return { modelledMs, t0 };
+  }
+
+  /**
+   * The network boot: DHCP, the iPXE script, then its kernel and initrd over HTTP. Returns the
+   * environment it boots: the deployed system for the local or env profile, else the deployment one.
+   */
+  private async netboot(vm: Vm, gen: number): Promise<'deploy' | 'deployed'> {
+    this.checkCurrent(vm, gen);
+    this.setState(vm, 'dhcp');
+    const lease = await this.dhcp.lease(vm.mac);
+    this.dhcpTries += lease.tries;
+    this.checkCurrent(vm, gen);
+    if (lease.ip !== vm.spec.ip) throw new Error(`DHCP leased ${lease.ip}, planned ${vm.spec.ip}`);
+    if (!lease.bootFile?.startsWith('http'))
+      throw new Error(`no iPXE script URL (boot file ${lease.bootFile})`);
+    // iPXE configures its address before it fetches; the kernel keeps it
+    await this.addAddress(vm, lease.ip);
+    this.setState(vm, 'script');
+    const script = await httpGet(lease.bootFile, lease.ip, true);
+    this.httpBytes += script.bytes;
+    const urls = scriptUrls(script.body, lease.bootFile);
+    if (/^\s*sanboot\b/m.test(script.body)) {
+      // the local profile: boot what the disk holds
+      if (!vm.disk.label) throw new Error('iPXE sanboot: no bootable system on the local disk');
+      return 'deployed';
+    }
+    // the env profile: an environment's own kernel (files/envs/<sha256>/kernel, uploaded for a
+    // deployment), not the deployment environment's: it boots the system on the disk
+    const envKernel =
+      urls.kernel !== null && /\/envs\/[0-9a-f]{64}\/kernel$/.test(new URL(urls.kernel).pathname);
+    if (envKernel && !vm.disk.label) throw new Error('iPXE env kernel: no deployed system on the local disk');
+    if (!urls.kernel || (!urls.initrd && !envKernel))
+      throw new Error('the iPXE script names no kernel or initrd');
+    this.setState(vm, 'kernel');
+    this.httpBytes += (await httpGet(urls.kernel, lease.ip, false)).bytes;
+    if (urls.initrd) {
+      this.setState(vm, 'initrd');
+      this.httpBytes += (await httpGet(urls.initrd, lease.ip, false)).bytes;
+    }
+    return envKernel ? 'deployed' : 'deploy';
+  }
+
+  // --- the namespace -----------------------------------------------------------------------------
+
+  private ip(...args: string[]) {
+    return run('ip', this.opts.ns ? ['-n', this.opts.ns, ...args] : args);
+  }
+
+  private async addAddress(vm: Vm, ip: string): Promise<void> {
+    const cidr = `${ip}/${vm.spec.prefixLength}`;
+    if (this.added.includes(cidr)) return;
+    try {
+      await this.ip('addr', 'add', cidr, 'dev', this.opts.interface);
+      this.added.push(cidr);
+    } catch (e) {
+      // already there (a reboot, or the namespace had it): fine, but not ours to remove
+      if (!/exists/i.test(String((e as { stderr?: string }).stderr ?? e))) throw e;
+    }
+  }
+
+  /** Relaying (a tree of SSH connections) stays inside the testbed: SSH ports of its addresses only. */
+  private forwardable(spec: EmulatedVmSpec): (ip: string, port: number) => boolean {
+    const mask = spec.prefixLength === 0 ? 0 : (0xffffffff << (32 - spec.prefixLength)) >>> 0;
+    const p = this.opts.forwardPrefix
+      ? parsePrefix(this.opts.forwardPrefix)
+      : { base: (ipToInt(spec.ip) & mask) >>> 0, length: spec.prefixLength };
+    const sshPort = this.opts.sshPort ?? 22;
+    return (ip: string, port: number) => {
+      if (port !== sshPort) return false;
+      try {
+        return containsAddress(p, ipToInt(ip));
+      } catch {
+        return false;
+      }
     };
   }
 
-  const control: HostControl = {
-    status: (names) =>
-      names.map((n) => {
-        const vm = byName.get(n);
-        if (!vm) throw new Error(`no VM ${n}`);
-        return {
-          name: vm.name,
-          mac: vm.mac,
-          state: vm.state,
-          reason: vm.reason,
-          boots: vm.boots,
-          env: vm.env,
-        };
-      }),
-    power: (action, names) => {
-      for (const n of names) {
-        const vm = byName.get(n);
-        if (!vm) throw new Error(`no VM ${n}`);
-        // on: a VM already powered (booting, up, failed in firmware, hung) stays as it is
-        if (action === 'on' && vm.state === 'off') restart(vm, 'pxe');
-        // reset: power-cycle through the firmware and the whole network boot
-        if (action === 'reset') restart(vm, vm.state === 'off' ? 'pxe' : 'reboot');
-        if (action === 'off') {
-          void stop(vm);
-          setState(vm, 'off');
-        }
-      }
-    },
-  };
-
-  const autostart = opts.autostart ?? !opts.hosts?.length;
-  const ready = Promise.all(autostart ? vms.map((vm) => bootToOutcome(vm, 'pxe')) : []);
-  const hostServers = await Promise.all(
-    (opts.hosts ?? []).map((h) =>
-      startHostServer(
-        h,
-        opts.vms.filter((v) => v.host === h.name).map((v) => v.name),
-        control,
-        { hostKey, authorized, port: opts.sshPort },
-      ),
-    ),
-  );
-
-  return {
-    ...control,
-    ready,
-    stats: () => {
-      const states = Object.fromEntries(
-        (
-          [
-            'off',
-            'firmware',
-            'dhcp',
-            'script',
-            'kernel',
-            'initrd',
-            'booting',
-            'ssh',
-            'hung',
-            'failed',
-          ] as const
-        ).map((s) => [s, 0]),
-      ) as Record<VmState, number>;
-      for (const vm of vms) states[vm.state]++;
-      return {
-        total: vms.length,
-        states,
-        dhcpTries,
-        httpBytes,
-        addressesAdded: added.length,
-        rssBytes: process.memoryUsage().rss,
+  /** Resolves after `ms`, or at once when the group closes. */
+  private sleep(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const entry = {
+        resolve,
+        timer: setTimeout(() => {
+          this.timers.delete(entry);
+          resolve();
+        }, ms),
       };
-    },
-    addresses: () => [...added],
-    close: async () => {
-      if (closed) return;
-      closed = true;
-      for (const t of timers) {
-        clearTimeout(t.timer);
-        t.resolve();
-      }
-      timers.clear();
-      await Promise.all(hostServers.map((h) => h.close()));
-      await Promise.all(vms.map((vm) => vm.ssh?.close()));
-      await nodeCommands?.close();
-      dhcp.close();
-      await ready.catch(() => {});
-      for (const cidr of added.reverse()) {
-        await ipCmd('addr', 'del', cidr, 'dev', opts.interface).catch(() => {});
-      }
-      added.length = 0;
-    },
-  };
+      this.timers.add(entry);
+    });
+  }
 }

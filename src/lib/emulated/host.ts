@@ -2,7 +2,8 @@
 // kabootstrap sends to a VM host — which VMs it runs and their state, and power on/off/reset —
 // as `kb-host` subcommands, plus the few shell words the probes use (hostname, echo, true).
 import type ssh2 from 'ssh2';
-import { type Channel, done, type SshServerHandle, serveSsh } from './ssh.js';
+import { type Channel, done } from './channel.js';
+import { type SshServerHandle, serveSsh } from './ssh.js';
 
 export interface EmulatedHostSpec {
   /** The host's FQDN. */

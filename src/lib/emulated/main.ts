@@ -6,7 +6,7 @@
 // autostarted VM has its first outcome (with hosts, VMs wait for `kb-host power on`).
 // Keeps serving SSH until SIGTERM/SIGINT, then removes the addresses it added and exits.
 import { readFile } from 'node:fs/promises';
-import { type EmulatedGroupOptions, startEmulatedGroup } from './group.js';
+import { EmulatedGroup, type EmulatedGroupOptions } from './group.js';
 
 interface MainConfig extends Omit<EmulatedGroupOptions, 'authorizedKey' | 'onChange'> {
   authorizedKey?: string;
@@ -19,7 +19,7 @@ const authorizedKey =
   config.authorizedKey ?? (config.authorizedKeyFile ? await readFile(config.authorizedKeyFile, 'utf8') : '');
 const print = (o: unknown) => process.stdout.write(`${JSON.stringify(o)}\n`);
 const t0 = Date.now();
-const group = await startEmulatedGroup({ ...config, authorizedKey });
+const group = await EmulatedGroup.start({ ...config, authorizedKey });
 print({ listening: { hosts: config.hosts?.length ?? 0, vms: config.vms.length }, ms: Date.now() - t0 });
 const progress = () => {
   const s = group.stats();

@@ -2,14 +2,10 @@
 // (127.88.<group>.<i>, port 22), accepting one fresh ed25519 key.
 import { createHash, randomBytes } from 'node:crypto';
 import ssh2 from 'ssh2';
+import { startSshServer } from '../../../src/lib/emulated/agent/server.js';
+import type { AgentVm } from '../../../src/lib/emulated/agent/vm.js';
 import type { Fault } from '../../../src/lib/emulated/model.js';
-import {
-  type AgentVm,
-  generateHostKey,
-  parseAuthorizedKey,
-  type SshServerHandle,
-  startSshServer,
-} from '../../../src/lib/emulated/ssh.js';
+import { generateHostKey, parseAuthorizedKey, type SshServerHandle } from '../../../src/lib/emulated/ssh.js';
 
 export interface TestNodes {
   nodes: { name: string; ip: string }[];

@@ -2,13 +2,13 @@
 // (127.77.<subnet>.<i>, port 22), so no namespace is needed. `emulated` nodes run the VM agent;
 // `scripted` ones understand `sleep <ms>` and `hang` and count the commands running at once.
 import ssh2 from 'ssh2';
+import { startSshServer } from '../../../src/lib/emulated/agent/server.js';
+import { done } from '../../../src/lib/emulated/channel.js';
 import {
-  done,
   generateHostKey,
   parseAuthorizedKey,
   type SshServerHandle,
   serveSsh,
-  startSshServer,
 } from '../../../src/lib/emulated/ssh.js';
 import type { ExecTarget } from '../../../src/lib/exec/types.js';
 import { fakeAgentVm } from '../../helpers/agent-vm.js';

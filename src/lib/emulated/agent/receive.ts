@@ -10,8 +10,9 @@ import {
   type LaneSource,
   Ring,
   splitTarget,
-} from '../broadcast/protocol.js';
-import { type AgentVm, type Channel, done, type ExecContext, type ReceiveResult } from './ssh.js';
+} from '../../broadcast/protocol.js';
+import { type Channel, done, type ExecContext } from '../channel.js';
+import type { AgentVm, ReceiveResult } from './vm.js';
 
 const USAGE =
   'kb-agent: usage: kb-agent receive <port> [--forward host:port[,host:port...]]... [--size N [--sha256 HEX]' +

@@ -11,8 +11,8 @@ import {
   parseEngineStart,
   shellWords,
   startNodeCommands,
-} from '../../../src/lib/emulated/node-commands.js';
-import { type Channel, done } from '../../../src/lib/emulated/ssh.js';
+} from '../../../../src/lib/emulated/agent/node-commands.js';
+import { type Channel, done } from '../../../../src/lib/emulated/channel.js';
 
 describe('engine start lines', () => {
   const words: [string, string[] | null][] = [

@@ -2,7 +2,8 @@
 // `broadcast input file` feeds every node's command through its tree), hashed, counted and kept
 // (size and hash only) as the emulated disk's content.
 import { createHash } from 'node:crypto';
-import { type AgentVm, type Channel, done, type ReceiveResult } from './ssh.js';
+import { type Channel, done } from '../channel.js';
+import type { AgentVm, ReceiveResult } from './vm.js';
 
 const USAGE =
   'kb-agent: usage: kb-agent receive - [--size N] [--sha256 HEX] [--extract dir | --write dev | --store]\n';

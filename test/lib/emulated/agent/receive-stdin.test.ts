@@ -2,10 +2,10 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { PassThrough } from 'node:stream';
 import { describe, it } from 'node:test';
-import type { Fault } from '../../../src/lib/emulated/model.js';
-import { parseStdinReceive, receiveStdin } from '../../../src/lib/emulated/receive-stdin.js';
-import type { Channel } from '../../../src/lib/emulated/ssh.js';
-import { fakeAgentVm } from '../../helpers/agent-vm.js';
+import { parseStdinReceive, receiveStdin } from '../../../../src/lib/emulated/agent/receive-stdin.js';
+import type { Channel } from '../../../../src/lib/emulated/channel.js';
+import type { Fault } from '../../../../src/lib/emulated/model.js';
+import { fakeAgentVm } from '../../../helpers/agent-vm.js';
 
 function vm(fault: Fault = { kind: 'none' }) {
   const died: string[] = [];

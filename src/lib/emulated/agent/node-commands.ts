@@ -10,9 +10,9 @@ import { chmod, mkdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
-import type { Channel } from './ssh.js';
+import type { Channel } from '../channel.js';
 
-/** What a shim may be called: the commands the emulated interpreter knows (see ssh.ts). */
+/** What a shim may be called: the commands the emulated interpreter knows (see interpreter.ts). */
 export const NODE_COMMANDS = ['hostname', 'uname', 'cat', 'true', 'sync', 'reboot', 'kb-agent'] as const;
 
 /** Split a command line as sh would for plain words, '...' and "..." (no expansion). */
@@ -73,7 +73,7 @@ export function parseEngineStart(command: string): string[] | null {
 // standard input), a 32-bit length and the data. Input is read only once asked for, as a command
 // that never reads it leaves it to the next one of a shell.
 const SHIM = `#!/usr/bin/perl
-# kabootstrap: a command of an emulated VM (see src/lib/emulated/node-commands.ts). It asks the
+# kabootstrap: a command of an emulated VM (see src/lib/emulated/agent/node-commands.ts). It asks the
 # VM's group to run it, relaying standard input, output, error and the exit code.
 use strict;
 use warnings;

@@ -4,11 +4,11 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { Lane, type LaneSource } from '../../../src/lib/broadcast/protocol.js';
-import type { Fault } from '../../../src/lib/emulated/model.js';
-import { receive } from '../../../src/lib/emulated/receive.js';
-import type { Channel, ExecContext } from '../../../src/lib/emulated/ssh.js';
-import { fakeAgentVm } from '../../helpers/agent-vm.js';
+import { Lane, type LaneSource } from '../../../../src/lib/broadcast/protocol.js';
+import { receive } from '../../../../src/lib/emulated/agent/receive.js';
+import type { Channel, ExecContext } from '../../../../src/lib/emulated/channel.js';
+import type { Fault } from '../../../../src/lib/emulated/model.js';
+import { fakeAgentVm } from '../../../helpers/agent-vm.js';
 
 const MB = 2 ** 20;
 const port = 7790;
