@@ -2,7 +2,6 @@
 // InputError line naming the file and the field path, and nothing else happens.
 import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { InputError } from '../errors.js';
@@ -14,6 +13,7 @@ import {
   PrefixError,
   parsePrefix,
 } from '../net/ipv4.js';
+import { packageRoot } from '../package-root.js';
 import { type TestbedConfig, testbedConfigSchema } from './schema.js';
 
 export interface LoadedConfig {
@@ -24,7 +24,6 @@ export interface LoadedConfig {
   baseDir: string;
 }
 
-export const packageRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 export const defaultConfigPath = join(packageRoot, 'recipes', 'local-small.yaml');
 
 export function formatPath(path: readonly PropertyKey[]): string {

@@ -2,10 +2,10 @@
 // service-node recipe inside its namespace (the daemon starts detached; its pid is recorded).
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { packageRoot } from '../config/load.js';
 import { installTftpFirmware } from '../images/firmware.js';
 import type { Logger } from '../log.js';
 import type { Topology } from '../netns/topology.js';
+import { packageRoot } from '../package-root.js';
 import type { Plan } from '../planner/plan.js';
 import type { Progress } from '../progress.js';
 import { localLayout } from '../provider/local-layout.js';

@@ -5,9 +5,9 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Handlebars from 'handlebars';
-import { packageRoot } from '../../config/load.js';
 import { InputError } from '../../errors.js';
 import { intToIp, netmask, PrefixError, parsePrefix } from '../../net/ipv4.js';
+import { packageRoot } from '../../package-root.js';
 import { bootSpec } from '../classifier.js';
 import type { ServiceNodeConfig } from '../config.js';
 
