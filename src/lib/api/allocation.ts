@@ -1,9 +1,9 @@
 // Which resources of one site an OAR request may get: filter matching, feasibility against the
 // whole site, and exclusive allocation (a node, VLAN or /22 block goes to one live job). Pure.
 
-import { naturalCompare } from '../g5k/job-resources.js';
 import type { ResourceFilter, ResourcePart, ResourceRequest } from '../g5k/oar.js';
 import type { NodeDoc, VlanItem } from '../g5k/types.js';
+import { naturalCompare } from '../natural-order.js';
 import { formatPrefix, ipToInt, type Prefix, parsePrefix, subdivide } from '../net/ipv4.js';
 import { type Inventory, nodeFqdn } from './inventory.js';
 

@@ -4,8 +4,8 @@
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { InputError } from '../errors.js';
-import { naturalCompare } from '../g5k/job-resources.js';
 import type { ClusterDoc, NodeDoc, SiteDoc, VlanItem } from '../g5k/types.js';
+import { naturalCompare } from '../natural-order.js';
 import { intToIp, ipToInt, PrefixError, parsePrefix } from '../net/ipv4.js';
 
 export const DEFAULT_DOMAIN = 'grid5000.fr';

@@ -2,7 +2,6 @@
 // deployments. Pure: no I/O and no timers; time only moves when the caller passes `now`
 // (UNIX seconds), so that every transition can be unit-tested with a fake clock.
 
-import { naturalCompare } from '../g5k/job-resources.js';
 import { formatWalltime, parseResources, type ResourceRequest, ResourceSyntaxError } from '../g5k/oar.js';
 import type {
   Deployment,
@@ -13,6 +12,7 @@ import type {
   VlanItem,
   VlanNodesAnswer,
 } from '../g5k/types.js';
+import { naturalCompare } from '../natural-order.js';
 import {
   type Allocation,
   allocate,

@@ -3,8 +3,8 @@
 import { TestbedError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
+import { naturalCompare } from '../natural-order.js';
 import { defaultSleep, G5kApiError, G5kHttp, type HttpOptions } from './http.js';
-import { naturalCompare } from './job-resources.js';
 import { pollUntil } from './poll.js';
 import type {
   ClusterDoc,
@@ -21,7 +21,7 @@ import type {
 } from './types.js';
 
 export { G5kApiError } from './http.js';
-export { type JobResources, jobResources, naturalCompare } from './job-resources.js';
+export { type JobResources, jobResources } from './job-resources.js';
 
 export interface G5kClientOptions extends HttpOptions {
   /** Clock used for wait deadlines; injectable alongside `sleep`. */
