@@ -170,7 +170,7 @@ function partShortage(index: SiteIndex, part: ResourcePart): string | null {
 }
 
 /** Throws a RequestError when the request can never be satisfied here, even on an idle site. */
-export function checkRequest(index: SiteIndex, request: ResourceRequest): void {
+export function checkResourceRequest(index: SiteIndex, request: ResourceRequest): void {
   for (const part of request.parts) {
     checkFilters(index, part);
     const shortage = partShortage(index, part);

@@ -13,7 +13,7 @@ import {
 
 export const DEFAULT_FLAT_WINDOW = 32;
 
-export function checkWindow(window: number | undefined, fallback: number): number {
+export function checkExecWindow(window: number | undefined, fallback: number): number {
   const w = window ?? fallback;
   if (!Number.isInteger(w) || w < 1)
     throw new InputError(`exec: window must be a positive integer, got ${w}`);
@@ -31,7 +31,7 @@ export async function flatExec(
   opts: ExecOptions,
   pool?: SshPool,
 ): Promise<ExecOutcome> {
-  const window = checkWindow(opts.window, DEFAULT_FLAT_WINDOW);
+  const window = checkExecWindow(opts.window, DEFAULT_FLAT_WINDOW);
   const start = Date.now();
   const own = !pool;
   const p = pool ?? new SshPool(opts);
