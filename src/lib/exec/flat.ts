@@ -1,5 +1,6 @@
 // `exec --method flat`: the controller connects to every node itself, a window of them at a time
 // (pdsh-like). Simple and fast for tens of nodes; the controller holds one connection per node.
+import { eachLimited } from '../concurrency.js';
 import { InputError } from '../errors.js';
 import { DEFAULT_COMMAND_TIMEOUT_MS, SshPool } from './pool.js';
 import {
@@ -38,21 +39,16 @@ export async function flatExec(
   const openedBefore = p.connectionsOpened;
   const stats = emptyStats('flat', targets.length);
   const results: NodeExecResult[] = new Array(targets.length);
-  let next = 0;
   let inFlight = 0;
-  const worker = async () => {
-    while (next < targets.length) {
-      const i = next++;
+  try {
+    await eachLimited(targets, window, async (target, i) => {
       inFlight++;
       stats.maxInFlight = Math.max(stats.maxInFlight, inFlight);
-      const r = await p.exec(targets[i], command, opts.timeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS);
+      const r = await p.exec(target, command, opts.timeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS);
       inFlight--;
       results[i] = r;
       opts.onResult?.(r);
-    }
-  };
-  try {
-    await Promise.all(Array.from({ length: Math.min(window, targets.length) }, worker));
+    });
   } finally {
     if (own) p.close();
   }
