@@ -4,7 +4,15 @@
 import type { ResourceFilter, ResourcePart, ResourceRequest } from '../g5k/oar.js';
 import type { NodeDoc, VlanItem } from '../g5k/types.js';
 import { naturalCompare } from '../natural-order.js';
-import { formatPrefix, ipToInt, type Prefix, parsePrefix, subdivide } from '../net/ipv4.js';
+import {
+  containsAddress,
+  formatPrefix,
+  ipToInt,
+  type Prefix,
+  parsePrefix,
+  prefixContaining,
+  subdivide,
+} from '../net/ipv4.js';
 import { type Inventory, nodeFqdn } from './inventory.js';
 
 export interface IndexedNode {
@@ -73,7 +81,7 @@ export function indexSite(inventory: Inventory, siteUid: string): SiteIndex {
   if (pool && gateway) {
     // VMs use the gateway of the whole pool: a block holding it would hand that address out.
     const block = blockOf(ipToInt(gateway));
-    if (block >= pool.base && block < pool.base + 2 ** (32 - pool.length)) reservedBlocks.add(block);
+    if (containsAddress(pool, block)) reservedBlocks.add(block);
   }
   return {
     site: siteUid,
@@ -86,7 +94,7 @@ export function indexSite(inventory: Inventory, siteUid: string): SiteIndex {
 }
 
 function blockOf(addr: number): number {
-  return addr - (addr % 2 ** (32 - BLOCK));
+  return prefixContaining(addr, BLOCK).base;
 }
 
 export function blockCidr(base: number): string {

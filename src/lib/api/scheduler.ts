@@ -13,6 +13,7 @@ import type {
   VlanNodesAnswer,
 } from '../g5k/types.js';
 import { naturalCompare } from '../natural-order.js';
+import { lastAddress } from '../net/ipv4.js';
 import {
   type Allocation,
   allocate,
@@ -564,7 +565,7 @@ export class Scheduler {
     }
     const subnets: Record<string, unknown> = {};
     if (index.pool) {
-      for (let b = index.pool.base; b < index.pool.base + 2 ** (32 - index.pool.length); b += 1024) {
+      for (let b = index.pool.base; b <= lastAddress(index.pool); b += 1024) {
         if (index.reservedBlocks.has(b)) continue;
         const reservations = blockJobs(b);
         subnets[blockCidr(b)] = { soft: reservations.length ? 'busy' : 'free', reservations };

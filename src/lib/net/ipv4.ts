@@ -16,8 +16,13 @@ export function ipToInt(ip: string): number {
   return ((b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3]) >>> 0;
 }
 
+/** The four bytes of an address, most significant first. */
+export function octetsOf(n: number): [number, number, number, number] {
+  return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255];
+}
+
 export function intToIp(n: number): string {
-  return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
+  return octetsOf(n).join('.');
 }
 
 export function parsePrefix(text: string): Prefix {

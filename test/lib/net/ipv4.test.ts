@@ -12,6 +12,7 @@ import {
   lastAddress,
   netmask,
   networkOfAddress,
+  octetsOf,
   overlaps,
   PrefixError,
   parsePrefix,
@@ -26,6 +27,7 @@ describe('ipv4', () => {
     assert.equal(ipToInt('255.255.255.255'), 0xffffffff);
     assert.equal(intToIp(0xc0a80401), '192.168.4.1');
     assert.equal(intToIp(ipToInt('172.16.254.3')), '172.16.254.3');
+    assert.deepEqual(octetsOf(ipToInt('192.168.4.250')), [192, 168, 4, 250]);
     assert.throws(() => ipToInt('10.0.0'), PrefixError);
     assert.throws(() => ipToInt('10.0.0.256'), PrefixError);
   });
