@@ -5,8 +5,8 @@ import { join } from 'node:path';
 import Handlebars from 'handlebars';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { formatPath } from '../config/load.js';
 import { InputError, TestbedError } from '../errors.js';
+import { formatPath } from '../input-file.js';
 import type { Logger } from '../log.js';
 import { packageRoot } from '../package-root.js';
 
