@@ -1,7 +1,7 @@
 // Address pools for a site's VMs: consecutive addresses from the site's /22 blocks, skipping the
 // first address of every block (common Grid'5000 tools do) and the site network's own
 // network, gateway and broadcast addresses.
-import { containsAddress, intToIp, lastAddress, octetsOf, type Prefix } from '../net/ipv4.js';
+import { containsAddress, lastAddress, octetsOf, type Prefix } from '../net/ipv4.js';
 
 export function usableAddresses(blocks: Prefix[], site: Prefix, gateway: number): number[] {
   const reserved = new Set([site.base, gateway, lastAddress(site)]);
@@ -31,5 +31,3 @@ export function macForIp(ip: number): string {
     .map((b) => (typeof b === 'string' ? b : b.toString(16).padStart(2, '0')))
     .join(':');
 }
-
-export { intToIp };
