@@ -3,12 +3,15 @@
 export async function eachLimited<T>(
   items: T[],
   limit: number,
-  f: (item: T) => Promise<void>,
+  f: (item: T, index: number) => Promise<void>,
 ): Promise<void> {
   let next = 0;
   await Promise.all(
     Array.from({ length: Math.min(Math.max(1, limit), items.length) }, async () => {
-      while (next < items.length) await f(items[next++]);
+      while (next < items.length) {
+        const i = next++;
+        await f(items[i], i);
+      }
     }),
   );
 }

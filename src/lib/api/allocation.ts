@@ -1,10 +1,18 @@
 // Which resources of one site an OAR request may get: filter matching, feasibility against the
 // whole site, and exclusive allocation (a node, VLAN or /22 block goes to one live job). Pure.
 
-import { naturalCompare } from '../g5k/job-resources.js';
 import type { ResourceFilter, ResourcePart, ResourceRequest } from '../g5k/oar.js';
 import type { NodeDoc, VlanItem } from '../g5k/types.js';
-import { formatPrefix, ipToInt, type Prefix, parsePrefix, subdivide } from '../net/ipv4.js';
+import { naturalCompare } from '../natural-order.js';
+import {
+  containsAddress,
+  formatPrefix,
+  ipToInt,
+  type Prefix,
+  parsePrefix,
+  prefixContaining,
+  subdivide,
+} from '../net/ipv4.js';
 import { type Inventory, nodeFqdn } from './inventory.js';
 
 export interface IndexedNode {
@@ -73,7 +81,7 @@ export function indexSite(inventory: Inventory, siteUid: string): SiteIndex {
   if (pool && gateway) {
     // VMs use the gateway of the whole pool: a block holding it would hand that address out.
     const block = blockOf(ipToInt(gateway));
-    if (block >= pool.base && block < pool.base + 2 ** (32 - pool.length)) reservedBlocks.add(block);
+    if (containsAddress(pool, block)) reservedBlocks.add(block);
   }
   return {
     site: siteUid,
@@ -86,7 +94,7 @@ export function indexSite(inventory: Inventory, siteUid: string): SiteIndex {
 }
 
 function blockOf(addr: number): number {
-  return addr - (addr % 2 ** (32 - BLOCK));
+  return prefixContaining(addr, BLOCK).base;
 }
 
 export function blockCidr(base: number): string {
@@ -170,7 +178,7 @@ function partShortage(index: SiteIndex, part: ResourcePart): string | null {
 }
 
 /** Throws a RequestError when the request can never be satisfied here, even on an idle site. */
-export function checkRequest(index: SiteIndex, request: ResourceRequest): void {
+export function checkResourceRequest(index: SiteIndex, request: ResourceRequest): void {
   for (const part of request.parts) {
     checkFilters(index, part);
     const shortage = partShortage(index, part);

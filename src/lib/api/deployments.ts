@@ -3,7 +3,7 @@
 // tells which nodes a user may deploy.
 
 import { randomUUID } from 'node:crypto';
-import type { Deployment } from '../g5k/types.js';
+import type { G5kDeployment } from '../g5k/types.js';
 import type { SiteIndex } from './allocation.js';
 import { SchedulerError } from './api-error.js';
 import type { DeploymentRecord } from './scheduler-state.js';
@@ -42,7 +42,7 @@ export class Deployments {
   }
 
   /** `t` is the scheduler's current time. */
-  submit(site: string, body: unknown, user: string, t: number): Deployment {
+  submit(site: string, body: unknown, user: string, t: number): G5kDeployment {
     const index = this.host.index(site);
     const d = checkDeployment(body);
     if (d.vlan !== undefined && d.vlan !== '') {
@@ -64,7 +64,7 @@ export class Deployments {
     // Faults are consumed only once the whole request is accepted.
     const ko = nodes.filter((n) => this.faults.delete(n.fqdn)).map((n) => n.address);
     const uid = `D-${this.newId()}`;
-    const deployment: Deployment = {
+    const deployment: G5kDeployment = {
       uid,
       site_uid: site,
       user_uid: user,
@@ -84,12 +84,12 @@ export class Deployments {
     return structuredClone(deployment);
   }
 
-  get(site: string, uid: string): Deployment {
+  get(site: string, uid: string): G5kDeployment {
     return structuredClone(this.record(site, uid).deployment);
   }
 
   /** Newest first. */
-  list(site: string, q: DeploymentQuery = {}): Deployment[] {
+  list(site: string, q: DeploymentQuery = {}): G5kDeployment[] {
     this.host.index(site);
     return [...this.records.values()]
       .map((r) => r.deployment)
@@ -103,7 +103,7 @@ export class Deployments {
       .reverse();
   }
 
-  cancel(site: string, uid: string, t: number): Deployment {
+  cancel(site: string, uid: string, t: number): G5kDeployment {
     const d = this.record(site, uid).deployment;
     if (d.status === 'waiting' || d.status === 'processing') {
       d.status = 'canceled';

@@ -4,9 +4,9 @@
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { InputError } from '../errors.js';
-import { naturalCompare } from '../g5k/job-resources.js';
 import type { ClusterDoc, NodeDoc, SiteDoc, VlanItem } from '../g5k/types.js';
-import { intToIp, ipToInt, PrefixError, parsePrefix } from '../net/ipv4.js';
+import { naturalCompare } from '../natural-order.js';
+import { formatPrefix, intToIp, ipToInt, lastAddress, PrefixError, parsePrefix } from '../net/ipv4.js';
 
 export const DEFAULT_DOMAIN = 'grid5000.fr';
 
@@ -262,7 +262,8 @@ export interface SyntheticInventorySpec {
 /** KaVLAN networks in the style of the real ones: local VLANs in 192.168/16, the others in 10.16+. */
 function kavlanNetwork(id: number): { network: string; gateway: string } {
   const base = id <= 3 ? ipToInt(`192.168.${(id - 1) * 64}.0`) : ipToInt(`10.${12 + id}.0.0`);
-  return { network: `${intToIp(base)}/18`, gateway: intToIp(base + 2 ** 14 - 2) };
+  const network = { base, length: 18 };
+  return { network: formatPrefix(network), gateway: intToIp(lastAddress(network) - 1) };
 }
 
 function syntheticNode(

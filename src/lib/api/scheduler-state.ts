@@ -3,7 +3,7 @@
 
 import { z } from 'zod';
 import type { ResourceRequest } from '../g5k/oar.js';
-import type { Deployment, Job } from '../g5k/types.js';
+import type { G5kDeployment, Job } from '../g5k/types.js';
 import type { Allocation } from './allocation.js';
 
 export interface JobRecord {
@@ -23,7 +23,7 @@ export interface DeploymentRecord {
   nextAt: number;
   /** Nodes (as submitted) that come back KO. */
   ko: string[];
-  deployment: Deployment;
+  deployment: G5kDeployment;
 }
 
 export interface SchedulerState {

@@ -2,10 +2,9 @@
 // deployments. Pure: no I/O and no timers; time only moves when the caller passes `now`
 // (UNIX seconds), so that every transition can be unit-tested with a fake clock.
 
-import { naturalCompare } from '../g5k/job-resources.js';
 import { formatWalltime, parseResources, type ResourceRequest, ResourceSyntaxError } from '../g5k/oar.js';
 import type {
-  Deployment,
+  G5kDeployment,
   Job,
   JobState,
   JobSubmission,
@@ -13,11 +12,13 @@ import type {
   VlanItem,
   VlanNodesAnswer,
 } from '../g5k/types.js';
+import { naturalCompare } from '../natural-order.js';
+import { lastAddress } from '../net/ipv4.js';
 import {
   type Allocation,
   allocate,
   blockCidr,
-  checkRequest,
+  checkResourceRequest,
   emptyHeld,
   type Held,
   hold,
@@ -127,7 +128,7 @@ export class Scheduler {
     }
     if (s.properties?.trim()) request = withProperties(request, s.properties);
     try {
-      checkRequest(index, request);
+      checkResourceRequest(index, request);
     } catch (err) {
       if (err instanceof RequestError) throw new SchedulerError(400, err.message);
       throw err;
@@ -500,7 +501,7 @@ export class Scheduler {
   // Deployments
 
   /** Every listed node must be in a running `deploy` job of `user`. */
-  submitDeployment(site: string, body: unknown, user: string, now: number): Deployment {
+  submitDeployment(site: string, body: unknown, user: string, now: number): G5kDeployment {
     this.advance(now);
     const uid = this.deploys.submit(site, body, user, this.time).uid;
     // A 0 s delay finishes it at once.
@@ -508,17 +509,17 @@ export class Scheduler {
     return this.deploys.get(site, uid);
   }
 
-  getDeployment(site: string, uid: string): Deployment {
+  getDeployment(site: string, uid: string): G5kDeployment {
     return this.deploys.get(site, uid);
   }
 
   /** Deployments of a site, newest first. */
-  listDeployments(site: string, q: DeploymentQuery = {}): Deployment[] {
+  listDeployments(site: string, q: DeploymentQuery = {}): G5kDeployment[] {
     return this.deploys.list(site, q);
   }
 
   /** Cancels a waiting or processing deployment; a finished one is left as it is. */
-  cancelDeployment(site: string, uid: string, now: number): Deployment {
+  cancelDeployment(site: string, uid: string, now: number): G5kDeployment {
     this.advance(now);
     return this.deploys.cancel(site, uid, this.time);
   }
@@ -564,7 +565,7 @@ export class Scheduler {
     }
     const subnets: Record<string, unknown> = {};
     if (index.pool) {
-      for (let b = index.pool.base; b < index.pool.base + 2 ** (32 - index.pool.length); b += 1024) {
+      for (let b = index.pool.base; b <= lastAddress(index.pool); b += 1024) {
         if (index.reservedBlocks.has(b)) continue;
         const reservations = blockJobs(b);
         subnets[blockCidr(b)] = { soft: reservations.length ? 'busy' : 'free', reservations };

@@ -1,6 +1,7 @@
 // Broadcast topologies (pure): a chain that crosses each host and site boundary once, so the
 // slow links (between hosts, between sites) carry the image once, and k-ary trees.
 import { InputError } from '../errors.js';
+import { naturalCompare } from '../natural-order.js';
 
 export interface PlacedNode {
   name: string;
@@ -8,29 +9,6 @@ export interface PlacedNode {
   /** The physical host the VM runs on. */
   host: string;
   site: string;
-}
-
-/** Compares strings with digit runs as numbers: node-2 before node-10. */
-export function naturalCompare(a: string, b: string): number {
-  const re = /(\d+)|(\D+)/g;
-  const pa = a.match(re) ?? [];
-  const pb = b.match(re) ?? [];
-  for (let i = 0; i < Math.min(pa.length, pb.length); i++) {
-    const x = pa[i];
-    const y = pb[i];
-    if (x === y) continue;
-    const nx = /^\d/.test(x);
-    const ny = /^\d/.test(y);
-    if (nx && ny) {
-      const d = Number(x) - Number(y);
-      if (d !== 0) return d;
-      // same value, different zero padding: shorter first, for a total order
-      if (x.length !== y.length) return x.length - y.length;
-      continue;
-    }
-    return x < y ? -1 : 1;
-  }
-  return pa.length - pb.length || (a < b ? -1 : a > b ? 1 : 0);
 }
 
 /**

@@ -1,11 +1,8 @@
 // Reading a testbed config: YAML → schema → cross-field checks. Every failure is one
 // InputError line naming the file and the field path, and nothing else happens.
-import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { parseDocument } from 'yaml';
-import type { z } from 'zod';
 import { InputError } from '../errors.js';
+import { describeIssue, parseYamlMapping, readInputText } from '../input-file.js';
 import {
   containsPrefix,
   formatPrefix,
@@ -14,6 +11,7 @@ import {
   PrefixError,
   parsePrefix,
 } from '../net/ipv4.js';
+import { packageRoot } from '../package-root.js';
 import { type TestbedConfig, testbedConfigSchema } from './schema.js';
 
 export interface LoadedConfig {
@@ -24,41 +22,10 @@ export interface LoadedConfig {
   baseDir: string;
 }
 
-export const packageRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 export const defaultConfigPath = join(packageRoot, 'recipes', 'local-small.yaml');
 
-export function formatPath(path: readonly PropertyKey[]): string {
-  let out = '';
-  for (const key of path) {
-    if (typeof key === 'number') out += `[${key}]`;
-    else out += out ? `.${String(key)}` : String(key);
-  }
-  return out || '(top level)';
-}
-
-function describeIssue(issue: z.core.$ZodIssue): string {
-  if (issue.code === 'unrecognized_keys') {
-    const where = issue.path.length ? `${formatPath(issue.path)}.` : '';
-    return `${where}${issue.keys[0]}: unknown key`;
-  }
-  if (issue.code === 'invalid_type' && issue.input === undefined)
-    return `${formatPath(issue.path)}: is required`;
-  return `${formatPath(issue.path)}: ${issue.message}`;
-}
-
 export function parseConfigText(text: string, source: string): TestbedConfig {
-  const doc = parseDocument(text, { prettyErrors: false });
-  if (doc.errors.length > 0) {
-    const e = doc.errors[0];
-    const line = e.linePos?.[0]?.line;
-    throw new InputError(
-      `config ${source}${line ? `:${line}` : ''}: not valid YAML: ${e.message.split('\n')[0]}`,
-    );
-  }
-  const raw = doc.toJS();
-  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
-    throw new InputError(`config ${source}: expected a mapping of settings at the top level`);
-  }
+  const raw = parseYamlMapping(text, `config ${source}`);
   const parsed = testbedConfigSchema.safeParse(raw, { reportInput: true });
   if (!parsed.success) throw new InputError(`config ${source}: ${describeIssue(parsed.error.issues[0])}`);
   checkConsistency(parsed.data, source);
@@ -135,15 +102,7 @@ function checkConsistency(config: TestbedConfig, source: string): void {
 
 export async function loadConfig(path?: string): Promise<LoadedConfig> {
   const file = path ?? defaultConfigPath;
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new InputError(
-      `config ${file}: cannot read it (${code === 'ENOENT' ? 'no such file' : (code ?? String(e))})`,
-    );
-  }
+  const text = await readInputText(file, `config ${file}`);
   const source = path ?? `${file} (built-in default)`;
   return { config: parseConfigText(text, source), source, baseDir: dirname(file) };
 }

@@ -12,8 +12,8 @@ import { chainOrder } from '../broadcast/order.js';
 import { broadcastTaktuk } from '../broadcast/taktuk.js';
 import type { RegisteredEnvironment } from '../envs/registry.js';
 import type { Logger } from '../log.js';
+import type { DeployNode } from '../nodes/targets.js';
 import { defaultDisk } from './driver.js';
-import type { DeployNode } from './targets.js';
 import type { BroadcastMethod, NodeOutcome } from './workflow.js';
 
 /**

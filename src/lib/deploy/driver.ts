@@ -6,11 +6,11 @@ import { eachLimited } from '../concurrency.js';
 import type { EnvBootFiles } from '../envs/boot-files.js';
 import type { RegisteredEnvironment } from '../envs/registry.js';
 import type { SshPool } from '../exec/pool.js';
+import type { DeployNode } from '../nodes/targets.js';
 import { ServiceClient } from '../services/client.js';
 import { sq } from '../shell.js';
 import { envBootOf, uploadOnce } from './env-boot.js';
 import type { PowerControl } from './power.js';
-import type { DeployNode } from './targets.js';
 import type { BroadcastMethod, MicroContext, MicroStep, NodeOutcome, WorkflowDriver } from './workflow.js';
 
 export interface DiskLayout {

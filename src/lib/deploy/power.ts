@@ -1,9 +1,9 @@
 // Power control of the testbed's VMs through their hosts, as a deployment's hard reboots need:
 // over SSH to each host, `kb-host power` on emulated hosts, QEMU's QMP (system_reset) on qemu
 // hosts. One SSH connection per host, kept for the whole deployment.
+import type { DeployNode } from '../nodes/targets.js';
 import { powerReset } from '../runtime/qemu-host.js';
 import { openSsh, type SshSession } from '../runtime/ssh-session.js';
-import type { DeployNode } from './targets.js';
 import type { NodeOutcome } from './workflow.js';
 
 export type PowerAction = 'reset' | 'cycle';

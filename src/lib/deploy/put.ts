@@ -6,8 +6,8 @@ import type { BroadcastReport } from '../broadcast/chain.js';
 import { hashFile } from '../envs/registry.js';
 import { InputError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { openTestbed } from '../nodes/open-testbed.js';
 import { emulatedRingBytes, sendFile } from './broadcast-step.js';
-import { openTestbed } from './open-testbed.js';
 import type { BroadcastMethod } from './workflow.js';
 
 export interface PutRequest {

@@ -3,7 +3,7 @@
 import { readFile } from 'node:fs/promises';
 import { eachLimited } from '../concurrency.js';
 import { SshPool } from '../exec/pool.js';
-import { openTestbed } from './open-testbed.js';
+import { openTestbed } from '../nodes/open-testbed.js';
 import { hostPower } from './power.js';
 import type { RebootLevel } from './workflow.js';
 

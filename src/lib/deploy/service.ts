@@ -16,12 +16,12 @@ import { InputError } from '../errors.js';
 import { SshPool } from '../exec/pool.js';
 import { findTaktuk } from '../exec/taktuk.js';
 import type { Logger } from '../log.js';
+import { openTestbed } from '../nodes/open-testbed.js';
 import type { Progress } from '../progress.js';
 import { envBootSchema } from '../services/config.js';
 import { broadcastImage, emulatedRingBytes } from './broadcast-step.js';
 import { createDriver, defaultDisk } from './driver.js';
 import { envBootOf } from './env-boot.js';
-import { openTestbed } from './open-testbed.js';
 import { hostPower } from './power.js';
 import { type Deployment, listDeployments, macroSpans, newDeploymentId, saveDeployment } from './stats.js';
 import { defaultWorkflow, formatSteps, mergeWorkflow, parseSteps, type Workflow } from './steps.js';
@@ -59,7 +59,7 @@ export function parseWindow(text: string, flag: string): Window {
 }
 
 /** Everything a deployment needs, checked; throws one clear InputError and touches nothing. */
-export async function checkRequest(req: DeployRequest) {
+export async function checkDeployRequest(req: DeployRequest) {
   const { store, state, keyFile, nodes } = await openTestbed(req.testbed, req.nodeFile);
   let workflow: Workflow = mergeWorkflow(defaultWorkflow(), req.steps ? parseSteps(req.steps) : {});
   if (req.broadcast && !req.steps?.includes('BroadcastEnv|')) {
@@ -113,7 +113,7 @@ export async function deployTestbed(
   req: DeployRequest,
   ctx: { logger: Logger; progress: Progress },
 ): Promise<DeployResult> {
-  const { store, state, keyFile, env, nodes, workflow, window, envBoot } = await checkRequest(req);
+  const { store, state, keyFile, env, nodes, workflow, window, envBoot } = await checkDeployRequest(req);
   await store.lock('deploy');
   const pool = new SshPool({ privateKey: await readFile(keyFile) });
   const runtime = state.config.vms.runtime;

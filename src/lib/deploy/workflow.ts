@@ -261,7 +261,7 @@ export function parseBreakpoint(text: string): Breakpoint {
   return { text, macro, micro };
 }
 
-function checkWindow(w: { size: number; sleepMs?: number }, what: string): void {
+function checkBatchWindow(w: { size: number; sleepMs?: number }, what: string): void {
   if (!Number.isInteger(w.size) || w.size < 1)
     throw new InputError(`${what} size ${w.size}: expected a whole number >= 1`);
   if (w.sleepMs !== undefined && !(w.sleepMs >= 0)) {
@@ -726,8 +726,8 @@ export function startWorkflow(
     seen.add(n);
   }
   checkWorkflow(workflow);
-  checkWindow(opts.rebootWindow ?? defaultRebootWindow, 'reboot window');
-  checkWindow({ ...defaultProbeWindow, ...opts.probeWindow }, 'probe window');
+  checkBatchWindow(opts.rebootWindow ?? defaultRebootWindow, 'reboot window');
+  checkBatchWindow({ ...defaultProbeWindow, ...opts.probeWindow }, 'probe window');
   const engine = new Engine([...nodes], workflow, driver, opts);
   return { snapshot: () => engine.snapshot(), done: engine.run() };
 }

@@ -8,8 +8,8 @@ import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { z } from 'zod';
 import { writeFileAtomic } from '../atomic-file.js';
-import { formatPath } from '../config/load.js';
 import { InputError } from '../errors.js';
+import { formatPath, readInputText } from '../input-file.js';
 import { envsDir } from '../state/layout.js';
 import { type EnvironmentDescription, parseEnvironmentText } from './schema.js';
 
@@ -127,15 +127,7 @@ export async function addEnvironment(
   opts: { user: string; replace?: boolean },
 ): Promise<RegisteredEnvironment> {
   const source = resolve(file);
-  let text: string;
-  try {
-    text = await readFile(source, 'utf8');
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new InputError(
-      `environment ${file}: cannot read it (${code === 'ENOENT' ? 'no such file' : (code ?? String(e))})`,
-    );
-  }
+  const text = await readInputText(source, `environment ${file}`);
   const description = parseEnvironmentText(text, file);
   if (description.visibility === 'public' && !isPrivileged(opts.user)) {
     throw new InputError(

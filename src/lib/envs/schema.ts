@@ -1,9 +1,8 @@
 // An environment description (Kadeploy's YAML format, the subset kabootstrap deploys).
 // Strict: an unknown key is an error, so a typo never silently drops a setting.
-import { parseDocument } from 'yaml';
 import { z } from 'zod';
-import { formatPath } from '../config/load.js';
 import { InputError } from '../errors.js';
+import { describeIssue, parseYamlMapping } from '../input-file.js';
 
 const text = (what: string) => z.string({ error: `expected text (${what})` });
 
@@ -69,31 +68,9 @@ export type Visibility = EnvironmentDescription['visibility'];
 export type ImageKind = EnvironmentDescription['image']['kind'];
 export type Compression = EnvironmentDescription['image']['compression'];
 
-function describeIssue(issue: z.core.$ZodIssue): string {
-  if (issue.code === 'unrecognized_keys') {
-    const where = issue.path.length ? `${formatPath(issue.path)}.` : '';
-    return `${where}${issue.keys[0]}: unknown key`;
-  }
-  // A missing key fails as a wrong type or, for an enum, a wrong value: both mean "is required".
-  if ((issue.code === 'invalid_type' || issue.code === 'invalid_value') && issue.input === undefined)
-    return `${formatPath(issue.path)}: is required`;
-  return `${formatPath(issue.path)}: ${issue.message}`;
-}
-
 /** Parses a description; every failure is one line `environment SOURCE: field.path: message`. */
 export function parseEnvironmentText(text: string, source: string): EnvironmentDescription {
-  const doc = parseDocument(text, { prettyErrors: false });
-  if (doc.errors.length > 0) {
-    const e = doc.errors[0];
-    const line = e.linePos?.[0]?.line;
-    throw new InputError(
-      `environment ${source}${line ? `:${line}` : ''}: not valid YAML: ${e.message.split('\n')[0]}`,
-    );
-  }
-  const raw = doc.toJS();
-  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
-    throw new InputError(`environment ${source}: expected a mapping of settings at the top level`);
-  }
+  const raw = parseYamlMapping(text, `environment ${source}`);
   const parsed = environmentSchema.safeParse(raw, { reportInput: true });
   if (!parsed.success)
     throw new InputError(`environment ${source}: ${describeIssue(parsed.error.issues[0])}`);

@@ -1,5 +1,6 @@
 // `exec --method flat`: the controller connects to every node itself, a window of them at a time
 // (pdsh-like). Simple and fast for tens of nodes; the controller holds one connection per node.
+import { eachLimited } from '../concurrency.js';
 import { InputError } from '../errors.js';
 import { DEFAULT_COMMAND_TIMEOUT_MS, SshPool } from './pool.js';
 import {
@@ -13,7 +14,7 @@ import {
 
 export const DEFAULT_FLAT_WINDOW = 32;
 
-export function checkWindow(window: number | undefined, fallback: number): number {
+export function checkExecWindow(window: number | undefined, fallback: number): number {
   const w = window ?? fallback;
   if (!Number.isInteger(w) || w < 1)
     throw new InputError(`exec: window must be a positive integer, got ${w}`);
@@ -31,28 +32,23 @@ export async function flatExec(
   opts: ExecOptions,
   pool?: SshPool,
 ): Promise<ExecOutcome> {
-  const window = checkWindow(opts.window, DEFAULT_FLAT_WINDOW);
+  const window = checkExecWindow(opts.window, DEFAULT_FLAT_WINDOW);
   const start = Date.now();
   const own = !pool;
   const p = pool ?? new SshPool(opts);
   const openedBefore = p.connectionsOpened;
   const stats = emptyStats('flat', targets.length);
   const results: NodeExecResult[] = new Array(targets.length);
-  let next = 0;
   let inFlight = 0;
-  const worker = async () => {
-    while (next < targets.length) {
-      const i = next++;
+  try {
+    await eachLimited(targets, window, async (target, i) => {
       inFlight++;
       stats.maxInFlight = Math.max(stats.maxInFlight, inFlight);
-      const r = await p.exec(targets[i], command, opts.timeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS);
+      const r = await p.exec(target, command, opts.timeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS);
       inFlight--;
       results[i] = r;
       opts.onResult?.(r);
-    }
-  };
-  try {
-    await Promise.all(Array.from({ length: Math.min(window, targets.length) }, worker));
+    });
   } finally {
     if (own) p.close();
   }

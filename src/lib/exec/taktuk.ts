@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { InputError } from '../errors.js';
 import { findExecutable } from '../executable.js';
-import { checkWindow } from './flat.js';
+import { checkExecWindow } from './flat.js';
 import { DEFAULT_COMMAND_TIMEOUT_MS, DEFAULT_CONNECT_TIMEOUT_MS } from './pool.js';
 import {
   countResults,
@@ -63,7 +63,7 @@ function bracketed(what: string, text: string): string[] {
 export function taktukBaseArgs(targets: ExecTarget[], commands: string[], opts: TaktukArgsOptions): string[] {
   const args = opts.propagate ? ['-s'] : [];
   args.push('-c', opts.connector);
-  if (opts.window !== undefined) args.push('-w', String(checkWindow(opts.window, 10)));
+  if (opts.window !== undefined) args.push('-w', String(checkExecWindow(opts.window, 10)));
   if (opts.connectTimeoutS !== undefined) args.push('-t', String(opts.connectTimeoutS));
   for (const t of targets) {
     if (t.port !== undefined && t.port !== 22)

@@ -1,7 +1,7 @@
 // `kabootstrap exec` behind its flags: a command on the testbed's VMs (all, or a node file's),
 // by one of the three methods, every node reported.
 import { readFile } from 'node:fs/promises';
-import { openTestbed } from '../deploy/open-testbed.js';
+import { openTestbed } from '../nodes/open-testbed.js';
 import { flatExec } from './flat.js';
 import { sshConnector, taktukExec } from './taktuk.js';
 import { treeExec } from './tree.js';

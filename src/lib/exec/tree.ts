@@ -16,7 +16,7 @@
 // as the tunnel itself is an SSH channel). What is relayed is the TCP connection, not the work.
 import { connect as netConnect } from 'node:net';
 import type ssh2 from 'ssh2';
-import { checkWindow } from './flat.js';
+import { checkExecWindow } from './flat.js';
 import {
   connectError,
   DEFAULT_COMMAND_TIMEOUT_MS,
@@ -122,8 +122,8 @@ export function treeExec(
   command: string,
   opts: TreeExecOptions,
 ): Promise<ExecOutcome> {
-  const window = checkWindow(opts.window, DEFAULT_TREE_WINDOW);
-  const relayWindow = checkWindow(opts.relayWindow, window);
+  const window = checkExecWindow(opts.window, DEFAULT_TREE_WINDOW);
+  const relayWindow = checkExecWindow(opts.relayWindow, window);
   const maxAttempts = opts.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
   const connectTimeoutMs = opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
   const commandTimeoutMs = opts.timeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS;

@@ -3,13 +3,13 @@
 import { TestbedError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
+import { naturalCompare } from '../natural-order.js';
 import { defaultSleep, G5kApiError, G5kHttp, type HttpOptions } from './http.js';
-import { naturalCompare } from './job-resources.js';
 import { pollUntil } from './poll.js';
 import type {
   ClusterDoc,
-  Deployment,
   DeploymentSubmission,
+  G5kDeployment,
   Job,
   JobState,
   JobSubmission,
@@ -21,7 +21,7 @@ import type {
 } from './types.js';
 
 export { G5kApiError } from './http.js';
-export { type JobResources, jobResources, naturalCompare } from './job-resources.js';
+export { type JobResources, jobResources } from './job-resources.js';
 
 export interface G5kClientOptions extends HttpOptions {
   /** Clock used for wait deadlines; injectable alongside `sleep`. */
@@ -51,7 +51,7 @@ export interface DeployOutcome {
 export interface DeploymentWaitOptions {
   timeoutMs?: number;
   pollMs?: number;
-  onPoll?: (d: Deployment) => void;
+  onPoll?: (d: G5kDeployment) => void;
 }
 
 const FINAL_JOB_STATES: JobState[] = ['error', 'terminated'];
@@ -243,17 +243,17 @@ export class G5kClient {
 
   // Deployments
 
-  async submitDeployment(site: string, d: DeploymentSubmission): Promise<Deployment> {
+  async submitDeployment(site: string, d: DeploymentSubmission): Promise<G5kDeployment> {
     const path = `/sites/${seg(site)}/deployments`;
     const res = await this.http.request('POST', path, { json: d });
-    const body = this.http.parseObject<Partial<Deployment>>('POST', path, res);
+    const body = this.http.parseObject<Partial<G5kDeployment>>('POST', path, res);
     if (typeof body.uid !== 'string') {
       throw new TestbedError(`POST ${path}: the API answered ${res.status} without a deployment uid`);
     }
-    return typeof body.status === 'string' ? (body as Deployment) : this.getDeployment(site, body.uid);
+    return typeof body.status === 'string' ? (body as G5kDeployment) : this.getDeployment(site, body.uid);
   }
 
-  getDeployment(site: string, uid: string): Promise<Deployment> {
+  getDeployment(site: string, uid: string): Promise<G5kDeployment> {
     return this.http.getJson(`/sites/${seg(site)}/deployments/${seg(uid)}`);
   }
 
@@ -261,7 +261,7 @@ export class G5kClient {
     await this.http.request('DELETE', `/sites/${seg(site)}/deployments/${seg(uid)}`);
   }
 
-  waitForDeployment(site: string, uid: string, opts: DeploymentWaitOptions = {}): Promise<Deployment> {
+  waitForDeployment(site: string, uid: string, opts: DeploymentWaitOptions = {}): Promise<G5kDeployment> {
     return pollUntil(
       () => this.getDeployment(site, uid),
       (d) => FINAL_DEPLOYMENT_STATES.includes(d.status),
@@ -294,7 +294,7 @@ export class G5kClient {
         `deploying ${d.environment} on ${pending.length} node(s) at ${site} (try ${tries}/${maxTries})`,
       );
       const submitted = await this.submitDeployment(site, { ...d, nodes: pending });
-      let done: Deployment;
+      let done: G5kDeployment;
       try {
         done = await this.waitForDeployment(site, submitted.uid, opts);
       } catch (err) {
@@ -317,7 +317,7 @@ export class G5kClient {
   }
 }
 
-function koReason(d: Deployment, r: Deployment['result'][string] | undefined): string {
+function koReason(d: G5kDeployment, r: G5kDeployment['result'][string] | undefined): string {
   if (!r) return `no result for this node (deployment ${d.uid} ended ${d.status})`;
   const step = [r.macro, r.micro].filter((s) => s).join('/');
   return step ? `failed at ${step}` : `failed (deployment ${d.uid} ended ${d.status})`;

@@ -1,5 +1,6 @@
 // What an OAR job was given, read from the job document. Pure.
 
+import { naturalCompare } from '../natural-order.js';
 import type { Job } from './types.js';
 
 export interface JobResources {
@@ -7,20 +8,6 @@ export interface JobResources {
   nodes: string[];
   vlans: number[];
   subnets: string[];
-}
-
-/** Compares strings with digit runs taken as numbers: grappe-2 < grappe-10, 10.0.8.0 < 10.0.12.0. */
-export function naturalCompare(a: string, b: string): number {
-  const ca = a.match(/\d+|\D+/g) ?? [];
-  const cb = b.match(/\d+|\D+/g) ?? [];
-  for (let i = 0; i < Math.min(ca.length, cb.length); i++) {
-    const [x, y] = [ca[i], cb[i]];
-    if (x === y) continue;
-    const bothDigits = /^\d/.test(x) && /^\d/.test(y);
-    if (bothDigits && Number(x) !== Number(y)) return Number(x) - Number(y);
-    return x < y ? -1 : 1;
-  }
-  return ca.length - cb.length;
 }
 
 export function jobResources(job: Pick<Job, 'assigned_nodes' | 'resources_by_type'>): JobResources {

@@ -137,7 +137,8 @@ export interface JobSubmission {
 
 export type DeploymentStatus = 'waiting' | 'processing' | 'canceled' | 'terminated' | 'error';
 
-export interface Deployment {
+/** A deployment as the Grid'5000 (Kadeploy) API shows it; our own record is deploy/stats.ts's Deployment. */
+export interface G5kDeployment {
   uid: string;
   site_uid: string;
   user_uid: string;

@@ -4,34 +4,16 @@
 // everything that goes in, so an unchanged input set is a file lookup.
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import {
-  chmod,
-  mkdir,
-  mkdtemp,
-  open,
-  readFile,
-  rename,
-  rm,
-  stat,
-  symlink,
-  writeFile,
-} from 'node:fs/promises';
-import { dirname, join, relative } from 'node:path';
+import { chmod, mkdir, mkdtemp, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { join, relative } from 'node:path';
 import { promisify } from 'node:util';
 import { gunzip as gunzipCb, gzip as gzipCb } from 'node:zlib';
 import { execa } from 'execa';
 import Handlebars from 'handlebars';
 import { KbError } from '../errors.js';
 import { type Logger, silentLogger } from '../log.js';
-import {
-  defaultCacheDir,
-  formatBytes,
-  MissingToolError,
-  runTool,
-  runToolBinary,
-  vmImagesDir,
-  walk,
-} from './tools.js';
+import { linkApplets } from './deploy-env/stage.js';
+import { defaultCacheDir, formatBytes, MissingToolError, runToolBinary, vmImagesDir, walk } from './tools.js';
 
 const gzip = promisify(gzipCb);
 const gunzip = promisify(gunzipCb);
@@ -233,19 +215,6 @@ export function isStaticElf(buf: Buffer): boolean {
     if (buf.readUInt32LE(phoff + i * phentsize) === 3) return false;
   }
   return true;
-}
-
-/** Symlinks for every applet, at the paths busybox itself lists (bin/sh, sbin/poweroff, ...). */
-async function linkApplets(busyboxPath: string, stage: string): Promise<void> {
-  const r = await runTool(busyboxPath, ['--list-full'], { pkg: 'busybox-static' });
-  for (const rel of r.stdout.split('\n').map((l) => l.trim())) {
-    // linuxrc would shadow nothing useful; bin/busybox is the binary itself.
-    if (!rel || rel === 'linuxrc' || rel === 'bin/busybox' || rel.includes('..')) continue;
-    await mkdir(join(stage, dirname(rel)), { recursive: true });
-    await symlink('/bin/busybox', join(stage, rel)).catch((e: NodeJS.ErrnoException) => {
-      if (e.code !== 'EEXIST') throw e;
-    });
-  }
 }
 
 async function packCpio(stage: string, files: string[]): Promise<Buffer> {

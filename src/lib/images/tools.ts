@@ -3,8 +3,8 @@
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { packageRoot } from '../config/load.js';
 import { KbError } from '../errors.js';
+import { packageRoot } from '../package-root.js';
 
 /** Where downloaded kernels and built initramfs images are kept (gitignored). */
 export const defaultCacheDir = join(packageRoot, 'vm-images', 'cache');

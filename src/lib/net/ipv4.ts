@@ -16,8 +16,13 @@ export function ipToInt(ip: string): number {
   return ((b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3]) >>> 0;
 }
 
+/** The four bytes of an address, most significant first. */
+export function octetsOf(n: number): [number, number, number, number] {
+  return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255];
+}
+
 export function intToIp(n: number): string {
-  return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
+  return octetsOf(n).join('.');
 }
 
 export function parsePrefix(text: string): Prefix {
@@ -32,6 +37,23 @@ export function parsePrefix(text: string): Prefix {
     );
   }
   return { base, length };
+}
+
+/** The prefix of the given length that holds an address: (10.0.0.5, 24) → 10.0.0.0/24. */
+export function prefixContaining(addr: number, length: number): Prefix {
+  if (!Number.isInteger(length) || length < 0 || length > 32)
+    throw new PrefixError(`/${length} is not an IPv4 prefix length`);
+  return { base: networkOf(addr, length), length };
+}
+
+/**
+ * The network an interface address such as 10.0.0.5/24 is on (10.0.0.0/24): unlike
+ * parsePrefix, host bits are allowed and cleared; a bare address is its own /32.
+ */
+export function networkOfAddress(text: string): Prefix {
+  const m = /^([^/]+)(?:\/(\d{1,2}))?$/.exec(text.trim());
+  if (!m) throw new PrefixError(`"${text}" is not an IPv4 address with a prefix length such as 10.0.0.5/24`);
+  return prefixContaining(ipToInt(m[1]), m[2] === undefined ? 32 : Number(m[2]));
 }
 
 function maskOf(length: number): number {

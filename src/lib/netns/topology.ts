@@ -9,7 +9,15 @@
 //              site (the emulated hosts), vlan0 → site VLAN bridge (the emulated VMs add their
 //              leased addresses); traffic from VM addresses leaves by the VLAN, as a real VM's does
 import { createHash } from 'node:crypto';
-import { broadcastOf, formatPrefix, intToIp, ipToInt, parsePrefix } from '../net/ipv4.js';
+import {
+  broadcastOf,
+  formatPrefix,
+  intToIp,
+  networkOfAddress,
+  overlaps,
+  type Prefix,
+  parsePrefix,
+} from '../net/ipv4.js';
 import type { Plan } from '../planner/plan.js';
 import type { LocalLayout } from '../provider/local-layout.js';
 
@@ -174,22 +182,16 @@ export function overlappingRoutes(
   ownLink: string,
 ): string[] {
   const p = parsePrefix(prefix);
-  const last = p.base + 2 ** (32 - p.length) - 1;
   const out: string[] = [];
   for (const r of routes) {
     if (r.dst === 'default' || r.dev === ownLink) continue;
-    const [addr, len] = r.dst.includes('/') ? r.dst.split('/') : [r.dst, '32'];
-    let base: number;
+    let route: Prefix;
     try {
-      base = ipToInt(addr);
+      route = networkOfAddress(r.dst);
     } catch {
       continue;
     }
-    const l = Number(len);
-    const start = l === 0 ? 0 : (base & ((0xffffffff << (32 - l)) >>> 0)) >>> 0;
-    const end = start + 2 ** (32 - l) - 1;
-    if (start <= last && p.base <= end)
-      out.push(`${formatPrefix({ base: start, length: l })} dev ${r.dev ?? '?'}`);
+    if (overlaps(p, route)) out.push(`${formatPrefix(route)} dev ${r.dev ?? '?'}`);
   }
   return out;
 }

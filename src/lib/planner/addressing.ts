@@ -1,7 +1,7 @@
 // Address pools for a site's VMs: consecutive addresses from the site's /22 blocks, skipping the
 // first address of every block (common Grid'5000 tools do) and the site network's own
 // network, gateway and broadcast addresses.
-import { containsAddress, intToIp, lastAddress, type Prefix } from '../net/ipv4.js';
+import { containsAddress, lastAddress, octetsOf, type Prefix } from '../net/ipv4.js';
 
 export function usableAddresses(blocks: Prefix[], site: Prefix, gateway: number): number[] {
   const reserved = new Set([site.base, gateway, lastAddress(site)]);
@@ -27,9 +27,7 @@ export function countUsable(blocks: Prefix[], site: Prefix, gateway: number): nu
 
 /** Grid'5000 convention: 00:16:3e followed by the last three bytes of the VM's IPv4 address. */
 export function macForIp(ip: number): string {
-  return ['00', '16', '3e', (ip >>> 16) & 255, (ip >>> 8) & 255, ip & 255]
+  return ['00', '16', '3e', ...octetsOf(ip).slice(1)]
     .map((b) => (typeof b === 'string' ? b : b.toString(16).padStart(2, '0')))
     .join(':');
 }
-
-export { intToIp };

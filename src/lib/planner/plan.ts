@@ -3,7 +3,7 @@
 // and each VM's name, address and MAC. Pure and deterministic: same input, same plan.
 import type { TestbedConfig } from '../config/schema.js';
 import { InputError } from '../errors.js';
-import { naturalCompare } from '../g5k/job-resources.js';
+import { naturalCompare } from '../natural-order.js';
 import {
   formatPrefix,
   intToIp,

@@ -8,6 +8,7 @@ import {
   formatPrefix,
   intToIp,
   lastAddress,
+  octetsOf,
   overlaps,
   type Prefix,
   parsePrefix,
@@ -41,7 +42,7 @@ export interface LocalLayout {
 
 /** Locally administered MAC made from an IPv4 address, for the emulated hosts' own NICs. */
 function hostMac(ip: number): string {
-  return ['02', '00', ip >>> 24, (ip >>> 16) & 255, (ip >>> 8) & 255, ip & 255]
+  return ['02', '00', ...octetsOf(ip)]
     .map((b) => (typeof b === 'string' ? b : b.toString(16).padStart(2, '0')))
     .join(':');
 }

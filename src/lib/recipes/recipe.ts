@@ -5,9 +5,10 @@ import { join } from 'node:path';
 import Handlebars from 'handlebars';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { formatPath, packageRoot } from '../config/load.js';
 import { InputError, TestbedError } from '../errors.js';
+import { formatPath } from '../input-file.js';
 import type { Logger } from '../log.js';
+import { packageRoot } from '../package-root.js';
 
 const stepSchema = z.strictObject({
   name: z.string().min(1),

@@ -4,6 +4,9 @@
 
 export type Firmware = 'ipxe' | 'bios-pxe' | 'uefi-pxe' | 'plain';
 
+/** Client architectures (DHCP option 93) taken as UEFI (→ ipxe.efi); dnsmasq's config says the same. */
+export const uefiArches: readonly number[] = [6, 7, 9, 10, 11];
+
 export interface ClientHints {
   /** Option 77, decoded as text. */
   userClass?: string | null;
@@ -18,7 +21,7 @@ export function classify(h: ClientHints): Firmware {
   const pxe = h.vendorClass?.startsWith('PXEClient') ?? false;
   if (h.arch !== undefined && h.arch !== null) {
     if (h.arch === 0) return 'bios-pxe';
-    if ([6, 7, 9, 10, 11].includes(h.arch)) return 'uefi-pxe';
+    if (uefiArches.includes(h.arch)) return 'uefi-pxe';
   }
   return pxe ? 'bios-pxe' : 'plain';
 }

@@ -2,8 +2,8 @@
 // control endpoint. A failing role at start stops the others and reports which one failed.
 import { readFile } from 'node:fs/promises';
 import { parse as parseYaml } from 'yaml';
-import { formatPath } from '../config/load.js';
 import { InputError } from '../errors.js';
+import { formatPath } from '../input-file.js';
 import type { Logger } from '../log.js';
 import { staticBackend } from './backend.js';
 import { type ServiceNodeConfig, serviceNodeConfigSchema } from './config.js';

@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Handlebars from 'handlebars';
-import { packageRoot } from '../config/load.js';
+import { packageRoot } from '../package-root.js';
 import type { BootProfile, NodeRecord, ServiceNodeConfig } from './config.js';
 
 const cache = new Map<string, HandlebarsTemplateDelegate>();

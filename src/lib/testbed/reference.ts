@@ -4,8 +4,8 @@
 import type { TestbedConfig } from '../config/schema.js';
 import { InputError, TestbedError } from '../errors.js';
 import { nodeFacts } from '../g5k/facts.js';
-import { naturalCompare } from '../g5k/job-resources.js';
 import type { NodeDoc, SiteDoc } from '../g5k/types.js';
+import { naturalCompare } from '../natural-order.js';
 import type { PlannerHost, PlannerSite } from '../planner/plan.js';
 import type { ProviderSession } from '../provider/session.js';
 

@@ -2,10 +2,11 @@
 // service-node recipe inside its namespace (the daemon starts detached; its pid is recorded).
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { packageRoot } from '../config/load.js';
+import { eachLimited } from '../concurrency.js';
 import { installTftpFirmware } from '../images/firmware.js';
 import type { Logger } from '../log.js';
 import type { Topology } from '../netns/topology.js';
+import { packageRoot } from '../package-root.js';
 import type { Plan } from '../planner/plan.js';
 import type { Progress } from '../progress.js';
 import { localLayout } from '../provider/local-layout.js';
@@ -71,15 +72,9 @@ export async function startLocalServiceNodes(
     };
     // A few at once: the reference plan has 47 service nodes, each a daemon that takes ~1 s to start.
     const probes: ServiceProbe[] = new Array(configs.length);
-    let next = 0;
-    await Promise.all(
-      Array.from({ length: Math.min(serviceStartWindow, configs.length) }, async () => {
-        while (next < configs.length) {
-          const i = next++;
-          probes[i] = await start(configs[i]);
-        }
-      }),
-    );
+    await eachLimited(configs, serviceStartWindow, async (config, i) => {
+      probes[i] = await start(config);
+    });
     return probes;
   });
 }

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { chainOrder, naturalCompare, treeShape } from '../../../src/lib/broadcast/order.js';
+import { chainOrder, treeShape } from '../../../src/lib/broadcast/order.js';
 import { InputError } from '../../../src/lib/errors.js';
+import { naturalCompare } from '../../../src/lib/natural-order.js';
 
 const node = (name: string, host: string, site: string) => ({
   name,

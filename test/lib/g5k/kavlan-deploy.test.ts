@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import { TestbedError } from '../../../src/lib/errors.js';
 import { G5kClient, vlanNodeAddress } from '../../../src/lib/g5k/client.js';
-import type { Deployment, DeploymentSubmission } from '../../../src/lib/g5k/types.js';
+import type { DeploymentSubmission, G5kDeployment } from '../../../src/lib/g5k/types.js';
 import { fakeTime, type Loopback, recordingLogger, type Seen, send, startLoopback } from './loopback.js';
 
 describe('G5kClient KaVLAN', () => {
@@ -75,13 +75,13 @@ describe('G5kClient KaVLAN', () => {
 
 /** A deployment server where `fails[n]` lists the nodes that come back KO from the n-th deployment. */
 function deploymentApi(api: Loopback, fails: string[][], pollsToFinish = 2) {
-  const deployments = new Map<string, Deployment & { polls: number }>();
+  const deployments = new Map<string, G5kDeployment & { polls: number }>();
   api.handle((r: Seen, res) => {
     if (r.method === 'POST') {
       const sub = JSON.parse(r.body) as DeploymentSubmission;
       const n = deployments.size;
       const uid = `D-${n}`;
-      const result: Deployment['result'] = {};
+      const result: G5kDeployment['result'] = {};
       for (const node of sub.nodes) {
         result[node] = (fails[n] ?? []).includes(node)
           ? { macro: 'SetDeploymentEnvUntrusted', micro: 'reboot', state: 'KO' }

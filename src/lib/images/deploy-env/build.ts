@@ -13,15 +13,7 @@ import { type DebianKernel, getDebianKernel } from '../debian-kernel.js';
 import { bootMarker, findBusybox, isStaticElf, planModules, virtioModules } from '../initramfs.js';
 import { defaultCacheDir, formatBytes, MissingToolError, vmImagesDir } from '../tools.js';
 import { controllerKey } from './keys.js';
-import {
-  binaryWithLibs,
-  InputHash,
-  ldconfig,
-  linkApplets,
-  packCpioGz,
-  type StagedFile,
-  writeStaged,
-} from './stage.js';
+import { binaryWithLibs, InputHash, packCpioGz, type StagedFile, stageBusyboxRoot } from './stage.js';
 
 /** Bump when the image layout changes, so images built by older code are not reused. */
 const builderVersion = 'deploy-env-v1';
@@ -158,14 +150,8 @@ export async function buildDeployEnv(opts: DeployEnvOptions = {}): Promise<Deplo
   const work = await mkdtemp(join(cacheDir, 'deploy-env', '.build-'));
   try {
     const stage = join(work, 'root');
-    for (const d of 'bin sbin usr/bin usr/sbin dev proc sys run tmp etc root var lib/modules'.split(' ')) {
-      await mkdir(join(stage, d), { recursive: true });
-    }
-    await writeFile(join(stage, 'bin/busybox'), busybox, { mode: 0o755 });
-    // Real binaries first, so applet links never shadow them.
-    await writeStaged(stage, files);
-    await linkApplets(busyboxPath, stage);
-    await ldconfig(stage);
+    const dirs = 'bin sbin usr/bin usr/sbin dev proc sys run tmp etc root var lib/modules';
+    await stageBusyboxRoot(stage, dirs, { path: busyboxPath, data: busybox }, files);
     const packed = await packCpioGz(stage);
     const out = join(work, 'out');
     await mkdir(out);

@@ -86,6 +86,23 @@ export async function writeStaged(stage: string, files: readonly StagedFile[]): 
   }
 }
 
+/**
+ * A busybox root at `stage`: the directories (space-separated), busybox itself, the staged files
+ * (real binaries before the applet links, so links never shadow them), then ld.so.cache.
+ */
+export async function stageBusyboxRoot(
+  stage: string,
+  dirs: string,
+  busybox: { path: string; data: Buffer },
+  files: readonly StagedFile[],
+): Promise<void> {
+  for (const d of dirs.split(' ')) await mkdir(join(stage, d), { recursive: true });
+  await writeFile(join(stage, 'bin/busybox'), busybox.data, { mode: 0o755 });
+  await writeStaged(stage, files);
+  await linkApplets(busybox.path, stage);
+  await ldconfig(stage);
+}
+
 /** Symlinks to /bin/busybox for every applet, at the paths busybox lists, without replacing files. */
 export async function linkApplets(busyboxPath: string, stage: string): Promise<void> {
   const r = await runTool(busyboxPath, ['--list-full'], { pkg: 'busybox-static' });

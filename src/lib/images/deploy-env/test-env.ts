@@ -14,12 +14,11 @@ import { deployEnvDir, deployTools } from './build.js';
 import {
   binaryWithLibs,
   InputHash,
-  ldconfig,
   linkApplets,
   packCpioGz,
   packTarGz,
   type StagedFile,
-  writeStaged,
+  stageBusyboxRoot,
 } from './stage.js';
 
 const builderVersion = 'test-env-v1';
@@ -153,13 +152,12 @@ export async function buildTestEnv(
     const initrd = await packCpioGz(ird);
 
     const stage = join(work, 'root');
-    for (const d of 'bin sbin usr/bin usr/sbin dev proc sys run tmp etc root/.ssh var boot'.split(' ')) {
-      await mkdir(join(stage, d), { recursive: true });
-    }
-    await writeFile(join(stage, 'bin/busybox'), busybox, { mode: 0o755 });
-    await writeStaged(stage, [...files, { path: '/boot/initrd.img', data: initrd.data, mode: 0o644 }]);
-    await linkApplets(busyboxPath, stage);
-    await ldconfig(stage);
+    await stageBusyboxRoot(
+      stage,
+      'bin sbin usr/bin usr/sbin dev proc sys run tmp etc root/.ssh var boot',
+      { path: busyboxPath, data: busybox },
+      [...files, { path: '/boot/initrd.img', data: initrd.data, mode: 0o644 }],
+    );
     const packed = await packTarGz(stage);
     const out = join(work, 'out');
     await mkdir(out);

@@ -1,6 +1,7 @@
 // What the server answers, as a pure function of the request, the planned node and the config:
 // static leases only (the plan fixes every address), so there is no pool and no lease state,
 // and RFC 2131's client states are told apart by which of options 50/54 and ciaddr are set.
+import { intToIp, lastAddress, netmask, networkOfAddress } from '../../net/ipv4.js';
 import { bootSpec, classify, type Firmware } from '../classifier.js';
 import type { NodeRecord, ServiceNodeConfig } from '../config.js';
 import { type DhcpReply, type DhcpRequest, MessageType, messageNames, type ReplyOptions } from './packet.js';
@@ -39,15 +40,10 @@ export type Decision =
   | { kind: 'ignored'; firmware: Firmware; detail: string }
   | { kind: 'release' | 'decline'; firmware: Firmware; ip: string | null; detail: string };
 
-const toInt = (ip: string) => ip.split('.').reduce((n, o) => n * 256 + Number(o), 0);
-const toIp = (n: number) => [24, 16, 8, 0].map((s) => (n >>> s) & 255).join('.');
-
 /** Netmask and broadcast address of a CIDR subnet such as 10.0.0.0/24. */
 export function subnetInfo(cidr: string): { netmask: string; broadcast: string } {
-  const [addr, bits] = cidr.split('/');
-  const prefix = Number(bits);
-  const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
-  return { netmask: toIp(mask), broadcast: toIp(((toInt(addr) & mask) | (~mask >>> 0)) >>> 0) };
+  const network = networkOfAddress(cidr);
+  return { netmask: netmask(network.length), broadcast: intToIp(lastAddress(network)) };
 }
 
 /**

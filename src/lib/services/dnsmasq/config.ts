@@ -5,19 +5,16 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Handlebars from 'handlebars';
-import { packageRoot } from '../../config/load.js';
 import { InputError } from '../../errors.js';
 import { intToIp, netmask, PrefixError, parsePrefix } from '../../net/ipv4.js';
-import { bootSpec } from '../classifier.js';
+import { packageRoot } from '../../package-root.js';
+import { bootSpec, uefiArches } from '../classifier.js';
 import type { ServiceNodeConfig } from '../config.js';
 
 type Role = ServiceNodeConfig['roles'][number];
 
 /** The roles dnsmasq can take over; the rest (HTTP) stays with the builtin daemon. */
 export const dnsmasqCapableRoles: readonly Role[] = ['dhcp', 'tftp', 'dns'];
-
-/** Client architectures (DHCP option 93) the classifier treats as UEFI (→ ipxe.efi). */
-export const uefiArches: readonly number[] = [6, 7, 9, 10, 11];
 
 /** How a service config's roles split between dnsmasq and the builtin daemon. */
 export function splitRoles(config: Pick<ServiceNodeConfig, 'roles'>): { dnsmasq: Role[]; builtin: Role[] } {

@@ -5,9 +5,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { InputError } from '../../../../src/lib/errors.js';
-import { classify } from '../../../../src/lib/services/classifier.js';
+import { classify, uefiArches } from '../../../../src/lib/services/classifier.js';
 import { type ServiceNodeInput, serviceNodeConfigSchema } from '../../../../src/lib/services/config.js';
-import { renderDnsmasqConfig, splitRoles, uefiArches } from '../../../../src/lib/services/dnsmasq/config.js';
+import { renderDnsmasqConfig, splitRoles } from '../../../../src/lib/services/dnsmasq/config.js';
 import { checkDnsmasqConfig, dnsmasqCommand } from '../../../../src/lib/services/dnsmasq/process.js';
 
 const golden = join(import.meta.dirname, 'fixtures', 'small.conf');

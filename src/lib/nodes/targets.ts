@@ -1,6 +1,6 @@
-// The nodes a deployment acts on (pure): every VM of the testbed, or those a node file names,
-// each with what the engine needs to reach it (its address, its host for power control, its
-// service node's control endpoint for netboot profiles).
+// The nodes exec, put, reboot and deploy act on (pure): every VM of the testbed, or those a
+// node file names, each with what the engine needs to reach it (its address, its host for power
+// control, its service node's control endpoint for netboot profiles).
 import { readFile } from 'node:fs/promises';
 import { InputError } from '../errors.js';
 import { localLayout } from '../provider/local-layout.js';

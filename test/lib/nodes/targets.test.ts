@@ -2,8 +2,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { parseWindow } from '../../../src/lib/deploy/service.js';
-import { type DeployNode, parseNodeList, selectNodes } from '../../../src/lib/deploy/targets.js';
 import { InputError } from '../../../src/lib/errors.js';
+import { type DeployNode, parseNodeList, selectNodes } from '../../../src/lib/nodes/targets.js';
 
 const node = (name: string, site = 'nancy'): DeployNode => ({
   name,
