@@ -1,7 +1,8 @@
 // `exec --method flat`: the controller connects to every node itself, a window of them at a time
 // (pdsh-like). Simple and fast for tens of nodes; the controller holds one connection per node.
 import { InputError } from '../errors.js';
-import { DEFAULT_COMMAND_TIMEOUT_MS, SshPool } from './pool.js';
+import { SshPool } from '../ssh/pool.js';
+import { DEFAULT_COMMAND_TIMEOUT_MS } from '../ssh/session.js';
 import {
   countResults,
   type ExecOptions,
@@ -45,7 +46,12 @@ export async function flatExec(
       const i = next++;
       inFlight++;
       stats.maxInFlight = Math.max(stats.maxInFlight, inFlight);
-      const r = await p.exec(targets[i], command, opts.timeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS);
+      const t = targets[i];
+      const r: NodeExecResult = {
+        node: t.name,
+        ip: t.ip,
+        ...(await p.exec(t, command, opts.timeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS)),
+      };
       inFlight--;
       results[i] = r;
       opts.onResult?.(r);
