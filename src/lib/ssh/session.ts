@@ -295,3 +295,26 @@ export class SshSession {
     this.conn.end();
   }
 }
+
+/**
+ * One command on a connection of its own, closed after it (probes and recipes: few commands, far
+ * apart); never rejects, a failed connection comes back as the result's error.
+ */
+export async function execOnce(
+  opts: ConnectOptions,
+  command: string,
+  timeoutMs: number,
+): Promise<TimedResult> {
+  const start = Date.now();
+  let s: SshSession;
+  try {
+    s = await SshSession.connect(opts);
+  } catch (e) {
+    return { code: null, stdout: '', stderr: '', error: connectError(e), ms: Date.now() - start };
+  }
+  try {
+    return { ...(await s.exec(command, timeoutMs)), ms: Date.now() - start };
+  } finally {
+    s.close();
+  }
+}

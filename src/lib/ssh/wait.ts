@@ -30,6 +30,8 @@ export interface WaitOptions<T> {
   signal?: AbortSignal;
   /** As soon as an item answers (trackers want the time). */
   onUp?(item: T): void;
+  /** As soon as an item is given up, with the last reason. */
+  onDown?(item: T, last: string): void;
 }
 
 export interface WaitOutcome {
@@ -107,6 +109,7 @@ export async function waitForSsh<T>(items: readonly T[], opts: WaitOptions<T>): 
       await sleep(opts.intervalMs - (Date.now() - round));
     }
     out.set(item, { ok: false, last: last ?? 'no answer', ms: Date.now() - t0 });
+    opts.onDown?.(item, last ?? 'no answer');
   };
 
   try {
