@@ -255,7 +255,11 @@ export class SshSession {
         this.conn.exec(command, (err, s) => {
           if (err) return finish(`${EXEC_REFUSED}${err.message}`);
           if (done) {
-            s.close();
+            // timed out or aborted before the channel opened: killed all the same
+            try {
+              s.signal('KILL');
+              s.close();
+            } catch {}
             return;
           }
           stream = s;
