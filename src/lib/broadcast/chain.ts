@@ -6,10 +6,12 @@
 import { open } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { InputError } from '../errors.js';
+import { SshPool } from '../ssh/pool.js';
+import type { CommandResult } from '../ssh/result.js';
+import { neverStarted } from '../ssh/session.js';
 import type { BroadcastMethod } from './methods.js';
 import { treeShape } from './order.js';
 import { DEFAULT_RING_BYTES, DEFAULT_STALL_MS, Lane, type LaneSource } from './protocol.js';
-import { SshPool } from './ssh.js';
 
 export interface BroadcastNode {
   name: string;
@@ -34,7 +36,10 @@ export interface BroadcastOptions {
   stallMs?: number;
   /** Whole broadcast; nodes not done by then are KO (default 10 min). */
   timeoutMs?: number;
-  /** Connections to reuse (not closed here); by default a pool of its own, closed at the end. */
+  /**
+   * Connections to reuse (not closed here), e.g. the deployment's own: one connection per node;
+   * by default a pool of its own, closed at the end.
+   */
   sshPool?: SshPool;
   /** Each node's ring buffer (default 64 MiB). */
   ringBytes?: number;
@@ -439,14 +444,15 @@ async function run(
       s.lastMove = Date.now();
     }
   };
-  const onExit = (i: number, r: { code: number | null; stderr: string; lost: boolean; error?: string }) => {
+  const onExit = (i: number, r: CommandResult) => {
     const s = st[i];
     s.exited = true;
     s.code = r.code;
     if (!s.result) {
+      // a receiver that never started says why; one that started and has no exit status was lost
       s.error ??=
-        r.error ??
-        (r.lost
+        (neverStarted(r) ? `ssh ${nodes[i].ip}: ${r.error}` : undefined) ??
+        (r.code === null
           ? `node lost during the transfer at ${s.bytes} bytes (SSH connection closed)`
           : `receiver exited ${r.code} without a result${r.stderr.trim() ? `: ${r.stderr.trim()}` : ''}`);
       for (const d of plan.dependents(i)) feed(d, `${nodes[i].name} died`);
@@ -461,7 +467,9 @@ async function run(
       ? ` --size ${size} --sha256 ${source.sha256} --stall ${stallMs} --ring ${opts.ringBytes ?? DEFAULT_RING_BYTES}`
       : '';
     const cmd = `kb-agent receive ${opts.port}${fwd}${extra}${modeArgs(opts.mode, resumable)}`;
-    void pool.exec(nodes[i].ip, cmd, (line) => onLine(i, line), st[i].ac.signal).then((r) => onExit(i, r));
+    void pool
+      .execLines({ ip: nodes[i].ip }, cmd, (line) => onLine(i, line), { signal: st[i].ac.signal })
+      .then((r) => onExit(i, r));
   };
 
   let watchdog: NodeJS.Timeout | undefined;
@@ -481,7 +489,7 @@ async function run(
       }
     } else {
       // busybox `nc` connects to its successor as it starts and says nothing: a fixed pause
-      await Promise.all(nodes.map((nd) => pool.connect(nd.ip).catch(() => {})));
+      await Promise.all(nodes.map((nd) => pool.connect({ ip: nd.ip }).catch(() => {})));
       for (let i = n - 1; i >= 0; i--) {
         startCmd(i);
         st[i].listening = true;

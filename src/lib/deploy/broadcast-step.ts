@@ -13,6 +13,7 @@ import { broadcastTaktuk } from '../broadcast/taktuk.js';
 import type { RegisteredEnvironment } from '../envs/registry.js';
 import type { Logger } from '../log.js';
 import type { DeployNode } from '../nodes/targets.js';
+import type { SshPool } from '../ssh/pool.js';
 import { defaultDisk } from './driver.js';
 import type { BroadcastMethod, NodeOutcome } from './workflow.js';
 
@@ -33,6 +34,8 @@ export interface BroadcastStepOptions {
   stallMs?: number;
   /** Each receiver's ring buffer (the protocol's default: 64 MiB, as Kascade's ~100 MiB per machine). */
   ringBytes?: number;
+  /** The deployment's connections to the nodes: the receivers ride them (no second connection). */
+  sshPool?: SshPool;
 }
 
 /**
@@ -87,6 +90,7 @@ export async function sendFile(
     mode,
     resumable: opts.resumable,
     timeoutMs: opts.timeoutMs,
+    sshPool: opts.sshPool,
   };
   const ordered = chainOrder(nodes);
   const report = await implementations[method](ordered, source, common);

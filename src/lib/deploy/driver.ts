@@ -1,14 +1,14 @@
 // The workflow engine's hands: each micro-step done for real on a set of nodes, through the
 // service nodes (netboot profiles), the hosts (power) and the node agent over SSH. The same
 // driver runs QEMU VMs and emulated VMs; only the host's power commands differ.
-import { setMaxListeners } from 'node:events';
 import { eachLimited } from '../concurrency.js';
 import type { EnvBootFiles } from '../envs/boot-files.js';
 import type { RegisteredEnvironment } from '../envs/registry.js';
-import type { SshPool } from '../exec/pool.js';
 import type { DeployNode } from '../nodes/targets.js';
 import { ServiceClient } from '../services/client.js';
 import { sq } from '../shell.js';
+import type { SshPool } from '../ssh/pool.js';
+import { identifies, waitForSsh } from '../ssh/wait.js';
 import { envBootOf, uploadOnce } from './env-boot.js';
 import type { PowerControl } from './power.js';
 import type { BroadcastMethod, MicroContext, MicroStep, NodeOutcome, WorkflowDriver } from './workflow.js';
@@ -50,17 +50,6 @@ export interface DriverDeps {
   /** Wait before the first probe after a reboot: a node answering at once has not rebooted yet. */
   rebootGraceMs?: number;
 }
-
-const sleep = (ms: number, signal: AbortSignal) =>
-  new Promise<void>((resolve) => {
-    const done = () => {
-      clearTimeout(t);
-      signal.removeEventListener('abort', done);
-      resolve();
-    };
-    const t = setTimeout(done, ms);
-    signal.addEventListener('abort', done, { once: true });
-  });
 
 /** Single quotes for the node's shell. */
 
@@ -129,63 +118,42 @@ export function createDriver(deps: DriverDeps): WorkflowDriver {
     return out;
   };
 
-  /** Is the node up in the expected system? Its last answer otherwise. */
-  const probe = async (
-    n: DeployNode,
-    env: 'deploy' | 'deployed',
-    timeoutMs: number,
-  ): Promise<string | null> => {
-    const r = await deps.pool.exec(
-      target(n),
-      env === 'deploy' ? 'kb-agent identify' : 'cat /etc/kb-env',
-      timeoutMs,
-    );
-    let last: string;
-    if (r.code === 0) {
-      if (env === 'deployed' && r.stdout.trim() === label) return null;
-      if (env === 'deploy') {
-        try {
-          const id = JSON.parse(r.stdout) as { env: string; mac: string };
-          if (id.env === 'deploy' && id.mac === n.mac) return null;
-          last = `answers as ${id.env}`;
-        } catch {
-          last = 'kb-agent identify printed no JSON';
-        }
-      } else last = `runs ${r.stdout.trim() || 'another system'}`;
-    } else last = r.error ?? (r.stderr.trim() || `exit ${r.code}`);
-    deps.pool.drop(target(n));
-    return last;
-  };
-
   /**
-   * Probes in rounds until each node answers SSH in the expected system or the step's time is
-   * up; at most `window` probes at once, so thousands of nodes share one deadline fairly.
+   * Probes until each node answers SSH in the expected system or the step's time is up; at most
+   * `window` probes at once, so thousands of nodes share one deadline fairly.
    */
   const waitReboot = async (names: string[], env: 'deploy' | 'deployed', ctx: MicroContext) => {
-    const deadline = Date.now() + ctx.timeoutMs;
-    const out = new Map<string, NodeOutcome>();
-    const last = new Map<string, string>();
-    setMaxListeners(names.length + 10, ctx.signal);
-    await sleep(Math.min(deps.rebootGraceMs ?? 2000, ctx.timeoutMs / 4), ctx.signal);
-    let pending = names;
-    while (pending.length && !ctx.signal.aborted && Date.now() < deadline) {
-      const round = Date.now();
-      await eachLimited(pending, window, async (name) => {
-        if (Date.now() >= deadline) return;
-        const why = await probe(node(name), env, Math.min(10_000, Math.max(1000, deadline - Date.now())));
-        if (why === null) out.set(name, { ok: true });
-        else last.set(name, why);
-      });
-      pending = pending.filter((n) => !out.has(n));
-      const pause = (deps.probeIntervalMs ?? 1000) - (Date.now() - round);
-      if (pending.length && pause > 0) await sleep(pause, ctx.signal);
-    }
+    const answers = await waitForSsh(names, {
+      exec: (name, command, timeoutMs) => deps.pool.exec(target(node(name)), command, timeoutMs),
+      command: env === 'deploy' ? 'kb-agent identify' : 'cat /etc/kb-env',
+      // up in the expected system: the deployment environment on this node, or the deployed one
+      check: (name, r) =>
+        env === 'deploy'
+          ? identifies({ mac: node(name).mac, env: 'deploy' }, r.stdout)
+          : r.stdout.trim() === label
+            ? null
+            : `runs ${r.stdout.trim() || 'another system'}`,
+      failed: (name) => deps.pool.drop(target(node(name))),
+      deadline: Date.now() + ctx.timeoutMs,
+      intervalMs: deps.probeIntervalMs ?? 1000,
+      probeTimeoutMs: 10_000,
+      window,
+      graceMs: Math.min(deps.rebootGraceMs ?? 2000, ctx.timeoutMs / 4),
+      signal: ctx.signal,
+    });
     const into = env === 'deploy' ? 'deployment environment' : 'deployed system';
-    for (const name of pending) {
-      out.set(name, {
-        ok: false,
-        reason: `Unreachable after the reboot into the ${into} (${last.get(name) ?? 'no answer'})`,
-      });
+    const out = new Map<string, NodeOutcome>();
+    for (const name of names) {
+      const a = answers.get(name);
+      out.set(
+        name,
+        a?.ok
+          ? { ok: true }
+          : {
+              ok: false,
+              reason: `Unreachable after the reboot into the ${into} (${a?.last ?? 'no answer'})`,
+            },
+      );
     }
     return out;
   };

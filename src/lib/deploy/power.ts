@@ -1,9 +1,10 @@
 // Power control of the testbed's VMs through their hosts, as a deployment's hard reboots need:
 // over SSH to each host, `kb-host power` on emulated hosts, QEMU's QMP (system_reset) on qemu
 // hosts. One SSH connection per host, kept for the whole deployment.
+import { readFile } from 'node:fs/promises';
 import type { DeployNode } from '../nodes/targets.js';
 import { powerReset } from '../runtime/qemu-host.js';
-import { openSsh, type SshSession } from '../runtime/ssh-session.js';
+import { SshSession } from '../ssh/session.js';
 import type { NodeOutcome } from './workflow.js';
 
 export type PowerAction = 'reset' | 'cycle';
@@ -22,7 +23,9 @@ export function hostPower(opts: {
   const session = (n: DeployNode) => {
     let s = sessions.get(n.host);
     if (!s) {
-      s = openSsh(n.hostIp, opts.keyFile);
+      s = readFile(opts.keyFile).then((privateKey) =>
+        SshSession.connect({ host: n.hostIp, privateKey, timeoutMs: 15_000 }),
+      );
       s.catch(() => sessions.delete(n.host));
       sessions.set(n.host, s);
     }
@@ -45,7 +48,8 @@ export function hostPower(opts: {
           try {
             s = await session(list[0]);
           } catch (e) {
-            return fail(`host ${list[0].host} unreachable: ${(e as Error).message}`);
+            // the one-line reason, e.g. 'unreachable: connect ECONNREFUSED ...'
+            return fail(`host ${list[0].host}: ${(e as Error).message}`);
           }
           if (opts.runtime === 'emulated') {
             const names = list.map((n) => n.name).join(' ');
@@ -56,7 +60,9 @@ export function hostPower(opts: {
                 : `kb-host power reset ${names}`;
             const r = await s.exec(cmd, 30_000);
             if (r.code !== 0)
-              return fail(`power ${action} on ${list[0].host}: ${r.stderr.trim() || `exit ${r.code}`}`);
+              return fail(
+                `power ${action} on ${list[0].host}: ${r.error ?? (r.stderr.trim() || `exit ${r.code}`)}`,
+              );
             for (const n of list) out.set(n.name, { ok: true });
             return;
           }

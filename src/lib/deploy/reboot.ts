@@ -2,8 +2,9 @@
 // reset through its host; very_hard: power off and on) and wait until each answers SSH again.
 import { readFile } from 'node:fs/promises';
 import { eachLimited } from '../concurrency.js';
-import { SshPool } from '../exec/pool.js';
 import { openTestbed } from '../nodes/open-testbed.js';
+import { SshPool } from '../ssh/pool.js';
+import { identifies, waitForSsh } from '../ssh/wait.js';
 import { hostPower } from './power.js';
 import type { RebootLevel } from './workflow.js';
 
@@ -21,6 +22,20 @@ export interface RebootResult {
   reason?: string;
 }
 
+/**
+ * The node's own agent answered (its MAC) from a system booted since `sinceMs` ago: not the old
+ * system still up before going down.
+ */
+export function rebootedCheck(mac: string, sinceMs: number, stdout: string): string | null {
+  const other = identifies({ mac }, stdout);
+  if (other) return other;
+  const uptime = Number((JSON.parse(stdout) as { uptime?: unknown }).uptime);
+  // a second of slack: the uptime is rounded and the clocks tick apart
+  if (!Number.isFinite(uptime) || uptime * 1000 > sinceMs + 1000)
+    return `still up since before the reboot (uptime ${uptime} s)`;
+  return null;
+}
+
 export async function rebootNodes(req: RebootRequest): Promise<RebootResult[]> {
   const { state, nodes, keyFile } = await openTestbed(req.testbed, req.nodeFile);
   const pool = new SshPool({ privateKey: await readFile(keyFile) });
@@ -30,34 +45,40 @@ export async function rebootNodes(req: RebootRequest): Promise<RebootResult[]> {
   try {
     if (req.level === 'soft') {
       await eachLimited(nodes, 64, async (n) => {
-        const r = await pool.exec({ name: n.name, ip: n.ip }, 'reboot -f', 10_000);
+        const r = await pool.exec({ ip: n.ip }, 'reboot -f', 10_000);
         if (r.error?.startsWith('unreachable')) failed.set(n.name, `soft reboot: ${r.error}`);
       });
     } else {
       const r = await power.power(req.level === 'hard' ? 'reset' : 'cycle', nodes);
       for (const [name, o] of r) if (!o.ok) failed.set(name, o.reason);
     }
-    pool.close();
-    const probe = new SshPool({ privateKey: await readFile(keyFile) });
-    const out: RebootResult[] = [];
-    // a node still answering right away has not gone down yet
-    await new Promise((r) => setTimeout(r, state.config.vms.runtime === 'emulated' ? 300 : 3000));
-    await eachLimited(nodes, 64, async (n) => {
+    // the old connections went down with the nodes: the probes connect afresh
+    for (const n of nodes) pool.drop({ ip: n.ip });
+    const upAt = new Map<string, number>();
+    const answers = await waitForSsh(
+      nodes.filter((n) => !failed.has(n.name)),
+      {
+        exec: (n, command, timeoutMs) => pool.exec({ ip: n.ip }, command, timeoutMs),
+        command: 'kb-agent identify',
+        check: (n, r) => rebootedCheck(n.mac, Date.now() - t0, r.stdout),
+        failed: (n) => pool.drop({ ip: n.ip }),
+        deadline: t0 + req.timeoutMs,
+        intervalMs: 500,
+        probeTimeoutMs: 5000,
+        window: 64,
+        // a node still answering right away has not gone down yet
+        graceMs: state.config.vms.runtime === 'emulated' ? 300 : 3000,
+        onUp: (n) => upAt.set(n.name, Date.now() - t0),
+      },
+    );
+    const end = Date.now() - t0;
+    return nodes.map((n) => {
       const reason = failed.get(n.name);
-      if (reason) return void out.push({ node: n.name, ok: false, ms: Date.now() - t0, reason });
-      let last = '';
-      while (Date.now() - t0 < req.timeoutMs) {
-        const r = await probe.exec({ name: n.name, ip: n.ip }, 'true', 5000);
-        if (r.code === 0) return void out.push({ node: n.name, ok: true, ms: Date.now() - t0 });
-        last = r.error ?? `exit ${r.code}`;
-        probe.drop({ name: n.name, ip: n.ip });
-        await new Promise((res) => setTimeout(res, 500));
-      }
-      out.push({ node: n.name, ok: false, ms: Date.now() - t0, reason: `no SSH after the reboot (${last})` });
+      if (reason) return { node: n.name, ok: false, ms: end, reason };
+      const a = answers.get(n)!;
+      if (a.ok) return { node: n.name, ok: true, ms: upAt.get(n.name)! };
+      return { node: n.name, ok: false, ms: end, reason: `no SSH after the reboot (${a.last})` };
     });
-    probe.close();
-    const order = new Map(nodes.map((n, i) => [n.name, i]));
-    return out.sort((a, b) => order.get(a.node)! - order.get(b.node)!);
   } finally {
     pool.close();
     power.close();

@@ -13,12 +13,12 @@ import {
   verifyImage,
 } from '../envs/registry.js';
 import { InputError } from '../errors.js';
-import { SshPool } from '../exec/pool.js';
 import { findTaktuk } from '../exec/taktuk.js';
 import type { Logger } from '../log.js';
 import { openTestbed } from '../nodes/open-testbed.js';
 import type { Progress } from '../progress.js';
 import { envBootSchema } from '../services/config.js';
+import { SshPool } from '../ssh/pool.js';
 import { broadcastImage, emulatedRingBytes } from './broadcast-step.js';
 import { createDriver, defaultDisk } from './driver.js';
 import { envBootOf } from './env-boot.js';
@@ -131,6 +131,8 @@ export async function deployTestbed(
       broadcast: (method, list) =>
         broadcastImage(method, list, env, {
           keyFile,
+          // the driver's connections: one per node for the whole deployment
+          sshPool: pool,
           resumable: runtime === 'emulated',
           logger: ctx.logger,
           // thousands of emulated nodes share two cores: a busy one is slow, not dead

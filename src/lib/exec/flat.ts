@@ -2,7 +2,8 @@
 // (pdsh-like). Simple and fast for tens of nodes; the controller holds one connection per node.
 import { eachLimited } from '../concurrency.js';
 import { InputError } from '../errors.js';
-import { DEFAULT_COMMAND_TIMEOUT_MS, SshPool } from './pool.js';
+import { SshPool } from '../ssh/pool.js';
+import { DEFAULT_COMMAND_TIMEOUT_MS } from '../ssh/session.js';
 import {
   countResults,
   type ExecOptions,
@@ -44,7 +45,11 @@ export async function flatExec(
     await eachLimited(targets, window, async (target, i) => {
       inFlight++;
       stats.maxInFlight = Math.max(stats.maxInFlight, inFlight);
-      const r = await p.exec(target, command, opts.timeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS);
+      const r: NodeExecResult = {
+        node: target.name,
+        ip: target.ip,
+        ...(await p.exec(target, command, opts.timeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS)),
+      };
       inFlight--;
       results[i] = r;
       opts.onResult?.(r);

@@ -9,8 +9,8 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { InputError } from '../errors.js';
 import { findExecutable } from '../executable.js';
+import { DEFAULT_COMMAND_TIMEOUT_MS, DEFAULT_CONNECT_TIMEOUT_MS } from '../ssh/session.js';
 import { checkExecWindow } from './flat.js';
-import { DEFAULT_COMMAND_TIMEOUT_MS, DEFAULT_CONNECT_TIMEOUT_MS } from './pool.js';
 import {
   countResults,
   type ExecOptions,

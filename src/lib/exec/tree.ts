@@ -15,15 +15,13 @@
 // controller does the handshake and the encryption for all nodes (nested once per tunnel level,
 // as the tunnel itself is an SSH channel). What is relayed is the TCP connection, not the work.
 import { connect as netConnect } from 'node:net';
-import type ssh2 from 'ssh2';
-import { checkExecWindow } from './flat.js';
 import {
   connectError,
   DEFAULT_COMMAND_TIMEOUT_MS,
   DEFAULT_CONNECT_TIMEOUT_MS,
-  runCommand,
-  sshConnect,
-} from './pool.js';
+  SshSession,
+} from '../ssh/session.js';
+import { checkExecWindow } from './flat.js';
 import {
   countResults,
   type ExecOptions,
@@ -32,8 +30,6 @@ import {
   emptyStats,
   type NodeExecResult,
 } from './types.js';
-
-type Client = ssh2.Client;
 
 export const DEFAULT_TREE_WINDOW = 10;
 const DEFAULT_MAX_ATTEMPTS = 3;
@@ -61,7 +57,7 @@ interface TreeNode {
   via: string[];
   depth: number;
   state: 'connecting' | 'ready' | 'dead';
-  conn: Client | null;
+  conn: SshSession | null;
   queue: Item[];
   /** Children connecting or connected: the slots in use. */
   children: Set<TreeNode>;
@@ -86,34 +82,6 @@ function newNode(item: Item | null, parent: TreeNode | null): TreeNode {
     started: Date.now(),
     commandStarted: false,
   };
-}
-
-function openTunnel(relay: Client, t: ExecTarget, timeoutMs: number): Promise<ssh2.ClientChannel> {
-  return new Promise((resolve, reject) => {
-    let settled = false;
-    const timer = setTimeout(() => {
-      settled = true;
-      reject(
-        Object.assign(new Error(`tunnel timeout after ${timeoutMs / 1000} s`), { level: 'client-timeout' }),
-      );
-    }, timeoutMs);
-    try {
-      relay.forwardOut('127.0.0.1', 0, t.ip, t.port ?? 22, (err, stream) => {
-        if (settled) {
-          stream?.close();
-          return;
-        }
-        settled = true;
-        clearTimeout(timer);
-        if (err) return reject(Object.assign(err, { level: 'client-socket' }));
-        resolve(stream);
-      });
-    } catch (e) {
-      settled = true;
-      clearTimeout(timer);
-      reject(Object.assign(e as Error, { level: 'client-socket' }));
-    }
-  });
 }
 
 /** Runs `command` on every target through a self-organising tree of relays; one result per target. */
@@ -145,8 +113,9 @@ export function treeExec(
   const connectConfig = {
     username: opts.username ?? 'root',
     privateKey: opts.privateKey,
+    timeoutMs: connectTimeoutMs,
     // A relay that hangs without closing would keep its queue forever; keepalives notice it.
-    keepaliveInterval: 5_000,
+    keepaliveIntervalMs: 5_000,
     keepaliveCountMax: 3,
   };
 
@@ -162,7 +131,7 @@ export function treeExec(
   const finish = () => {
     if (finished) return;
     finished = true;
-    for (const n of all) n.conn?.end();
+    for (const n of all) n.conn?.close();
     stats.ms = Date.now() - start;
     resolveAll({ results, stats: countResults(stats, results) });
   };
@@ -219,7 +188,7 @@ export function treeExec(
     // Name the relay that actually died, not every level of the subtree below it.
     const below = n.item && !reason.startsWith('relay ') ? `relay ${n.name} lost` : reason;
     for (const c of [...n.children]) lose(c, below);
-    n.conn?.end();
+    n.conn?.close();
   };
 
   const launch = (parent: TreeNode, item: Item) => {
@@ -229,7 +198,8 @@ export function treeExec(
     parent.children.add(n);
     all.add(n);
     connecting++;
-    let opening: Promise<Client>;
+    const dest = { ...connectConfig, host: item.target.ip, port: item.target.port ?? 22 };
+    let opening: Promise<SshSession>;
     if (parent === root) {
       const sock = netConnect({ host: item.target.ip, port: item.target.port ?? 22 });
       directLive++;
@@ -239,32 +209,30 @@ export function treeExec(
         directLive--;
         pump();
       });
-      opening = sshConnect({ ...connectConfig, sock }, connectTimeoutMs);
+      opening = SshSession.connect({ ...dest, sock });
     } else {
-      const relay = parent.conn!;
-      opening = openTunnel(relay, item.target, connectTimeoutMs).then((sock) =>
-        sshConnect({ ...connectConfig, sock }, connectTimeoutMs),
-      );
+      // the connect timeout covers the tunnel through the relay too
+      opening = SshSession.connect({ ...dest, via: parent.conn! });
     }
     stats.connectionsOpened++;
     opening.then(
       (conn) => {
         if (n.state === 'dead' || finished) {
-          conn.end();
+          conn.close();
           return;
         }
         connecting--;
         n.state = 'ready';
         n.conn = conn;
         stats.maxDepth = Math.max(stats.maxDepth, n.depth);
-        conn.once('close', () => {
+        conn.onClose(() => {
           lose(n, `connection to ${n.name} closed`);
           pump();
         });
         relays.push(n);
         n.commandStarted = true;
         running++;
-        runCommand(conn, command, commandTimeoutMs).then((o) => {
+        conn.exec(command, commandTimeoutMs).then((o) => {
           running--;
           if (item.current === n) {
             const error = o.error && n.lostReason ? `${o.error} (${n.lostReason})` : o.error;

@@ -1,5 +1,6 @@
 // Shared shapes for running one command on many nodes (flat, tree, taktuk) and the tagged,
 // per-node output every method prints.
+import type { CommandResult } from '../ssh/result.js';
 
 export interface ExecTarget {
   name: string;
@@ -7,16 +8,10 @@ export interface ExecTarget {
   port?: number;
 }
 
-export interface NodeExecResult {
+/** A command's result (the one shape, ssh/result.ts) on a named node. */
+export interface NodeExecResult extends CommandResult {
   node: string;
   ip: string;
-  /** Exit status; null when the command never reported one (unreachable, timeout, lost). */
-  code: number | null;
-  signal?: string;
-  stdout: string;
-  stderr: string;
-  /** Why there is no exit status, e.g. 'unreachable: connect ECONNREFUSED', 'timeout after 10 s'. */
-  error?: string;
   ms: number;
   /** Tree only: the relays the node was reached through, nearest the controller first. */
   via?: string[];

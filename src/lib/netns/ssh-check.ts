@@ -12,5 +12,10 @@ export async function probeSsh(host: string, keyFile: string): Promise<SshProbe>
   const t0 = Date.now();
   const r = await sshTarget(host, keyFile).exec('hostname; echo kb-ok', 10_000);
   const ok = r.code === 0 && r.stdout.includes('kb-ok');
-  return { host, ok, detail: ok ? 'ssh ok' : r.stderr.trim() || `exit ${r.code}`, ms: Date.now() - t0 };
+  return {
+    host,
+    ok,
+    detail: ok ? 'ssh ok' : (r.error ?? (r.stderr.trim() || `exit ${r.code}`)),
+    ms: Date.now() - t0,
+  };
 }

@@ -9,6 +9,7 @@ import { InputError, TestbedError } from '../errors.js';
 import { formatPath } from '../input-file.js';
 import type { Logger } from '../log.js';
 import { packageRoot } from '../package-root.js';
+import type { CommandResult } from '../ssh/result.js';
 
 const stepSchema = z.strictObject({
   name: z.string().min(1),
@@ -43,16 +44,10 @@ export async function loadRecipe(relPath: string): Promise<Recipe> {
   return parsed.data;
 }
 
-export interface ExecResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
 /** Where a recipe's commands run: a local namespace, a host over SSH, ... */
 export interface Target {
   name: string;
-  exec(command: string, timeoutMs: number): Promise<ExecResult>;
+  exec(command: string, timeoutMs: number): Promise<CommandResult>;
 }
 
 export interface StepOutcome {
@@ -86,7 +81,7 @@ export async function runRecipe(
     const command = renderStep(step.run, vars);
     const t0 = Date.now();
     let attempts = 0;
-    let last: ExecResult = { code: null, stdout: '', stderr: '' };
+    let last: CommandResult = { code: null, stdout: '', stderr: '' };
     while (attempts <= step.retries) {
       attempts++;
       last = await target.exec(command, step.timeoutMs);
@@ -99,7 +94,7 @@ export async function runRecipe(
       `${recipe.name} ${step.name} on ${target.name}: ${ok ? 'ok' : `exit ${last.code}`} (${attempts} attempt(s))`,
     );
     if (!ok && phase === 'up') {
-      const why = (last.stderr || last.stdout).trim().split('\n').pop() ?? '';
+      const why = last.error ?? (last.stderr || last.stdout).trim().split('\n').pop() ?? '';
       throw new TestbedError(
         `recipe ${recipe.name}, step ${step.name} on ${target.name} failed (exit ${last.code}): ${why}`,
       );

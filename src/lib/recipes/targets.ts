@@ -1,17 +1,19 @@
 // Targets a recipe runs on: a local network namespace (ip netns exec), or a host over SSH.
+import { readFile } from 'node:fs/promises';
 import { execa } from 'execa';
-import { openSsh } from '../runtime/ssh-session.js';
+import { execOnce } from '../ssh/session.js';
 import type { Target } from './recipe.js';
 
 export function nsTarget(ns: string): Target {
   return {
     name: ns,
     async exec(command, timeoutMs) {
+      const start = Date.now();
       const r = await execa('ip', ['netns', 'exec', ns, 'sh', '-c', command], {
         reject: false,
         timeout: timeoutMs,
       });
-      return { code: r.exitCode ?? null, stdout: r.stdout, stderr: r.stderr };
+      return { code: r.exitCode ?? null, stdout: r.stdout, stderr: r.stderr, ms: Date.now() - start };
     },
   };
 }
@@ -21,17 +23,13 @@ export function sshTarget(host: string, keyFile: string): Target {
   return {
     name: `root@${host}`,
     async exec(command, timeoutMs) {
-      let session: Awaited<ReturnType<typeof openSsh>>;
+      let privateKey: Buffer;
       try {
-        session = await openSsh(host, keyFile, Math.min(timeoutMs, 20_000));
+        privateKey = await readFile(keyFile);
       } catch (e) {
-        return { code: null, stdout: '', stderr: (e as Error).message };
+        return { code: null, stdout: '', stderr: '', error: `cannot read the key: ${(e as Error).message}` };
       }
-      try {
-        return await session.exec(command, timeoutMs);
-      } finally {
-        session.close();
-      }
+      return execOnce({ host, privateKey, timeoutMs: Math.min(timeoutMs, 20_000) }, command, timeoutMs);
     },
   };
 }

@@ -4,9 +4,9 @@
 // Power on = launch, off = QMP quit, reset = QMP system_reset, status = pid + QMP query-status.
 
 import { sq } from '../shell.js';
+import type { SshSession } from '../ssh/session.js';
 import { hostDiskRoot, hostRunRoot } from '../state/layout.js';
 import { qmpConnect } from './qmp.js';
-import type { SshSession } from './ssh-session.js';
 
 export interface HostVm {
   name: string;
@@ -100,7 +100,9 @@ export async function powerOn(
   if ((await vmStatus(session, testbed, vm.name)) !== 'off') return;
   const r = await session.exec(launchScript(testbed, vm, opts));
   if (r.code !== 0)
-    throw new Error(`cannot start ${vm.name} on ${session.host}: ${(r.stderr || r.stdout).trim()}`);
+    throw new Error(
+      `cannot start ${vm.name} on ${session.host}: ${r.error ?? (r.stderr || r.stdout).trim()}`,
+    );
 }
 
 export async function powerOff(session: SshSession, testbed: string, vm: string): Promise<void> {

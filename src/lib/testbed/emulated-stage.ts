@@ -19,9 +19,9 @@ import type { HostNs, Topology } from '../netns/topology.js';
 import { isAlive } from '../pid.js';
 import type { Plan, VmPlan } from '../planner/plan.js';
 import type { Progress } from '../progress.js';
-import { sshTarget } from '../recipes/targets.js';
-import { openSsh, type SshSession } from '../runtime/ssh-session.js';
 import { ServiceClient } from '../services/client.js';
+import { execOnce, SshSession } from '../ssh/session.js';
+import { identifies, waitForSsh } from '../ssh/wait.js';
 import { serviceNodesOf } from '../state/service-nodes.js';
 import { type StateStore, type TestbedState, upsertResource } from '../state/store.js';
 import { BootTracker, type VmBoot } from './boot-tracker.js';
@@ -62,15 +62,18 @@ export async function runEmulatedStage(
   const key = store.layout.ssh.clientKey;
   const hosts = groups.flatMap((g) => g.hosts ?? []);
   const sessions = new Map<string, SshSession>();
+  const privateKey = await readFile(key);
   try {
     await progress.step(`Check the ${hosts.length} emulated hosts answer SSH`, async (step) => {
       const down: string[] = [];
       await eachLimited(hosts, window, async (h) => {
         try {
-          const s = await openSsh(h.ip, key);
+          const s = await SshSession.connect({ host: h.ip, privateKey, timeoutMs: 15_000 });
           const r = await s.exec('hostname', 10_000);
-          if (r.stdout.trim() !== h.fqdn)
-            throw new Error(`hostname says ${r.stdout.trim() || r.stderr.trim()}`);
+          if (r.stdout.trim() !== h.fqdn) {
+            s.close();
+            throw new Error(`hostname says ${r.stdout.trim() || r.error || r.stderr.trim()}`);
+          }
           sessions.set(h.fqdn, s);
         } catch (e) {
           down.push(`${h.fqdn} (${(e as Error).message})`);
@@ -89,7 +92,7 @@ export async function runEmulatedStage(
     // Queueing for DHCP and HTTP at thousands of VMs comes on top of the modelled boot.
     const bootTimeoutMs = opts.bootTimeoutMs ?? slowest * model.timeScale + 60_000;
     return {
-      vms: await bootAll(state, plan, sessions, key, bootTimeoutMs, opts.retries, progress, logger),
+      vms: await bootAll(state, plan, sessions, privateKey, bootTimeoutMs, opts.retries, progress, logger),
       hosts: hosts.length,
     };
   } finally {
@@ -199,7 +202,7 @@ async function bootAll(
   state: TestbedState,
   plan: Plan,
   sessions: Map<string, SshSession>,
-  key: string,
+  privateKey: Buffer,
   bootTimeoutMs: number,
   retries: number,
   progress: Progress,
@@ -220,13 +223,13 @@ async function bootAll(
       }, 500);
       try {
         await power(sessions, byHost(vms), 'on', tracker);
-        await waitRound(vms, sessions, key, tracker, bootTimeoutMs);
+        await waitRound(vms, sessions, privateKey, tracker, bootTimeoutMs);
         for (let round = 1; round <= retries; round++) {
           const failed = vms.filter((vm) => tracker.get(vm.mac)?.state === 'failed');
           if (failed.length === 0) break;
           logger.info(`retry ${round}: power-cycling ${failed.length} failed VM(s)`);
           await power(sessions, byHost(failed), 'reset', tracker);
-          await waitRound(failed, sessions, key, tracker, bootTimeoutMs);
+          await waitRound(failed, sessions, privateKey, tracker, bootTimeoutMs);
         }
         logger.debug(`emulated VMs: ${tracker.summary()} after ${Date.now() - started} ms`);
         return tracker.vms();
@@ -271,52 +274,70 @@ async function power(
 async function waitRound(
   vms: VmPlan[],
   sessions: Map<string, SshSession>,
-  key: string,
+  privateKey: Buffer,
   tracker: BootTracker,
   bootTimeoutMs: number,
 ): Promise<void> {
   const pending = () => vms.filter((vm) => !['ssh', 'failed'].includes(tracker.get(vm.mac)!.state));
-  const identified = new Set<string>();
-  for (;;) {
-    const left = pending();
-    if (left.length === 0) return;
-    const up: VmPlan[] = [];
-    await eachLimited([...byHost(left)], window, async ([host, list]) => {
-      const r = await sessions.get(host)!.exec(`kb-host status ${list.map((v) => v.name).join(' ')}`, 30_000);
-      if (r.code !== 0) return; // asked again next time; the deadline bounds it
-      const status = new Map((JSON.parse(r.stdout) as { vms: VmStatus[] }).vms.map((s) => [s.name, s]));
-      for (const vm of list) {
-        const s = status.get(vm.name);
-        if (s?.state === 'ssh') up.push(vm);
-        else if ((s?.state === 'failed' || s?.state === 'hung') && s.reason) {
-          tracker.failed(vm.mac, Date.now(), s.reason);
+  /** VMs their host last reported up: worth an SSH probe from here. */
+  const hostSaysUp = new Set<string>();
+  let waiting = true;
+  const followHosts = async () => {
+    while (waiting && pending().length) {
+      const round = Date.now();
+      await eachLimited([...byHost(pending())], window, async ([host, list]) => {
+        const r = await sessions
+          .get(host)!
+          .exec(`kb-host status ${list.map((v) => v.name).join(' ')}`, 30_000);
+        let vmsStatus: VmStatus[];
+        try {
+          if (r.code !== 0) throw new Error(r.error ?? `exit ${r.code}`);
+          vmsStatus = (JSON.parse(r.stdout) as { vms: VmStatus[] }).vms;
+        } catch {
+          return; // asked again next time; the deadline bounds it
         }
-      }
-    });
-    await eachLimited(up, window, async (vm) => {
-      if (identified.has(vm.mac)) return;
-      const r = await sshTarget(vm.ip, key).exec('kb-agent identify', 10_000);
-      try {
-        const id = JSON.parse(r.stdout) as { name: string; mac: string; ip: string };
-        if (r.code === 0 && id.name === vm.name && id.mac === vm.mac && id.ip === vm.ip) {
-          identified.add(vm.mac);
-          tracker.sshUp(vm.mac, Date.now());
+        const status = new Map(vmsStatus.map((s) => [s.name, s]));
+        for (const vm of list) {
+          const s = status.get(vm.name);
+          if (s?.state === 'ssh') hostSaysUp.add(vm.mac);
+          else if ((s?.state === 'failed' || s?.state === 'hung') && s.reason) {
+            tracker.failed(vm.mac, Date.now(), s.reason);
+          }
         }
-      } catch {
-        // not up yet, or something else answered: asked again until the deadline
-      }
-    });
-    const now = Date.now();
-    for (const vm of pending()) {
-      const b = tracker.get(vm.mac)!;
-      if (b.launchedAt !== null && now - b.launchedAt > bootTimeoutMs) {
+      });
+      const pause = 1000 - (Date.now() - round);
+      if (waiting && pause > 0) await new Promise((r) => setTimeout(r, pause));
+    }
+  };
+  const following = followHosts();
+  const launchedAt = (vm: VmPlan) => tracker.get(vm.mac)!.launchedAt;
+  try {
+    await waitForSsh(vms, {
+      exec: (vm, command, t) => execOnce({ host: vm.ip, privateKey, timeoutMs: t }, command, t),
+      command: 'kb-agent identify',
+      // this VM's agent, not something else on its address
+      check: (vm, r) => identifies({ name: vm.name, mac: vm.mac, ip: vm.ip }, r.stdout),
+      // each boot's own deadline, counted from its (latest) power-on
+      deadline: (vm) => {
+        const t = launchedAt(vm);
+        return t === null ? Number.POSITIVE_INFINITY : t + bootTimeoutMs;
+      },
+      intervalMs: 1000,
+      probeTimeoutMs: 10_000,
+      window,
+      ready: (vm) => hostSaysUp.has(vm.mac),
+      givenUp: (vm) => tracker.get(vm.mac)!.state === 'failed',
+      onUp: (vm) => tracker.sshUp(vm.mac, Date.now()),
+      // (a VM already failed stays failed with its own reason)
+      onDown: (vm) =>
         tracker.failed(
           vm.mac,
-          now,
-          `no SSH after ${Math.round(bootTimeoutMs / 1000)} s (last step: ${b.state})`,
-        );
-      }
-    }
-    if (pending().length) await new Promise((r) => setTimeout(r, 1000));
+          Date.now(),
+          `no SSH after ${Math.round(bootTimeoutMs / 1000)} s (last step: ${tracker.get(vm.mac)!.state})`,
+        ),
+    });
+  } finally {
+    waiting = false;
+    await following;
   }
 }

@@ -1,14 +1,15 @@
 // Launching the plan's QEMU VMs on their hosts (over SSH, as on a real testbed) and waiting until
 // each one has network-booted into the deployment environment and answers SSH. Progress comes
 // from the service nodes' per-MAC event stream; every VM ends answering or failed with a reason.
+import { readFile } from 'node:fs/promises';
 import type { Logger } from '../log.js';
 import type { Topology } from '../netns/topology.js';
 import type { Plan, VmPlan } from '../planner/plan.js';
 import type { Progress } from '../progress.js';
-import { sshTarget } from '../recipes/targets.js';
 import { type HostVm, powerOn, prepareHostScript, type QemuOptions } from '../runtime/qemu-host.js';
-import { openSsh, type SshSession } from '../runtime/ssh-session.js';
 import { ServiceClient } from '../services/client.js';
+import { execOnce, SshSession } from '../ssh/session.js';
+import { waitForSsh } from '../ssh/wait.js';
 import { serviceNodesOf } from '../state/service-nodes.js';
 import { type StateStore, type TestbedState, upsertResource } from '../state/store.js';
 import { BootTracker, type VmBoot } from './boot-tracker.js';
@@ -53,8 +54,13 @@ export async function launchVms(
           const byHost = new Map<string, VmPlan[]>();
           for (const vm of vms) byHost.set(vm.host, [...(byHost.get(vm.host) ?? []), vm]);
           const hostVms = new Map<string, HostVm>();
+          const privateKey = await readFile(key);
           for (const [host, list] of byHost) {
-            const session = await openSsh(hostIp.get(host)!, key);
+            const session = await SshSession.connect({
+              host: hostIp.get(host)!,
+              privateKey,
+              timeoutMs: 15_000,
+            });
             sessions.set(host, session);
             const hvms = list.map((v, i) => ({
               name: v.name,
@@ -83,7 +89,7 @@ export async function launchVms(
                   await powerOn(sessions.get(vm.host)!, state.name, hostVms.get(vm.mac)!, opts.qemu);
                   tracker.launched(vm.mac, Date.now());
                   upsertResource(state, { kind: 'vm', key: `vm/${vm.name}`, status: 'created', data: {} });
-                  waits.push(waitForSsh(vm, key, tracker, opts.bootTimeoutMs));
+                  waits.push(waitForBoot(vm, privateKey, tracker, opts.bootTimeoutMs));
                 } catch (e) {
                   tracker.failed(vm.mac, Date.now(), `did not start: ${(e as Error).message}`);
                 }
@@ -106,25 +112,29 @@ export async function launchVms(
   }
 }
 
-async function waitForSsh(vm: VmPlan, key: string, tracker: BootTracker, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  const target = sshTarget(vm.ip, key);
-  while (Date.now() < deadline) {
-    const current = tracker.vms().find((v) => v.mac === vm.mac)!;
+/** Until the VM's own agent answers SSH (its MAC in `kb-agent identify`) or its time is up. */
+async function waitForBoot(
+  vm: VmPlan,
+  privateKey: Buffer,
+  tracker: BootTracker,
+  timeoutMs: number,
+): Promise<void> {
+  const state = () => tracker.vms().find((v) => v.mac === vm.mac)!.state;
+  const answers = await waitForSsh([vm], {
+    exec: (v, command, t) => execOnce({ host: v.ip, privateKey, timeoutMs: Math.min(t, 20_000) }, command, t),
+    command: 'kb-agent identify',
+    check: (v, r) => (r.stdout.includes(v.mac) ? null : 'another system answered'),
+    deadline: Date.now() + timeoutMs,
+    intervalMs: 1000,
+    probeTimeoutMs: 10_000,
     // Probing before the kernel is even fetched only adds load; the events say when to start.
-    if (current.state === 'initrd' || current.state === 'kernel') {
-      const r = await target.exec('kb-agent identify', 10_000);
-      if (r.code === 0 && r.stdout.includes(vm.mac)) {
-        tracker.sshUp(vm.mac, Date.now());
-        return;
-      }
-    }
-    await new Promise((res) => setTimeout(res, 1000));
-  }
-  const last = tracker.vms().find((v) => v.mac === vm.mac)!;
+    ready: () => state() === 'initrd' || state() === 'kernel',
+    onUp: (v) => tracker.sshUp(v.mac, Date.now()),
+  });
+  if (answers.get(vm)?.ok) return;
   tracker.failed(
     vm.mac,
     Date.now(),
-    `no SSH after ${Math.round(timeoutMs / 1000)} s (last step: ${last.state})`,
+    `no SSH after ${Math.round(timeoutMs / 1000)} s (last step: ${state()})`,
   );
 }

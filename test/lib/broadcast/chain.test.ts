@@ -4,8 +4,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { broadcastChain, broadcastStar, broadcastTree } from '../../../src/lib/broadcast/chain.js';
 import { chainOrder } from '../../../src/lib/broadcast/order.js';
-import { SshPool } from '../../../src/lib/broadcast/ssh.js';
 import { InputError } from '../../../src/lib/errors.js';
+import { SshPool } from '../../../src/lib/ssh/pool.js';
 import { randomImage, startNodes, type TestNodes } from './nodes.js';
 
 const MB = 2 ** 20;
@@ -272,7 +272,7 @@ describe('broadcastStar and broadcastTree', () => {
       '7404 --size 10 --sha256 abc',
       '7404 --size 10 --forward nohost',
     ]) {
-      const r = await pool.exec(t.nodes[0].ip, `kb-agent receive ${args}`, () => {});
+      const r = await pool.execLines({ ip: t.nodes[0].ip }, `kb-agent receive ${args}`, () => {});
       assert.equal(r.code, 1, args);
       assert.match(r.stderr, /usage/, args);
     }

@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { InputError } from '../../../src/lib/errors.js';
 import { flatExec } from '../../../src/lib/exec/flat.js';
-import { SshPool } from '../../../src/lib/exec/pool.js';
 import { formatTagged, type NodeExecResult } from '../../../src/lib/exec/types.js';
+import { SshPool } from '../../../src/lib/ssh/pool.js';
 import { type Nodes, startNodes } from './nodes.js';
 
 describe('flat exec on emulated nodes', { timeout: 60_000 }, () => {

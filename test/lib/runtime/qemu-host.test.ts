@@ -21,7 +21,7 @@ import {
   serialLog,
   vmStatus,
 } from '../../../src/lib/runtime/qemu-host.js';
-import { openSsh, type SshSession } from '../../../src/lib/runtime/ssh-session.js';
+import { SshSession } from '../../../src/lib/ssh/session.js';
 import { type SetupResult, setupTestbed, teardownTestbed } from '../../../src/lib/testbed/service.js';
 import { root } from '../../helpers/cli.js';
 import { needTools } from '../../helpers/netns.js';
@@ -75,7 +75,11 @@ describe('QEMU runtime on a local host, over SSH', { skip, timeout: 240_000 }, (
     const state = JSON.parse(await readFile(join(home, name, 'state.json'), 'utf8'));
     const hostIp = state.resources.find((r: { data: { fqdn?: string } }) => r.data.fqdn === planned.host).data
       .ip;
-    session = await openSsh(hostIp, join(home, name, 'ssh', 'id_ed25519'));
+    session = await SshSession.connect({
+      host: hostIp,
+      privateKey: await readFile(join(home, name, 'ssh', 'id_ed25519')),
+      timeoutMs: 15_000,
+    });
     const vm: HostVm = {
       name: planned.name,
       mac: planned.mac,

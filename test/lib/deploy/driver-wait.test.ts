@@ -1,0 +1,114 @@
+// The driver's waitReboot over real SSH (emulated agents on loopback): a node counts as back only
+// when its own agent answers in the expected system (deployment environment with its MAC, or the
+// deployed system's identity); anything else is reported with what answered. And reboot's check
+// that the answering system booted after the reboot was asked for.
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import ssh2 from 'ssh2';
+import { createDriver } from '../../../src/lib/deploy/driver.js';
+import { rebootedCheck } from '../../../src/lib/deploy/reboot.js';
+import { startSshServer } from '../../../src/lib/emulated/agent/server.js';
+import { generateHostKey, parseAuthorizedKey, type SshServerHandle } from '../../../src/lib/emulated/ssh.js';
+import type { RegisteredEnvironment } from '../../../src/lib/envs/registry.js';
+import type { DeployNode } from '../../../src/lib/nodes/targets.js';
+import { SshPool } from '../../../src/lib/ssh/pool.js';
+import { fakeAgentVm } from '../../helpers/agent-vm.js';
+
+const keys = ssh2.utils.generateKeyPairSync('ed25519');
+const authorized = parseAuthorizedKey(keys.public);
+const hostKey = generateHostKey();
+const env = { description: { name: 'tiny', version: 1 } } as unknown as RegisteredEnvironment;
+
+const deployNode = (i: number, mac: string): DeployNode => ({
+  name: `n${i}`,
+  fqdn: `n${i}.test`,
+  ip: `127.79.3.${i}`,
+  mac,
+  site: 's',
+  host: 'h',
+  hostIp: '',
+  serviceUrl: null,
+});
+
+describe('driver waitReboot over SSH', { timeout: 30_000 }, () => {
+  const servers: SshServerHandle[] = [];
+  // n1: its agent in the deployment environment; n2: the deployed system; n3: another node's
+  // agent on n3's address; n4: nothing
+  const vms = [
+    fakeAgentVm({ name: 'n1', ip: '127.79.3.1', mac: '02:00:00:79:03:01' }),
+    fakeAgentVm({
+      name: 'n2',
+      ip: '127.79.3.2',
+      mac: '02:00:00:79:03:02',
+      env: 'deployed',
+      disk: { bytes: 1, sha256: null, label: 'tiny 1' },
+    }),
+    fakeAgentVm({ name: 'stranger', ip: '127.79.3.3', mac: '02:00:00:79:03:99' }),
+  ];
+  const nodes = new Map(
+    [
+      deployNode(1, '02:00:00:79:03:01'),
+      deployNode(2, '02:00:00:79:03:02'),
+      deployNode(3, '02:00:00:79:03:03'),
+      deployNode(4, '02:00:00:79:03:04'),
+    ].map((n) => [n.name, n]),
+  );
+  let pool: SshPool;
+  before(async () => {
+    for (const vm of vms) servers.push(await startSshServer(vm, { hostKey, authorized }));
+    pool = new SshPool({ privateKey: keys.private, connectTimeoutMs: 1_000 });
+  });
+  after(async () => {
+    pool?.close();
+    await Promise.all(servers.map((s) => s.close()));
+  });
+
+  const driver = () =>
+    createDriver({
+      nodes,
+      pool,
+      power: {} as never,
+      env,
+      broadcast: async () => new Map(),
+      rebootGraceMs: 0,
+      probeIntervalMs: 100,
+    });
+  const ctx = () => ({
+    attempt: 1,
+    instance: 'x' as never,
+    signal: new AbortController().signal,
+    timeoutMs: 1_500,
+  });
+
+  it('counts a node back in the deployment environment only when its own agent answers', async () => {
+    const r = await driver().run({ kind: 'waitReboot', env: 'deploy' }, ['n1', 'n2', 'n3', 'n4'], ctx());
+    assert.deepEqual(r.get('n1'), { ok: true });
+    for (const n of ['n2', 'n3', 'n4']) assert.equal(r.get(n)?.ok, false, n);
+    const reason = (n: string) => (r.get(n) as { reason: string }).reason;
+    assert.match(
+      reason('n2'),
+      /^Unreachable after the reboot into the deployment environment \(answers as tiny 1\)$/,
+    );
+    assert.match(reason('n3'), /\(stranger answered\)$/);
+    assert.match(reason('n4'), /\(unreachable: .*ECONNREFUSED/);
+  });
+
+  it('counts a node back in the deployed system by its identity file', async () => {
+    const r = await driver().run({ kind: 'waitReboot', env: 'deployed' }, ['n1', 'n2'], ctx());
+    assert.deepEqual(r.get('n2'), { ok: true });
+    assert.match((r.get('n1') as { reason: string }).reason, /deployed system \(.*No such file/);
+  });
+});
+
+describe('reboot: the answering system booted after the reboot', () => {
+  const id = (mac: string, uptime: number) => JSON.stringify({ name: 'n1', mac, uptime });
+  it('accepts the node booted since, refuses the old system and another node', () => {
+    assert.equal(rebootedCheck('02:00:00:00:00:01', 10_000, id('02:00:00:00:00:01', 4.2)), null);
+    assert.match(
+      rebootedCheck('02:00:00:00:00:01', 10_000, id('02:00:00:00:00:01', 3600)) ?? '',
+      /still up since before the reboot/,
+    );
+    assert.match(rebootedCheck('02:00:00:00:00:01', 10_000, id('02:00:00:00:00:02', 1)) ?? '', /answered/);
+    assert.match(rebootedCheck('02:00:00:00:00:01', 10_000, 'sh: kb-agent: not found') ?? '', /no JSON/);
+  });
+});
