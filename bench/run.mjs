@@ -14,8 +14,8 @@ import { silentLogger } from '../dist/lib/log.js';
 import { buildPlan } from '../dist/lib/planner/plan.js';
 import { silentProgress } from '../dist/lib/progress.js';
 import { openSession } from '../dist/lib/provider/session.js';
+import { planTestbed } from '../dist/lib/testbed/plan.js';
 import { candidateSites, readReference } from '../dist/lib/testbed/reference.js';
-import { planTestbed } from '../dist/lib/testbed/service.js';
 
 const runsFlag = process.argv.indexOf('--runs');
 const runs = runsFlag > 0 ? Number(process.argv[runsFlag + 1]) : 15;

@@ -5,7 +5,8 @@ import { table } from '../lib/cli/render.js';
 import { loadConfig } from '../lib/config/load.js';
 import { ExitCode } from '../lib/errors.js';
 import { renderPlan } from '../lib/planner/render.js';
-import { planTestbed, setupTestbed } from '../lib/testbed/service.js';
+import { planTestbed } from '../lib/testbed/plan.js';
+import { setupTestbed } from '../lib/testbed/setup/index.js';
 
 export default class Setup extends BaseCommand {
   static summary = 'Build a testbed: plan, reserve hosts, subnets and a VLAN, wait for them, discover them.';

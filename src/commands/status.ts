@@ -3,7 +3,7 @@ import { configFlag, nameFlag, testbedName } from '../lib/cli/flags.js';
 import { table } from '../lib/cli/render.js';
 import { ExitCode, TestbedError } from '../lib/errors.js';
 import { testbedDir } from '../lib/state/layout.js';
-import { testbedStatus } from '../lib/testbed/service.js';
+import { testbedStatus } from '../lib/testbed/status.js';
 
 export default class Status extends BaseCommand {
   static summary = "Show a testbed's reservations (live from the API) and what its state records.";

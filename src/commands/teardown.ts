@@ -1,6 +1,6 @@
 import { BaseCommand } from '../lib/cli/base.js';
 import { configFlag, nameFlag, testbedName } from '../lib/cli/flags.js';
-import { teardownTestbed } from '../lib/testbed/service.js';
+import { teardownTestbed } from '../lib/testbed/teardown.js';
 
 export default class Teardown extends BaseCommand {
   static summary = 'Release everything a testbed holds (jobs, VLANs, subnets) and remove its state.';

@@ -22,7 +22,8 @@ import {
   vmStatus,
 } from '../../../src/lib/runtime/qemu-host.js';
 import { SshSession } from '../../../src/lib/ssh/session.js';
-import { type SetupResult, setupTestbed, teardownTestbed } from '../../../src/lib/testbed/service.js';
+import { type SetupResult, setupTestbed } from '../../../src/lib/testbed/setup/index.js';
+import { teardownTestbed } from '../../../src/lib/testbed/teardown.js';
 import { root } from '../../helpers/cli.js';
 import { needTools } from '../../helpers/netns.js';
 

@@ -13,7 +13,9 @@ import { G5kClient } from '../../../src/lib/g5k/client.js';
 import { silentLogger } from '../../../src/lib/log.js';
 import { silentProgress } from '../../../src/lib/progress.js';
 import { StateStore } from '../../../src/lib/state/store.js';
-import { setupTestbed, teardownTestbed, testbedStatus } from '../../../src/lib/testbed/service.js';
+import { setupTestbed } from '../../../src/lib/testbed/setup/index.js';
+import { testbedStatus } from '../../../src/lib/testbed/status.js';
+import { teardownTestbed } from '../../../src/lib/testbed/teardown.js';
 import { freshStateRoot, referenceFixture } from '../../helpers/env.js';
 
 const ctx = { logger: silentLogger, progress: silentProgress };
@@ -166,7 +168,7 @@ describe('local provider planning', () => {
   it('plans through the embedded API exactly as the pure planner does from the config', async () => {
     const { loadConfig } = await import('../../../src/lib/config/load.js');
     const { buildPlan } = await import('../../../src/lib/planner/plan.js');
-    const { planTestbed } = await import('../../../src/lib/testbed/service.js');
+    const { planTestbed } = await import('../../../src/lib/testbed/plan.js');
     const { localPlannerSites } = await import('../../helpers/local-plan.js');
     for (const file of [undefined, 'recipes/seed-4552.yaml']) {
       const loaded = await loadConfig(file);

@@ -1,0 +1,47 @@
+// What setup's phases share: the state store and the state it writes after every change (what
+// a resumed setup starts from), the provider session, the options and where to report. Later
+// phases also get what earlier ones produced: the plan, then the local topology.
+import type { Logger } from '../../log.js';
+import type { Topology } from '../../netns/topology.js';
+import type { Plan } from '../../planner/plan.js';
+import type { Progress } from '../../progress.js';
+import type { ProviderSession } from '../../provider/session.js';
+import type { StateStore, TestbedState } from '../../state/store.js';
+
+export interface SetupOptions {
+  waitTimeoutMs: number;
+  /** Stop after reserving and discovering; build nothing on this machine. */
+  reserveOnly?: boolean;
+  /** Launch the plan's VMs and wait for them; false stops once services (and emulated hosts) answer. */
+  vms?: boolean;
+  /** Power resets of a VM that failed to come up, before it is reported failed (default 1). */
+  retries?: number;
+}
+
+export interface SetupContext {
+  store: StateStore;
+  /** Its `config` is the one recorded at first setup: a changed file needs a teardown first. */
+  state: TestbedState;
+  session: ProviderSession;
+  /** The config file's name, for messages. */
+  source: string;
+  options: SetupOptions;
+  progress: Progress;
+  logger: Logger;
+}
+
+/** From the plan phase on. */
+export interface PlannedContext extends SetupContext {
+  plan: Plan;
+}
+
+/** From the machines phase on: the local testbed's namespaces, bridges and addresses. */
+export interface MachinesContext extends PlannedContext {
+  topology: Topology;
+}
+
+/** Records how far setup got, in the state. */
+export async function recordPhase(ctx: SetupContext, phase: TestbedState['phase']): Promise<void> {
+  ctx.state.phase = phase;
+  await ctx.store.write(ctx.state);
+}

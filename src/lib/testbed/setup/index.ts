@@ -1,0 +1,137 @@
+// `setup`: builds a testbed as named phases, in order, each resuming from what the state records
+// (each module says how): reserve (submit the jobs and wait for them), discover and plan,
+// machines (the local provider's network), service nodes, then VM hosts and VMs. Holds the
+// lock, the first-run cleanup and the result the command renders.
+import type { LoadedConfig } from '../../config/load.js';
+import { TestbedError } from '../../errors.js';
+import type { SshProbe } from '../../netns/ssh-check.js';
+import type { Plan } from '../../planner/plan.js';
+import { openSession, type ProviderSession } from '../../provider/session.js';
+import { newState, StateStore, type TestbedState } from '../../state/store.js';
+import type { VmBoot } from '../boot-tracker.js';
+import type { TestbedContext } from '../context.js';
+import { jobRecords } from '../reserve.js';
+import type { ServiceProbe } from '../service-nodes.js';
+import { recordPhase, type SetupContext, type SetupOptions } from './context.js';
+import { buildMachines, buildsLocalMachines, checkMachinesPossible } from './machines.js';
+import { discoverAndPlan } from './plan.js';
+import { reserve } from './reserve.js';
+import { startServiceNodes } from './service-nodes.js';
+import { startVmHostsAndVms } from './vms.js';
+
+export type { SetupOptions } from './context.js';
+
+export interface SetupResult {
+  hosts: SshProbe[];
+  services: ServiceProbe[];
+  /** Each VM's boot: answering SSH in the deployment environment, or failed with a reason. */
+  vms: VmBoot[];
+  accel: 'kvm' | 'tcg' | null;
+  runtime: 'qemu' | 'emulated';
+  /** Emulated hosts that answered SSH (runtime: emulated). */
+  emulatedHosts: number;
+  testbed: string;
+  provider: string;
+  apiUrl: string;
+  phase: TestbedState['phase'];
+  resumed: boolean;
+  jobs: { site: string; uid: number; state: string }[];
+  discovered: TestbedState['discovered'];
+  plan: Plan;
+}
+
+/**
+ * Runs the phases, resuming from whatever the state already records. On a job that ends in
+ * error the state is kept (teardown releases the rest); on a refused reservation the jobs
+ * submitted by this run are cancelled again.
+ */
+export async function setupTestbed(
+  loaded: LoadedConfig,
+  opts: SetupOptions,
+  ctx: TestbedContext,
+): Promise<SetupResult> {
+  // Checked before anything is reserved, so a non-root run changes nothing.
+  checkMachinesPossible(loaded.config, opts);
+  const store = new StateStore(loaded.config.name);
+  await store.lock('setup');
+  let session: ProviderSession | null = null;
+  let existing: TestbedState | null = null;
+  let state: TestbedState | null = null;
+  try {
+    existing = await store.read();
+    if (existing && existing.provider !== loaded.config.provider) {
+      throw new TestbedError(
+        `testbed ${existing.name} was set up with the ${existing.provider} provider; tear it down before switching`,
+      );
+    }
+    state = existing ?? newState(loaded.config, loaded.source);
+    // Resume uses the config recorded at first setup; a changed file needs a teardown first.
+    session = await openSession(state.config, {
+      logger: ctx.logger,
+      source: loaded.source,
+      stateDir: store.dir,
+    });
+    return await runPhases(
+      {
+        store,
+        state,
+        session,
+        source: loaded.source,
+        options: opts,
+        logger: ctx.logger,
+        progress: ctx.progress,
+      },
+      existing !== null,
+    );
+  } catch (e) {
+    // A first setup that failed holding nothing (refused, unreachable, bad plan) leaves nothing
+    // behind, not even its state directory.
+    if (existing === null && state && jobRecords(state).length === 0) {
+      await session?.close();
+      session = null;
+      await store.destroy();
+    }
+    throw e;
+  } finally {
+    await session?.close();
+    await store.unlock();
+  }
+}
+
+async function runPhases(ctx: SetupContext, resumed: boolean): Promise<SetupResult> {
+  const { state, options } = ctx;
+  const config = state.config;
+  const reservation = await reserve(ctx);
+  const plan = await discoverAndPlan(ctx, reservation);
+  let hosts: SshProbe[] = [];
+  let services: ServiceProbe[] = [];
+  let vms: VmBoot[] = [];
+  let accel: 'kvm' | 'tcg' | null = null;
+  let emulatedHosts = 0;
+  // Past the plan, everything is built on the local provider's machines; on g5k (where nothing
+  // is built by setup yet) and with --reserve-only, setup ends here.
+  if (buildsLocalMachines(config, options)) {
+    const machines = await buildMachines({ ...ctx, plan });
+    hosts = machines.hosts;
+    const built = { ...ctx, plan, topology: machines.topology };
+    services = await startServiceNodes(built);
+    ({ vms, accel, emulatedHosts } = await startVmHostsAndVms(built));
+    await recordPhase(ctx, 'ready');
+  }
+  return {
+    hosts,
+    services,
+    vms,
+    accel,
+    runtime: config.vms.runtime,
+    emulatedHosts,
+    testbed: config.name,
+    provider: config.provider,
+    apiUrl: ctx.session.apiUrl,
+    phase: state.phase,
+    resumed,
+    jobs: Object.entries(reservation.jobs).map(([site, j]) => ({ site, uid: j.uid, state: j.state })),
+    discovered: state.discovered,
+    plan,
+  };
+}
