@@ -4,14 +4,8 @@
 // sha256; TakTuk's per-node exit status and the agent's last JSON line say which ones got it.
 import { runTaktuk, taktukInputArgs } from '../exec/taktuk.js';
 import type { NodeExecResult } from '../exec/types.js';
-import {
-  type BroadcastMode,
-  type BroadcastNode,
-  type BroadcastReport,
-  type BroadcastSource,
-  modeArgs,
-  type NodeReport,
-} from './chain.js';
+import { modeArgs } from './receiver.js';
+import type { BroadcastMode, BroadcastNode, BroadcastReport, BroadcastSource, NodeReport } from './types.js';
 
 export interface TaktukBroadcastOptions {
   privateKey: string | Buffer;

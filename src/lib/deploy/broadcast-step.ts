@@ -1,15 +1,10 @@
 // BroadcastEnv's transfer: the environment's image to the nodes through their agents, in the
 // chosen topology (the chain ordered by site, host and VM), verified by sha256 on every node.
 import { readFile } from 'node:fs/promises';
-import {
-  type BroadcastMode,
-  type BroadcastReport,
-  broadcastChain,
-  broadcastStar,
-  broadcastTree,
-} from '../broadcast/chain.js';
 import { chainOrder } from '../broadcast/order.js';
+import { broadcastChain, broadcastStar, broadcastTree } from '../broadcast/send.js';
 import { broadcastTaktuk } from '../broadcast/taktuk.js';
+import type { BroadcastMode, BroadcastReport } from '../broadcast/types.js';
 import type { RegisteredEnvironment } from '../envs/registry.js';
 import type { Logger } from '../log.js';
 import type { DeployNode } from '../nodes/targets.js';

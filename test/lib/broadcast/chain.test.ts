@@ -2,8 +2,8 @@
 // a star and a tree, with nodes that die early or late and a node on a slow link.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { broadcastChain, broadcastStar, broadcastTree } from '../../../src/lib/broadcast/chain.js';
 import { chainOrder } from '../../../src/lib/broadcast/order.js';
+import { broadcastChain, broadcastStar, broadcastTree } from '../../../src/lib/broadcast/send.js';
 import { InputError } from '../../../src/lib/errors.js';
 import { SshPool } from '../../../src/lib/ssh/pool.js';
 import { randomImage, startNodes, type TestNodes } from './nodes.js';
