@@ -6,7 +6,7 @@
 import type { SshPool } from '../ssh/pool.js';
 import type { CommandResult } from '../ssh/result.js';
 import { DEFAULT_STALL_MS } from './protocol.js';
-import { Receiver } from './receiver.js';
+import { type AgentResult, Receiver } from './receiver.js';
 import type { OpenSource } from './source.js';
 import type { Topology } from './topology.js';
 import type { BroadcastNode, BroadcastOptions, BroadcastReport, BroadcastSource } from './types.js';
@@ -152,7 +152,7 @@ export abstract class BroadcastController {
     if (typeof o !== 'object' || o === null) return;
     const s = this.receivers[i];
     if (typeof o.sha256 === 'string' && typeof o.bytes === 'number') {
-      s.result = o as unknown as Receiver['result'];
+      s.result = o as unknown as AgentResult;
       s.bytes = o.bytes;
       s.doneAt = Date.now();
     } else if ('listening' in o) {
