@@ -4,6 +4,7 @@
 // answers with the HTTP URL of the VM's boot script, as it does a real iPXE.
 import { randomInt } from 'node:crypto';
 import { createSocket, type Socket } from 'node:dgram';
+import { intToIp, ipToInt, octetsOf } from '../net/ipv4.js';
 
 const MAGIC_COOKIE = 0x63825363;
 const IPXE_USER_CLASS = [4, ...Buffer.from('iPXE')];
@@ -19,10 +20,6 @@ export interface DhcpOffer {
 
 function macBytes(mac: string): Buffer {
   return Buffer.from(mac.replace(/:/g, ''), 'hex');
-}
-
-function ipBytes(ip: string): number[] {
-  return ip.split('.').map(Number);
 }
 
 /** A BOOTREQUEST with options as [code, bytes] pairs. */
@@ -54,8 +51,8 @@ export function discoverPacket(xid: number, mac: string): Buffer {
 export function requestPacket(xid: number, mac: string, ip: string, serverId: string): Buffer {
   return encodeRequest(xid, mac, [
     [53, [3]],
-    [50, ipBytes(ip)],
-    [54, ipBytes(serverId)],
+    [50, octetsOf(ipToInt(ip))],
+    [54, octetsOf(ipToInt(serverId))],
     [55, [1, 3, 6, 12, 15, 28, 66, 67, 175]],
     [61, [1, ...macBytes(mac)]],
     [77, IPXE_USER_CLASS],
@@ -66,7 +63,7 @@ const cstring = (b: Buffer) => {
   const end = b.indexOf(0);
   return b.subarray(0, end < 0 ? b.length : end).toString('latin1');
 };
-const ipAt = (b: Buffer, i: number) => `${b[i]}.${b[i + 1]}.${b[i + 2]}.${b[i + 3]}`;
+const ipAt = (b: Buffer, i: number) => intToIp(b.readUInt32BE(i));
 
 /** A BOOTREPLY's fields a client needs; null when it is not one. */
 export function decodeReply(buf: Buffer): DhcpOffer | null {

@@ -13,7 +13,7 @@ import { promisify } from 'node:util';
 import type ssh2 from 'ssh2';
 import { Limiter } from '../concurrency.js';
 import { findTaktuk } from '../exec/taktuk.js';
-import { containsAddress, ipToInt, parsePrefix } from '../net/ipv4.js';
+import { containsAddress, ipToInt, parsePrefix, prefixContaining } from '../net/ipv4.js';
 import { type NodeCommands, startNodeCommands } from './agent/node-commands.js';
 import { startSshServer } from './agent/server.js';
 import type { AgentVm } from './agent/vm.js';
@@ -526,10 +526,9 @@ export class EmulatedGroup implements HostControl {
 
   /** Relaying (a tree of SSH connections) stays inside the testbed: SSH ports of its addresses only. */
   private forwardable(spec: EmulatedVmSpec): (ip: string, port: number) => boolean {
-    const mask = spec.prefixLength === 0 ? 0 : (0xffffffff << (32 - spec.prefixLength)) >>> 0;
     const p = this.opts.forwardPrefix
       ? parsePrefix(this.opts.forwardPrefix)
-      : { base: (ipToInt(spec.ip) & mask) >>> 0, length: spec.prefixLength };
+      : prefixContaining(ipToInt(spec.ip), spec.prefixLength);
     const sshPort = this.opts.sshPort ?? 22;
     return (ip: string, port: number) => {
       if (port !== sshPort) return false;

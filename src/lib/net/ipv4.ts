@@ -21,8 +21,9 @@ export function octetsOf(n: number): [number, number, number, number] {
   return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255];
 }
 
+/** Dotted form; no array in between: the emulated DHCP client formats addresses of every reply. */
 export function intToIp(n: number): string {
-  return octetsOf(n).join('.');
+  return `${n >>> 24}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
 }
 
 export function parsePrefix(text: string): Prefix {
