@@ -3,10 +3,11 @@
 // `dpkg-deb -x` it into the cache. One directory per package version, so a second call with
 // the same candidate version only checks the cache.
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { KbError } from '../errors.js';
 import { type Logger, silentLogger } from '../log.js';
+import { buildCacheDir } from './cache-dir.js';
 import { defaultCacheDir, lastLine, runTool } from './tools.js';
 
 export interface DebianKernel {
@@ -74,42 +75,37 @@ export async function getDebianKernel(opts: DebianKernelOptions = {}): Promise<D
   }
 
   const started = Date.now();
-  await mkdir(cacheDir, { recursive: true });
-  const work = await mkdtemp(join(cacheDir, '.download-'));
-  try {
-    const dl = await runTool('apt-get', ['download', '-qq', `${resolved.package}=${resolved.version}`], {
-      pkg: 'apt',
-      cwd: work,
-      check: false,
-    });
-    const debs = (await readdir(work)).filter((f) => f.endsWith('.deb'));
-    if (dl.exitCode !== 0 || debs.length !== 1) {
-      throw new KbError(
-        `cannot download kernel package ${resolved.package} ${resolved.version}: ${lastLine(dl.stderr || dl.stdout)}`,
+  const k = await buildCacheDir(
+    dir,
+    '.download-',
+    async (work) => {
+      const dl = await runTool('apt-get', ['download', '-qq', `${resolved.package}=${resolved.version}`], {
+        pkg: 'apt',
+        cwd: work,
+        check: false,
+      });
+      const debs = (await readdir(work)).filter((f) => f.endsWith('.deb'));
+      if (dl.exitCode !== 0 || debs.length !== 1) {
+        throw new KbError(
+          `cannot download kernel package ${resolved.package} ${resolved.version}: ${lastLine(dl.stderr || dl.stdout)}`,
+        );
+      }
+      const tree = join(work, 'tree');
+      await runTool('dpkg-deb', ['-x', join(work, debs[0]), tree], { pkg: 'dpkg' });
+      const release = await onlyEntry(join(tree, 'lib', 'modules'), 'lib/modules');
+      const vmlinuz = `boot/vmlinuz-${release}`;
+      if (!existsSync(join(tree, vmlinuz))) {
+        throw new KbError(`kernel package ${resolved.package} has no ${vmlinuz}`);
+      }
+      await writeFile(
+        join(tree, manifestName),
+        `${JSON.stringify({ meta, package: resolved.package, version: resolved.version, release, vmlinuz }, null, 2)}\n`,
       );
-    }
-    const tree = join(work, 'tree');
-    await runTool('dpkg-deb', ['-x', join(work, debs[0]), tree], { pkg: 'dpkg' });
-    const release = await onlyEntry(join(tree, 'lib', 'modules'), 'lib/modules');
-    const vmlinuz = `boot/vmlinuz-${release}`;
-    if (!existsSync(join(tree, vmlinuz))) {
-      throw new KbError(`kernel package ${resolved.package} has no ${vmlinuz}`);
-    }
-    await writeFile(
-      join(tree, manifestName),
-      `${JSON.stringify({ meta, package: resolved.package, version: resolved.version, release, vmlinuz }, null, 2)}\n`,
-    );
-    // Rename is atomic, so a parallel run either wins or finds the finished directory.
-    try {
-      await rename(tree, dir);
-    } catch (e) {
-      if (!(await readManifest(dir))) throw e;
-    }
-  } finally {
-    await rm(work, { recursive: true, force: true });
-  }
-  const k = await readManifest(dir);
-  if (!k) throw new KbError(`kernel cache ${dir} is incomplete after extraction`);
+      return tree;
+    },
+    readManifest,
+    `kernel cache ${dir} is incomplete after extraction`,
+  );
   log.info(`kernel: ${k.package} ${k.version} downloaded and extracted in ${Date.now() - started} ms`);
   return { ...k, cached: false };
 }

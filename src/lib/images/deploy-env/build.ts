@@ -4,11 +4,12 @@
 // /init (vm-images/deploy-env/deploy-init.hbs) configures the network, starts SSH and stays up.
 // Cached by a hash of everything that goes in.
 import { readFileSync } from 'node:fs';
-import { copyFile, mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import Handlebars from 'handlebars';
 import { KbError } from '../../errors.js';
 import { type Logger, silentLogger } from '../../log.js';
+import { buildCacheDir } from '../cache-dir.js';
 import { type DebianKernel, getDebianKernel } from '../debian-kernel.js';
 import { bootMarker, findBusybox, isStaticElf, planModules, virtioModules } from '../initramfs.js';
 import { defaultCacheDir, formatBytes, MissingToolError, vmImagesDir } from '../tools.js';
@@ -146,36 +147,31 @@ export async function buildDeployEnv(opts: DeployEnvOptions = {}): Promise<Deplo
     return result(existing.manifest, 0, true, existing.sizes);
   }
 
-  await mkdir(join(cacheDir, 'deploy-env'), { recursive: true });
-  const work = await mkdtemp(join(cacheDir, 'deploy-env', '.build-'));
-  try {
-    const stage = join(work, 'root');
-    const dirs = 'bin sbin usr/bin usr/sbin dev proc sys run tmp etc root var lib/modules';
-    await stageBusyboxRoot(stage, dirs, { path: busyboxPath, data: busybox }, files);
-    const packed = await packCpioGz(stage);
-    const out = join(work, 'out');
-    await mkdir(out);
-    await writeFile(join(out, 'initrd.img'), packed.data);
-    await copyFile(kernel.vmlinuz, join(out, 'vmlinuz'));
-    const manifest: Manifest = {
-      hash,
-      kernelRelease: kernel.release,
-      contents: packed.files.map((f) => `/${f}`),
-      modules: plan.modules.map((m) => m.name),
-      missingTools,
-    };
-    await writeFile(join(out, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
-    // Rename is atomic: a parallel build either wins or finds the finished directory.
-    try {
-      await rename(out, dir);
-    } catch (e) {
-      if (!(await readManifest(dir))) throw e;
-    }
-  } finally {
-    await rm(work, { recursive: true, force: true });
-  }
-  const done = await readManifest(dir);
-  if (!done) throw new KbError(`deploy env: ${dir} is incomplete after the build`);
+  const done = await buildCacheDir(
+    dir,
+    '.build-',
+    async (work) => {
+      const stage = join(work, 'root');
+      const dirs = 'bin sbin usr/bin usr/sbin dev proc sys run tmp etc root var lib/modules';
+      await stageBusyboxRoot(stage, dirs, { path: busyboxPath, data: busybox }, files);
+      const packed = await packCpioGz(stage);
+      const out = join(work, 'out');
+      await mkdir(out);
+      await writeFile(join(out, 'initrd.img'), packed.data);
+      await copyFile(kernel.vmlinuz, join(out, 'vmlinuz'));
+      const manifest: Manifest = {
+        hash,
+        kernelRelease: kernel.release,
+        contents: packed.files.map((f) => `/${f}`),
+        modules: plan.modules.map((m) => m.name),
+        missingTools,
+      };
+      await writeFile(join(out, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
+      return out;
+    },
+    readManifest,
+    `deploy env: ${dir} is incomplete after the build`,
+  );
   const buildMs = Date.now() - started;
   log.info(
     `deploy env: built ${dir} (initrd ${formatBytes(done.sizes.initrd)}, kernel ${formatBytes(done.sizes.kernel)}) in ${buildMs} ms`,
