@@ -31,6 +31,11 @@ function latch() {
   return { reached, open };
 }
 
+/**
+ * One broadcast, run once: per-node state (a Receiver each), the receivers started over the SSH
+ * pool, their lines and exits, the controller's initial lanes as the topology's window allows,
+ * the overall deadline and the report. A subclass per protocol fills in the abstract steps.
+ */
 export abstract class BroadcastController {
   protected readonly receivers: Receiver[];
   protected readonly stallMs: number;
@@ -83,6 +88,7 @@ export abstract class BroadcastController {
   /** The broadcast is over: ends whatever the controller still sends. */
   protected abstract stopSending(): void;
 
+  /** Starts the receivers, sends, waits for every result or the deadline, cleans up, reports. */
   async run(): Promise<BroadcastReport> {
     const { receivers } = this;
     try {
