@@ -1,21 +1,20 @@
-// BroadcastEnv's transfer: the environment's image to the nodes through their agents, in the
-// chosen topology (the chain ordered by site, host and VM), verified by sha256 on every node.
+// One file to many nodes through their agents, by a broadcast method (chain, tree, star,
+// TakTuk), in chain order (by site, host and VM), verified by sha256 on every node: what
+// BroadcastEnv (deploy/broadcast-env.ts) and `kabootstrap put` (nodes/put.ts) send with.
 import { readFile } from 'node:fs/promises';
+import type { Logger } from '../log.js';
+import type { DeployNode } from '../nodes/targets.js';
+import type { SshPool } from '../ssh/pool.js';
 import {
   type BroadcastMode,
   type BroadcastReport,
   broadcastChain,
   broadcastStar,
   broadcastTree,
-} from '../broadcast/chain.js';
-import { chainOrder } from '../broadcast/order.js';
-import { broadcastTaktuk } from '../broadcast/taktuk.js';
-import type { RegisteredEnvironment } from '../envs/registry.js';
-import type { Logger } from '../log.js';
-import type { DeployNode } from '../nodes/targets.js';
-import type { SshPool } from '../ssh/pool.js';
-import { defaultDisk } from './driver.js';
-import type { BroadcastMethod, NodeOutcome } from './workflow.js';
+} from './chain.js';
+import type { BroadcastMethod } from './methods.js';
+import { chainOrder } from './order.js';
+import { broadcastTaktuk } from './taktuk.js';
 
 /**
  * The receivers' TCP ports on the nodes: each broadcast takes the next one, so a retry never
@@ -24,7 +23,7 @@ import type { BroadcastMethod, NodeOutcome } from './workflow.js';
 export const broadcastPorts = { first: 7010, count: 64 };
 let nextPort = 0;
 
-export interface BroadcastStepOptions {
+export interface SendOptions {
   keyFile: string;
   /** The emulated agent speaks the resumable protocol; the busybox agent only the plain chain. */
   resumable: boolean;
@@ -38,36 +37,7 @@ export interface BroadcastStepOptions {
   sshPool?: SshPool;
 }
 
-/**
- * Emulated VMs share a few processes: a 64 MiB ring each would be gigabytes per process, so they
- * keep 2 MiB (a successor that fell further behind is resumed from the source instead).
- */
-export const emulatedRingBytes = 2 * 2 ** 20;
-
-export async function broadcastImage(
-  method: BroadcastMethod,
-  nodes: DeployNode[],
-  env: RegisteredEnvironment,
-  opts: BroadcastStepOptions,
-): Promise<Map<string, NodeOutcome>> {
-  const mode: BroadcastMode =
-    env.description.image.kind === 'tar' ? { extract: defaultDisk.mount } : { write: defaultDisk.partition };
-  const report = await sendFile(
-    method,
-    nodes,
-    { path: env.imagePath, size: env.bytes, sha256: env.sha256 },
-    mode,
-    opts,
-  );
-  return new Map(
-    report.nodes.map((r) => [
-      r.node,
-      r.ok ? { ok: true } : { ok: false, reason: `broadcast (${method}): ${r.error ?? 'incomplete'}` },
-    ]),
-  );
-}
-
-/** What runs each method of the registry (src/lib/broadcast/methods.ts). */
+/** What runs each method of the registry (methods.ts). */
 const implementations = {
   chain: broadcastChain,
   tree: broadcastTree,
@@ -80,7 +50,7 @@ export async function sendFile(
   nodes: DeployNode[],
   source: { path: string; size: number; sha256: string },
   mode: BroadcastMode,
-  opts: BroadcastStepOptions,
+  opts: SendOptions,
 ): Promise<BroadcastReport> {
   const common = {
     privateKey: await readFile(opts.keyFile),

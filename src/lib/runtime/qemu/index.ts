@@ -1,28 +1,46 @@
-// setup's last stage on the local qemu runtime: build the deployment environment, put it on
-// every service node's HTTP root, choose KVM or TCG, launch the plan's VMs and wait for them.
+// The QEMU runtime: real VMs, launched by QEMU on their host over SSH, network-booting the
+// busybox deployment environment. Its VM-hosts phase builds that environment, puts it on every
+// service node's HTTP root and chooses KVM or TCG; its VMs phase prepares each host's bridge and
+// taps, launches the VMs and waits for them (launch.ts). Power goes through QMP (host.ts).
 import { copyFile, mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { getDebianKernel } from '../images/debian-kernel.js';
-import { buildDeployEnv } from '../images/deploy-env/build.js';
-import { pciRomIds, virtioRom } from '../images/firmware.js';
-import { buildInitramfs } from '../images/initramfs.js';
-import { probeKvm } from '../images/qemu.js';
-import type { Logger } from '../log.js';
-import type { Topology } from '../netns/topology.js';
-import type { Plan } from '../planner/plan.js';
-import type { Progress } from '../progress.js';
-import type { StateStore, TestbedState } from '../state/store.js';
-import type { VmBoot } from './boot-tracker.js';
-import { launchVms } from './vms.js';
+import type { TestbedConfig } from '../../config/schema.js';
+import { getDebianKernel } from '../../images/debian-kernel.js';
+import { buildDeployEnv } from '../../images/deploy-env/build.js';
+import { pciRomIds, virtioRom } from '../../images/firmware.js';
+import { buildInitramfs } from '../../images/initramfs.js';
+import { probeKvm } from '../../images/qemu.js';
+import type { RuntimeContext, VmHosts, VmRuntime } from '../runtime.js';
+import { qemuPower } from './host.js';
+import { launchVms } from './launch.js';
 
-export async function runVmStage(
-  store: StateStore,
-  state: TestbedState,
-  plan: Plan,
-  topo: Topology,
-  progress: Progress,
-  logger: Logger,
-): Promise<{ vms: VmBoot[]; accel: 'kvm' | 'tcg' }> {
+/** Beyond this many host namespaces, emulated VMs are the way (each host runs an sshd). */
+const maxLocalHosts = 64;
+
+export function qemuRuntime(config: TestbedConfig): VmRuntime {
+  return {
+    name: 'qemu',
+    tuning: {
+      timeScale: 1,
+      rebootGraceMs: 3000,
+      probeIntervalMs: 2000,
+      firstProbeDelayMs: 3000,
+      broadcast: { resumable: false },
+      // BroadcastEnv runs in the deployment environment: ours (busybox) has no TakTuk to run
+      taktukRefusal:
+        "BroadcastEnvTaktuk: the qemu runtime's deployment environment has no taktuk (use chain, tree or star)",
+    },
+    localTwin: { hostLayout: 'per-host', maxHosts: maxLocalHosts },
+    prepareHosts: (ctx, opts) => prepareHosts(ctx, opts.vms),
+    power: (host, action, vms) => qemuPower(host, config.name, action, vms),
+  };
+}
+
+/** Without VMs to launch there is nothing to prepare: the environment is for their boot. */
+async function prepareHosts(ctx: RuntimeContext, vms: boolean): Promise<VmHosts> {
+  const { store, state, plan, topology, progress, logger } = ctx;
+  const nothing = { emulatedHosts: 0, close() {} };
+  if (!vms) return { ...nothing, accel: null, launchVms: async () => [] };
   const env = await progress.step('Build the deployment environment image', () =>
     buildDeployEnv({ keyFile: store.layout.ssh.clientKey, logger }),
   );
@@ -41,19 +59,24 @@ export async function runVmStage(
     return (await probeKvm({ kernel: kernel.vmlinuz, initrd: probe.path, logger })).usable ? 'kvm' : 'tcg';
   });
   const romfile = await virtioRom('bios');
-  const vms = await launchVms(
-    store,
-    state,
-    plan,
-    topo,
-    {
-      qemu: { accel, romfile, romDeviceId: (await pciRomIds(romfile)).device },
-      // TCG boots take ~25 s alone; many at once on few cores take longer.
-      bootTimeoutMs: accel === 'kvm' ? 180_000 : 600_000,
-      window: 4,
-    },
-    progress,
-    logger,
-  );
-  return { vms, accel };
+  const romDeviceId = (await pciRomIds(romfile)).device;
+  return {
+    ...nothing,
+    accel,
+    launchVms: () =>
+      launchVms(
+        store,
+        state,
+        plan,
+        topology,
+        {
+          qemu: { accel, romfile, romDeviceId },
+          // TCG boots take ~25 s alone; many at once on few cores take longer.
+          bootTimeoutMs: accel === 'kvm' ? 180_000 : 600_000,
+          window: 4,
+        },
+        progress,
+        logger,
+      ),
+  };
 }
