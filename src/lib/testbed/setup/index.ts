@@ -8,6 +8,7 @@ import type { SshProbe } from '../../netns/ssh-check.js';
 import type { Plan } from '../../planner/plan.js';
 import { openSession, type ProviderSession } from '../../provider/session.js';
 import type { VmBoot } from '../../runtime/boot-tracker.js';
+import type { RuntimeName } from '../../runtime/runtime.js';
 import { newState, StateStore, type TestbedState } from '../../state/store.js';
 import type { TestbedContext } from '../context.js';
 import { jobRecords } from '../reserve.js';
@@ -28,7 +29,7 @@ export interface SetupResult {
   /** Each VM's boot: answering SSH in the deployment environment, or failed with a reason. */
   vms: VmBoot[];
   accel: 'kvm' | 'tcg' | null;
-  runtime: 'qemu' | 'emulated';
+  runtime: RuntimeName;
   /** Emulated hosts that answered SSH (runtime: emulated). */
   emulatedHosts: number;
   testbed: string;
