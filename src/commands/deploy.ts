@@ -4,7 +4,7 @@ import { BaseCommand } from '../lib/cli/base.js';
 import { configFlag, nameFlag, testbedName } from '../lib/cli/flags.js';
 import { table } from '../lib/cli/render.js';
 import { currentUser } from '../lib/cli/user.js';
-import { deployTestbed } from '../lib/deploy/service.js';
+import { deployTestbed } from '../lib/deploy/deployment.js';
 import { ExitCode } from '../lib/errors.js';
 
 export default class Deploy extends BaseCommand {

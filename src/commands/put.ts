@@ -3,8 +3,8 @@ import { BROADCAST_METHOD_NAMES } from '../lib/broadcast/methods.js';
 import { BaseCommand } from '../lib/cli/base.js';
 import { configFlag, nameFlag, testbedName } from '../lib/cli/flags.js';
 import { table } from '../lib/cli/render.js';
-import { putOnTestbed } from '../lib/deploy/put.js';
 import { ExitCode } from '../lib/errors.js';
+import { putOnTestbed } from '../lib/nodes/put.js';
 
 export default class Put extends BaseCommand {
   static summary =

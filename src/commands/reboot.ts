@@ -2,9 +2,9 @@ import { Flags } from '@oclif/core';
 import { BaseCommand } from '../lib/cli/base.js';
 import { configFlag, nameFlag, testbedName } from '../lib/cli/flags.js';
 import { table } from '../lib/cli/render.js';
-import { rebootNodes } from '../lib/deploy/reboot.js';
-import type { RebootLevel } from '../lib/deploy/workflow.js';
 import { ExitCode } from '../lib/errors.js';
+import type { RebootLevel } from '../lib/nodes/reboot.js';
+import { rebootNodes } from '../lib/nodes/reboot.js';
 
 export default class Reboot extends BaseCommand {
   static summary = "Reboot the testbed's VMs and wait until they answer SSH again.";

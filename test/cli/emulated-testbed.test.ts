@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { planFaults } from '../../src/lib/emulated/model.js';
 import type { Plan } from '../../src/lib/planner/plan.js';
-import type { VmBoot } from '../../src/lib/testbed/boot-tracker.js';
+import type { VmBoot } from '../../src/lib/runtime/boot-tracker.js';
 import { kb } from '../helpers/cli.js';
 import { emulatedConfig } from '../helpers/emulated-config.js';
 import { leftovers } from '../helpers/leftovers.js';

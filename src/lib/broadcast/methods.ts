@@ -1,7 +1,7 @@
 // The broadcast methods, declared once: each method's name (the `--broadcast`/`--method` flag
 // value, a broadcast report's topology) and its BroadcastEnv step instance. The method type, the
 // step names, the flag options and the engine's step → method mapping are all derived from this
-// table; deploy/broadcast-step.ts maps each method to its implementation, typed by it. Pure data.
+// table; broadcast/send.ts maps each method to its implementation, typed by it. Pure data.
 
 export const BROADCAST_METHODS = {
   chain: { step: 'BroadcastEnvChain' },

@@ -1,100 +1,66 @@
-// Image broadcast from the controller to nodes through the agent's `kb-agent receive`: a pipelined
-// chain (Kastafior, Kascade), a star (the controller sends to every node) or a pipelined k-ary
-// tree. With the resumable protocol (protocol.ts, resumable.ts) nodes that die or stall are cut
-// out and every other node still ends with the whole image; with `resumable: false` the
-// controller drives the real busybox agent's plain `nc | tee` form (plain.ts), without fault
-// tolerance. These entry points check their input, open the image and run the controller.
-import { InputError } from '../errors.js';
-import { SshPool } from '../ssh/pool.js';
-import { PlainBroadcast } from './plain.js';
-import { modeArgs } from './receiver.js';
-import { ResumableBroadcast } from './resumable.js';
-import { openSource } from './source.js';
-import { chainTopology, starTopology, type Topology, treeTopology } from './topology.js';
-import type {
-  BroadcastNode,
-  BroadcastOptions,
-  BroadcastReport,
-  BroadcastSource,
-  StarOptions,
-  TreeOptions,
-} from './types.js';
+// One file to many nodes through their agents, by a broadcast method (chain, tree, star,
+// TakTuk), in chain order (by site, host and VM), verified by sha256 on every node: what
+// BroadcastEnv (deploy/broadcast-env.ts) and `kabootstrap put` (nodes/put.ts) send with.
+import { readFile } from 'node:fs/promises';
+import type { Logger } from '../log.js';
+import type { DeployNode } from '../nodes/targets.js';
+import type { SshPool } from '../ssh/pool.js';
+import type { BroadcastMethod } from './methods.js';
+import { chainOrder } from './order.js';
+import { broadcastChain, broadcastStar, broadcastTree } from './pipelines.js';
+import { broadcastTaktuk } from './taktuk.js';
+import type { BroadcastMode, BroadcastReport } from './types.js';
 
-/** A chain in the given order (see chainOrder): each node forwards to the next one. */
-export async function broadcastChain(
-  nodes: readonly BroadcastNode[],
-  source: BroadcastSource,
-  opts: BroadcastOptions,
-): Promise<BroadcastReport> {
-  return run(nodes, source, opts, chainTopology(nodes.length, opts.maxFallbacks ?? 8));
+/**
+ * The receivers' TCP ports on the nodes: each broadcast takes the next one, so a retry never
+ * meets a receiver its failed attempt left listening.
+ */
+export const broadcastPorts = { first: 7010, count: 64 };
+let nextPort = 0;
+
+export interface SendOptions {
+  keyFile: string;
+  /** The emulated agent speaks the resumable protocol; the busybox agent only the plain chain. */
+  resumable: boolean;
+  logger: Logger;
+  timeoutMs?: number;
+  /** A node that does not drain for this long is cut out (the protocol's default: 3 s). */
+  stallMs?: number;
+  /** Each receiver's ring buffer (the protocol's default: 64 MiB, as Kascade's ~100 MiB per machine). */
+  ringBytes?: number;
+  /** The deployment's connections to the nodes: the receivers ride them (no second connection). */
+  sshPool?: SshPool;
 }
 
-/** The controller sends to every node itself, `window` streams at a time. */
-export async function broadcastStar(
-  nodes: readonly BroadcastNode[],
-  source: BroadcastSource,
-  opts: StarOptions,
-): Promise<BroadcastReport> {
-  return run(nodes, source, opts, starTopology(nodes.length, opts.window ?? 8));
-}
+/** What runs each method of the registry (methods.ts). */
+const implementations = {
+  chain: broadcastChain,
+  tree: broadcastTree,
+  star: broadcastStar,
+  taktuk: broadcastTaktuk,
+} satisfies Record<BroadcastMethod, unknown>;
 
-/** A k-ary tree in breadth-first order of `nodes` (see treeShape), each node forwarding to its children. */
-export async function broadcastTree(
-  nodes: readonly BroadcastNode[],
-  source: BroadcastSource,
-  opts: TreeOptions,
+export async function sendFile(
+  method: BroadcastMethod,
+  nodes: DeployNode[],
+  source: { path: string; size: number; sha256: string },
+  mode: BroadcastMode,
+  opts: SendOptions,
 ): Promise<BroadcastReport> {
-  if (opts.resumable === false) {
-    throw new InputError(
-      'broadcast: a tree needs the resumable protocol (the busybox agent forwards to one node)',
-    );
-  }
-  return run(nodes, source, opts, treeTopology(nodes.length, opts.arity ?? 2));
-}
-
-async function run(
-  nodes: readonly BroadcastNode[],
-  source: BroadcastSource,
-  opts: BroadcastOptions,
-  topology: Topology,
-): Promise<BroadcastReport> {
-  validate(nodes, source, opts);
-  const t0 = Date.now();
-  const src = await openSource(source);
-  const pool = opts.sshPool ?? new SshPool({ privateKey: opts.privateKey });
-  const Protocol = (opts.resumable ?? true) ? ResumableBroadcast : PlainBroadcast;
-  return new Protocol(nodes, source, opts, topology, src, pool, t0).run();
-}
-
-function validate(nodes: readonly BroadcastNode[], source: BroadcastSource, opts: BroadcastOptions) {
-  if (nodes.length === 0) throw new InputError('broadcast: no nodes');
-  const names = new Set<string>();
-  const ips = new Set<string>();
-  for (const n of nodes) {
-    if (names.has(n.name)) throw new InputError(`broadcast: node ${n.name} listed twice`);
-    if (ips.has(n.ip)) throw new InputError(`broadcast: address ${n.ip} listed twice (${n.name})`);
-    names.add(n.name);
-    ips.add(n.ip);
-  }
-  if (!Number.isInteger(opts.port) || opts.port <= 0 || opts.port > 65535) {
-    throw new InputError(`broadcast: port must be 1-65535, got ${opts.port}`);
-  }
-  if (!Number.isSafeInteger(source.size) || source.size < 0) {
-    throw new InputError(`broadcast: source size must be a byte count, got ${source.size}`);
-  }
-  if (!/^[0-9a-f]{64}$/.test(source.sha256))
-    throw new InputError('broadcast: source sha256 must be 64 hex digits');
-  if ('data' in source && source.data.length !== source.size) {
-    throw new InputError(`broadcast: source holds ${source.data.length} bytes, not ${source.size}`);
-  }
-  modeArgs(opts.mode, true);
-  for (const [k, v] of [
-    ['stallMs', opts.stallMs],
-    ['timeoutMs', opts.timeoutMs],
-    ['ringBytes', opts.ringBytes],
-  ] as const) {
-    if (v !== undefined && (!Number.isInteger(v) || v <= 0)) {
-      throw new InputError(`broadcast: ${k} must be a positive integer, got ${v}`);
-    }
-  }
+  const common = {
+    privateKey: await readFile(opts.keyFile),
+    port: broadcastPorts.first + (nextPort++ % broadcastPorts.count),
+    stallMs: opts.stallMs,
+    ringBytes: opts.ringBytes,
+    mode,
+    resumable: opts.resumable,
+    timeoutMs: opts.timeoutMs,
+    sshPool: opts.sshPool,
+  };
+  const ordered = chainOrder(nodes);
+  const report = await implementations[method](ordered, source, common);
+  opts.logger.debug(
+    `broadcast ${method}: ${report.ok} OK, ${report.ko} KO, ${report.throughputMBps.toFixed(1)} MB/s per node in ${report.makespanMs} ms`,
+  );
+  return report;
 }

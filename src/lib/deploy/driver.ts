@@ -5,12 +5,12 @@ import { eachLimited } from '../concurrency.js';
 import type { EnvBootFiles } from '../envs/boot-files.js';
 import type { RegisteredEnvironment } from '../envs/registry.js';
 import type { DeployNode } from '../nodes/targets.js';
+import type { PowerControl } from '../runtime/power.js';
 import { ServiceClient } from '../services/client.js';
 import { sq } from '../shell.js';
 import type { SshPool } from '../ssh/pool.js';
 import { identifies, waitForSsh } from '../ssh/wait.js';
 import { envBootOf, uploadOnce } from './env-boot.js';
-import type { PowerControl } from './power.js';
 import type { BroadcastMethod, MicroContext, MicroStep, NodeOutcome, WorkflowDriver } from './workflow.js';
 
 export interface DiskLayout {

@@ -6,6 +6,7 @@
 import { setTimeout as sleepTimer } from 'node:timers/promises';
 import { type BroadcastMethod, byBroadcastStep } from '../broadcast/methods.js';
 import { InputError } from '../errors.js';
+import type { RebootLevel } from '../nodes/reboot.js';
 import type { NodeResult, StepRecord } from './stats.js';
 import {
   type InstanceName,
@@ -31,8 +32,7 @@ export const realClock: Clock = {
 
 // --- micro-steps ---------------------------------------------------------------------------------
 
-export type RebootLevel = 'soft' | 'hard' | 'very_hard';
-export type { BroadcastMethod };
+export type { BroadcastMethod, RebootLevel };
 
 export type MicroStep =
   | { kind: 'switchProfile'; profile: 'deploy' | 'deployed' }

@@ -5,7 +5,7 @@
 //                     │            bridge "vlanN" per site (VM network, router = site gateway)
 //   host ns:    eth0 → prod, vlan0 → site VLAN bridge (later bridged with the VMs' taps), sshd
 //   service ns: eth0 → prod, vlan0 → site VLAN bridge with the service node's VM-network address
-//   emulated ns (runtime: emulated, one per site): eth0 → prod with every host address of the
+//   emulated ns (host layout per site, as the emulated runtime asks): eth0 → prod with every host address of the
 //              site (the emulated hosts), vlan0 → site VLAN bridge (the emulated VMs add their
 //              leased addresses); traffic from VM addresses leaves by the VLAN, as a real VM's does
 import { createHash } from 'node:crypto';
@@ -77,6 +77,18 @@ export function nsPrefix(testbed: string): string {
   return `kb-${testbed}-`;
 }
 
+/**
+ * How a plan's VM hosts become namespaces: one per host (each with its sshd), or one per site
+ * whose namespace plays every host of the site (a process answers SSH for them). The runtime says
+ * which (runtime/runtime.ts, LocalTwin).
+ */
+export type HostLayout = 'per-host' | 'per-site';
+
+/** A namespace that plays a group of hosts (layout per site): a process answers SSH for them, not an sshd. */
+export function isHostGroup(n: HostNs): boolean {
+  return n.role === 'emulated';
+}
+
 /** Policy table for traffic sourced from emulated VM addresses. */
 export const emulatedVmTable = 100;
 
@@ -84,7 +96,7 @@ export function buildTopology(
   plan: Plan,
   layout: LocalLayout,
   prefix: string,
-  runtime: 'qemu' | 'emulated' = 'qemu',
+  hostLayout: HostLayout = 'per-host',
 ): Topology {
   const infra = parsePrefix(layout.infra);
   const router = intToIp(infra.base + 2);
@@ -116,7 +128,7 @@ export function buildTopology(
       });
     };
     for (const s of site.serviceNodes) add(s.host, 'service', `${s.ip}/${net.length}`);
-    if (runtime === 'qemu') {
+    if (hostLayout === 'per-host') {
       for (const h of site.hosts) add(h.host, 'host', null);
       return;
     }

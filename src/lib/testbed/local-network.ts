@@ -6,22 +6,27 @@ import { buildNetwork, requireRoot } from '../netns/build.js';
 import { raiseNeighbourTables } from '../netns/neigh.js';
 import { probeSsh, type SshProbe } from '../netns/ssh-check.js';
 import { ensureSshFiles, sshdPidFile, startSshd } from '../netns/sshd.js';
-import { buildTopology, type Topology } from '../netns/topology.js';
+import { buildTopology, isHostGroup, type Topology } from '../netns/topology.js';
 import { isAlive } from '../pid.js';
 import type { Plan } from '../planner/plan.js';
 import type { Progress } from '../progress.js';
 import { localLayout } from '../provider/local-layout.js';
+import { runtimeFor } from '../runtime/index.js';
 import { type StateStore, type TestbedState, upsertResource } from '../state/store.js';
 
-/** Beyond this many host namespaces, emulated VMs are the way (each host runs an sshd). */
-export const maxQemuHosts = 64;
-
+/** The namespaces laid out as the runtime asks, within the number of hosts it runs locally. */
 export function localTopology(state: TestbedState, plan: Plan, source: string): Topology {
-  const runtime = state.config.vms.runtime;
-  const topo = buildTopology(plan, localLayout(state.config, source), state.config.network.prefix, runtime);
-  if (runtime === 'qemu' && topo.namespaces.length > maxQemuHosts) {
+  const runtime = runtimeFor(state.config);
+  const { hostLayout, maxHosts } = runtime.localTwin;
+  const topo = buildTopology(
+    plan,
+    localLayout(state.config, source),
+    state.config.network.prefix,
+    hostLayout,
+  );
+  if (maxHosts !== undefined && topo.namespaces.length > maxHosts) {
     throw new InputError(
-      `config ${source}: vms.runtime: ${topo.namespaces.length} hosts is more than the ${maxQemuHosts} a local qemu testbed runs; use runtime: emulated`,
+      `config ${source}: vms.runtime: ${topo.namespaces.length} hosts is more than the ${maxHosts} a local ${runtime.name} testbed runs; use runtime: emulated`,
     );
   }
   return topo;
@@ -46,8 +51,8 @@ export async function buildLocalNetwork(
   const files = await ensureSshFiles(store.layout);
   await progress.step('Start sshd on every host', async (step) => {
     let started = 0;
-    // Emulated hosts answer SSH from their group process, not from an sshd.
-    for (const h of topo.namespaces.filter((n) => n.role !== 'emulated')) {
+    // A host group's hosts answer SSH from its process, not from an sshd.
+    for (const h of topo.namespaces.filter((n) => !isHostGroup(n))) {
       const key = `sshd/${h.ns}`;
       const rec = state.resources.find((r) => r.key === key && r.status === 'created');
       if (rec && isAlive(rec.data.pid as number)) continue;

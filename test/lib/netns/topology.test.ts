@@ -36,7 +36,7 @@ describe('local testbed topology', () => {
   it('gives the emulated runtime one namespace per site holding every host address and VM routes by the VLAN', async () => {
     const { config, source } = await loadConfig('recipes/seed-4552.yaml');
     const plan = buildPlan(config, localPlannerSites(config, source), source);
-    const topo = buildTopology(plan, localLayout(config, source), config.network.prefix, 'emulated');
+    const topo = buildTopology(plan, localLayout(config, source), config.network.prefix, 'per-site');
     const emulated = topo.namespaces.filter((n) => n.role === 'emulated');
     assert.deepEqual(
       emulated.map((n) => n.ns),

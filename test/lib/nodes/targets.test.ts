@@ -1,7 +1,7 @@
 // Which nodes a deployment acts on, and the reboot window flag: bad input names its cause.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { parseWindow } from '../../../src/lib/deploy/service.js';
+import { parseWindow } from '../../../src/lib/deploy/deployment.js';
 import { InputError } from '../../../src/lib/errors.js';
 import { type DeployNode, parseNodeList, selectNodes } from '../../../src/lib/nodes/targets.js';
 

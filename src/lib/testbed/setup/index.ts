@@ -7,8 +7,9 @@ import { TestbedError } from '../../errors.js';
 import type { SshProbe } from '../../netns/ssh-check.js';
 import type { Plan } from '../../planner/plan.js';
 import { openSession, type ProviderSession } from '../../provider/session.js';
+import type { VmBoot } from '../../runtime/boot-tracker.js';
+import type { RuntimeName } from '../../runtime/runtime.js';
 import { newState, StateStore, type TestbedState } from '../../state/store.js';
-import type { VmBoot } from '../boot-tracker.js';
 import type { TestbedContext } from '../context.js';
 import { jobRecords } from '../reserve.js';
 import type { ServiceProbe } from '../service-nodes.js';
@@ -17,7 +18,8 @@ import { buildMachines, buildsLocalMachines, checkMachinesPossible } from './mac
 import { discoverAndPlan } from './plan.js';
 import { reserve } from './reserve.js';
 import { startServiceNodes } from './service-nodes.js';
-import { startVmHostsAndVms } from './vms.js';
+import { prepareVmHosts } from './vm-hosts.js';
+import { launchVms } from './vms.js';
 
 export type { SetupOptions } from './context.js';
 
@@ -27,7 +29,7 @@ export interface SetupResult {
   /** Each VM's boot: answering SSH in the deployment environment, or failed with a reason. */
   vms: VmBoot[];
   accel: 'kvm' | 'tcg' | null;
-  runtime: 'qemu' | 'emulated';
+  runtime: RuntimeName;
   /** Emulated hosts that answered SSH (runtime: emulated). */
   emulatedHosts: number;
   testbed: string;
@@ -115,7 +117,13 @@ async function runPhases(ctx: SetupContext, resumed: boolean): Promise<SetupResu
     hosts = machines.hosts;
     const built = { ...ctx, plan, topology: machines.topology };
     services = await startServiceNodes(built);
-    ({ vms, accel, emulatedHosts } = await startVmHostsAndVms(built));
+    const vmHosts = await prepareVmHosts(built);
+    try {
+      vms = await launchVms(built, vmHosts);
+    } finally {
+      vmHosts.close();
+    }
+    ({ accel, emulatedHosts } = vmHosts);
     await recordPhase(ctx, 'ready');
   }
   return {

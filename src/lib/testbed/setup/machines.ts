@@ -7,7 +7,7 @@
 // recorded pid is alive is not started again.
 import { TestbedError } from '../../errors.js';
 import type { SshProbe } from '../../netns/ssh-check.js';
-import type { Topology } from '../../netns/topology.js';
+import { isHostGroup, type Topology } from '../../netns/topology.js';
 import type { TestbedState } from '../../state/store.js';
 import { buildLocalNetwork, checkLocalNetworkPossible, localTopology, probeHosts } from '../local-network.js';
 import { type PlannedContext, recordPhase, type SetupOptions } from './context.js';
@@ -25,7 +25,7 @@ export function checkMachinesPossible(config: TestbedState['config'], options: S
 export async function buildMachines(ctx: PlannedContext): Promise<{ topology: Topology; hosts: SshProbe[] }> {
   const { store, state, plan, progress } = ctx;
   const topology = localTopology(state, plan, ctx.source);
-  const emulatedIps = new Set(topology.namespaces.filter((n) => n.role === 'emulated').map((n) => n.ip));
+  const emulatedIps = new Set(topology.namespaces.filter(isHostGroup).map((n) => n.ip));
   await recordPhase(ctx, 'network');
   await buildLocalNetwork(
     store,
@@ -35,7 +35,7 @@ export async function buildMachines(ctx: PlannedContext): Promise<{ topology: To
     plan.totals.vms + plan.totals.hosts + plan.totals.serviceNodes,
   );
   const hosts = await progress.step('Check every host answers SSH', async () =>
-    // emulated hosts are checked once their group runs, after the service nodes
+    // a host group's hosts are checked once its process runs, in the VM-hosts phase
     (await probeHosts(store, state)).filter((h) => !emulatedIps.has(h.host)),
   );
   const down = hosts.filter((h) => !h.ok);

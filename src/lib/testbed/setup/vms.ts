@@ -1,37 +1,13 @@
-// setup's last phases, VM hosts then VMs, in one module for now: each runtime's stage does both
-// in one call. Emulated: start one emulated host group per site, check every emulated host
-// answers SSH, then (unless --no-vms) power on the VMs and wait for them. QEMU (unless
-// --no-vms): build the deployment environment, put it on the service nodes, check KVM, then
-// prepare each host and launch and wait for its VMs. The one place the runtime is chosen.
-// Resume: an emulated host group whose recorded pid is alive is not started again; VMs are
-// launched and waited for again.
-import type { VmBoot } from '../boot-tracker.js';
-import { runEmulatedStage } from '../emulated-stage.js';
-import { runVmStage } from '../vm-stage.js';
+// setup's last phase (unless --no-vms): the plan's VMs, launched on the hosts the VM-hosts phase
+// prepared (VmHosts.launchVms): power on, follow the boots, wait until each answers SSH in the
+// deployment environment; the emulated runtime power-resets a failed VM and waits again
+// (`retries` times).
+// Resume: VMs are launched and waited for again.
+import type { VmBoot } from '../../runtime/boot-tracker.js';
+import type { VmHosts } from '../../runtime/index.js';
 import type { MachinesContext } from './context.js';
 
-export interface VmsOutcome {
-  vms: VmBoot[];
-  accel: 'kvm' | 'tcg' | null;
-  /** Emulated hosts that answered SSH (runtime: emulated). */
-  emulatedHosts: number;
-}
-
-export async function startVmHostsAndVms(ctx: MachinesContext): Promise<VmsOutcome> {
-  const { store, state, plan, topology, options, progress, logger } = ctx;
-  if (state.config.vms.runtime === 'emulated') {
-    const stage = await runEmulatedStage(
-      store,
-      state,
-      plan,
-      topology,
-      { vms: options.vms !== false, retries: options.retries ?? 1 },
-      progress,
-      logger,
-    );
-    return { vms: stage.vms, accel: null, emulatedHosts: stage.hosts };
-  }
-  if (options.vms === false) return { vms: [], accel: null, emulatedHosts: 0 };
-  const stage = await runVmStage(store, state, plan, topology, progress, logger);
-  return { vms: stage.vms, accel: stage.accel, emulatedHosts: 0 };
+export async function launchVms(ctx: MachinesContext, hosts: VmHosts): Promise<VmBoot[]> {
+  if (ctx.options.vms === false) return [];
+  return hosts.launchVms({ retries: ctx.options.retries ?? 1 });
 }

@@ -2,13 +2,14 @@
 // and checked by sha256 there.
 import { stat } from 'node:fs/promises';
 import { isAbsolute } from 'node:path';
-import type { BroadcastReport } from '../broadcast/chain.js';
+import type { BroadcastMethod } from '../broadcast/methods.js';
+import { sendFile } from '../broadcast/send.js';
+import type { BroadcastReport } from '../broadcast/types.js';
 import { hashFile } from '../envs/registry.js';
 import { InputError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { openTestbed } from '../nodes/open-testbed.js';
-import { emulatedRingBytes, sendFile } from './broadcast-step.js';
-import type { BroadcastMethod } from './workflow.js';
+import { runtimeFor } from '../runtime/index.js';
+import { openTestbed } from './open-testbed.js';
 
 export interface PutRequest {
   testbed: string;
@@ -43,9 +44,8 @@ export async function putOnTestbed(
     { write: req.dest },
     {
       keyFile,
-      resumable: state.config.vms.runtime === 'emulated',
-      ringBytes: state.config.vms.runtime === 'emulated' ? emulatedRingBytes : undefined,
-      stallMs: state.config.vms.runtime === 'emulated' ? 10_000 : undefined,
+      // the protocol the nodes' agent speaks, and how slow a receiver may be
+      ...runtimeFor(state.config).tuning.broadcast,
       logger,
     },
   );

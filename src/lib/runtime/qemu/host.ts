@@ -2,10 +2,12 @@
 // a bridge with the host's VLAN interface, their planned MAC, vCPUs and memory from the flavour,
 // a disk on tmpfs (as the reference experiment did), a QMP socket, and QEMU's own pid file.
 // Power on = launch, off = QMP quit, reset = QMP system_reset, status = pid + QMP query-status.
+// The one place QEMU VMs are powered: setup's launch and the runtime's power control use these.
 
-import { sq } from '../shell.js';
-import type { SshSession } from '../ssh/session.js';
-import { hostDiskRoot, hostRunRoot } from '../state/layout.js';
+import { sq } from '../../shell.js';
+import type { SshSession } from '../../ssh/session.js';
+import { hostDiskRoot, hostRunRoot } from '../../state/layout.js';
+import type { PowerAction, PowerHost, PowerOutcome } from '../runtime.js';
 import { qmpConnect } from './qmp.js';
 
 export interface HostVm {
@@ -127,6 +129,34 @@ export async function powerReset(session: SshSession, testbed: string, vm: strin
   } finally {
     qmp.close();
   }
+}
+
+/**
+ * The runtime's power control of a host's VMs (deploy's hard reboots, `kabootstrap reboot`): a
+ * reset is QMP system_reset, and so is a cycle (the VM keeps its process); off is QMP quit. On
+ * needs the VM's launch (flavour, tap, accelerator): setup's launch does it, not this.
+ */
+export async function qemuPower(
+  host: PowerHost,
+  testbed: string,
+  action: PowerAction,
+  vms: readonly string[],
+): Promise<Map<string, PowerOutcome>> {
+  const out = new Map<string, PowerOutcome>();
+  for (const vm of vms) {
+    try {
+      if (action === 'on') throw new Error('a QEMU VM is powered on by its launch (kabootstrap setup)');
+      if (action === 'off') await powerOff(host.session, testbed, vm);
+      else await powerReset(host.session, testbed, vm);
+      out.set(vm, { ok: true });
+    } catch (e) {
+      out.set(vm, {
+        ok: false,
+        reason: `power ${action === 'cycle' ? 'reset' : action} through ${host.name}: ${(e as Error).message}`,
+      });
+    }
+  }
+  return out;
 }
 
 /** The serial console so far (what the VM printed). */

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { BootTracker } from '../../../src/lib/testbed/boot-tracker.js';
+import { BootTracker } from '../../../src/lib/runtime/boot-tracker.js';
 
 const vms = [
   { name: 'vm-a-1', mac: '00:16:3e:00:00:01' },

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { chainOrder } from '../../../src/lib/broadcast/order.js';
-import { broadcastChain, broadcastStar, broadcastTree } from '../../../src/lib/broadcast/send.js';
+import { broadcastChain, broadcastStar, broadcastTree } from '../../../src/lib/broadcast/pipelines.js';
 import { InputError } from '../../../src/lib/errors.js';
 import { SshPool } from '../../../src/lib/ssh/pool.js';
 import { randomImage, startNodes, type TestNodes } from './nodes.js';

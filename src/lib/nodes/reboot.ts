@@ -2,11 +2,14 @@
 // reset through its host; very_hard: power off and on) and wait until each answers SSH again.
 import { readFile } from 'node:fs/promises';
 import { eachLimited } from '../concurrency.js';
-import { openTestbed } from '../nodes/open-testbed.js';
+import { runtimeFor } from '../runtime/index.js';
+import { hostPower } from '../runtime/power.js';
 import { SshPool } from '../ssh/pool.js';
 import { identifies, waitForSsh } from '../ssh/wait.js';
-import { hostPower } from './power.js';
-import type { RebootLevel } from './workflow.js';
+import { openTestbed } from './open-testbed.js';
+
+/** Kadeploy's reboot levels: the node reboots itself (soft), a reset (hard), off and on (very_hard). */
+export type RebootLevel = 'soft' | 'hard' | 'very_hard';
 
 export interface RebootRequest {
   testbed: string;
@@ -39,7 +42,8 @@ export function rebootedCheck(mac: string, sinceMs: number, stdout: string): str
 export async function rebootNodes(req: RebootRequest): Promise<RebootResult[]> {
   const { state, nodes, keyFile } = await openTestbed(req.testbed, req.nodeFile);
   const pool = new SshPool({ privateKey: await readFile(keyFile) });
-  const power = hostPower({ testbed: state.name, runtime: state.config.vms.runtime, keyFile });
+  const runtime = runtimeFor(state.config);
+  const power = hostPower({ runtime, keyFile });
   const t0 = Date.now();
   const failed = new Map<string, string>();
   try {
@@ -67,7 +71,7 @@ export async function rebootNodes(req: RebootRequest): Promise<RebootResult[]> {
         probeTimeoutMs: 5000,
         window: 64,
         // a node still answering right away has not gone down yet
-        graceMs: state.config.vms.runtime === 'emulated' ? 300 : 3000,
+        graceMs: runtime.tuning.firstProbeDelayMs,
         onUp: (n) => upAt.set(n.name, Date.now() - t0),
       },
     );

@@ -1,18 +1,19 @@
 // Launching the plan's QEMU VMs on their hosts (over SSH, as on a real testbed) and waiting until
 // each one has network-booted into the deployment environment and answers SSH. Progress comes
 // from the service nodes' per-MAC event stream; every VM ends answering or failed with a reason.
+// Each host gets its bridge and one tap per VM first (taps are per VM: they come with the launch).
 import { readFile } from 'node:fs/promises';
-import type { Logger } from '../log.js';
-import type { Topology } from '../netns/topology.js';
-import type { Plan, VmPlan } from '../planner/plan.js';
-import type { Progress } from '../progress.js';
-import { type HostVm, powerOn, prepareHostScript, type QemuOptions } from '../runtime/qemu-host.js';
-import { ServiceClient } from '../services/client.js';
-import { execOnce, SshSession } from '../ssh/session.js';
-import { waitForSsh } from '../ssh/wait.js';
-import { serviceNodesOf } from '../state/service-nodes.js';
-import { type StateStore, type TestbedState, upsertResource } from '../state/store.js';
-import { BootTracker, type VmBoot } from './boot-tracker.js';
+import type { Logger } from '../../log.js';
+import type { Topology } from '../../netns/topology.js';
+import type { Plan, VmPlan } from '../../planner/plan.js';
+import type { Progress } from '../../progress.js';
+import { ServiceClient } from '../../services/client.js';
+import { execOnce, SshSession } from '../../ssh/session.js';
+import { waitForSsh } from '../../ssh/wait.js';
+import { serviceNodesOf } from '../../state/service-nodes.js';
+import { type StateStore, type TestbedState, upsertResource } from '../../state/store.js';
+import { BootTracker, type VmBoot } from '../boot-tracker.js';
+import { type HostVm, powerOn, prepareHostScript, type QemuOptions } from './host.js';
 
 export interface LaunchOptions {
   qemu: QemuOptions;

@@ -7,12 +7,12 @@ import { copyFile, mkdir, mkdtemp, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { loadConfig } from '../../../src/lib/config/load.js';
-import { getDebianKernel } from '../../../src/lib/images/debian-kernel.js';
-import { pciRomIds, virtioRom } from '../../../src/lib/images/firmware.js';
-import { bootMarker, buildInitramfs } from '../../../src/lib/images/initramfs.js';
-import { silentLogger } from '../../../src/lib/log.js';
-import { silentProgress } from '../../../src/lib/progress.js';
+import { loadConfig } from '../../../../src/lib/config/load.js';
+import { getDebianKernel } from '../../../../src/lib/images/debian-kernel.js';
+import { pciRomIds, virtioRom } from '../../../../src/lib/images/firmware.js';
+import { bootMarker, buildInitramfs } from '../../../../src/lib/images/initramfs.js';
+import { silentLogger } from '../../../../src/lib/log.js';
+import { silentProgress } from '../../../../src/lib/progress.js';
 import {
   type HostVm,
   powerOff,
@@ -20,12 +20,12 @@ import {
   prepareHostScript,
   serialLog,
   vmStatus,
-} from '../../../src/lib/runtime/qemu-host.js';
-import { SshSession } from '../../../src/lib/ssh/session.js';
-import { type SetupResult, setupTestbed } from '../../../src/lib/testbed/setup/index.js';
-import { teardownTestbed } from '../../../src/lib/testbed/teardown.js';
-import { root } from '../../helpers/cli.js';
-import { needTools } from '../../helpers/netns.js';
+} from '../../../../src/lib/runtime/qemu/host.js';
+import { SshSession } from '../../../../src/lib/ssh/session.js';
+import { type SetupResult, setupTestbed } from '../../../../src/lib/testbed/setup/index.js';
+import { teardownTestbed } from '../../../../src/lib/testbed/teardown.js';
+import { root } from '../../../helpers/cli.js';
+import { needTools } from '../../../helpers/netns.js';
 
 const skip = needTools('qemu-system-x86_64', 'sshd', 'busybox', 'cpio');
 const ctx = { logger: silentLogger, progress: silentProgress };

@@ -3,26 +3,20 @@
 // with the real driver, show progress, and store the per-node, per-step stats.
 import { readFile } from 'node:fs/promises';
 import { broadcastStep } from '../broadcast/methods.js';
-import { defaultModel } from '../emulated/model.js';
 import { envBootFiles } from '../envs/boot-files.js';
-import {
-  canUse,
-  checkDeployRights,
-  getEnvironment,
-  type RegisteredEnvironment,
-  verifyImage,
-} from '../envs/registry.js';
+import { canUse, checkDeployRights, getEnvironment, verifyImage } from '../envs/registry.js';
 import { InputError } from '../errors.js';
 import { findTaktuk } from '../exec/taktuk.js';
 import type { Logger } from '../log.js';
 import { openTestbed } from '../nodes/open-testbed.js';
 import type { Progress } from '../progress.js';
+import { runtimeFor } from '../runtime/index.js';
+import { hostPower } from '../runtime/power.js';
 import { envBootSchema } from '../services/config.js';
 import { SshPool } from '../ssh/pool.js';
-import { broadcastImage, emulatedRingBytes } from './broadcast-step.js';
+import { broadcastImage } from './broadcast-env.js';
 import { createDriver, defaultDisk } from './driver.js';
 import { envBootOf } from './env-boot.js';
-import { hostPower } from './power.js';
 import { type Deployment, listDeployments, macroSpans, newDeploymentId, saveDeployment } from './stats.js';
 import { defaultWorkflow, formatSteps, mergeWorkflow, parseSteps, type Workflow } from './steps.js';
 import {
@@ -72,11 +66,9 @@ export async function checkDeployRequest(req: DeployRequest) {
   const window = req.rebootWindow ? parseWindow(req.rebootWindow, '--reboot-window') : undefined;
   if (req.breakpoint) parseBreakpoint(req.breakpoint);
   if (workflow.BroadcastEnv.some((i) => i.name === broadcastStep('taktuk'))) {
-    // BroadcastEnv runs in the deployment environment: ours (busybox) has no TakTuk to run
-    if (state.config.vms.runtime === 'qemu')
-      throw new InputError(
-        "BroadcastEnvTaktuk: the qemu runtime's deployment environment has no taktuk (use chain, tree or star)",
-      );
+    // BroadcastEnv runs in the deployment environment: the runtime's may have no TakTuk to run
+    const refusal = runtimeFor(state.config).tuning.taktukRefusal;
+    if (refusal) throw new InputError(refusal);
     if (!findTaktuk())
       throw new InputError('BroadcastEnvTaktuk: taktuk is not installed (apt-get install taktuk)');
   }
@@ -103,12 +95,6 @@ export async function checkDeployRequest(req: DeployRequest) {
   return { store, state, keyFile, env, nodes, workflow, window, envBoot };
 }
 
-/** The fastest the model allows: every node's quickest reboot and kexec, and the image at 1 GB/s. */
-function lowerBoundMs(env: RegisteredEnvironment, timeScale: number): number {
-  const k = defaultModel.kinds;
-  return (k.reboot.minMs + k.kexec.minMs) * timeScale + (env.bytes / 1e9) * 1000;
-}
-
 export async function deployTestbed(
   req: DeployRequest,
   ctx: { logger: Logger; progress: Progress },
@@ -116,10 +102,12 @@ export async function deployTestbed(
   const { store, state, keyFile, env, nodes, workflow, window, envBoot } = await checkDeployRequest(req);
   await store.lock('deploy');
   const pool = new SshPool({ privateKey: await readFile(keyFile) });
-  const runtime = state.config.vms.runtime;
-  const power = hostPower({ testbed: state.name, runtime, keyFile });
+  const runtime = runtimeFor(state.config);
+  const tuning = runtime.tuning;
+  const power = hostPower({ runtime, keyFile });
   // Emulated boots run at the model's time scale: so do the pauses between reboot windows.
-  const scale = runtime === 'emulated' ? state.config.vms.emulated.timeScale : 1;
+  const scale = tuning.timeScale;
+  const runtimeTimeout = tuning.rebootTimeoutMs;
   const byName = new Map(nodes.map((n) => [n.name, n]));
   try {
     const driver = createDriver({
@@ -133,14 +121,12 @@ export async function deployTestbed(
           keyFile,
           // the driver's connections: one per node for the whole deployment
           sshPool: pool,
-          resumable: runtime === 'emulated',
+          // the protocol the nodes' agent speaks, and how slow a receiver may be
+          ...tuning.broadcast,
           logger: ctx.logger,
-          // thousands of emulated nodes share two cores: a busy one is slow, not dead
-          stallMs: runtime === 'emulated' ? 10_000 : undefined,
-          ringBytes: runtime === 'emulated' ? emulatedRingBytes : undefined,
         }),
-      rebootGraceMs: runtime === 'emulated' ? 200 : 3000,
-      probeIntervalMs: runtime === 'emulated' ? 250 : 2000,
+      rebootGraceMs: tuning.rebootGraceMs,
+      probeIntervalMs: tuning.probeIntervalMs,
     });
     const rebootWindow = window ?? { size: 50, sleepMs: 10_000 * scale };
     // the ETA starts from the last deployment of this environment on as many nodes, when there is one
@@ -157,12 +143,8 @@ export async function deployTestbed(
           driver,
           {
             rebootWindow,
-            // emulated boots run at the model's time scale; the floor covers queueing on this machine
-            // (measured: ≈13 ms of boot queueing per VM at 1000 VMs)
-            rebootTimeoutMs:
-              runtime === 'emulated'
-                ? (n) => Math.max(30_000, 30 * n, defaultRebootTimeoutMs(n) * scale)
-                : undefined,
+            // the runtime's own reboot timeout (the emulated one scales with the boot model)
+            rebootTimeoutMs: runtimeTimeout && ((n) => runtimeTimeout(n, defaultRebootTimeoutMs(n))),
             // the driver bounds its probes itself; one window keeps a single deadline for all
             probeWindow: { size: nodes.length },
             breakpoint: req.breakpoint,
@@ -194,8 +176,8 @@ export async function deployTestbed(
       nodes: result.nodes,
       steps: result.steps,
       makespanMs: result.finishedAt - result.startedAt,
-      // the boot model describes emulated VMs only; a QEMU VM's boot is what it is
-      lowerBoundMs: runtime === 'emulated' ? lowerBoundMs(env, scale) : undefined,
+      // only a runtime with a boot model has one; a QEMU VM's boot is what it is
+      lowerBoundMs: tuning.lowerBoundMs?.(env.bytes),
     };
     const file = await saveDeployment(dep);
     const ok = dep.nodes.filter((n) => n.outcome === 'ok').length;

@@ -1,0 +1,172 @@
+// The emulated runtime's VM-hosts phase: the placeholder deployment environment on the service
+// nodes, one emulated host group per site (a Node process in the site's namespace playing the
+// site's hosts and VMs, src/lib/emulated/), then the check that every emulated host answers SSH.
+// The SSH sessions opened by the check are kept: the VMs phase powers and follows VMs through them.
+// Resume: a group whose recorded pid is alive is not started again.
+import { spawn } from 'node:child_process';
+import { openSync } from 'node:fs';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { eachLimited } from '../../concurrency.js';
+import type { EmulatedGroupOptions } from '../../emulated/group.js';
+import { defaultModel } from '../../emulated/model.js';
+import { TestbedError } from '../../errors.js';
+import { parsePrefix } from '../../net/ipv4.js';
+import { type HostNs, isHostGroup } from '../../netns/topology.js';
+import { isAlive } from '../../pid.js';
+import type { Plan, VmPlan } from '../../planner/plan.js';
+import { SshSession } from '../../ssh/session.js';
+import { type StateStore, type TestbedState, upsertResource } from '../../state/store.js';
+import type { RuntimeContext } from '../runtime.js';
+
+/** Emulated VMs fetch these instead of the real kernel and initrd: 4552 × 30 MB is too much to move. */
+const placeholder = { kernelBytes: 64 * 1024, initrdBytes: 256 * 1024 };
+
+/** At once: SSH connections being opened, host commands, VM probes. */
+export const window = 16;
+
+/** The emulated hosts, answering SSH, each with its open session (FQDN → session). */
+export interface EmulatedHosts {
+  sessions: Map<string, SshSession>;
+  privateKey: Buffer;
+  count: number;
+}
+
+/** Starts the groups and checks their hosts; on failure the sessions opened are closed again. */
+export async function startEmulatedHosts(ctx: RuntimeContext): Promise<EmulatedHosts> {
+  const { store, state, plan, topology: topo, progress } = ctx;
+  await placePlaceholders(store, plan);
+  const groups = topo.namespaces.filter(isHostGroup);
+  await progress.step(`Start ${groups.length} emulated host group(s)`, async (step) => {
+    let n = 0;
+    for (const g of groups) {
+      await startGroup(store, state, plan, g);
+      step.status(`${++n}/${groups.length} listening`);
+    }
+  });
+  const key = store.layout.ssh.clientKey;
+  const hosts = groups.flatMap((g) => g.hosts ?? []);
+  const sessions = new Map<string, SshSession>();
+  const privateKey = await readFile(key);
+  try {
+    await progress.step(`Check the ${hosts.length} emulated hosts answer SSH`, async (step) => {
+      const down: string[] = [];
+      await eachLimited(hosts, window, async (h) => {
+        try {
+          const s = await SshSession.connect({ host: h.ip, privateKey, timeoutMs: 15_000 });
+          const r = await s.exec('hostname', 10_000);
+          if (r.stdout.trim() !== h.fqdn) {
+            s.close();
+            throw new Error(`hostname says ${r.stdout.trim() || r.error || r.stderr.trim()}`);
+          }
+          sessions.set(h.fqdn, s);
+        } catch (e) {
+          down.push(`${h.fqdn} (${(e as Error).message})`);
+        }
+        step.status(`${sessions.size}/${hosts.length} answering`);
+      });
+      if (down.length) {
+        throw new TestbedError(
+          `${down.length} emulated host(s) do not answer SSH: ${down.slice(0, 5).join(', ')}`,
+        );
+      }
+    });
+  } catch (e) {
+    for (const s of sessions.values()) s.close();
+    throw e;
+  }
+  return { sessions, privateKey, count: hosts.length };
+}
+
+async function placePlaceholders(store: StateStore, plan: Plan): Promise<void> {
+  const fill = (bytes: number, what: string) => {
+    const head = Buffer.from(`kabootstrap emulated deployment environment: placeholder ${what}\n`);
+    return Buffer.concat([head, Buffer.alloc(bytes - head.length, 0x6b)]);
+  };
+  for (const site of plan.sites) {
+    for (const sn of site.serviceNodes) {
+      const files = store.layout.serviceNode(sn.host, site.name);
+      await mkdir(dirname(files.deployKernel), { recursive: true });
+      await writeFile(files.deployKernel, fill(placeholder.kernelBytes, 'kernel'));
+      await writeFile(files.deployInitrd, fill(placeholder.initrdBytes, 'initrd'));
+    }
+  }
+}
+
+/** The group's entry script: the built one, or the TypeScript source when run from source (tests). */
+function groupEntry(): string[] {
+  const here = fileURLToPath(import.meta.url);
+  const ext = here.endsWith('.ts') ? 'ts' : 'js';
+  const main = join(here, '..', '..', '..', 'emulated', `main.${ext}`);
+  return ext === 'ts' ? ['--import', 'tsx', main] : [main];
+}
+
+async function startGroup(store: StateStore, state: TestbedState, plan: Plan, g: HostNs): Promise<void> {
+  const key = `emulated/${g.ns}`;
+  const dir = store.layout.emulatedDir;
+  const files = store.layout.emulatedGroup(g.site);
+  const logFile = files.log;
+  const rec = state.resources.find((r) => r.key === key && r.status === 'created');
+  if (rec && isAlive(rec.data.pid as number)) return;
+  const site = plan.sites.find((s) => s.name === g.site)!;
+  const snIp = new Map(site.serviceNodes.map((s) => [s.host, s.ip]));
+  const length = parsePrefix(site.network).length;
+  const em = state.config.vms.emulated;
+  const { transient, reboot, ...rates } = em.faults;
+  const config: Omit<EmulatedGroupOptions, 'authorizedKey'> & {
+    authorizedKeyFile: string;
+    progressMs: number;
+  } = {
+    interface: 'vlan0',
+    hosts: (g.hosts ?? []).map((h) => ({ name: h.fqdn, ip: h.ip })),
+    vms: site.vms.map((vm: VmPlan) => ({
+      name: vm.name,
+      mac: vm.mac,
+      ip: vm.ip,
+      prefixLength: length,
+      serviceNodeIp: vm.serviceNode ? (snIp.get(vm.serviceNode) ?? '') : '',
+      host: vm.host,
+    })),
+    authorizedKeyFile: store.layout.ssh.clientPublicKey,
+    seed: em.seed,
+    model: { ...defaultModel, timeScale: em.timeScale },
+    faults: { rates, transient, rebootHang: reboot },
+    concurrency: em.concurrency,
+    autostart: false,
+    // relays of a tree reach VMs of other sites too, never beyond the testbed
+    forwardPrefix: state.config.network.prefix,
+    // the TakTuk engines' shims and socket, removed with the testbed's state
+    commandDir: files.commandDir,
+    progressMs: 10_000,
+  };
+  await mkdir(dir, { recursive: true });
+  const configFile = files.config;
+  await writeFile(configFile, `${JSON.stringify(config)}\n`);
+  upsertResource(state, { kind: 'process', key, status: 'creating', data: { ns: g.ns, logFile } });
+  await store.write(state);
+  const out = openSync(logFile, 'w');
+  // `ip netns exec` execs node in place: the pid recorded is the group's own.
+  const child = spawn('ip', ['netns', 'exec', g.ns, process.execPath, ...groupEntry(), configFile], {
+    detached: true,
+    stdio: ['ignore', out, out],
+  });
+  child.unref();
+  upsertResource(state, {
+    kind: 'process',
+    key,
+    status: 'created',
+    data: { ns: g.ns, pid: child.pid, match: 'emulated', logFile },
+  });
+  await store.write(state);
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const log = await readFile(logFile, 'utf8').catch(() => '');
+    if (log.includes('"listening"')) return;
+    if (child.exitCode !== null || !isAlive(child.pid!) || Date.now() > deadline) {
+      const last = log.trim().split('\n').slice(-3).join(' | ') || 'no output';
+      throw new TestbedError(`emulated host group ${g.ns} did not start (see ${logFile}): ${last}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}

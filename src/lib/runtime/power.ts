@@ -1,0 +1,68 @@
+// Power control of the testbed's VMs through their hosts, as a deployment's hard reboots and
+// `kabootstrap reboot` need, whatever the runtime: the VMs grouped by host, one SSH connection
+// per host (kept until close), then the runtime's own power control on it (runtime.power).
+import { readFile } from 'node:fs/promises';
+import { SshSession } from '../ssh/session.js';
+import type { PowerAction, PowerOutcome, VmRuntime } from './runtime.js';
+
+/** A VM as power control needs it: its name, its host's FQDN and address. */
+export interface PowerTarget {
+  name: string;
+  host: string;
+  hostIp: string;
+}
+
+export interface PowerControl {
+  power(action: PowerAction, nodes: PowerTarget[]): Promise<Map<string, PowerOutcome>>;
+  close(): void;
+}
+
+export function hostPower(opts: { runtime: VmRuntime; keyFile: string }): PowerControl {
+  const sessions = new Map<string, Promise<SshSession>>();
+  const session = (n: PowerTarget) => {
+    let s = sessions.get(n.host);
+    if (!s) {
+      s = readFile(opts.keyFile).then((privateKey) =>
+        SshSession.connect({ host: n.hostIp, privateKey, timeoutMs: 15_000 }),
+      );
+      s.catch(() => sessions.delete(n.host));
+      sessions.set(n.host, s);
+    }
+    return s;
+  };
+  const byHost = (nodes: PowerTarget[]) => {
+    const m = new Map<string, PowerTarget[]>();
+    for (const n of nodes) m.set(n.host, [...(m.get(n.host) ?? []), n]);
+    return m;
+  };
+  return {
+    async power(action, nodes) {
+      const out = new Map<string, PowerOutcome>();
+      await Promise.all(
+        [...byHost(nodes).values()].map(async (list) => {
+          const host = list[0].host;
+          let s: SshSession;
+          try {
+            s = await session(list[0]);
+          } catch (e) {
+            // the one-line reason, e.g. 'unreachable: connect ECONNREFUSED ...'
+            const reason = `host ${host}: ${(e as Error).message}`;
+            for (const n of list) out.set(n.name, { ok: false, reason });
+            return;
+          }
+          const r = await opts.runtime.power(
+            { name: host, session: s },
+            action,
+            list.map((n) => n.name),
+          );
+          for (const [name, o] of r) out.set(name, o);
+        }),
+      );
+      return out;
+    },
+    close() {
+      for (const s of sessions.values()) s.then((x) => x.close()).catch(() => {});
+      sessions.clear();
+    },
+  };
+}

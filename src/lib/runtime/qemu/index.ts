@@ -1,0 +1,82 @@
+// The QEMU runtime: real VMs, launched by QEMU on their host over SSH, network-booting the
+// busybox deployment environment. Its VM-hosts phase builds that environment, puts it on every
+// service node's HTTP root and chooses KVM or TCG; its VMs phase prepares each host's bridge and
+// taps, launches the VMs and waits for them (launch.ts). Power goes through QMP (host.ts).
+import { copyFile, mkdir } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import type { TestbedConfig } from '../../config/schema.js';
+import { getDebianKernel } from '../../images/debian-kernel.js';
+import { buildDeployEnv } from '../../images/deploy-env/build.js';
+import { pciRomIds, virtioRom } from '../../images/firmware.js';
+import { buildInitramfs } from '../../images/initramfs.js';
+import { probeKvm } from '../../images/qemu.js';
+import type { RuntimeContext, VmHosts, VmRuntime } from '../runtime.js';
+import { qemuPower } from './host.js';
+import { launchVms } from './launch.js';
+
+/** Beyond this many host namespaces, emulated VMs are the way (each host runs an sshd). */
+const maxLocalHosts = 64;
+
+export function qemuRuntime(config: TestbedConfig): VmRuntime {
+  return {
+    name: 'qemu',
+    tuning: {
+      timeScale: 1,
+      rebootGraceMs: 3000,
+      probeIntervalMs: 2000,
+      firstProbeDelayMs: 3000,
+      broadcast: { resumable: false },
+      // BroadcastEnv runs in the deployment environment: ours (busybox) has no TakTuk to run
+      taktukRefusal:
+        "BroadcastEnvTaktuk: the qemu runtime's deployment environment has no taktuk (use chain, tree or star)",
+    },
+    localTwin: { hostLayout: 'per-host', maxHosts: maxLocalHosts },
+    prepareHosts: (ctx, opts) => prepareHosts(ctx, opts.vms),
+    power: (host, action, vms) => qemuPower(host, config.name, action, vms),
+  };
+}
+
+/** Without VMs to launch there is nothing to prepare: the environment is for their boot. */
+async function prepareHosts(ctx: RuntimeContext, vms: boolean): Promise<VmHosts> {
+  const { store, state, plan, topology, progress, logger } = ctx;
+  const nothing = { emulatedHosts: 0, close() {} };
+  if (!vms) return { ...nothing, accel: null, launchVms: async () => [] };
+  const env = await progress.step('Build the deployment environment image', () =>
+    buildDeployEnv({ keyFile: store.layout.ssh.clientKey, logger }),
+  );
+  for (const site of plan.sites) {
+    for (const sn of site.serviceNodes) {
+      const files = store.layout.serviceNode(sn.host, site.name);
+      await mkdir(dirname(files.deployKernel), { recursive: true });
+      await copyFile(env.kernel, files.deployKernel);
+      await copyFile(env.initrd, files.deployInitrd);
+    }
+  }
+  // KVM only when a guest really boots under it (a /dev/kvm node may exist and still hang).
+  const accel = await progress.step('Check whether KVM works here', async () => {
+    const kernel = await getDebianKernel({ logger });
+    const probe = await buildInitramfs({ modulesDir: kernel.modulesDir, logger });
+    return (await probeKvm({ kernel: kernel.vmlinuz, initrd: probe.path, logger })).usable ? 'kvm' : 'tcg';
+  });
+  const romfile = await virtioRom('bios');
+  const romDeviceId = (await pciRomIds(romfile)).device;
+  return {
+    ...nothing,
+    accel,
+    launchVms: () =>
+      launchVms(
+        store,
+        state,
+        plan,
+        topology,
+        {
+          qemu: { accel, romfile, romDeviceId },
+          // TCG boots take ~25 s alone; many at once on few cores take longer.
+          bootTimeoutMs: accel === 'kvm' ? 180_000 : 600_000,
+          window: 4,
+        },
+        progress,
+        logger,
+      ),
+  };
+}
