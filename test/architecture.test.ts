@@ -27,7 +27,7 @@ export const layers: string[][] = [
   ['broadcast'],
   ['emulated'],
   ['runtime'],
-  ['deploy', 'testbed'],
+  ['deploy', 'testbed', 'ops'],
   ['commands'],
 ];
 
@@ -120,5 +120,7 @@ describe('architecture', () => {
     // a testbed's paths come from the layout, service nodes from their records
     assert.deepEqual(grep(/id_ed25519['"]/), ['lib/state/layout.ts']);
     assert.deepEqual(grep(/startsWith\(['"]service\//), []);
+    // callers ask the runtime (runtime/index.ts), they never test its name
+    assert.deepEqual(grep(/runtime\s*[!=]==|[!=]==\s*['"](?:qemu|emulated)['"]/), []);
   });
 });

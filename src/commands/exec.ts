@@ -2,8 +2,8 @@ import { Args, Flags } from '@oclif/core';
 import { BaseCommand } from '../lib/cli/base.js';
 import { configFlag, nameFlag, testbedName } from '../lib/cli/flags.js';
 import { ExitCode, InputError } from '../lib/errors.js';
-import { type ExecMethod, execOnTestbed } from '../lib/exec/testbed.js';
 import { formatTagged } from '../lib/exec/types.js';
+import { type ExecMethod, execOnTestbed } from '../lib/ops/exec.js';
 
 export default class Exec extends BaseCommand {
   static summary = "Run a command on the testbed's VMs; output tagged per node, every node reported.";

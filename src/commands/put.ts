@@ -4,7 +4,7 @@ import { BaseCommand } from '../lib/cli/base.js';
 import { configFlag, nameFlag, testbedName } from '../lib/cli/flags.js';
 import { table } from '../lib/cli/render.js';
 import { ExitCode } from '../lib/errors.js';
-import { putOnTestbed } from '../lib/nodes/put.js';
+import { putOnTestbed } from '../lib/ops/put.js';
 
 export default class Put extends BaseCommand {
   static summary =

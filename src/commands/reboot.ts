@@ -3,8 +3,8 @@ import { BaseCommand } from '../lib/cli/base.js';
 import { configFlag, nameFlag, testbedName } from '../lib/cli/flags.js';
 import { table } from '../lib/cli/render.js';
 import { ExitCode } from '../lib/errors.js';
-import type { RebootLevel } from '../lib/nodes/reboot.js';
-import { rebootNodes } from '../lib/nodes/reboot.js';
+import { rebootNodes } from '../lib/ops/reboot.js';
+import type { RebootLevel } from '../lib/runtime/power.js';
 
 export default class Reboot extends BaseCommand {
   static summary = "Reboot the testbed's VMs and wait until they answer SSH again.";

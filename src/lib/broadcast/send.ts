@@ -1,6 +1,6 @@
 // One file to many nodes through their agents, by a broadcast method (chain, tree, star,
 // TakTuk), in chain order (by site, host and VM), verified by sha256 on every node: what
-// BroadcastEnv (deploy/broadcast-env.ts) and `kabootstrap put` (nodes/put.ts) send with.
+// BroadcastEnv (deploy/broadcast-env.ts) and `kabootstrap put` (ops/put.ts) send with.
 import { readFile } from 'node:fs/promises';
 import type { Logger } from '../log.js';
 import type { DeployNode } from '../nodes/targets.js';

@@ -6,7 +6,7 @@
 import { setTimeout as sleepTimer } from 'node:timers/promises';
 import { type BroadcastMethod, byBroadcastStep } from '../broadcast/methods.js';
 import { InputError } from '../errors.js';
-import type { RebootLevel } from '../nodes/reboot.js';
+import type { RebootLevel } from '../runtime/power.js';
 import type { NodeResult, StepRecord } from './stats.js';
 import {
   type InstanceName,

@@ -45,7 +45,7 @@ export interface NsRoute {
 
 export interface HostNs {
   ns: string;
-  role: 'host' | 'service' | 'emulated';
+  role: 'host' | 'service' | 'host-group';
   fqdn: string;
   site: string;
   /** Its address on the hosts' network (sshd listens there). */
@@ -86,7 +86,7 @@ export type HostLayout = 'per-host' | 'per-site';
 
 /** A namespace that plays a group of hosts (layout per site): a process answers SSH for them, not an sshd. */
 export function isHostGroup(n: HostNs): boolean {
-  return n.role === 'emulated';
+  return n.role === 'host-group';
 }
 
 /** Policy table for traffic sourced from emulated VM addresses. */
@@ -142,7 +142,7 @@ export function buildTopology(
     const k = n++;
     namespaces.push({
       ns: `${nsPrefix(plan.testbed)}emu-${site.name}`,
-      role: 'emulated',
+      role: 'host-group',
       fqdn: hosts[0].fqdn,
       site: site.name,
       ip: hosts[0].ip,

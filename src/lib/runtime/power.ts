@@ -5,6 +5,9 @@ import { readFile } from 'node:fs/promises';
 import { SshSession } from '../ssh/session.js';
 import type { PowerAction, PowerOutcome, VmRuntime } from './runtime.js';
 
+/** Kadeploy's reboot levels: the node reboots itself (soft), a reset (hard), off and on (very_hard). */
+export type RebootLevel = 'soft' | 'hard' | 'very_hard';
+
 /** A VM as power control needs it: its name, its host's FQDN and address. */
 export interface PowerTarget {
   name: string;

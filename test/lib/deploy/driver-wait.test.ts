@@ -9,8 +9,8 @@ import { createDriver } from '../../../src/lib/deploy/driver.js';
 import { startSshServer } from '../../../src/lib/emulated/agent/server.js';
 import { generateHostKey, parseAuthorizedKey, type SshServerHandle } from '../../../src/lib/emulated/ssh.js';
 import type { RegisteredEnvironment } from '../../../src/lib/envs/registry.js';
-import { rebootedCheck } from '../../../src/lib/nodes/reboot.js';
 import type { DeployNode } from '../../../src/lib/nodes/targets.js';
+import { rebootedCheck } from '../../../src/lib/ops/reboot.js';
 import { SshPool } from '../../../src/lib/ssh/pool.js';
 import { fakeAgentVm } from '../../helpers/agent-vm.js';
 

@@ -37,7 +37,7 @@ describe('local testbed topology', () => {
     const { config, source } = await loadConfig('recipes/seed-4552.yaml');
     const plan = buildPlan(config, localPlannerSites(config, source), source);
     const topo = buildTopology(plan, localLayout(config, source), config.network.prefix, 'per-site');
-    const emulated = topo.namespaces.filter((n) => n.role === 'emulated');
+    const emulated = topo.namespaces.filter((n) => n.role === 'host-group');
     assert.deepEqual(
       emulated.map((n) => n.ns),
       plan.sites.map((s) => `kb-seed-4552-emu-${s.name}`),

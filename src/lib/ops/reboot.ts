@@ -2,14 +2,11 @@
 // reset through its host; very_hard: power off and on) and wait until each answers SSH again.
 import { readFile } from 'node:fs/promises';
 import { eachLimited } from '../concurrency.js';
+import { openTestbed } from '../nodes/open-testbed.js';
 import { runtimeFor } from '../runtime/index.js';
-import { hostPower } from '../runtime/power.js';
+import { hostPower, type RebootLevel } from '../runtime/power.js';
 import { SshPool } from '../ssh/pool.js';
 import { identifies, waitForSsh } from '../ssh/wait.js';
-import { openTestbed } from './open-testbed.js';
-
-/** Kadeploy's reboot levels: the node reboots itself (soft), a reset (hard), off and on (very_hard). */
-export type RebootLevel = 'soft' | 'hard' | 'very_hard';
 
 export interface RebootRequest {
   testbed: string;

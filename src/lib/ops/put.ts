@@ -8,8 +8,8 @@ import type { BroadcastReport } from '../broadcast/types.js';
 import { hashFile } from '../envs/registry.js';
 import { InputError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { openTestbed } from '../nodes/open-testbed.js';
 import { runtimeFor } from '../runtime/index.js';
-import { openTestbed } from './open-testbed.js';
 
 export interface PutRequest {
   testbed: string;

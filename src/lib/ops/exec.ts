@@ -1,11 +1,11 @@
 // `kabootstrap exec` behind its flags: a command on the testbed's VMs (all, or a node file's),
 // by one of the three methods, every node reported.
 import { readFile } from 'node:fs/promises';
+import { flatExec } from '../exec/flat.js';
+import { sshConnector, taktukExec } from '../exec/taktuk.js';
+import { treeExec } from '../exec/tree.js';
+import type { ExecOutcome } from '../exec/types.js';
 import { openTestbed } from '../nodes/open-testbed.js';
-import { flatExec } from './flat.js';
-import { sshConnector, taktukExec } from './taktuk.js';
-import { treeExec } from './tree.js';
-import type { ExecOutcome } from './types.js';
 
 export type ExecMethod = 'flat' | 'tree' | 'taktuk';
 
