@@ -3,7 +3,7 @@
 // per host (kept until close), then the runtime's own power control on it (runtime.power).
 import { readFile } from 'node:fs/promises';
 import { SshSession } from '../ssh/session.js';
-import type { PowerAction, PowerOutcome, VmRuntime } from './runtime.js';
+import { byHost, type PowerAction, type PowerOutcome, type VmRuntime } from './runtime.js';
 
 /** Kadeploy's reboot levels: the node reboots itself (soft), a reset (hard), off and on (very_hard). */
 export type RebootLevel = 'soft' | 'hard' | 'very_hard';
@@ -32,11 +32,6 @@ export function hostPower(opts: { runtime: VmRuntime; keyFile: string }): PowerC
       sessions.set(n.host, s);
     }
     return s;
-  };
-  const byHost = (nodes: PowerTarget[]) => {
-    const m = new Map<string, PowerTarget[]>();
-    for (const n of nodes) m.set(n.host, [...(m.get(n.host) ?? []), n]);
-    return m;
   };
   return {
     async power(action, nodes) {

@@ -95,3 +95,14 @@ export interface VmRuntime {
   /** Power `vms` (names) of one host through its SSH session; one outcome per VM. */
   power(host: PowerHost, action: PowerAction, vms: readonly string[]): Promise<Map<string, PowerOutcome>>;
 }
+
+/** VMs (or anything placed on a host) grouped by host, in their order: power and launches go host by host. */
+export function byHost<T extends { host: string }>(items: Iterable<T>): Map<string, T[]> {
+  const m = new Map<string, T[]>();
+  for (const x of items) {
+    const list = m.get(x.host);
+    if (list) list.push(x);
+    else m.set(x.host, [x]);
+  }
+  return m;
+}

@@ -2,7 +2,7 @@
 // same node (an exec, a deployment's next step, its broadcast receiver) rides the connection of the
 // first instead of paying a new handshake.
 import type { TimedResult } from './result.js';
-import { connectError, DEFAULT_COMMAND_TIMEOUT_MS, SshSession } from './session.js';
+import { DEFAULT_COMMAND_TIMEOUT_MS, SshSession, timedOn } from './session.js';
 
 /** Where a pooled command runs. */
 export interface SshTarget {
@@ -74,34 +74,24 @@ export class SshPool {
   }
 
   /** One command on one node; failures come back as a result, never as a rejection. */
-  async exec(t: SshTarget, command: string, timeoutMs = DEFAULT_COMMAND_TIMEOUT_MS): Promise<TimedResult> {
-    const start = Date.now();
-    let s: SshSession;
-    try {
-      s = await this.connect(t);
-    } catch (e) {
-      return { code: null, stdout: '', stderr: '', error: connectError(e), ms: Date.now() - start };
-    }
-    const r = await s.exec(command, timeoutMs);
-    return { ...r, ms: Date.now() - start };
+  exec(t: SshTarget, command: string, timeoutMs = DEFAULT_COMMAND_TIMEOUT_MS): Promise<TimedResult> {
+    return timedOn(
+      () => this.connect(t),
+      (s) => s.exec(command, timeoutMs),
+    );
   }
 
   /** One command whose stdout lines go to `onLine` as they come (see SshSession.execLines). */
-  async execLines(
+  execLines(
     t: SshTarget,
     command: string,
     onLine: (line: string) => void,
     opts: { signal?: AbortSignal; timeoutMs?: number } = {},
   ): Promise<TimedResult> {
-    const start = Date.now();
-    let s: SshSession;
-    try {
-      s = await this.connect(t);
-    } catch (e) {
-      return { code: null, stdout: '', stderr: '', error: connectError(e), ms: Date.now() - start };
-    }
-    const r = await s.execLines(command, onLine, opts);
-    return { ...r, ms: Date.now() - start };
+    return timedOn(
+      () => this.connect(t),
+      (s) => s.execLines(command, onLine, opts),
+    );
   }
 
   /** Forgets a node's connection (it rebooted): the next command connects afresh. */

@@ -4,7 +4,7 @@
 // in time is killed (signal KILL, channel closed) and the connection stays usable.
 import type { Duplex } from 'node:stream';
 import ssh2 from 'ssh2';
-import type { TimedResult } from './result.js';
+import type { CommandResult, TimedResult } from './result.js';
 
 const { Client } = ssh2;
 type Client = ssh2.Client;
@@ -301,24 +301,36 @@ export class SshSession {
 }
 
 /**
- * One command on a connection of its own, closed after it (probes and recipes: few commands, far
- * apart); never rejects, a failed connection comes back as the result's error.
+ * Runs `run` on the session `connect` gives, timed from before the connection; a failed
+ * connection comes back as the result's error, never as a rejection.
  */
-export async function execOnce(
-  opts: ConnectOptions,
-  command: string,
-  timeoutMs: number,
+export async function timedOn(
+  connect: () => Promise<SshSession>,
+  run: (s: SshSession) => Promise<CommandResult>,
+  after?: (s: SshSession) => void,
 ): Promise<TimedResult> {
   const start = Date.now();
   let s: SshSession;
   try {
-    s = await SshSession.connect(opts);
+    s = await connect();
   } catch (e) {
     return { code: null, stdout: '', stderr: '', error: connectError(e), ms: Date.now() - start };
   }
   try {
-    return { ...(await s.exec(command, timeoutMs)), ms: Date.now() - start };
+    return { ...(await run(s)), ms: Date.now() - start };
   } finally {
-    s.close();
+    after?.(s);
   }
+}
+
+/**
+ * One command on a connection of its own, closed after it (probes and recipes: few commands, far
+ * apart); never rejects, a failed connection comes back as the result's error.
+ */
+export function execOnce(opts: ConnectOptions, command: string, timeoutMs: number): Promise<TimedResult> {
+  return timedOn(
+    () => SshSession.connect(opts),
+    (s) => s.exec(command, timeoutMs),
+    (s) => s.close(),
+  );
 }

@@ -7,20 +7,14 @@ import type { VmStatus } from '../../emulated/host.js';
 import type { Logger } from '../../log.js';
 import type { Plan, VmPlan } from '../../planner/plan.js';
 import type { Progress } from '../../progress.js';
-import { ServiceClient } from '../../services/client.js';
 import { execOnce, type SshSession } from '../../ssh/session.js';
 import { identifies, waitForSsh } from '../../ssh/wait.js';
-import { serviceNodesOf } from '../../state/service-nodes.js';
 import type { TestbedState } from '../../state/store.js';
-import { BootTracker, type VmBoot } from '../boot-tracker.js';
+import type { BootTracker, VmBoot } from '../boot-tracker.js';
+import { followBoots } from '../follow-boots.js';
+import { byHost } from '../runtime.js';
 import { window } from './hosts.js';
 import { hostPowerCommand } from './power.js';
-
-function byHost(vms: VmPlan[]): Map<string, VmPlan[]> {
-  const m = new Map<string, VmPlan[]>();
-  for (const vm of vms) m.set(vm.host, [...(m.get(vm.host) ?? []), vm]);
-  return m;
-}
 
 export async function bootAll(
   state: TestbedState,
@@ -33,38 +27,23 @@ export async function bootAll(
   logger: Logger,
 ): Promise<VmBoot[]> {
   const vms = plan.sites.flatMap((s) => s.vms);
-  const tracker = new BootTracker(vms);
-  const abort = new AbortController();
-  const following = serviceNodesOf(state).map((s) =>
-    new ServiceClient(s.url).followEvents((e) => tracker.event(e), { signal: abort.signal }),
-  );
-  try {
-    return await progress.step(`Power on ${vms.length} emulated VM(s) and wait for SSH`, async (step) => {
-      const started = Date.now();
-      const tick = setInterval(() => {
-        const eta = tracker.eta(Date.now());
-        step.status(`${tracker.summary()}${eta === null ? '' : `, ETA ${eta} s`}`);
-      }, 500);
-      try {
-        await power(sessions, byHost(vms), 'on', tracker);
-        await waitRound(vms, sessions, privateKey, tracker, bootTimeoutMs);
-        for (let round = 1; round <= retries; round++) {
-          const failed = vms.filter((vm) => tracker.get(vm.mac)?.state === 'failed');
-          if (failed.length === 0) break;
-          logger.info(`retry ${round}: power-cycling ${failed.length} failed VM(s)`);
-          await power(sessions, byHost(failed), 'reset', tracker);
-          await waitRound(failed, sessions, privateKey, tracker, bootTimeoutMs);
-        }
-        logger.debug(`emulated VMs: ${tracker.summary()} after ${Date.now() - started} ms`);
-        return tracker.vms();
-      } finally {
-        clearInterval(tick);
+  return followBoots(
+    state,
+    vms,
+    `Power on ${vms.length} emulated VM(s) and wait for SSH`,
+    { progress, logger, what: 'emulated VMs' },
+    async (tracker) => {
+      await power(sessions, byHost(vms), 'on', tracker);
+      await waitRound(vms, sessions, privateKey, tracker, bootTimeoutMs);
+      for (let round = 1; round <= retries; round++) {
+        const failed = vms.filter((vm) => tracker.get(vm.mac)?.state === 'failed');
+        if (failed.length === 0) break;
+        logger.info(`retry ${round}: power-cycling ${failed.length} failed VM(s)`);
+        await power(sessions, byHost(failed), 'reset', tracker);
+        await waitRound(failed, sessions, privateKey, tracker, bootTimeoutMs);
       }
-    });
-  } finally {
-    abort.abort();
-    await Promise.allSettled(following);
-  }
+    },
+  );
 }
 
 async function power(

@@ -7,12 +7,12 @@ import type { Logger } from '../../log.js';
 import type { Topology } from '../../netns/topology.js';
 import type { Plan, VmPlan } from '../../planner/plan.js';
 import type { Progress } from '../../progress.js';
-import { ServiceClient } from '../../services/client.js';
 import { execOnce, SshSession } from '../../ssh/session.js';
 import { waitForSsh } from '../../ssh/wait.js';
-import { serviceNodesOf } from '../../state/service-nodes.js';
 import { type StateStore, type TestbedState, upsertResource } from '../../state/store.js';
-import { BootTracker, type VmBoot } from '../boot-tracker.js';
+import type { BootTracker, VmBoot } from '../boot-tracker.js';
+import { followBoots } from '../follow-boots.js';
+import { byHost } from '../runtime.js';
 import { type HostVm, powerOn, prepareHostScript, type QemuOptions } from './host.js';
 
 export interface LaunchOptions {
@@ -33,82 +33,64 @@ export async function launchVms(
   logger: Logger,
 ): Promise<VmBoot[]> {
   const vms = plan.sites.flatMap((s) => s.vms);
-  const tracker = new BootTracker(vms);
   const key = store.layout.ssh.clientKey;
   const hostIp = new Map(topo.namespaces.map((n) => [n.fqdn, n.ip]));
-  const abort = new AbortController();
-  // each stream until aborted; reconnects are not needed on loopback routes
-  const following = serviceNodesOf(state).map((s) =>
-    new ServiceClient(s.url).followEvents((e) => tracker.event(e), { signal: abort.signal }),
-  );
   const sessions = new Map<string, SshSession>();
   try {
-    return await progress.step(
+    return await followBoots(
+      state,
+      vms,
       `Launch ${vms.length} VM(s) and wait for the deployment environment`,
-      async (step) => {
-        const started = Date.now();
-        const tick = setInterval(() => {
-          const eta = tracker.eta(Date.now());
-          step.status(`${tracker.summary()}${eta === null ? '' : `, ETA ${eta} s`}`);
-        }, 500);
-        try {
-          const byHost = new Map<string, VmPlan[]>();
-          for (const vm of vms) byHost.set(vm.host, [...(byHost.get(vm.host) ?? []), vm]);
-          const hostVms = new Map<string, HostVm>();
-          const privateKey = await readFile(key);
-          for (const [host, list] of byHost) {
-            const session = await SshSession.connect({
-              host: hostIp.get(host)!,
-              privateKey,
-              timeoutMs: 15_000,
-            });
-            sessions.set(host, session);
-            const hvms = list.map((v, i) => ({
-              name: v.name,
-              mac: v.mac,
-              vcpus: plan.flavour.vcpus,
-              memoryMB: plan.flavour.memoryMB,
-              diskMB: plan.flavour.diskMB,
-              tap: `tap${i}`,
-            }));
-            for (const h of hvms) hostVms.set(h.mac, h);
-            const r = await session.exec(prepareHostScript(hvms));
-            if (r.code !== 0) throw new Error(`cannot prepare ${host} for its VMs: ${r.stderr.trim()}`);
-          }
-          // Launch in windows; each VM is then probed until it answers SSH or times out.
-          const waits: Promise<void>[] = [];
-          for (let i = 0; i < vms.length; i += opts.window) {
-            await Promise.all(
-              vms.slice(i, i + opts.window).map(async (vm) => {
-                upsertResource(state, {
-                  kind: 'vm',
-                  key: `vm/${vm.name}`,
-                  status: 'creating',
-                  data: { host: vm.host, mac: vm.mac },
-                });
-                try {
-                  await powerOn(sessions.get(vm.host)!, state.name, hostVms.get(vm.mac)!, opts.qemu);
-                  tracker.launched(vm.mac, Date.now());
-                  upsertResource(state, { kind: 'vm', key: `vm/${vm.name}`, status: 'created', data: {} });
-                  waits.push(waitForBoot(vm, privateKey, tracker, opts.bootTimeoutMs));
-                } catch (e) {
-                  tracker.failed(vm.mac, Date.now(), `did not start: ${(e as Error).message}`);
-                }
-              }),
-            );
-            await store.write(state);
-          }
-          await Promise.all(waits);
-          logger.debug(`VMs: ${tracker.summary()} after ${Date.now() - started} ms`);
-          return tracker.vms();
-        } finally {
-          clearInterval(tick);
+      { progress, logger, what: 'VMs' },
+      async (tracker) => {
+        const hostVms = new Map<string, HostVm>();
+        const privateKey = await readFile(key);
+        for (const [host, list] of byHost(vms)) {
+          const session = await SshSession.connect({
+            host: hostIp.get(host)!,
+            privateKey,
+            timeoutMs: 15_000,
+          });
+          sessions.set(host, session);
+          const hvms = list.map((v, i) => ({
+            name: v.name,
+            mac: v.mac,
+            vcpus: plan.flavour.vcpus,
+            memoryMB: plan.flavour.memoryMB,
+            diskMB: plan.flavour.diskMB,
+            tap: `tap${i}`,
+          }));
+          for (const h of hvms) hostVms.set(h.mac, h);
+          const r = await session.exec(prepareHostScript(hvms));
+          if (r.code !== 0) throw new Error(`cannot prepare ${host} for its VMs: ${r.stderr.trim()}`);
         }
+        // Launch in windows; each VM is then probed until it answers SSH or times out.
+        const waits: Promise<void>[] = [];
+        for (let i = 0; i < vms.length; i += opts.window) {
+          await Promise.all(
+            vms.slice(i, i + opts.window).map(async (vm) => {
+              upsertResource(state, {
+                kind: 'vm',
+                key: `vm/${vm.name}`,
+                status: 'creating',
+                data: { host: vm.host, mac: vm.mac },
+              });
+              try {
+                await powerOn(sessions.get(vm.host)!, state.name, hostVms.get(vm.mac)!, opts.qemu);
+                tracker.launched(vm.mac, Date.now());
+                upsertResource(state, { kind: 'vm', key: `vm/${vm.name}`, status: 'created', data: {} });
+                waits.push(waitForBoot(vm, privateKey, tracker, opts.bootTimeoutMs));
+              } catch (e) {
+                tracker.failed(vm.mac, Date.now(), `did not start: ${(e as Error).message}`);
+              }
+            }),
+          );
+          await store.write(state);
+        }
+        await Promise.all(waits);
       },
     );
   } finally {
-    abort.abort();
-    await Promise.allSettled(following);
     for (const s of sessions.values()) s.close();
   }
 }
