@@ -1,7 +1,8 @@
 // The workflow engine's hands: each micro-step done for real on a set of nodes, through the
 // service nodes (netboot profiles), the hosts (power) and the node agent over SSH. The same
-// driver runs QEMU VMs and emulated VMs; only the host's power commands differ.
-import { eachLimited } from '../concurrency.js';
+// driver runs QEMU VMs and emulated VMs; only the host's power commands differ. waitReboot reports
+// each node to the engine as soon as it is back, so it goes on without waiting for the others.
+import { eachLimited, Limiter } from '../concurrency.js';
 import type { EnvBootFiles } from '../envs/boot-files.js';
 import type { RegisteredEnvironment } from '../envs/registry.js';
 import type { DeployNode } from '../nodes/targets.js';
@@ -44,7 +45,7 @@ export interface DriverDeps {
   envBoot?: EnvBootFiles | null;
   /** Puts envBoot's files on a service node (by its control URL): once per deployment by default. */
   uploadEnvBoot?: (serviceUrl: string) => Promise<void>;
-  /** Nodes handled at once by per-node commands. */
+  /** Nodes handled at once by per-node commands (across all calls: nodes back early run alone). */
   window?: number;
   probeIntervalMs?: number;
   /** Wait before the first probe after a reboot: a node answering at once has not rebooted yet. */
@@ -60,6 +61,8 @@ export function createDriver(deps: DriverDeps): WorkflowDriver {
   const label = `${desc.name} ${desc.version}`;
   const node = (name: string) => deps.nodes.get(name)!;
   const target = (n: DeployNode) => ({ name: n.name, ip: n.ip });
+  // one bound for every call at once: the engine runs a node back early on its own, in its own call
+  const commands = new Limiter(window);
 
   /** One command per node (built per node), ok when it exits 0. */
   const each = async (
@@ -69,7 +72,7 @@ export function createDriver(deps: DriverDeps): WorkflowDriver {
     command: (n: DeployNode) => string,
   ): Promise<Map<string, NodeOutcome>> => {
     const out = new Map<string, NodeOutcome>();
-    await eachLimited(names, window, async (name) => {
+    const runOne = async (name: string): Promise<void> => {
       if (ctx.signal.aborted) return;
       const r = await deps.pool.exec(target(node(name)), command(node(name)), ctx.timeoutMs);
       if (r.code === 0) out.set(name, { ok: true });
@@ -78,7 +81,8 @@ export function createDriver(deps: DriverDeps): WorkflowDriver {
           ok: false,
           reason: `${what}: ${r.error ?? (r.stderr.trim().split('\n').at(-1) || `exit ${r.code}`)}`,
         });
-    });
+    };
+    await Promise.all(names.map((name) => commands.run(() => runOne(name))));
     return out;
   };
 
@@ -120,7 +124,8 @@ export function createDriver(deps: DriverDeps): WorkflowDriver {
 
   /**
    * Probes until each node answers SSH in the expected system or the step's time is up; at most
-   * `window` probes at once, so thousands of nodes share one deadline fairly.
+   * `window` probes at once, so thousands of nodes share one deadline fairly. Each node that answers
+   * is reported at once: the engine moves it on while the others are still probed.
    */
   const waitReboot = async (names: string[], env: 'deploy' | 'deployed', ctx: MicroContext) => {
     const answers = await waitForSsh(names, {
@@ -140,6 +145,7 @@ export function createDriver(deps: DriverDeps): WorkflowDriver {
       window,
       graceMs: Math.min(deps.rebootGraceMs ?? 2000, ctx.timeoutMs / 4),
       signal: ctx.signal,
+      onUp: (name) => ctx.report?.(name, { ok: true }),
     });
     const into = env === 'deploy' ? 'deployment environment' : 'deployed system';
     const out = new Map<string, NodeOutcome>();

@@ -1,7 +1,10 @@
 // The workflow engine: runs each macro-step instance on a node set, one micro-step after the other,
 // through an injected driver. The set splits as it goes (Kadeploy's model): nodes that pass an
 // instance move on as a batch, failed ones retry the same instance and then fall back to the next,
-// each as its own concurrent batch. Pure logic: every effect goes through the driver, every wait
+// each as its own concurrent batch. A node the driver reports back early (one back from its reboot)
+// goes on to its next micro-step at once, and a node still waiting for its reboot long after its
+// peers came back does not hold their departure to the next macro-step: it goes on alone, or times
+// out, retries and fails alone. Pure logic: every effect goes through the driver, every wait
 // through the Clock, so tests run whole deployments in virtual time.
 import { setTimeout as sleepTimer } from 'node:timers/promises';
 import { type BroadcastMethod, byBroadcastStep } from '../broadcast/methods.js';
@@ -129,10 +132,16 @@ export interface MicroContext {
   signal: AbortSignal;
   /** Time the driver may take for this call. */
   timeoutMs: number;
+  /**
+   * One node's outcome before the call returns (e.g. a node back from its reboot): that node goes on
+   * to its next micro-step at once instead of waiting for the rest of the call. Its entry in the
+   * returned map, if any, is then ignored; so is a report after the call has ended.
+   */
+  report?(node: string, outcome: NodeOutcome): void;
 }
 
 export interface WorkflowDriver {
-  /** Runs one micro-step on the nodes; a node missing from the map has failed. */
+  /** Runs one micro-step on the nodes; a node neither reported nor in the map has failed. */
   run(micro: MicroStep, nodes: string[], ctx: MicroContext): Promise<Map<string, NodeOutcome>>;
 }
 
@@ -149,7 +158,10 @@ export interface WorkflowOptions {
   rebootWindow?: Window;
   /** At most this many nodes per waitReboot call (default 50, no sleep). */
   probeWindow?: Partial<Window> & { size: number };
-  /** waitReboot's budget for n nodes, capped by what is left of the instance's timeout. */
+  /**
+   * waitReboot's budget when n nodes are rebooting at once (those between their reboot or kexec and
+   * their return, in every batch, this one included), capped by what is left of the instance's timeout.
+   */
   rebootTimeoutMs?: (n: number) => number;
   /** `Macro` or `Macro:micro` (kind like `reboot` or label like `reboot(hard)`): nodes stop before it. */
   breakpoint?: string;
@@ -165,6 +177,7 @@ export interface WorkflowOptions {
 
 export const defaultRebootWindow: Window = { size: 50, sleepMs: 10_000 };
 export const defaultProbeWindow: Window = { size: 50, sleepMs: 0 };
+/** Kadeploy's reboot timeout: 200 s, plus 150 s per tenfold more nodes rebooting at once. */
 export const defaultRebootTimeoutMs = (n: number): number => (200 + 150 * Math.log10(Math.max(n, 1))) * 1000;
 
 // --- progress ------------------------------------------------------------------------------------
@@ -201,13 +214,18 @@ export type WorkflowEvent =
   | (BatchInfo & { type: 'batchStart'; nodes: string[]; snapshot: WorkflowSnapshot })
   | (BatchInfo & { type: 'microStart'; micro: string; nodes: string[]; snapshot: WorkflowSnapshot })
   | (BatchInfo & {
+      /**
+       * Nodes of the batch move on: all of them once each has passed, failed or stopped; before that,
+       * those that passed, when the only ones left are still waiting for a reboot long after their
+       * peers came back (they go on later, in another batchEnd of the same attempt).
+       */
       type: 'batchEnd';
       durationMs: number;
       /** Nodes that move on to the next macro-step. */
       ok: string[];
-      /** Nodes that failed during this attempt (they retry, fall back or end KO). */
+      /** Nodes that failed during this attempt since its last batchEnd (they retry, fall back or end KO). */
       ko: string[];
-      /** Nodes that stopped at the breakpoint. */
+      /** Nodes that stopped at the breakpoint since the attempt's last batchEnd. */
       stopped: string[];
       snapshot: WorkflowSnapshot;
     })
@@ -314,6 +332,44 @@ function chunks<T>(items: T[], size: number): T[][] {
   const out: T[][] = [];
   for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
   return out;
+}
+
+/**
+ * A node still waiting for its reboot after this many times the slowest return of its peers no
+ * longer holds their departure to the next macro-step.
+ */
+export const STRAGGLER_FACTOR = 2;
+
+/** The micro-steps between a reboot order and the node's return. */
+const rebooting = /^(reboot|kexec|waitReboot)\(/;
+
+/** One attempt of one instance on a node set, while it runs: where its nodes are, for departures. */
+interface Attempt {
+  macro: MacroStep;
+  mi: number;
+  ii: number;
+  instance: InstanceName;
+  attempt: number;
+  start: number;
+  nodes: string[];
+  /** Its entry among the active batches (the ETA). */
+  batch: { macro: MacroStep; start: number; timeoutMs: number };
+  /** Nodes that passed every micro-step, failed or stopped. */
+  settled: Set<string>;
+  /** Since the last batchEnd: passed (not departed yet), failed, stopped. */
+  passed: string[];
+  ko: string[];
+  stopped: string[];
+  /** Nodes in a waitReboot call, since its start. */
+  waiting: Map<string, number>;
+  /** The longest a node of the attempt took to come back from its reboot. */
+  slowestBackMs?: number;
+  /** The pending check for the time the nodes still waiting become late. */
+  recheck?: AbortController;
+  /** A batchEnd was emitted. */
+  ended: boolean;
+  /** What comes next for the nodes that left: retries, fallbacks, the next macro-step. */
+  next: Promise<void>[];
 }
 
 class Engine {
@@ -483,46 +539,106 @@ class Engine {
       this.used.set(n, used);
       this.place(n, macro);
     }
-    const info = { macro, instance: inst.name, attempt };
     const start = this.clock.now();
-    const batch = { macro, start, timeoutMs: inst.timeoutMs };
-    this.active.add(batch);
-    this.emit({ type: 'batchStart', ...info, at: start, nodes: [...nodes], snapshot: this.snapshot() });
-
-    const next: Promise<void>[] = [];
-    const failedAll: string[] = [];
-    // Failed nodes leave at once, as their own batch, instead of waiting for the rest of the set.
-    const onFailed = (failed: Map<string, string>) => {
-      failedAll.push(...failed.keys());
-      next.push(this.afterFailure(failed, mi, ii, attempt));
-    };
-    const { ok, stopped } = await this.runInstance(
-      nodes,
+    const a: Attempt = {
       macro,
-      inst.name,
-      inst.timeoutMs,
+      mi,
+      ii,
+      instance: inst.name,
       attempt,
-      onFailed,
-    );
+      start,
+      nodes,
+      batch: { macro, start, timeoutMs: inst.timeoutMs },
+      settled: new Set(),
+      passed: [],
+      ko: [],
+      stopped: [],
+      waiting: new Map(),
+      ended: false,
+      next: [],
+    };
+    this.active.add(a.batch);
+    this.emit({
+      type: 'batchStart',
+      macro,
+      instance: inst.name,
+      attempt,
+      at: start,
+      nodes: [...nodes],
+      snapshot: this.snapshot(),
+    });
+    await this.runInstance(a, inst.timeoutMs);
+    // Every node has passed, failed or stopped: what has not departed yet ends the batch.
+    this.depart(a, true);
+    await Promise.all(a.next);
+  }
 
-    const end = this.clock.now();
-    this.active.delete(batch);
-    if (ok.length > 0) {
-      this.batchTimes[macro].total += end - start;
-      this.batchTimes[macro].count++;
+  /**
+   * Nodes of the attempt that passed go on to the next macro-step together once no other node of the
+   * attempt is still on its way (the last macro-step has nothing to gather for: they end at once).
+   * A node waiting for its reboot for twice as long as the slowest of its peers took to come back
+   * (STRAGGLER_FACTOR) is not on its way any more: the others leave without it, and it goes on alone
+   * if it comes back, or fails alone at its timeout.
+   */
+  private checkDeparture(a: Attempt): void {
+    a.recheck?.abort();
+    a.recheck = undefined;
+    if (a.passed.length === 0) return;
+    if (a.mi + 1 < MACRO_STEPS.length) {
+      const now = this.clock.now();
+      let lateAt = now;
+      for (const n of a.nodes) {
+        if (a.settled.has(n)) continue;
+        const since = a.waiting.get(n);
+        if (since === undefined || a.slowestBackMs === undefined) return;
+        lateAt = Math.max(lateAt, since + STRAGGLER_FACTOR * a.slowestBackMs);
+      }
+      if (lateAt > now) {
+        const ctrl = new AbortController();
+        a.recheck = ctrl;
+        this.clock.sleep(lateAt - now, ctrl.signal).then(
+          () => {
+            if (a.recheck === ctrl) this.checkDeparture(a);
+          },
+          () => {},
+        );
+        return;
+      }
     }
+    this.depart(a, false);
+  }
+
+  /** A batchEnd for what passed, failed or stopped since the last one; those that passed go on. */
+  private depart(a: Attempt, final: boolean): void {
+    if (final ? a.ended && a.passed.length + a.ko.length + a.stopped.length === 0 : a.passed.length === 0)
+      return;
+    const ok = a.passed.splice(0);
+    const ko = a.ko.splice(0);
+    const stopped = a.stopped.splice(0);
+    const end = this.clock.now();
+    if (a.settled.size === a.nodes.length) {
+      this.active.delete(a.batch);
+      a.recheck?.abort();
+      a.recheck = undefined;
+    }
+    if (ok.length > 0) {
+      this.batchTimes[a.macro].total += end - a.start;
+      this.batchTimes[a.macro].count++;
+    }
+    a.ended = true;
     this.emit({
       type: 'batchEnd',
-      ...info,
+      macro: a.macro,
+      instance: a.instance,
+      attempt: a.attempt,
       at: end,
-      durationMs: end - start,
+      durationMs: end - a.start,
       ok,
-      ko: failedAll,
+      ko,
       stopped,
       snapshot: this.snapshot(),
     });
-    if (ok.length > 0) next.push(this.macroStep(ok, mi + 1));
-    await Promise.all(next);
+    if (ok.length > 0) a.next.push(this.macroStep(ok, a.mi + 1));
   }
 
   private async afterFailure(
@@ -542,16 +658,15 @@ class Engine {
     for (const [n, reason] of failed) this.finish(n, 'ko', reason);
   }
 
-  /** Runs the micro-steps under the instance's timeout; returns the nodes that passed them all. */
-  private async runInstance(
-    nodes: string[],
-    macro: MacroStep,
-    instance: InstanceName,
-    timeoutMs: number,
-    attempt: number,
-    onFailed: (failed: Map<string, string>) => void,
-  ): Promise<{ ok: string[]; stopped: string[] }> {
+  /**
+   * Runs the micro-steps under the instance's timeout. The set runs them together, except that a
+   * node the driver reports early goes on to its next micro-step at once (with the others reported in
+   * the same instant); failed nodes leave at once, as their own batch.
+   */
+  private async runInstance(a: Attempt, timeoutMs: number): Promise<void> {
+    const { macro, instance, attempt } = a;
     const start = this.clock.now();
+    const deadline = start + timeoutMs;
     const ctrl = new AbortController();
     const onCancel = () => ctrl.abort(this.signal?.reason);
     this.signal?.addEventListener('abort', onCancel, { once: true });
@@ -560,61 +675,83 @@ class Engine {
       () => ctrl.abort(new Error(`timeout of ${instance}`)),
       () => {},
     );
-    let live = nodes;
-    try {
-      for (const micro of microStepsFor(instance, attempt)) {
-        const label = microLabel(micro);
-        const bp = this.breakpoint;
-        if (bp?.macro === macro && (bp.micro === micro.kind || bp.micro === label)) {
-          for (const n of live) this.finish(n, 'ok', undefined, bp.text);
-          return { ok: [], stopped: live };
-        }
-        for (const n of live) this.place(n, macro, label);
-        this.emit({
-          type: 'microStart',
-          macro,
-          instance,
-          attempt,
-          at: this.clock.now(),
-          micro: label,
-          nodes: [...live],
-          snapshot: this.snapshot(),
-        });
-        const deadline = start + timeoutMs;
-        const failed = await this.runMicro(
-          macro,
-          micro,
-          label,
-          live,
-          instance,
-          attempt,
-          deadline,
-          ctrl.signal,
-        );
-        if (failed.size > 0) {
-          live = live.filter((n) => !failed.has(n));
-          onFailed(failed);
-        }
-        if (live.length === 0) break;
+    const steps = microStepsFor(instance, attempt);
+    const settle = (nodes: Iterable<string>, into: string[]) => {
+      for (const n of nodes) {
+        a.settled.add(n);
+        a.waiting.delete(n);
+        into.push(n);
       }
-      return { ok: live, stopped: [] };
+      this.checkDeparture(a);
+    };
+    const failed = (f: Map<string, string>) => {
+      a.next.push(this.afterFailure(f, a.mi, a.ii, attempt));
+      settle(f.keys(), a.ko);
+    };
+    const runFrom = async (group: string[], k: number): Promise<void> => {
+      if (k === steps.length) return settle(group, a.passed);
+      const micro = steps[k];
+      const label = microLabel(micro);
+      const bp = this.breakpoint;
+      if (bp?.macro === macro && (bp.micro === micro.kind || bp.micro === label)) {
+        for (const n of group) this.finish(n, 'ok', undefined, bp.text);
+        return settle(group, a.stopped);
+      }
+      for (const n of group) this.place(n, macro, label);
+      this.emit({
+        type: 'microStart',
+        macro,
+        instance,
+        attempt,
+        at: this.clock.now(),
+        micro: label,
+        nodes: [...group],
+        snapshot: this.snapshot(),
+      });
+      const children: Promise<void>[] = [];
+      await this.runMicro(
+        a,
+        micro,
+        label,
+        group,
+        deadline,
+        ctrl.signal,
+        (passed) => children.push(runFrom(passed, k + 1)),
+        failed,
+      );
+      await Promise.all(children);
+    };
+    try {
+      await runFrom(a.nodes, 0);
     } finally {
       timer.abort();
       this.signal?.removeEventListener('abort', onCancel);
     }
   }
 
-  /** One micro-step on the live nodes, in windows; returns failed nodes with their final reason. */
+  /** Nodes between their reboot (or kexec) and their return, in every batch: at least `min`. */
+  private rebootingNow(min: number): number {
+    let n = 0;
+    for (const p of this.position.values()) if (p.micro !== undefined && rebooting.test(p.micro)) n++;
+    return Math.max(n, min);
+  }
+
+  /**
+   * One micro-step on the nodes, in windows. Nodes that pass go to `pass`: those the driver reports
+   * early at once, the others when the micro-step ends; failed ones go to the attempt's failure
+   * handler with their final reason, early ones at once too.
+   */
   private async runMicro(
-    macro: MacroStep,
+    a: Attempt,
     micro: MicroStep,
     label: string,
     nodes: string[],
-    instance: InstanceName,
-    attempt: number,
     deadline: number,
     signal: AbortSignal,
-  ): Promise<Map<string, string>> {
+    pass: (nodes: string[]) => void,
+    fail: (failed: Map<string, string>) => void,
+  ): Promise<void> {
+    const { macro, instance, attempt } = a;
     const failed = new Map<string, string>();
     const window =
       micro.kind === 'reboot'
@@ -623,12 +760,13 @@ class Engine {
           ? this.probeWindow
           : undefined;
     const windows = window ? chunks(nodes, window.size) : [nodes];
+    const waits = micro.kind === 'waitReboot';
     const microStart = this.clock.now();
     // One budget for all probe windows: nodes of later windows have been rebooting meanwhile.
     // Whole milliseconds, so the budget a driver sees is exactly what the options say.
     const budget = Math.ceil(
-      micro.kind === 'waitReboot'
-        ? Math.min(deadline - microStart, this.rebootTimeoutMs(nodes.length))
+      waits
+        ? Math.min(deadline - microStart, this.rebootTimeoutMs(this.rebootingNow(nodes.length)))
         : deadline - microStart,
     );
     const passed: string[] = [];
@@ -647,14 +785,32 @@ class Engine {
       if (error !== undefined) r.error = error;
       this.records.push(r);
     };
+    // A node back from its reboot (or given up): how long its peers take to come back.
+    const back = (node: string, callStart: number, ok: boolean) => {
+      if (!waits) return;
+      a.waiting.delete(node);
+      if (ok) a.slowestBackMs = Math.max(a.slowestBackMs ?? 0, this.clock.now() - callStart);
+    };
+    // Nodes reported early, gathered until the current instant's reports are all in.
+    const reported = new Set<string>();
+    let early: { ok: string[]; ko: Map<string, string> } | undefined;
+    const flush = () => {
+      if (!early) return;
+      const { ok, ko } = early;
+      early = undefined;
+      if (ko.size > 0) fail(ko);
+      if (ok.length > 0) pass(ok);
+    };
     const interrupt = (from: number, callStart?: number) => {
       const reason = this.signal?.aborted ? 'cancelled' : `Timeout in the ${instance} step (${label})`;
       // Nodes of earlier windows passed this micro-step but are still in the aborted attempt.
       for (const n of passed) failed.set(n, reason);
       windows.slice(from).forEach((win, k) => {
         for (const n of win) {
+          if (reported.has(n)) continue;
           record(n, k === 0 && callStart !== undefined ? callStart : this.clock.now(), false, reason);
           failed.set(n, reason);
+          a.waiting.delete(n);
         }
       });
     };
@@ -672,20 +828,41 @@ class Engine {
         break;
       }
       const win = windows[w];
+      const inCall = new Set(win);
       const callStart = this.clock.now();
+      if (waits) {
+        for (const n of win) a.waiting.set(n, callStart);
+        this.checkDeparture(a);
+      }
+      let open = true;
       const ctx: MicroContext = {
         attempt,
         instance,
         signal,
         timeoutMs: Math.max(0, budget - (callStart - microStart)),
+        report: (node, o) => {
+          if (!open || !inCall.has(node) || reported.has(node)) return;
+          reported.add(node);
+          record(node, callStart, o.ok, o.ok ? undefined : o.reason);
+          back(node, callStart, o.ok);
+          if (!early) {
+            early = { ok: [], ko: new Map() };
+            queueMicrotask(flush);
+          }
+          if (o.ok) early.ok.push(node);
+          else early.ko.set(node, `${instance}: ${o.reason}`);
+        },
       };
       const res = await raceAbort(this.call(micro, win, ctx), signal);
+      open = false;
       if (res === ABORTED) {
         interrupt(w, callStart);
         break;
       }
       for (const n of win) {
+        if (reported.has(n)) continue;
         const o = res.get(n) ?? { ok: false, reason: 'no result' };
+        back(n, callStart, o.ok);
         if (o.ok) {
           record(n, callStart, true);
           passed.push(n);
@@ -695,7 +872,10 @@ class Engine {
         }
       }
     }
-    return failed;
+    flush();
+    if (failed.size > 0) fail(failed);
+    const ok = passed.filter((n) => !failed.has(n));
+    if (ok.length > 0) pass(ok);
   }
 
   /** The driver's answer; an exception (sync or async) fails every node of the call with its message. */

@@ -58,7 +58,10 @@ export interface RuntimeTuning {
   probeIntervalMs: number;
   /** `kabootstrap reboot`: a node still answering this soon after the order has not gone down yet. */
   firstProbeDelayMs: number;
-  /** The reboot timeout of a batch of `n` nodes, from the engine's standard one; absent: the standard. */
+  /**
+   * The reboot timeout when `n` nodes reboot at once (in every batch of the deployment), from the
+   * engine's standard one; absent: the standard.
+   */
   rebootTimeoutMs?: (n: number, standardMs: number) => number;
   /** The broadcast protocol the nodes' agent speaks and how a receiver is treated. */
   broadcast: {

@@ -93,6 +93,24 @@ describe('driver waitReboot over SSH', { timeout: 30_000 }, () => {
     assert.match(reason('n4'), /\(unreachable: .*ECONNREFUSED/);
   });
 
+  it('reports a node to the engine as soon as it is back, while the others are still probed', async () => {
+    const t0 = Date.now();
+    const reports: [string, boolean, number][] = [];
+    const r = await driver().run({ kind: 'waitReboot', env: 'deploy' }, ['n1', 'n4'], {
+      ...ctx(),
+      report: (node, o) => reports.push([node, o.ok, Date.now() - t0]),
+    });
+    const took = Date.now() - t0;
+    assert.deepEqual(
+      reports.map(([n, ok]) => [n, ok]),
+      [['n1', true]],
+    );
+    // n4 never answers: the call lasts its whole budget, n1 was reported long before
+    assert.ok(took >= 1_400, `the call took ${took} ms`);
+    assert.ok(reports[0][2] < took - 500, `n1 reported at ${reports[0][2]} ms of ${took} ms`);
+    assert.equal(r.get('n4')?.ok, false);
+  });
+
   it('counts a node back in the deployed system by its identity file', async () => {
     const r = await driver().run({ kind: 'waitReboot', env: 'deployed' }, ['n1', 'n2'], ctx());
     assert.deepEqual(r.get('n2'), { ok: true });

@@ -1,5 +1,7 @@
 // Fakes for the workflow engine: a virtual clock that only moves when everything else is waiting,
-// and a driver whose per-node behaviour is scripted, so whole deployments run in milliseconds.
+// and a driver whose per-node behaviour is scripted, so whole deployments run in milliseconds. The
+// driver answers per call by default; `early` makes it report each node as soon as that node is done
+// (what the real driver's waitReboot does), `timeout` plays a node that never comes back.
 import type {
   Clock,
   MicroContext,
@@ -94,7 +96,9 @@ export type Behaviour =
   /** Never answers: the call only ends when its signal aborts. */
   | 'hang'
   /** Left out of the returned map. */
-  | 'missing';
+  | 'missing'
+  /** No answer for the call's whole budget (ctx.timeoutMs), then "no answer": a node not back. */
+  | 'timeout';
 
 export interface CallInfo {
   micro: string;
@@ -125,7 +129,14 @@ export interface FakeDriverOptions {
   duration?: (a: ScriptArgs) => number;
   /** A message to throw for this call instead of answering. */
   throwOn?: (micro: MicroStep, nodes: string[], ctx: MicroContext) => string | undefined;
+  /**
+   * For these micro-steps, each node's outcome goes to ctx.report as soon as its own duration is
+   * over; the call still ends with its slowest node, its map holding every node.
+   */
+  early?: (micro: MicroStep) => boolean;
 }
+
+const notBack: NodeOutcome = { ok: false, reason: 'no answer' };
 
 export const defaultDurations: Record<MicroStep['kind'], number> = {
   switchProfile: 100,
@@ -169,13 +180,32 @@ export class FakeDriver implements WorkflowDriver {
     });
     const thrown = this.opts.throwOn?.(micro, nodes, ctx);
     const behaviours = args.map((a): Behaviour => this.opts.script?.(a) ?? { ok: true });
-    const ms = Math.max(0, ...args.map((a) => this.opts.duration?.(a) ?? defaultDurations[micro.kind]));
+    const durations = args.map((a, i) =>
+      behaviours[i] === 'timeout' ? ctx.timeoutMs : (this.opts.duration?.(a) ?? defaultDurations[micro.kind]),
+    );
+    const hang = () =>
+      new Promise<void>((_, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason)));
+    const early = this.opts.early?.(micro) ?? false;
+    const out = new Map<string, NodeOutcome>();
+    const answer = (i: number) => {
+      const b = behaviours[i];
+      if (b === 'missing' || b === 'hang') return;
+      const o = b === 'timeout' ? notBack : b;
+      out.set(nodes[i], o);
+      if (early) ctx.report?.(nodes[i], o);
+    };
     try {
-      await this.clock.sleep(ms, ctx.signal);
-      if (behaviours.includes('hang')) {
-        await new Promise<void>((_, reject) =>
-          ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason)),
+      if (early) {
+        await Promise.all(
+          nodes.map(async (_, i) => {
+            await this.clock.sleep(Math.max(0, durations[i]), ctx.signal);
+            if (behaviours[i] === 'hang') await hang();
+            if (thrown === undefined) answer(i);
+          }),
         );
+      } else {
+        await this.clock.sleep(Math.max(0, ...durations), ctx.signal);
+        if (behaviours.includes('hang')) await hang();
       }
     } catch (e) {
       call.aborted = true;
@@ -184,11 +214,7 @@ export class FakeDriver implements WorkflowDriver {
       call.end = this.clock.now();
     }
     if (thrown !== undefined) throw new Error(thrown);
-    const out = new Map<string, NodeOutcome>();
-    nodes.forEach((n, i) => {
-      const b = behaviours[i];
-      if (b !== 'missing' && b !== 'hang') out.set(n, b);
-    });
+    if (!early) for (let i = 0; i < nodes.length; i++) answer(i);
     return out;
   }
 

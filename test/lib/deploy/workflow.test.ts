@@ -15,7 +15,7 @@ import {
   type WorkflowResult,
 } from '../../../src/lib/deploy/workflow.js';
 import { InputError } from '../../../src/lib/errors.js';
-import { FakeClock, FakeDriver, type FakeDriverOptions, runToEnd } from './fake.js';
+import { defaultDurations, FakeClock, FakeDriver, type FakeDriverOptions, runToEnd } from './fake.js';
 
 const T0 = 1_000_000;
 // Durations of the fake driver (see fake.ts): one attempt of each default instance.
@@ -754,5 +754,143 @@ describe('runWorkflow', () => {
     );
     const empty = await runWorkflow([], wf(), d, { clock: new FakeClock(5) });
     assert.deepEqual(empty, { startedAt: 5, finishedAt: 5, nodes: [], steps: [] });
+  });
+});
+
+describe('runWorkflow: a node back from its reboot goes on at once', () => {
+  // The real driver reports each node as soon as it answers after its reboot; so does this one.
+  const early = (m: { kind: string }) => m.kind === 'waitReboot';
+  const reboot = 100 + 1_000; // switchProfile(deploy), then one reboot window
+  const disk = 200 + 300 + 2_000 + 100; // installKey, partition, format, mount
+
+  it('lets the 49 others of a batch of 50 finish long before its hung node times out; it retries alone', async () => {
+    const nodes = names(50);
+    const window = { size: 20, sleepMs: 5_000 };
+    const { result, driver, byNode, events } = await deploy(
+      nodes,
+      wf(),
+      {
+        early,
+        script: (a) =>
+          a.node === 'n50' && a.label === 'waitReboot(deploy)' && a.seen === 0 ? 'timeout' : { ok: true },
+      },
+      { rebootWindow: window, rebootTimeoutMs: () => 200_000 },
+    );
+    // Three reboot windows (20, 20, 10 nodes, 5 s apart), then one probe call for all 50.
+    const waitStart = T0 + 100 + 3 * 1_000 + 2 * 5_000;
+    const gaveUp = waitStart + 200_000;
+    const hung = byNode.get('n50')!;
+    const n50Wait = recordsOf(result, 'n50', { micro: 'waitReboot(deploy)', attempt: 1 })[0];
+    assert.equal(n50Wait.error, 'no answer');
+    assert.equal(end(n50Wait), gaveUp);
+    // The others went on as each came back, and left for the broadcast once n50 had taken twice as
+    // long as they did (2 × 20 s), not at its timeout.
+    const departed = waitStart + 2 * 20_000;
+    const done = departed + chainMs + kexecMs;
+    for (const n of nodes.slice(0, 49)) {
+      const r = byNode.get(n)!;
+      assert.equal(r.outcome, 'ok', n);
+      assert.deepEqual(r.steps, ['SetDeploymentEnvUntrusted', 'BroadcastEnvChain', 'BootNewEnvKexec']);
+      assert.equal(recordsOf(result, n, { micro: 'installKey' })[0].start, waitStart + 20_000, n);
+      assert.equal(r.finishedAt, done, n);
+    }
+    assert.ok(done < gaveUp - 100_000, 'the 49 are done long before n50 times out');
+    // n50 retried alone, with a hard reboot, and then went on alone.
+    const retry = recordsOf(result, 'n50', { instance: 'SetDeploymentEnvUntrusted', attempt: 2 });
+    assert.equal(retry[0].start, gaveUp);
+    assert.equal(retry[1].micro, 'reboot(hard)');
+    assert.equal(hung.outcome, 'ok');
+    assert.equal(hung.finishedAt, gaveUp + 100 + 1_000 + 20_000 + disk + chainMs + kexecMs);
+    assert.deepEqual(
+      driver.calls.filter((c) => c.kind === 'reboot').map((c) => `${c.micro} ${c.nodes.length}`),
+      ['reboot(soft) 20', 'reboot(soft) 20', 'reboot(soft) 10', 'reboot(hard) 1'],
+    );
+    assert.deepEqual(
+      driver.callsOf('broadcast(chain)').map((c) => c.nodes),
+      [nodes.slice(0, 49), ['n50']],
+    );
+    assert.equal(driver.callsOf('broadcast(chain)')[0].at, departed);
+    // The reboot window holds at all times: at most 20 nodes in reboot calls, 5 s between calls.
+    const reboots = driver.calls.filter((c) => c.kind === 'reboot').sort((x, y) => x.at - y.at);
+    for (const c of reboots) {
+      const during = reboots.filter((o) => o.at <= c.at && c.at < o.end!);
+      assert.ok(during.reduce((k, o) => k + o.nodes.length, 0) <= window.size, `at ${c.at - T0} ms`);
+    }
+    for (let i = 1; i < reboots.length; i++) assert.ok(reboots[i].at >= reboots[i - 1].end! + window.sleepMs);
+    // The SetDeploymentEnv batch ended twice: the 49 leaving, then n50 failing.
+    const ends = events.filter((e) => e.type === 'batchEnd' && e.macro === 'SetDeploymentEnv');
+    assert.deepEqual(
+      ends.map((e) => e.type === 'batchEnd' && [e.attempt, e.at - T0, e.ok.length, e.ko]),
+      [
+        [1, departed - T0, 49, []],
+        [1, gaveUp - T0, 0, ['n50']],
+        [2, gaveUp - T0 + 100 + 1_000 + 20_000 + disk, 1, []],
+      ],
+    );
+  });
+
+  it('moves each node on as it comes back, and gathers them again for the broadcast', async () => {
+    const back: Record<string, number> = { n1: 5_000, n2: 8_000, n3: 13_000, n4: 20_000 };
+    const { driver, result } = await deploy(names(4), wf(), {
+      early,
+      duration: (a) => (a.label === 'waitReboot(deploy)' ? back[a.node] : defaultDurations[a.micro.kind]),
+    });
+    for (const n of names(4)) {
+      assert.equal(recordsOf(result, n, { micro: 'installKey' })[0].start, T0 + reboot + back[n], n);
+      assert.equal(recordsOf(result, n, { micro: 'waitReboot(deploy)' })[0].durationMs, back[n], n);
+    }
+    assert.deepEqual(
+      driver.callsOf('installKey').map((c) => c.nodes),
+      [['n1'], ['n2'], ['n3'], ['n4']],
+    );
+    // None was late (each came back within twice the slowest before it): one broadcast for all.
+    const cast = driver.callsOf('broadcast(chain)');
+    assert.deepEqual(
+      cast.map((c) => c.nodes),
+      [names(4)],
+    );
+    assert.equal(cast[0].at, T0 + untrustedMs);
+  });
+
+  it('leaves a node slow to come back behind: the others go on, it follows alone when back', async () => {
+    const back: Record<string, number> = { n1: 5_000, n2: 8_000, n3: 13_000, n4: 60_000 };
+    const { driver, byNode, result } = await deploy(names(4), wf(), {
+      early,
+      duration: (a) => (a.label === 'waitReboot(deploy)' ? back[a.node] : defaultDurations[a.micro.kind]),
+    });
+    const cast = driver.callsOf('broadcast(chain)');
+    assert.deepEqual(
+      cast.map((c) => [c.nodes, c.at - T0]),
+      [
+        [['n1', 'n2', 'n3'], reboot + 2 * 13_000],
+        [['n4'], reboot + 60_000 + disk],
+      ],
+    );
+    // n4 was not failed: it came back within its budget and needed no retry.
+    assert.equal(byNode.get('n4')!.outcome, 'ok');
+    assert.equal(recordsOf(result, 'n4', { attempt: 2 }).length, 0);
+  });
+
+  it('sizes the reboot budget by the nodes rebooting at once, in every batch', async () => {
+    const { driver } = await deploy(
+      names(4),
+      wf(),
+      {
+        script: (a) =>
+          a.node === 'n4' && a.label === 'switchProfile(deploy)' && a.seen === 0
+            ? { ok: false, reason: 'service node busy' }
+            : { ok: true },
+      },
+      { rebootTimeoutMs: (n) => n * 10_000 },
+    );
+    // n1-n3 start waiting while n4, retrying alone, is in its hard reboot; then n4 waits while
+    // n1-n3 are still rebooting: 4 nodes reboot at once each time.
+    assert.deepEqual(
+      driver.callsOf('waitReboot(deploy)').map((c) => [c.nodes, c.timeoutMs]),
+      [
+        [['n1', 'n2', 'n3'], 40_000],
+        [['n4'], 40_000],
+      ],
+    );
   });
 });

@@ -25,7 +25,7 @@ export function emulatedRuntime(config: TestbedConfig): VmRuntime {
       probeIntervalMs: 250,
       firstProbeDelayMs: 300,
       // emulated boots run at the model's time scale; the floor covers queueing on this machine
-      // (measured: ≈13 ms of boot queueing per VM at 1000 VMs)
+      // (measured: ≈13 ms of boot queueing per VM at 1000 VMs); n: the VMs rebooting at once
       rebootTimeoutMs: (n, standardMs) => Math.max(30_000, 30 * n, standardMs * scale),
       broadcast: {
         resumable: true,
