@@ -19,6 +19,7 @@ import {
   type ExecTarget,
   emptyStats,
   type NodeExecResult,
+  type TaktukRunStats,
 } from './types.js';
 
 /** The taktuk executable on PATH, or null. */
@@ -289,7 +290,7 @@ export interface TaktukRun {
   ms: number;
   timedOut: boolean;
   /** The TakTuk runs made: the first on every target, then each on the ones still unreached. */
-  runs: { nodes: number; connectorS: number; unreached: number; ms: number; timedOut: boolean }[];
+  runs: TaktukRunStats[];
   /** Targets given to a second (or later) run. */
   retried: number;
 }
@@ -410,7 +411,7 @@ export async function taktukExec(
   command: string,
   opts: TaktukExecOptions,
 ): Promise<ExecOutcome> {
-  const { results, ms, retried } = await runTaktuk(targets, (ts, o) => taktukArgs(ts, command, o), {
+  const { results, ms, retried, runs } = await runTaktuk(targets, (ts, o) => taktukArgs(ts, command, o), {
     what: 'exec --method taktuk',
     ...opts,
   });
@@ -418,5 +419,6 @@ export async function taktukExec(
   const stats = emptyStats('taktuk', targets.length);
   stats.ms = ms;
   stats.retried = retried;
+  stats.taktukRuns = runs;
   return { results, stats: countResults(stats, results) };
 }

@@ -56,6 +56,17 @@ export interface ExecStats {
   /** Tree: successful steal requests. */
   steals: number;
   ms: number;
+  /** TakTuk: its runs, the first on every node, each next one on those the previous never reached. */
+  taktukRuns?: TaktukRunStats[];
+}
+
+/** One TakTuk run: its nodes, its -t, the nodes it never reached, how long it took. */
+export interface TaktukRunStats {
+  nodes: number;
+  connectorS: number;
+  unreached: number;
+  ms: number;
+  timedOut: boolean;
 }
 
 export interface ExecOutcome {

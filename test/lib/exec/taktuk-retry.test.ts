@@ -118,6 +118,13 @@ describe('nodes a taktuk run never reached', () => {
       [null, 2, 'unreachable: Connection failed'],
     );
     assert.deepEqual([r.stats.ok, r.stats.errors, r.stats.retried], [4, 2, 3]);
+    assert.deepEqual(
+      r.stats.taktukRuns?.map((x) => [x.nodes, x.connectorS, x.unreached, x.timedOut]),
+      [
+        [6, 11, 3, false],
+        [3, 11, 1, false],
+      ],
+    );
   });
 
   it('says which timeout a node was lost to, and retries no more than asked', async () => {
