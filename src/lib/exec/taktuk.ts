@@ -51,6 +51,8 @@ export const TAKTUK_DEFAULT_WINDOW = 10;
  * connected together, and where they share CPUs (emulated VMs: all of them on this machine; a
  * busy front-end) each connection waits behind the others. Measured on 2 loaded cores with 256
  * emulated VMs: median 7 s, longest 10.9 s, i.e. ~43 ms per node; this allows 2.3 times that.
+ * A run there costs ~80 ms of CPU per node (its engine, its ssh, the shims; the emulated SSH
+ * servers 1.8 s of the 23 s), so the last connections wait about nodes × 80 ms / free cores.
  */
 export const TAKTUK_CONNECT_S_PER_NODE = 0.1;
 
