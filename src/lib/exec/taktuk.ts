@@ -298,8 +298,10 @@ export interface TaktukRun {
 }
 
 interface OneRun {
+  /** One per target of the run, in their order. */
   results: NodeExecResult[];
-  unreached: ExecTarget[];
+  /** Indices (in the run's targets) of those it never reached. */
+  unreached: number[];
   ms: number;
   timedOut: boolean;
   connectorS: number;
@@ -325,16 +327,22 @@ export async function runTaktuk(
   try {
     const keyFile = join(dir, 'id');
     await writeFile(keyFile, opts.privateKey, { mode: 0o600 });
-    const byIp = new Map(targets.map((t, i) => [t.ip, i]));
     const results: NodeExecResult[] = [];
     const attempts = new Array<number>(targets.length).fill(0);
     const runs: TaktukRun['runs'] = [];
-    let todo = targets;
+    // the indices (in targets) of the nodes the next run is for
+    let todo = targets.map((_, i) => i);
     let retried = 0;
     const maxRuns = 1 + Math.max(0, opts.retries ?? 1);
     for (let n = 0; n < maxRuns && todo.length; n++) {
       if (n > 0) retried += todo.length;
-      const run = await runOnce(bin, todo, build, keyFile, opts);
+      const run = await runOnce(
+        bin,
+        todo.map((i) => targets[i]),
+        build,
+        keyFile,
+        opts,
+      );
       runs.push({
         nodes: todo.length,
         connectorS: run.connectorS,
@@ -342,14 +350,13 @@ export async function runTaktuk(
         ms: run.ms,
         timedOut: run.timedOut,
       });
-      for (const r of run.results) {
-        const i = byIp.get(r.ip) ?? -1;
-        attempts[i]++;
-        results[i] = r;
-      }
+      run.results.forEach((r, j) => {
+        attempts[todo[j]]++;
+        results[todo[j]] = r;
+      });
       // a run killed as a whole has used its time: what it left is reported as it is
       if (run.timedOut) break;
-      todo = run.unreached;
+      todo = run.unreached.map((j) => todo[j]);
     }
     const ms = Date.now() - start;
     const out = results.map((r, i) => {
@@ -403,7 +410,7 @@ async function runOnce(
     if (r.timedOut && res.code === null) res.error = `timeout: taktuk killed after ${ms} ms`;
     return res;
   });
-  const unreached = targets.filter((x, i) => results[i].code === null && !reached.has(x.ip));
+  const unreached = targets.flatMap((x, i) => (results[i].code === null && !reached.has(x.ip) ? [i] : []));
   return { results, unreached, ms, timedOut: r.timedOut, connectorS: t.connectorS };
 }
 
