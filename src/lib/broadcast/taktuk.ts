@@ -2,6 +2,7 @@
 // agent's receiver on its standard input (`kb-agent receive -`), and TakTuk feeds the file to all
 // of them through its own tree of connections (`broadcast input file`). Each node checks size and
 // sha256; TakTuk's per-node exit status and the agent's last JSON line say which ones got it.
+// Nodes TakTuk never reached get a second run of their own (runTaktuk), the file fed to them alone.
 import { runTaktuk, taktukInputArgs } from '../exec/taktuk.js';
 import type { NodeExecResult } from '../exec/types.js';
 import { modeArgs } from './receiver.js';
@@ -52,7 +53,7 @@ export async function broadcastTaktuk(
   if (!('path' in source)) throw new Error('taktuk broadcast: the source must be a file');
   const targets = nodes.map((n) => ({ name: n.name, ip: n.ip }));
   const command = receiverCommand(source, opts.mode);
-  const run = await runTaktuk(targets, (o) => taktukInputArgs(targets, command, source.path, o), {
+  const run = await runTaktuk(targets, (ts, o) => taktukInputArgs(ts, command, source.path, o), {
     privateKey: opts.privateKey,
     window: opts.window,
     timeoutMs: opts.timeoutMs ?? 600_000,

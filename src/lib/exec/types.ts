@@ -15,6 +15,8 @@ export interface NodeExecResult extends CommandResult {
   ms: number;
   /** Tree only: the relays the node was reached through, nearest the controller first. */
   via?: string[];
+  /** TakTuk only, when above 1: the TakTuk runs that tried the node (it was unreached before). */
+  attempts?: number;
 }
 
 export interface ExecOptions {
@@ -46,11 +48,25 @@ export interface ExecStats {
   maxDepth: number;
   /** Tree: relays whose connection dropped during the run. */
   relaysLost: number;
-  /** Tree: nodes queued again after their relay dropped before their command started. */
+  /**
+   * Tree: nodes queued again after their relay dropped before their command started. TakTuk:
+   * nodes given to another TakTuk run because the previous one never reached them.
+   */
   retried: number;
   /** Tree: successful steal requests. */
   steals: number;
   ms: number;
+  /** TakTuk: its runs, the first on every node, each next one on those the previous never reached. */
+  taktukRuns?: TaktukRunStats[];
+}
+
+/** One TakTuk run: its nodes, its -t, the nodes it never reached, how long it took. */
+export interface TaktukRunStats {
+  nodes: number;
+  connectorS: number;
+  unreached: number;
+  ms: number;
+  timedOut: boolean;
 }
 
 export interface ExecOutcome {

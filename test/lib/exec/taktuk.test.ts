@@ -227,6 +227,8 @@ describe('the real taktuk, engines started locally', () => {
         '#!/bin/sh',
         'peer=$1; shift $(($# - 1))',
         '[ "$peer" = dead ] && { echo "ssh: connect to host dead port 22: Connection refused" >&2; exit 255; }',
+        // "slow" takes longer than TakTuk's -t the first time it is connected, as a loaded machine does
+        `[ "$peer" = slow ] && [ ! -e ${dir}/slow-once ] && { : > ${dir}/slow-once; sleep 5; }`,
         'exec env -i PATH="$PATH" /bin/sh -c "$1"',
         '',
       ].join('\n'),
@@ -254,5 +256,23 @@ describe('the real taktuk, engines started locally', () => {
     assert.equal(d.error, 'unreachable: Connection failed');
     assert.match(d.stderr, /Connection refused/);
     assert.deepEqual([r.stats.failed, r.stats.errors], [2, 1]);
+  });
+
+  it('runs again on a node whose connector outlived -t, and only there', async () => {
+    const nodes: ExecTarget[] = [
+      { name: 'a', ip: 'alpha' },
+      { name: 's', ip: 'slow' },
+    ];
+    // -t is 1 s plus 0.1 s a node (2 s here): the first run's connector to "slow" times out
+    const r = await taktukExec(nodes, 'echo "on $TAKTUK_HOSTNAME"', {
+      privateKey: 'unused',
+      connector,
+      connectTimeoutMs: 1_000,
+      timeoutMs: 30_000,
+    });
+    const [a, s] = r.results;
+    assert.deepEqual([a.code, a.stdout, a.attempts], [0, 'on alpha\n', undefined]);
+    assert.deepEqual([s.code, s.stdout, s.attempts], [0, 'on slow\n', 2]);
+    assert.deepEqual([r.stats.ok, r.stats.retried], [2, 1]);
   });
 });
