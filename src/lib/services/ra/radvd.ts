@@ -80,6 +80,8 @@ export async function startRadvd(opts: RadvdOptions): Promise<RunningRadvd> {
   const lines: string[] = [];
   let child: ChildProcess | null = null;
   let closed = false;
+  // Until radvd first reads its config, an exit is a failure to start, not something to restart.
+  let starting = true;
   let failures = 0;
   let restartTimer: NodeJS.Timeout | null = null;
   const killOnExit = () => child?.kill('SIGTERM');
@@ -89,6 +91,7 @@ export async function startRadvd(opts: RadvdOptions): Promise<RunningRadvd> {
     const c = spawn(binary, ['-n', '-m', 'stderr', '-C', conf, '-p', pidFile], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
+    const startedAt = Date.now();
     let partial = '';
     const onData = (d: Buffer) => {
       partial += d;
@@ -106,8 +109,9 @@ export async function startRadvd(opts: RadvdOptions): Promise<RunningRadvd> {
     c.on('error', (e) => lines.push(e.message));
     c.once('exit', (code, signal) => {
       if (child === c) child = null;
-      if (closed) return;
-      failures++;
+      if (closed || starting) return;
+      // One that ran a while before dying starts the delays over.
+      failures = Date.now() - startedAt > 60_000 ? 1 : failures + 1;
       const delay = restartDelayMs(failures);
       opts.logger.warn(
         `service ${opts.name}: radvd exited (${signal ?? code}): ${lines.at(-1) ?? 'no output'}; ` +
@@ -156,6 +160,7 @@ export async function startRadvd(opts: RadvdOptions): Promise<RunningRadvd> {
     }
     await new Promise((r) => setTimeout(r, 50));
   }
+  starting = false;
   opts.logger.debug(`service ${opts.name}: radvd (pid ${first.pid}) advertises on ${opts.interface}`);
   return { name: 'ra', port: 0, close, pid: () => child?.pid, log: () => [...lines] };
 }

@@ -6,14 +6,15 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { InputError } from '../../../../src/lib/errors.js';
+import { silentLogger } from '../../../../src/lib/log.js';
 import { isAlive } from '../../../../src/lib/pid.js';
 import type { ServiceNodeInput } from '../../../../src/lib/services/config.js';
-import { renderRadvdConfig } from '../../../../src/lib/services/ra/radvd.js';
+import { renderRadvdConfig, startRadvd } from '../../../../src/lib/services/ra/radvd.js';
 import { daemonInNs, type RunningDaemon } from '../../../helpers/daemon.js';
 import { type NsPair, needTools, nsPair } from '../../../helpers/netns.js';
 
@@ -32,6 +33,26 @@ describe('radvd config', () => {
       assert.ok(text.includes(`  ${line}\n`), line);
     }
     assert.doesNotMatch(text, /^\s*(prefix|route|RDNSS|DNSSL)\b/m);
+  });
+
+  it('reports a radvd that exits at start, with its last words, and restarts nothing', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'kb-ra-fail-'));
+    try {
+      const fake = join(dir, 'radvd');
+      await writeFile(fake, '#!/bin/sh\necho "bad.conf:3 error: syntax error" >&2\nexit 1\n', {
+        mode: 0o755,
+      });
+      const warnings: string[] = [];
+      const logger = { ...silentLogger, warn: (m: string) => warnings.push(m) };
+      await assert.rejects(
+        startRadvd({ name: 'svc', interface: 'vlan0', runDir: join(dir, 'run'), logger, binary: fake }),
+        /svc: radvd failed to start: bad\.conf:3 error: syntax error/,
+      );
+      await new Promise((r) => setTimeout(r, 1500));
+      assert.deepEqual(warnings, [], 'no restart of a radvd that never started');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('refuses an interface name that would inject into the config', () => {
@@ -126,7 +147,7 @@ describe('the service daemon sends IPv6 router advertisements', { skip, timeout:
     return d;
   };
 
-  it('advertises on the VLAN interface at once; the client takes no address or route from it', async () => {
+  it('advertises on the VLAN interface when solicited; the client takes no address or route from it', async () => {
     const d = await start();
     assert.deepEqual((await health(d)).roles, ['ra', 'control']);
     assert.equal(d.ports.ra, undefined, 'radvd listens on no port');
