@@ -8,6 +8,8 @@
 #   bind9-dnsutils    dig, curl: DNS and HTTP clients for interop tests
 #   dnsmasq-base      the alternative services backend
 #   ipxe              undionly.kpxe / ipxe.efi served by TFTP to PXE clients
+#   radvd             the service nodes' bare IPv6 router advertisements: without one iPXE waits
+#                     ≈16 s for IPv6 on every network boot
 #   qemu-system-x86   the VMs (ipxe-qemu gives their network boot ROMs)
 #   cpio              packing initramfs images
 #   taktuk            exec/put/BroadcastEnv --method taktuk (emulated VMs run its engine too)
@@ -15,7 +17,7 @@
 #                     copied (with their libraries) into the deployment environment image
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
-wanted=(iproute2 procps openssh-server openssh-client busybox-static bind9-dnsutils curl dnsmasq-base ipxe
+wanted=(iproute2 procps openssh-server openssh-client busybox-static bind9-dnsutils curl dnsmasq-base ipxe radvd
   qemu-system-x86 ipxe-qemu cpio taktuk dropbear-bin kexec-tools fdisk e2fsprogs libc-bin)
 missing=()
 for p in "${wanted[@]}"; do

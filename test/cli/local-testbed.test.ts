@@ -277,7 +277,8 @@ describe('local testbed network', { skip }, () => {
     assert.equal(result.phase, 'ready');
     assert.deepEqual(
       result.services.map((s: { detail: string }) => s.detail),
-      ['roles http,control', 'roles http,control'],
+      // dnsmasq answers DHCP; the daemon serves HTTP and runs radvd (IPv6 router advertisements).
+      ['roles http,ra,control', 'roles http,ra,control'],
     );
     assertDnsFromController(result.plan);
     const down = await kb(['teardown', '-c', cfg, '-q'], { env });
@@ -334,6 +335,11 @@ describe('local testbed network', { skip }, () => {
     assert.equal(resumed.code, 0, resumed.stderr);
     assert.equal(JSON.parse(resumed.stdout).phase, 'ready');
     assert.equal(JSON.parse(resumed.stdout).resumed, true);
+    // Every service node serves DHCP, so its daemon also runs radvd on its VLAN.
+    assert.deepEqual(
+      JSON.parse(resumed.stdout).services.map((s: { detail: string }) => s.detail),
+      ['roles dhcp,tftp,http,dns,ra,control', 'roles dhcp,tftp,http,dns,ra,control'],
+    );
 
     // Kill again mid-way through nothing: teardown straight after a crash.
     const down = await kb(['teardown', '-c', cfg, '-q'], { env });

@@ -1,3 +1,5 @@
+// `kabootstrap service run`: the service daemon a service node runs (its roles, the control endpoint
+// and, when asked, radvd's IPv6 router advertisements) until SIGINT or SIGTERM, then stops it all.
 import { Flags } from '@oclif/core';
 import { BaseCommand } from '../../lib/cli/base.js';
 import { readServiceConfig, startDaemon } from '../../lib/services/daemon.js';
@@ -5,7 +7,9 @@ import { readServiceConfig, startDaemon } from '../../lib/services/daemon.js';
 export default class ServiceRun extends BaseCommand {
   static summary = 'Run the service daemon of a service node: DHCP, TFTP, HTTP and DNS for its VMs.';
   static description = `Reads the service node config written by setup (JSON or YAML) and serves until
-interrupted. Prints {"ready": true, "ports": {...}} on stdout once every role listens.
+interrupted. Prints {"ready": true, "ports": {...}} on stdout once every role listens. With
+routerAdvertisements in the config it also runs radvd on the VLAN interface (a bare IPv6 router
+advertisement, so that iPXE does not wait for one) and stops it on exit.
 GET /health, GET /events (?mac=, ?follow=1), PUT /nodes/<mac>/profile (deploy, local, or env
 with its kernel, initrd and command line) and PUT /files/envs/<sha256>/kernel|initrd (an
 environment's boot files, served under /files/) on the control port.`;

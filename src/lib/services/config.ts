@@ -48,7 +48,7 @@ export const serviceNodeConfigSchema = z.strictObject({
   domain: z.string().min(1),
   /** The service node's address in its VLAN: DHCP server id, next-server, HTTP/TFTP/DNS host. */
   ip: ipv4,
-  /** Interface the service node's VLAN is on (used by the dnsmasq backend). */
+  /** Interface the service node's VLAN is on (used by the dnsmasq backend and radvd). */
   interface: z.string().min(1).default('eth0'),
   network: z.strictObject({
     subnet: z.string().regex(/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/),
@@ -103,6 +103,17 @@ export const serviceNodeConfigSchema = z.strictObject({
     })
     .prefault({}),
   leaseSeconds: z.number().int().positive().default(3600),
+  /**
+   * IPv6 router advertisements on `interface`, by radvd, which the daemon runs and stops with
+   * itself (services/ra/radvd.ts): bare ones, so that iPXE's IPv6 autoconfiguration ends at once
+   * instead of soliciting for ≈16 s on every network boot. None when absent.
+   */
+  routerAdvertisements: z
+    .strictObject({
+      /** Where radvd's config and pid file go. */
+      runDir: z.string().min(1),
+    })
+    .optional(),
   /** Largest file the control endpoint accepts (PUT /files/envs/...): 512 MiB. */
   uploadMaxBytes: z
     .number()

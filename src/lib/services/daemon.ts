@@ -1,5 +1,6 @@
 // The service daemon a service node runs: every role its config names, one process, plus the
-// control endpoint. A failing role at start stops the others and reports which one failed.
+// control endpoint, and radvd's IPv6 router advertisements when the config asks for them. A
+// failing role at start stops the others and reports which one failed.
 import { readFile } from 'node:fs/promises';
 import { parse as parseYaml } from 'yaml';
 import { InputError } from '../errors.js';
@@ -9,6 +10,7 @@ import { staticBackend } from './backend.js';
 import { type ServiceNodeConfig, serviceNodeConfigSchema } from './config.js';
 import { startControl } from './control.js';
 import { EventLog } from './events.js';
+import { startRadvd } from './ra/radvd.js';
 import type { RoleContext, RunningRole, StartRole } from './role.js';
 
 const starters: Record<ServiceNodeConfig['roles'][number], () => Promise<StartRole>> = {
@@ -55,10 +57,25 @@ export async function startDaemon(config: ServiceNodeConfig, logger: Logger): Pr
         throw new InputError(`service ${config.name}: ${role} could not start: ${(e as Error).message}`);
       }
     }
+    const ra = config.routerAdvertisements;
+    if (ra) {
+      // Not fatal: without them every network boot still works, ≈16 s slower (iPXE's IPv6 wait).
+      try {
+        running.push(
+          await startRadvd({ name: config.name, interface: config.interface, runDir: ra.runDir, logger }),
+        );
+      } catch (e) {
+        logger.warn(
+          `${(e as Error).message}; no IPv6 router advertisements, so iPXE waits ≈16 s for one on every boot`,
+        );
+      }
+    }
     running.push(await startControl(ctx, () => running.map((r) => r.name)));
   } catch (e) {
     await close();
     throw e;
   }
-  return { ports: Object.fromEntries(running.map((r) => [r.name, r.port])), ctx, close };
+  // Router advertisements listen on no port (ICMPv6, inside radvd).
+  const listening = running.filter((r) => r.name !== 'ra');
+  return { ports: Object.fromEntries(listening.map((r) => [r.name, r.port])), ctx, close };
 }

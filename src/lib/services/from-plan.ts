@@ -1,5 +1,6 @@
 // Per service node, what it serves (pure): its site's VM network, the VMs it boots (those on
-// the hosts it was dealt), and DNS records for every host, service node and VM of the testbed.
+// the hosts it was dealt), DNS records for every host, service node and VM of the testbed, and
+// IPv6 router advertisements on its VLAN where it serves DHCP.
 import { broadcastOf } from '../net/ipv4.js';
 import type { Plan } from '../planner/plan.js';
 import { deployInitrdPath, deployKernelPath, type ServiceNodeFiles } from '../state/layout.js';
@@ -9,7 +10,7 @@ export interface ServiceLayout {
   /** Host FQDN → its own address (the hosts' network), for DNS. */
   hostIps: Map<string, string>;
   /** Each service node's files, from its host and site (TestbedLayout.serviceNode). */
-  serviceNode: (host: string, site: string) => Pick<ServiceNodeFiles, 'tftpRoot' | 'httpRoot'>;
+  serviceNode: (host: string, site: string) => Pick<ServiceNodeFiles, 'tftpRoot' | 'httpRoot' | 'radvdDir'>;
   /** Where the deployment environment's kernel and initrd live under each httpRoot. */
   deployKernel?: string;
   deployInitrd?: string;
@@ -51,6 +52,9 @@ export function serviceNodeConfigs(plan: Plan, layout: ServiceLayout): ServiceNo
             profile: 'deploy' as const,
           })),
         dns: { records, forward: [] },
+        // Where nodes network-boot (DHCP is served), a bare IPv6 router advertisement ends iPXE's
+        // ≈16 s wait for one, with either backend.
+        routerAdvertisements: sn.roles.includes('dhcp') ? { runDir: files.radvdDir } : undefined,
       });
     }
   }

@@ -41,7 +41,7 @@ export interface SshLayout {
   logFile(ns: string): string;
 }
 
-/** One service node's files: its served roots, daemon config, log and pid, dnsmasq's run dir. */
+/** One service node's files: its served roots, daemon config, log and pid, dnsmasq's and radvd's run dirs. */
 export interface ServiceNodeFiles {
   dir: string;
   tftpRoot: string;
@@ -56,6 +56,8 @@ export interface ServiceNodeFiles {
   dnsmasqConf: string;
   dnsmasqLog: string;
   dnsmasqPid: string;
+  /** radvd's config and pid file (the daemon's IPv6 router advertisements). */
+  radvdDir: string;
 }
 
 /** One emulated host group (one per site): its config, log and TakTuk command shims. */
@@ -125,6 +127,7 @@ export class TestbedLayout {
       dnsmasqConf: join(dnsmasqDir, 'dnsmasq.conf'),
       dnsmasqLog: join(dnsmasqDir, 'dnsmasq.log'),
       dnsmasqPid: join(dnsmasqDir, 'dnsmasq.foreground.pid'),
+      radvdDir: join(dir, 'radvd'),
     };
   }
 

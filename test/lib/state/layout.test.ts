@@ -78,6 +78,7 @@ describe('state layout', () => {
       dnsmasqConf: '/var/kb/tb/services/grappe-1-nancy/dnsmasq/dnsmasq.conf',
       dnsmasqLog: '/var/kb/tb/services/grappe-1-nancy/dnsmasq/dnsmasq.log',
       dnsmasqPid: '/var/kb/tb/services/grappe-1-nancy/dnsmasq/dnsmasq.foreground.pid',
+      radvdDir: '/var/kb/tb/services/grappe-1-nancy/radvd',
     });
     assert.deepEqual(l.serviceNode('grappe-1', 'nancy'), s, 'a short name gives the same directory');
     assert.notEqual(l.serviceNode('grappe-1', 'rennes').dir, s.dir, 'one per site');
@@ -111,6 +112,8 @@ describe('state layout', () => {
     const files = store.layout.serviceNode('grappe-1.nancy.kb.test', 'nancy');
     assert.equal(config.tftpRoot, files.tftpRoot);
     assert.equal(config.httpRoot, files.httpRoot);
+    // it serves DHCP, so it sends IPv6 router advertisements, with radvd's files in its directory
+    assert.deepEqual(config.routerAdvertisements, { runDir: files.radvdDir });
     assert.deepEqual(
       [config.boot?.deploy.kernel, config.boot?.deploy.initrd],
       [deployKernelPath, deployInitrdPath],
