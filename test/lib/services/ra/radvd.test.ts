@@ -182,7 +182,7 @@ describe('the service daemon sends IPv6 router advertisements', { skip, timeout:
     const second = await radvdPid();
     await d.stop();
     daemons.pop();
-    await until('radvd stopped with the daemon', () => !alive(second), 5000);
+    await until('radvd stopped with the daemon', () => !alive(second));
   });
 
   it('replaces the radvd a daemon killed outright left behind', async () => {
@@ -204,7 +204,6 @@ describe('the service daemon sends IPv6 router advertisements', { skip, timeout:
     await until(
       () => `radvd stopped with the daemon; its log: ${d.stderr()} ${psNs()}; radvd ${cmdline(pid)}`,
       () => !alive(pid),
-      5000,
     );
   });
 });
