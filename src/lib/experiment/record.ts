@@ -18,8 +18,15 @@ export interface ExperimentRecord {
   stages: {
     setup?: {
       ms: number;
-      jobs: { site: string; uid: number }[];
-      testbed: { sites: number; vmHosts: number; serviceNodes: number; vms: number; vmsUp: number };
+      testbed: {
+        sites: number;
+        vmHosts: number;
+        serviceNodes: number;
+        vms: number;
+        vmsUp: number;
+        /** The reservation: one job per site (a resumed run keeps these). */
+        jobs: { site: string; uid: number }[];
+      };
     };
     env?: { ms: number; name: string; version: number; imageMB: number; imageScale: number; reason: string };
     deploy?: { ms: number; id: string };

@@ -47,7 +47,14 @@ export interface ExperimentReport {
   finishedAt: string;
   resumed: boolean;
   stages: { stage: string; status: 'ran' | 'resumed'; ms: number }[];
-  testbed: { sites: number; vmHosts: number; serviceNodes: number; vms: number; vmsUp: number };
+  testbed: {
+    sites: number;
+    vmHosts: number;
+    serviceNodes: number;
+    vms: number;
+    vmsUp: number;
+    jobs: { site: string; uid: number }[];
+  };
   environment: { name: string; version: number; imageBytes: number; sha256: string };
   scaling: {
     /** The image's size in the recipe, in MiB, and its divisor here (recipe bytes / image bytes). */

@@ -99,13 +99,13 @@ export async function runExperiment(req: ExperimentRequest, ctx: TestbedContext)
       const t = r.plan.totals;
       rec.stages.setup = {
         ms,
-        jobs: r.jobs.map((j) => ({ site: j.site, uid: j.uid })),
         testbed: {
           sites: t.sites,
           vmHosts: t.hosts,
           serviceNodes: t.serviceNodes,
           vms: t.vms,
           vmsUp: r.vms.filter((v) => v.state === 'ssh').length,
+          jobs: r.jobs.map((j) => ({ site: j.site, uid: j.uid })),
         },
       };
       await save();
