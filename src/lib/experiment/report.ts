@@ -23,7 +23,7 @@ export interface MacroStepReport {
   instances: string[];
   /** First start to last end of the first instance's first attempts (deploy/stats.ts macroSpans). */
   spanMs: number;
-  /** spanMs on the reference's clock: boot steps ÷ timeScale, the broadcast × imageScale. */
+  /** The slowest node's time in it on the reference's clock (modelledNodeTimes). */
   modelledSpanMs: number;
   /** Node attempts at an instance of it (a retry or a fallback is one more). */
   attempts: number;
@@ -74,7 +74,7 @@ export interface ExperimentReport {
     okPercent: number;
     /** Wall-clock makespan here. */
     makespanMs: number;
-    /** The macro-steps' modelled spans added up: this deployment extrapolated to the full image and real boots. */
+    /** The slowest node's whole deployment on the reference's clock (modelledNodeTimes): full image, real boots. */
     modelledMakespanMs: number;
     /** The runtime's lower bound for this run (the scaled image at the scaled boots); absent without a boot model. */
     lowerBoundMs?: number;
@@ -115,6 +115,34 @@ export interface ReportInput {
   controller: ControllerUsage;
 }
 
+/**
+ * Each node's time per macro-step on the reference's clock: a boot it waited for and that came
+ * (`waitReboot`) ÷ timeScale, its image transfer (`broadcast(...)`) × imageScale, the rest (SSH
+ * commands, timeouts that ran out) as it ran here.
+ */
+export function modelledNodeTimes(
+  dep: Deployment,
+  timeScale: number,
+  imageScale: number,
+): Map<string, Map<string, number>> {
+  const out = new Map<string, Map<string, number>>();
+  for (const s of dep.steps) {
+    const factor =
+      s.micro.startsWith('waitReboot') && s.outcome === 'ok'
+        ? 1 / timeScale
+        : s.micro.startsWith('broadcast')
+          ? imageScale
+          : 1;
+    let node = out.get(s.node);
+    if (!node) {
+      node = new Map();
+      out.set(s.node, node);
+    }
+    node.set(s.macro, (node.get(s.macro) ?? 0) + s.durationMs * factor);
+  }
+  return out;
+}
+
 const round = (x: number, digits = 1) => Math.round(x * 10 ** digits) / 10 ** digits;
 
 export function buildReport(i: ReportInput): ExperimentReport {
@@ -124,16 +152,15 @@ export function buildReport(i: ReportInput): ExperimentReport {
   const okPercent = dep.nodes.length ? round((100 * ok) / dep.nodes.length, 2) : 0;
   const spans = macroSpans(dep);
   const steps = durationsByStep(dep);
+  const modelled = modelledNodeTimes(dep, i.timeScale, i.imageScale);
   const macroSteps: MacroStepReport[] = MACRO_STEPS.filter((m) => spans[m] !== undefined).map((macro) => {
     const mine = steps.filter((s) => s.macro === macro);
     const spanMs = spans[macro];
-    // boots run at the model's time scale; the broadcast moves imageScale times fewer bytes
-    const factor = macro === 'BroadcastEnv' ? i.imageScale : 1 / i.timeScale;
     return {
       macro,
       instances: [...new Set(mine.map((s) => s.instance))],
       spanMs,
-      modelledSpanMs: Math.round(spanMs * factor),
+      modelledSpanMs: Math.round(Math.max(0, ...[...modelled.values()].map((n) => n.get(macro) ?? 0))),
       // one per node, instance and attempt
       attempts: new Set(
         dep.steps.filter((s) => s.macro === macro).map((s) => `${s.node}\0${s.instance}\0${s.attempt}`),
@@ -152,7 +179,9 @@ export function buildReport(i: ReportInput): ExperimentReport {
   const reasons = new Map<string, number>();
   for (const n of dep.nodes)
     if (n.outcome === 'ko') reasons.set(n.reason ?? '-', (reasons.get(n.reason ?? '-') ?? 0) + 1);
-  const modelledMakespanMs = macroSteps.reduce((a, m) => a + m.modelledSpanMs, 0);
+  const modelledMakespanMs = Math.round(
+    Math.max(0, ...[...modelled.values()].map((n) => [...n.values()].reduce((a, b) => a + b, 0))),
+  );
   return {
     experiment: i.experiment,
     recipe: i.recipe,

@@ -1,6 +1,6 @@
 // The experiment's report and its default image scale, as pure functions: OK %, the
-// per-macro-step breakdown and its modelled spans, the comparison with the reference, the text
-// table; the scale bounded by disk, memory and the VMs' aggregate.
+// per-macro-step breakdown and its modelled times (a KO wait not scaled), the comparison with
+// the reference, the text table; the scale bounded by disk, memory and the VMs' aggregate.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { Deployment, StepRecord } from '../../../src/lib/deploy/stats.js';
@@ -11,12 +11,13 @@ function step(
   node: string,
   macro: string,
   instance: string,
+  micro: string,
   start: number,
   durationMs: number,
   outcome: 'ok' | 'ko' = 'ok',
   attempt = 1,
 ): StepRecord {
-  return { node, macro, instance, micro: 'm', attempt, start, durationMs, outcome };
+  return { node, macro, instance, micro, attempt, start, durationMs, outcome };
 }
 
 const dep: Deployment = {
@@ -37,11 +38,23 @@ const dep: Deployment = {
   ],
   steps: [
     ...['a', 'b', 'c', 'd'].map((n) =>
-      step(n, 'SetDeploymentEnv', 'SetDeploymentEnvUntrusted', 0, 2000, n === 'd' ? 'ko' : 'ok'),
+      step(
+        n,
+        'SetDeploymentEnv',
+        'SetDeploymentEnvUntrusted',
+        'waitReboot(deploy)',
+        0,
+        2000,
+        n === 'd' ? 'ko' : 'ok',
+      ),
     ),
-    step('d', 'SetDeploymentEnv', 'SetDeploymentEnvUntrusted', 2000, 3000, 'ko', 2),
-    ...['a', 'b', 'c'].map((n) => step(n, 'BroadcastEnv', 'BroadcastEnvChain', 2000, 4000)),
-    ...['a', 'b', 'c'].map((n) => step(n, 'BootNewEnv', 'BootNewEnvKexec', 6000, 3000)),
+    step('d', 'SetDeploymentEnv', 'SetDeploymentEnvUntrusted', 'waitReboot(deploy)', 2000, 3000, 'ko', 2),
+    ...['a', 'b', 'c'].map((n) =>
+      step(n, 'BroadcastEnv', 'BroadcastEnvChain', 'broadcast(chain)', 2000, 4000),
+    ),
+    ...['a', 'b', 'c'].map((n) =>
+      step(n, 'BootNewEnv', 'BootNewEnvKexec', 'waitReboot(deployed)', 6000, 3000),
+    ),
   ],
 };
 
