@@ -18,7 +18,7 @@ import type { TestbedContext } from '../testbed/context.js';
 import { setupTestbed } from '../testbed/setup/index.js';
 import { teardownTestbed } from '../testbed/teardown.js';
 import { envSpecOf, MiB, registerExperimentEnv } from './image.js';
-import { type ExperimentRecord, readRecord, type Stage, writeRecord } from './record.js';
+import { type ExperimentRecord, readRecord, STAGES, type Stage, writeRecord } from './record.js';
 import { buildReport, type ExperimentReport } from './report.js';
 import { UsageSampler } from './usage.js';
 
@@ -78,7 +78,17 @@ export async function runExperiment(req: ExperimentRequest, ctx: TestbedContext)
     rec.usage = sampler.now();
     await writeRecord(layout.experimentFile, rec);
   };
+  let current: Stage = 'setup';
+  // every progress step says which stage it belongs to
+  const staged = (stage: Stage): TestbedContext => ({
+    logger: ctx.logger,
+    progress: {
+      step: (title, run) =>
+        ctx.progress.step(`[${STAGES.indexOf(stage) + 1}/${STAGES.length} ${stage}] ${title}`, run),
+    },
+  });
   const timed = async <T>(stage: Stage, run: () => Promise<T>): Promise<[T, number]> => {
+    current = stage;
     const t0 = Date.now();
     const out = await run();
     const ms = Date.now() - t0;
@@ -94,7 +104,11 @@ export async function runExperiment(req: ExperimentRequest, ctx: TestbedContext)
     if (rec.stages.setup && (await store.read())?.phase === 'ready') skipped('setup', rec.stages.setup.ms);
     else {
       const [r, ms] = await timed('setup', () =>
-        setupTestbed(loaded, { waitTimeoutMs: 1_800_000, reserveOnly: false, vms: true, retries: 1 }, ctx),
+        setupTestbed(
+          loaded,
+          { waitTimeoutMs: 1_800_000, reserveOnly: false, vms: true, retries: 1 },
+          staged('setup'),
+        ),
       );
       const t = r.plan.totals;
       rec.stages.setup = {
@@ -121,7 +135,7 @@ export async function runExperiment(req: ExperimentRequest, ctx: TestbedContext)
     if (!env) {
       const spec = envSpecOf(config, loaded.source);
       const [got, ms] = await timed('env', () =>
-        ctx.progress.step(`Build and register the ${spec.name} environment`, async (step) => {
+        staged('env').progress.step(`Build and register the ${spec.name} environment`, async (step) => {
           const vms = rec.stages.setup?.testbed.vms ?? 0;
           const r = await registerExperimentEnv(spec, {
             user: req.user,
@@ -155,7 +169,7 @@ export async function runExperiment(req: ExperimentRequest, ctx: TestbedContext)
       const [d, ms] = await timed('deploy', () =>
         deployTestbed(
           { testbed: name, user: req.user, env: env.description.name, envVersion: env.description.version },
-          ctx,
+          staged('deploy'),
         ),
       );
       dep = d;
@@ -206,7 +220,7 @@ export async function runExperiment(req: ExperimentRequest, ctx: TestbedContext)
     // 5. teardown (removes the record with the rest of the testbed's state)
     let tornDown = false;
     if (!req.keep) {
-      await timed('teardown', () => teardownTestbed(name, ctx));
+      await timed('teardown', () => teardownTestbed(name, staged('teardown')));
       tornDown = true;
     }
     const final: ExperimentReport = {
