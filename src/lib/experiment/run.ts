@@ -238,8 +238,12 @@ export async function runExperiment(req: ExperimentRequest, ctx: TestbedContext)
     };
   } catch (e) {
     // keep what this run spent in the record, if the testbed is still there to hold it
-    if ((await store.read().catch(() => null)) && Object.keys(rec.stages).length)
-      await save().catch(() => {});
+    if (await store.read().catch(() => null)) {
+      if (Object.keys(rec.stages).length) await save().catch(() => {});
+      ctx.logger.warn(
+        `experiment ${name} stopped in its ${current} stage: run it again to continue, or 'kabootstrap teardown -n ${name}'`,
+      );
+    }
     throw e;
   } finally {
     sampler.stop();
