@@ -96,6 +96,7 @@ export async function runExperiment(req: ExperimentRequest, ctx: TestbedContext)
     return [out, ms];
   };
   const skipped = (stage: Stage, ms: number) => {
+    current = stage;
     stages.push({ stage, status: 'resumed', ms });
     ctx.logger.info(`experiment ${name}: ${stage} already done, resumed after it`);
   };
