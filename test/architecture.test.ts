@@ -28,6 +28,7 @@ export const layers: string[][] = [
   ['emulated'],
   ['runtime'],
   ['deploy', 'testbed', 'ops'],
+  ['experiment'],
   ['commands'],
 ];
 

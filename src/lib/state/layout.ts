@@ -1,7 +1,8 @@
 // Where kabootstrap keeps its files, in one place: on the controller the state root
 // (KABOOTSTRAP_HOME, default ./.kabootstrap), the environment registry under it, and per testbed
 // its state, lock, SSH key pair and sshd files, service node roots, env-boot cache, API state,
-// deployment stats and emulated host groups; on VM hosts, the VMs' run directories and disks.
+// deployment stats, emulated host groups and an experiment's stage record; the experiments'
+// reports and scaled images, which outlive their testbed; on VM hosts, the VMs' run directories and disks.
 // Pure path arithmetic: nothing here touches the disk.
 import { join, resolve } from 'node:path';
 
@@ -16,6 +17,14 @@ export function testbedDir(name: string): string {
 /** The environment registry and rights (user-level, shared by every testbed). */
 export function envsDir(): string {
   return join(stateRoot(), 'envs');
+}
+
+/**
+ * `experiment run`'s files that outlive a testbed's teardown: its reports and the scaled
+ * environment images it builds (reused by the next run of the same size).
+ */
+export function experimentsDir(): string {
+  return join(stateRoot(), 'experiments');
 }
 
 /** On a VM host (the local testbed's are this machine): per testbed, its VMs' run directories and tmpfs disks. */
@@ -80,6 +89,8 @@ export class TestbedLayout {
   /** One JSON file per deployment (kastat). */
   readonly deploymentsDir: string;
   readonly emulatedDir: string;
+  /** `experiment run`'s record of the stages it finished on this testbed (what a re-run skips). */
+  readonly experimentFile: string;
 
   constructor(readonly dir: string) {
     this.stateFile = join(dir, 'state.json');
@@ -102,6 +113,7 @@ export class TestbedLayout {
     this.apiStateFile = join(dir, 'api-state.json');
     this.deploymentsDir = join(dir, 'deployments');
     this.emulatedDir = join(dir, 'emulated');
+    this.experimentFile = join(dir, 'experiment.json');
   }
 
   /** The layout of a testbed by name, under the state root. */
