@@ -31,10 +31,11 @@ export interface DriverDeps {
   pool: SshPool;
   power: PowerControl;
   env: RegisteredEnvironment;
+  /** The image to the nodes; `ctx` bounds it: the step's abort signal and the time left in it. */
   broadcast(
     method: BroadcastMethod,
     nodes: DeployNode[],
-    signal: AbortSignal,
+    ctx: { signal: AbortSignal; timeoutMs: number },
   ): Promise<Map<string, NodeOutcome>>;
   disk?: DiskLayout;
   /**
@@ -90,6 +91,9 @@ export function createDriver(deps: DriverDeps): WorkflowDriver {
   const upload = envBoot ? (deps.uploadEnvBoot ?? uploadOnce(envBoot)) : null;
 
   const switchProfile = async (names: string[], wanted: 'deploy' | 'deployed') => {
+    // the reboot windows that follow reach the nodes over SSH: their handshakes start now, paced
+    // by the pool's gate, instead of each window paying for its own before its commands run
+    if (wanted === 'deploy') for (const name of names) deps.pool.connect(target(node(name))).catch(() => {});
     // the deployed system through its environment's kernel when there is one, else the disk
     const profile = wanted === 'deploy' ? 'deploy' : envBoot ? 'env' : 'local';
     const env = profile === 'env' && envBoot ? envBootOf(envBoot, disk.partition) : undefined;
@@ -109,7 +113,8 @@ export function createDriver(deps: DriverDeps): WorkflowDriver {
   };
 
   const reboot = async (names: string[], level: 'soft' | 'hard' | 'very_hard', ctx: MicroContext) => {
-    for (const name of names) deps.pool.drop(target(node(name)));
+    // a soft reboot is ordered over the node's current connection (a failed one reconnects)
+    if (level !== 'soft') for (const name of names) deps.pool.drop(target(node(name)));
     if (level !== 'soft') return deps.power.power(level === 'hard' ? 'reset' : 'cycle', names.map(node));
     // soft: the node reboots itself; the connection dropping under the command is expected
     const out = new Map<string, NodeOutcome>();
@@ -218,7 +223,10 @@ export function createDriver(deps: DriverDeps): WorkflowDriver {
         case 'mount':
           return each(names, ctx, 'mount', () => `kb-agent mount ${disk.partition} ${disk.mount}`);
         case 'broadcast':
-          return deps.broadcast(micro.method, names.map(node), ctx.signal);
+          return deps.broadcast(micro.method, names.map(node), {
+            signal: ctx.signal,
+            timeoutMs: ctx.timeoutMs,
+          });
         case 'sync': {
           // post-install: the staged key and the system's identity, then everything on disk
           const out = new Map<string, NodeOutcome>();
