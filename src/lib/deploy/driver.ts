@@ -51,9 +51,26 @@ export interface DriverDeps {
   probeIntervalMs?: number;
   /** Wait before the first probe after a reboot: a node answering at once has not rebooted yet. */
   rebootGraceMs?: number;
+  /** When a node not back counts as hung, from its peers' return times (default HUNG). */
+  hung?: typeof HUNG;
 }
 
-/** Single quotes for the node's shell. */
+/**
+ * When a node still not back from its reboot counts as hung, measured on its peers: once `quorum`
+ * of the `total` nodes rebooted together are back, a node not back after `factor` times the time
+ * that quorum took (and never before `minMs`) is given up, instead of waiting out the reboot
+ * timeout sized for the slowest possible boot of that many nodes. `backMs`: when each node that is
+ * back came back, from the start of the wait, in order. Infinity while too few are back to tell,
+ * or too few rebooted together to compare.
+ */
+export const HUNG = { quorum: 0.9, factor: 3, minMs: 10_000, minNodes: 20 };
+
+export function hungAfterMs(backMs: readonly number[], total: number, rule = HUNG): number {
+  if (total < rule.minNodes) return Number.POSITIVE_INFINITY;
+  const need = Math.ceil(rule.quorum * total);
+  if (backMs.length < need) return Number.POSITIVE_INFINITY;
+  return Math.max(rule.minMs, rule.factor * backMs[need - 1]);
+}
 
 export function createDriver(deps: DriverDeps): WorkflowDriver {
   const disk = deps.disk ?? defaultDisk;
@@ -133,6 +150,10 @@ export function createDriver(deps: DriverDeps): WorkflowDriver {
    * is reported at once: the engine moves it on while the others are still probed.
    */
   const waitReboot = async (names: string[], env: 'deploy' | 'deployed', ctx: MicroContext) => {
+    const t0 = Date.now();
+    const backMs: number[] = [];
+    let hungAt = Number.POSITIVE_INFINITY;
+    const given = new Set<string>();
     const answers = await waitForSsh(names, {
       exec: (name, command, timeoutMs) => deps.pool.exec(target(node(name)), command, timeoutMs),
       command: env === 'deploy' ? 'kb-agent identify' : 'cat /etc/kb-env',
@@ -150,19 +171,33 @@ export function createDriver(deps: DriverDeps): WorkflowDriver {
       window,
       graceMs: Math.min(deps.rebootGraceMs ?? 2000, ctx.timeoutMs / 4),
       signal: ctx.signal,
-      onUp: (name) => ctx.report?.(name, { ok: true }),
+      // the peers say how long a reboot takes here: far longer than theirs is a hung node
+      givenUp: (name) => {
+        if (Date.now() - t0 <= hungAt) return false;
+        given.add(name);
+        return true;
+      },
+      onUp: (name) => {
+        backMs.push(Date.now() - t0);
+        hungAt = hungAfterMs(backMs, names.length, deps.hung);
+        ctx.report?.(name, { ok: true });
+      },
     });
     const into = env === 'deploy' ? 'deployment environment' : 'deployed system';
     const out = new Map<string, NodeOutcome>();
     for (const name of names) {
       const a = answers.get(name);
+      const hung =
+        !a?.ok && a && given.has(name)
+          ? `; not back after ${Math.round(a.ms / 1000)} s, ${Math.round(hungAt / (deps.hung ?? HUNG).factor / 1000)} s for ${Math.round((deps.hung ?? HUNG).quorum * 100)}% of its ${names.length} peers`
+          : '';
       out.set(
         name,
         a?.ok
           ? { ok: true }
           : {
               ok: false,
-              reason: `Unreachable after the reboot into the ${into} (${a?.last ?? 'no answer'})`,
+              reason: `Unreachable after the reboot into the ${into} (${a?.last ?? 'no answer'}${hung})`,
             },
       );
     }
