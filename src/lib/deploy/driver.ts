@@ -63,6 +63,9 @@ export interface DriverDeps {
  * back came back, from the start of the wait, in order. Infinity while too few are back to tell,
  * or too few rebooted together to compare.
  */
+/** A node rebooting is probed for at least this long from its first probe (at most the call's budget). */
+export const PROBE_SPAN_MS = 10_000;
+
 export const HUNG = { quorum: 0.9, factor: 3, minMs: 10_000, minNodes: 20 };
 
 export function hungAfterMs(backMs: readonly number[], total: number, rule = HUNG): number {
@@ -154,8 +157,17 @@ export function createDriver(deps: DriverDeps): WorkflowDriver {
     const backMs: number[] = [];
     let hungAt = Number.POSITIVE_INFINITY;
     const given = new Set<string>();
+    // the call's budget, but never before a node has had PROBE_SPAN_MS of probes: at thousands of
+    // nodes on a busy machine the probe window may reach a node late (the step's own timeout still
+    // ends the call)
+    const end = t0 + ctx.timeoutMs;
+    const span = Math.min(PROBE_SPAN_MS, ctx.timeoutMs);
+    const firstProbe = new Map<string, number>();
     const answers = await waitForSsh(names, {
-      exec: (name, command, timeoutMs) => deps.pool.exec(target(node(name)), command, timeoutMs),
+      exec: (name, command, timeoutMs) => {
+        if (!firstProbe.has(name)) firstProbe.set(name, Date.now());
+        return deps.pool.exec(target(node(name)), command, timeoutMs);
+      },
       command: env === 'deploy' ? 'kb-agent identify' : 'cat /etc/kb-env',
       // up in the expected system: the deployment environment on this node, or the deployed one
       check: (name, r) =>
@@ -165,7 +177,7 @@ export function createDriver(deps: DriverDeps): WorkflowDriver {
             ? null
             : `runs ${r.stdout.trim() || 'another system'}`,
       failed: (name) => deps.pool.drop(target(node(name))),
-      deadline: Date.now() + ctx.timeoutMs,
+      deadline: (name) => Math.max(end, (firstProbe.get(name) ?? Date.now()) + span),
       intervalMs: deps.probeIntervalMs ?? 1000,
       probeTimeoutMs: 10_000,
       window,
