@@ -110,10 +110,19 @@ export function createDriver(deps: DriverDeps): WorkflowDriver {
   const envBoot = deps.envBoot ?? null;
   const upload = envBoot ? (deps.uploadEnvBoot ?? uploadOnce(envBoot)) : null;
 
+  /** Opens a node's connection ahead of its commands; a failure is the commands' to report. */
+  const warm = (name: string) => {
+    try {
+      deps.pool.connect(target(node(name))).catch(() => {});
+    } catch {
+      // a pool that cannot connect ahead (a test's fake) connects when a command needs it
+    }
+  };
+
   const switchProfile = async (names: string[], wanted: 'deploy' | 'deployed') => {
     // the reboot windows that follow reach the nodes over SSH: their handshakes start now, paced
     // by the pool's gate, instead of each window paying for its own before its commands run
-    if (wanted === 'deploy') for (const name of names) deps.pool.connect(target(node(name))).catch(() => {});
+    if (wanted === 'deploy') for (const name of names) warm(name);
     // the deployed system through its environment's kernel when there is one, else the disk
     const profile = wanted === 'deploy' ? 'deploy' : envBoot ? 'env' : 'local';
     const env = profile === 'env' && envBoot ? envBootOf(envBoot, disk.partition) : undefined;
