@@ -53,3 +53,13 @@ export function parseYamlMapping(text: string, label: string): object {
   }
   return raw;
 }
+
+/** A file's text, or null when it does not exist (a state file not written yet); other errors throw. */
+export async function readTextIfExists(file: string): Promise<string | null> {
+  try {
+    return await readFile(file, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw e;
+  }
+}

@@ -3,13 +3,13 @@
 // sha256 is recorded at registration so a deployment can tell when the file changed under it.
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { readFile, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { z } from 'zod';
 import { writeFileAtomic } from '../atomic-file.js';
 import { InputError } from '../errors.js';
-import { formatPath, readInputText } from '../input-file.js';
+import { formatPath, readInputText, readTextIfExists } from '../input-file.js';
 import { envsDir } from '../state/layout.js';
 import { type EnvironmentDescription, parseEnvironmentText } from './schema.js';
 
@@ -61,13 +61,8 @@ function writeJsonAtomic(file: string, value: unknown): Promise<void> {
 }
 
 async function readJson(file: string, what: string): Promise<unknown | null> {
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw e;
-  }
+  const text = await readTextIfExists(file);
+  if (text === null) return null;
   try {
     return JSON.parse(text);
   } catch (e) {

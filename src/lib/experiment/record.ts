@@ -1,9 +1,10 @@
 // What `experiment run` has finished on a testbed, kept in the testbed's state directory
 // (TestbedLayout.experimentFile) and rewritten atomically after each stage: a re-run skips the
 // stages it lists. Teardown removes it with the rest of the state.
-import { readFile } from 'node:fs/promises';
+
 import { writeFileAtomic } from '../atomic-file.js';
 import { KbError } from '../errors.js';
+import { readTextIfExists } from '../input-file.js';
 import type { ControllerUsage } from './report.js';
 
 export const STAGES = ['setup', 'env', 'deploy', 'report', 'teardown'] as const;
@@ -35,13 +36,8 @@ export interface ExperimentRecord {
 }
 
 export async function readRecord(file: string): Promise<ExperimentRecord | null> {
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw e;
-  }
+  const text = await readTextIfExists(file);
+  if (text === null) return null;
   try {
     const r = JSON.parse(text) as ExperimentRecord;
     if (r.version !== 1 || typeof r.stages !== 'object') throw new Error('not a version 1 record');
