@@ -45,9 +45,10 @@ export function versions() {
 
 /**
  * Runs a command to its end or its deadline (its whole process group is killed then); resolves
- * { ms, code, stdout, stderr, timedOut }. The wall clock is from spawn to exit.
+ * { ms, code, stdout, stderr, timedOut }. The wall clock is from spawn to exit. Its stdin gets
+ * `input` and EOF, or stays open with `keepStdin` (a remote `nc -l` ends at its stdin's EOF).
  */
-export function timed(cmd, args, { env, timeoutMs = 120_000, input } = {}) {
+export function timed(cmd, args, { env, timeoutMs = 120_000, input, keepStdin = false } = {}) {
   return new Promise((resolve) => {
     const t0 = process.hrtime.bigint();
     const child = spawn(cmd, args, {
@@ -66,7 +67,7 @@ export function timed(cmd, args, { env, timeoutMs = 120_000, input } = {}) {
       stderr += d;
     });
     child.stdin.on('error', () => {});
-    child.stdin.end(input ?? '');
+    if (!keepStdin) child.stdin.end(input ?? '');
     const timer = setTimeout(() => {
       timedOut = true;
       killGroup(child);

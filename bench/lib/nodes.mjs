@@ -136,16 +136,11 @@ export async function buildNodes(count, { prefix } = {}) {
       /** Every link (each node's, the controller's) capped at `mbit` in both directions (tbf). */
       capLinks(mbit) {
         const q = (ns, dev) =>
-          ip(
-            [...(ns ? ['-n', ns] : []), ...['qdisc', 'replace', 'dev', dev, 'root', 'tbf']].concat([
-              'rate',
-              `${mbit}mbit`,
-              'burst',
-              '256kb',
-              'latency',
-              '100ms',
-            ]),
-          );
+          execFileSync('tc', [
+            ...(ns ? ['-n', ns] : []),
+            ...['qdisc', 'replace', 'dev', dev, 'root', 'tbf', 'rate', `${mbit}mbit`],
+            ...['burst', '256kb', 'latency', '100ms'],
+          ]);
         q(null, ctl);
         q(hub, 'ctl');
         for (const n of nodes) {
@@ -155,7 +150,7 @@ export async function buildNodes(count, { prefix } = {}) {
       },
       uncapLinks() {
         const d = (ns, dev) =>
-          spawnSync('ip', [...(ns ? ['-n', ns] : []), 'qdisc', 'del', 'dev', dev, 'root'], {
+          spawnSync('tc', [...(ns ? ['-n', ns] : []), 'qdisc', 'del', 'dev', dev, 'root'], {
             stdio: 'ignore',
           });
         d(null, ctl);

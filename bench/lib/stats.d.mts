@@ -9,3 +9,4 @@ export function broadcastBounds(
   hopS: number,
 ): { chainS: number; starS: number };
 export function interleave<T>(items: T[], runs: number): { round: number; item: T }[];
+export function countHashes(text: string, ips: string[], hash: string): number;

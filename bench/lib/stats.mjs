@@ -47,3 +47,19 @@ export function interleave(items, runs) {
   for (let r = 0; r < runs; r++) for (const it of items) out.push({ round: r, item: it });
   return out;
 }
+
+/**
+ * How many of `ips` have a line of `text` that names them (as a word, or as TakTuk's `ip-rank`)
+ * and holds `hash`: each node that printed the right sha256 of what it received is one success.
+ */
+export function countHashes(text, ips, hash) {
+  const seen = new Set();
+  for (const line of text.split('\n')) {
+    if (!line.includes(hash)) continue;
+    for (const w of line.split(/[\s:]+/)) {
+      const ip = w.replace(/-\d+$/, '');
+      if (ips.includes(ip)) seen.add(ip);
+    }
+  }
+  return seen.size;
+}
