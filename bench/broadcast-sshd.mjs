@@ -11,7 +11,7 @@
 // kabootstrap's taktuk and tree methods need the emulated agent (resumable protocol, `receive -`):
 // they are measured on emulated VMs by bench/broadcast.mjs, not here.
 // Usage: node bench/broadcast-sshd.mjs [--nodes 16,64] [--runs 5] [--mb 100] [--capped-mb M]
-//        [--mbit 100] [--regimes loopback,capped] [--timeout 1800]
+//        [--mbit 100] [--regimes loopback,capped] [--warmup 1] [--tools a,b] [--timeout 1800]
 // Writes bench/results/broadcast.json (after each case); bounded by --timeout; cleans up.
 import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -30,6 +30,7 @@ const mbit = Number(flag('--mbit', '100'));
 const regimes = flag('--regimes', 'loopback,capped').split(',');
 const timeoutS = Number(flag('--timeout', '1800'));
 const only = flag('--tools', '');
+const warmup = Number(flag('--warmup', '1'));
 const perRunMs = 900_000;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -198,7 +199,9 @@ function report(final) {
       nodes: 'one network + UTS namespace and sshd per node; busybox kb-agent script (plain chain protocol)',
       cap: `tc tbf ${mbit} Mbit/s burst 256 KiB on every link, both directions (the controller's too)`,
       hop: 'δ in the chain bound: one 64 KiB pipe buffer per hop at the link rate',
-      warmup: 'one round not counted; rounds interleaved',
+      warmup: warmup
+        ? `${warmup} round(s) not counted; rounds interleaved`
+        : 'no warm-up round; rounds interleaved',
     },
     cases,
   };
@@ -245,11 +248,11 @@ await bounded(
       for (const n of sizes) {
         const nodes = testbed.nodes.slice(0, n);
         const res = Object.fromEntries(ts.map((t) => [t.name, []]));
-        for (let round = 0; round <= runs; round++) {
+        for (let round = 1 - warmup; round <= runs; round++) {
           for (const t of ts) {
             const r = await t.run(nodes, f);
             console.error(
-              `  ${regime} N=${n} round ${round}${round ? '' : ' (warm-up)'} ${t.name}: ${r.ms.toFixed(0)} ms${r.makespanMs ? ` (transfer ${r.makespanMs})` : ''}, ${r.ok}/${n}`,
+              `  ${regime} N=${n} round ${round}${round > 0 ? '' : ' (warm-up)'} ${t.name}: ${r.ms.toFixed(0)} ms${r.makespanMs ? ` (transfer ${r.makespanMs})` : ''}, ${r.ok}/${n}`,
             );
             if (round > 0) res[t.name].push(r);
           }

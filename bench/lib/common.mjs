@@ -1,7 +1,7 @@
 // What every benchmark of bench/ shares: flags, the machine and tool versions recorded in the
 // JSON, timed child processes killed at their deadline, a global timeout with cleanup on SIGINT,
 // SIGTERM and timeout, the result table and its JSON under bench/results/.
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { join } from 'node:path';
@@ -15,11 +15,10 @@ export function flag(name, dflt) {
 }
 
 function out(cmd, args) {
-  try {
-    return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
-  } catch (e) {
-    return `${e.stdout ?? ''}${e.stderr ?? ''}`.trim() || 'not installed';
-  }
+  const r = spawnSync(cmd, args, { encoding: 'utf8' });
+  if (r.error) return 'not installed';
+  // ssh -V and taktuk -v answer on stderr
+  return `${r.stdout ?? ''}${r.stderr ?? ''}`.trim();
 }
 
 export function machine() {

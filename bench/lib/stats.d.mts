@@ -10,3 +10,7 @@ export function broadcastBounds(
 ): { chainS: number; starS: number };
 export function interleave<T>(items: T[], runs: number): { round: number; item: T }[];
 export function countHashes(text: string, ips: string[], hash: string): number;
+export function slowerThanPeers<C extends { tool: string; median: number }>(
+  cases: C[],
+  keyOf: (c: C) => string,
+): { key: string; tool: string; ms: number; peer: string; peerMs: number; ratio: number }[];

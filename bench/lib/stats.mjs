@@ -63,3 +63,31 @@ export function countHashes(text, ips, hash) {
   }
   return seen.size;
 }
+
+/**
+ * The cases where a kabootstrap tool's median is above a peer's in the same group (`keyOf`: the
+ * size, the regime): { key, tool, ms, peer, peerMs, ratio }, worst first. Tools are kabootstrap's
+ * when their name starts with "kabootstrap".
+ */
+export function slowerThanPeers(cases, keyOf) {
+  const out = [];
+  const groups = new Map();
+  for (const c of cases) {
+    const k = keyOf(c);
+    if (!groups.has(k)) groups.set(k, []);
+    groups.get(k).push(c);
+  }
+  for (const [key, cs] of groups)
+    for (const kb of cs.filter((c) => c.tool.startsWith('kabootstrap')))
+      for (const peer of cs.filter((c) => !c.tool.startsWith('kabootstrap')))
+        if (kb.median > peer.median)
+          out.push({
+            key,
+            tool: kb.tool,
+            ms: kb.median,
+            peer: peer.tool,
+            peerMs: peer.median,
+            ratio: kb.median / peer.median,
+          });
+  return out.sort((a, b) => b.ratio - a.ratio);
+}

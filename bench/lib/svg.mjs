@@ -49,7 +49,8 @@ export function barChart({ title, unit, groups }) {
   }
   const height = y + 24;
   return [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" font-size="12">`,
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" font-size="12" role="img">`,
+    `<title>${esc(title)}</title>`,
     `<rect width="100%" height="100%" fill="#fff"/>`,
     `<text x="4" y="18" font-size="14" font-weight="bold">${esc(title)}</text>`,
     `<line x1="${left}" x2="${left}" y1="${top - 4}" y2="${y}" stroke="#999"/>`,
