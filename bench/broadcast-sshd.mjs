@@ -11,8 +11,9 @@
 // kabootstrap's taktuk and tree methods need the emulated agent (resumable protocol, `receive -`):
 // they are measured on emulated VMs by bench/broadcast.mjs, not here.
 // Usage: node bench/broadcast-sshd.mjs [--nodes 16,64] [--runs 5] [--mb 100] [--capped-mb M]
-//        [--mbit 100] [--regimes loopback,capped] [--warmup 1] [--tools a,b] [--timeout 1800]
-// Writes bench/results/broadcast.json (after each case); bounded by --timeout; cleans up.
+//        [--mbit 100] [--regimes loopback,capped] [--warmup 1] [--tools a,b] [--out NAME] [--timeout 1800]
+// Writes bench/results/broadcast.json (--out NAME: NAME.json; the report reads every
+// broadcast*.json) after each case; bounded by --timeout; cleans up.
 import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { rmSync, writeFileSync } from 'node:fs';
@@ -31,6 +32,7 @@ const regimes = flag('--regimes', 'loopback,capped').split(',');
 const timeoutS = Number(flag('--timeout', '1800'));
 const only = flag('--tools', '');
 const warmup = Number(flag('--warmup', '1'));
+const outName = flag('--out', 'broadcast');
 const perRunMs = 900_000;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -205,7 +207,7 @@ function report(final) {
     },
     cases,
   };
-  const file = writeResult('broadcast', data);
+  const file = writeResult(outName, data);
   if (!final) return;
   console.log(`broadcast to N real sshd, ${runs} runs each, wall ms (median, min–max)`);
   console.log(

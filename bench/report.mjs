@@ -2,7 +2,7 @@
 // benchmarks left in bench/results/: machine, versions, date, medians and min–max of each tool,
 // the issue's targets met or missed, and every case where kabootstrap is slower than a peer.
 // Run by `npm run bench` at its end; alone: `node bench/report.mjs`.
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { repoRoot } from './lib/common.mjs';
 import { slowerThanPeers } from './lib/stats.mjs';
@@ -104,9 +104,16 @@ if (exec) {
   );
 }
 
-const bc = load('broadcast');
+// every broadcast*.json (regimes may come from separate runs), in name order
+const bcRuns = readdirSync(resDir)
+  .filter((f) => /^broadcast.*\.json$/.test(f))
+  .sort()
+  .map((f) => load(f.replace(/\.json$/, '')));
+const bc = bcRuns.length ? { ...bcRuns[0], cases: bcRuns.flatMap((r) => r.cases) } : null;
 if (bc) {
-  p('## broadcast: one file to N real OpenSSH servers', '', ...machineLines(bc), '');
+  p('## broadcast: one file to N real OpenSSH servers', '');
+  for (const r of bcRuns)
+    p(`Run of the ${r.setup.regimes.join(', ')} regime(s):`, '', ...machineLines(r), '');
   p(
     `Two regimes: **loopback** (no limit but the cores) and **capped**: every link, each node’s and the`,
     `controller’s, in both directions, limited by \`tc tbf\` to ${bc.setup.mbit} Mbit/s. The nodes have only`,
