@@ -2,6 +2,7 @@
 // benchmarks left in bench/results/: machine, versions, date, medians and min–max of each tool,
 // the issue's targets met or missed, and every case where kabootstrap is slower than a peer.
 // Run by `npm run bench` at its end; alone: `node bench/report.mjs`.
+import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { repoRoot } from './lib/common.mjs';
@@ -14,7 +15,10 @@ const load = (name) => {
   return existsSync(f) ? JSON.parse(readFileSync(f, 'utf8')) : null;
 };
 const s = (ms) => (ms / 1000).toFixed(2);
+/** A tool's name in a table cell (`nc | tee | nc` must not split the row). */
+const cell = (t) => t.replaceAll('|', '\\|');
 const md = [];
+const sshVersion = spawnSync('ssh', ['-V'], { encoding: 'utf8' }).stderr.trim();
 const p = (...lines) => md.push(...lines);
 
 p(
@@ -36,7 +40,7 @@ function machineLines(d) {
   return [
     `- date ${d.date}; ${d.runsEach} counted runs per tool and size`,
     `- machine: ${m.nproc} cores, ${m.memGiB} GiB, Linux ${m.kernel}; load average at the start ${m.load.join(' / ')}, at the end ${d.loadAfter.join(' / ')}; ${m.otherNamespaces} network namespaces of other jobs present (the machine is shared)`,
-    `- versions: node ${v.node}, kabootstrap ${v.kabootstrap}, ${v.pdsh}, ${v.clush}, ${v.taktuk}, ${v.openssh}`,
+    `- versions: node ${v.node}, kabootstrap ${v.kabootstrap}, ${v.pdsh}, ${v.clush}, ${v.taktuk}, ${v.openssh || `${sshVersion} (read at report time)`}`,
   ];
 }
 
@@ -61,7 +65,7 @@ if (exec) {
     const pdsh = cs.find((c) => c.tool === 'pdsh');
     for (const c of cs)
       p(
-        `| ${n} | ${c.tool} | ${c.fanout} | ${s(c.median)} | ${s(c.min)}–${s(c.max)} | ${pdsh ? (c.median / pdsh.median).toFixed(2) : ''} | ${c.okMin}/${n} |`,
+        `| ${n} | ${cell(c.tool)} | ${c.fanout} | ${s(c.median)} | ${s(c.min)}–${s(c.max)} | ${pdsh ? (c.median / pdsh.median).toFixed(2) : ''} | ${c.okMin}/${n} |`,
       );
   }
   p('');
@@ -136,7 +140,7 @@ if (bc) {
   );
   for (const c of bc.cases)
     p(
-      `| ${c.regime} | ${c.mib} | ${c.nodes} | ${c.tool} | ${s(c.median)} | ${s(c.min)}–${s(c.max)} | ${c.transfer ? s(c.transfer.median) : ''} | ${c.aggregateMBps.toFixed(1)} | ${c.boundS === null ? '' : c.boundS.toFixed(2)} | ${c.boundS ? (c.median / 1000 / c.boundS).toFixed(2) : ''} | ${c.okMin}/${c.nodes} |`,
+      `| ${c.regime} | ${c.mib} | ${c.nodes} | ${cell(c.tool)} | ${s(c.median)} | ${s(c.min)}–${s(c.max)} | ${c.transfer ? s(c.transfer.median) : ''} | ${c.aggregateMBps.toFixed(1)} | ${c.boundS === null ? '' : c.boundS.toFixed(2)} | ${c.boundS ? (c.median / 1000 / c.boundS).toFixed(2) : ''} | ${c.okMin}/${c.nodes} |`,
     );
   p('');
   for (const regime of [...new Set(bc.cases.map((c) => c.regime))]) {
