@@ -40,6 +40,11 @@ function machineLines(d) {
   return [
     `- date ${d.date}; ${d.runsEach} counted runs per tool and size`,
     `- machine: ${m.nproc} cores, ${m.memGiB} GiB, Linux ${m.kernel}; load average at the start ${m.load.join(' / ')}, at the end ${d.loadAfter.join(' / ')}; ${m.otherNamespaces} network namespaces of other jobs present (the machine is shared)`,
+    ...(Math.max(...m.load, ...d.loadAfter) > 2 * m.nproc
+      ? [
+          `- **the machine was heavily loaded** (load average up to ${Math.max(...m.load, ...d.loadAfter)} on ${m.nproc} cores, by other jobs and by the benchmarks run side by side): absolute times are noisy and slow; the ratios between tools of one round, interleaved, are the fairer reading`,
+        ]
+      : []),
     `- versions: node ${v.node}, kabootstrap ${v.kabootstrap}, ${v.pdsh}, ${v.clush}, ${v.taktuk}, ${v.openssh || `${sshVersion} (read at report time)`}`,
   ];
 }
