@@ -33,7 +33,7 @@ const timeoutS = Number(flag('--timeout', '1800'));
 const only = flag('--tools', '');
 const warmup = Number(flag('--warmup', '1'));
 const outName = flag('--out', 'broadcast');
-const perRunMs = 900_000;
+const perRunMs = 200_000;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 const sshArgs = (key) => [
@@ -185,6 +185,33 @@ const files = [];
 const cases = [];
 let before;
 
+/** Replaces this (regime, N)'s cases with the runs so far (written after every round). */
+function addCases(regime, mib, n, f, ts, res) {
+  for (let i = cases.length - 1; i >= 0; i--)
+    if (cases[i].regime === regime && cases[i].nodes === n) cases.splice(i, 1);
+  const bounds =
+    regime === 'capped' ? broadcastBounds(f.size, n, mbit * 1e6, (64 * 1024 * 8) / (mbit * 1e6)) : null;
+  for (const t of ts) {
+    const rs = res[t.name];
+    const s = summarize(rs.map((r) => r.ms));
+    const tr = rs.every((r) => Number.isFinite(r.makespanMs)) ? summarize(rs.map((r) => r.makespanMs)) : null;
+    cases.push({
+      regime,
+      mib,
+      nodes: n,
+      tool: t.name,
+      kind: t.kind,
+      runs: rs.map((r) => ({ ...r, ms: Math.round(r.ms) })),
+      ...s,
+      transfer: tr,
+      aggregateMBps: (f.size * n) / 1e6 / (s.median / 1000),
+      boundS: bounds ? (t.kind === 'chain' ? bounds.chainS : t.kind === 'star' ? bounds.starS : null) : null,
+      bounds,
+      okMin: Math.min(...rs.map((r) => r.ok)),
+    });
+  }
+}
+
 function report(final) {
   const data = {
     bench: 'broadcast',
@@ -258,37 +285,11 @@ await bounded(
             );
             if (round > 0) res[t.name].push(r);
           }
+          if (round > 0) {
+            addCases(regime, mib, n, f, ts, res);
+            report(false);
+          }
         }
-        const bounds =
-          regime === 'capped' ? broadcastBounds(f.size, n, mbit * 1e6, (64 * 1024 * 8) / (mbit * 1e6)) : null;
-        for (const t of ts) {
-          const rs = res[t.name];
-          const s = summarize(rs.map((r) => r.ms));
-          const tr = rs.every((r) => Number.isFinite(r.makespanMs))
-            ? summarize(rs.map((r) => r.makespanMs))
-            : null;
-          cases.push({
-            regime,
-            mib,
-            nodes: n,
-            tool: t.name,
-            kind: t.kind,
-            runs: rs.map((r) => ({ ...r, ms: Math.round(r.ms) })),
-            ...s,
-            transfer: tr,
-            aggregateMBps: (f.size * n) / 1e6 / (s.median / 1000),
-            boundS: bounds
-              ? t.kind === 'chain'
-                ? bounds.chainS
-                : t.kind === 'star'
-                  ? bounds.starS
-                  : null
-              : null,
-            bounds,
-            okMin: Math.min(...rs.map((r) => r.ok)),
-          });
-        }
-        report(false);
       }
     }
     report(true);

@@ -2,7 +2,7 @@
 // (dist/lib/broadcast/pipelines.js, what `kabootstrap put --method chain|star` runs) with the
 // busybox agent's plain protocol (`kb-agent receive <port> [--forward ...]`: what a node with only
 // sshd and the project's kb-agent script speaks), the file checked by size and sha256 on every node.
-// Prints one JSON line: { ok, ko, makespanMs, setupMs, errors }.
+// Prints one JSON line: { ok, ko, makespanMs, setupMs, errors }. Bounded: KBB_PUT_TIMEOUT_MS (120 s).
 // Usage: node bench/lib/kb-put.mjs chain|star KEYFILE FILE SIZE SHA256 PORT name=ip...
 import { readFileSync } from 'node:fs';
 import { broadcastChain, broadcastStar } from '../../dist/lib/broadcast/pipelines.js';
