@@ -3,7 +3,7 @@
 // the library run as its own process, bench/lib/kb-exec.mjs) and by pdsh, ClusterShell (clush,
 // flat) and TakTuk, each with its default fanout, rounds interleaved (A B C A B C ...) after one
 // warm-up round; a run's successes are the nodes whose own hostname appears in its output.
-// Usage: node bench/exec.mjs [--nodes 16,64] [--runs 5] [--timeout 900]
+// Usage: node bench/exec.mjs [--nodes 16,64] [--runs 5] [--timeout 2400]
 // Writes bench/results/exec.json; bounded by --timeout, namespaces and processes removed at the end.
 import { join } from 'node:path';
 import { bounded, flag, machine, repoRoot, table, timed, versions, writeResult } from './lib/common.mjs';
@@ -12,7 +12,7 @@ import { countSuccesses, summarize } from './lib/stats.mjs';
 
 const sizes = flag('--nodes', '16,64').split(',').map(Number);
 const runs = Number(flag('--runs', '5'));
-const timeoutS = Number(flag('--timeout', '900'));
+const timeoutS = Number(flag('--timeout', '2400'));
 const perRunMs = 120_000;
 
 const sshOpts = (key) => [
@@ -81,7 +81,7 @@ function tools(key) {
   ];
 }
 
-/** Writes what is measured so far (after each N: a run stopped at its timeout keeps the sizes done). */
+/** Writes what is measured so far (after every round); prints the table at the end. */
 function report(before, cases, final) {
   const data = {
     bench: 'exec',
@@ -122,6 +122,22 @@ function report(before, cases, final) {
   console.log(`written ${file}`);
 }
 
+/** Replaces the cases of size `n` with its runs so far. */
+function addCases(cases, n, ts, res) {
+  for (let i = cases.length - 1; i >= 0; i--) if (cases[i].nodes === n) cases.splice(i, 1);
+  for (const t of ts) {
+    const rs = res[t.name];
+    cases.push({
+      nodes: n,
+      tool: t.name,
+      fanout: t.fanout,
+      runs: rs,
+      ...summarize(rs.map((r) => r.ms)),
+      okMin: Math.min(...rs.map((r) => r.ok)),
+    });
+  }
+}
+
 let testbed = null;
 await bounded(
   timeoutS,
@@ -150,21 +166,16 @@ await bounded(
           console.error(
             `  N=${n} round ${round}${round ? '' : ' (warm-up)'} ${t.name}: ${r.ms.toFixed(0)} ms, ${ok}/${n}`,
           );
+          if (ok < n) console.error(`    ${t.name}: ${r.stderr.trim().split('\n').slice(-3).join(' | ')}`);
           if (round > 0) res[t.name].push({ ms: Math.round(r.ms), ok, code: r.code, timedOut: r.timedOut });
         }
+        // written after every round: a run stopped by its timeout keeps what it measured
+        if (round > 0) {
+          addCases(cases, n, ts, res);
+          report(before, cases, false);
+        }
       }
-      for (const t of ts) {
-        const rs = res[t.name];
-        cases.push({
-          nodes: n,
-          tool: t.name,
-          fanout: t.fanout,
-          runs: rs,
-          ...summarize(rs.map((r) => r.ms)),
-          okMin: Math.min(...rs.map((r) => r.ok)),
-        });
-      }
-      report(before, cases, n === sizes.at(-1));
     }
+    report(before, cases, true);
   },
 );

@@ -99,6 +99,10 @@ if (exec) {
         `- ${c.tool} at N = ${at}: ${s(c.median)} s vs pdsh ${s(pdsh.median)} s = ${r.toFixed(2)}× — ${at < 256 ? `not judged (N = ${at})` : r <= 0.5 ? 'met' : 'missed'}${c.okMin < at ? ` (only ${c.okMin}/${at} OK in its worst run)` : ''}`,
       );
     }
+  if (exec.setup.note) p('', `Note: ${exec.setup.note}.`);
+  const short = exec.cases.filter((c) => c.okMin < c.nodes);
+  if (short.length) p('', 'Runs that missed nodes (nodes OK in each run):', '');
+  for (const c of short) p(`- N = ${c.nodes}, ${c.tool}: ${c.runs.map((r) => r.ok).join(', ')}`);
   p('');
   const slow = slowerThanPeers(exec.cases, (c) => String(c.nodes));
   p('Where kabootstrap is slower than a peer (median against median):', '');
