@@ -126,7 +126,12 @@ const bc = bcRuns.length ? { ...bcRuns[0], cases: bcRuns.flatMap((r) => r.cases)
 if (bc) {
   p('## broadcast: one file to N real OpenSSH servers', '');
   for (const r of bcRuns)
-    p(`Run of the ${r.setup.regimes.join(', ')} regime(s):`, '', ...machineLines(r), '');
+    p(
+      `Run of the ${r.setup.regimes.join(', ')} regime(s), N = ${r.setup.sizes.join(', ')}, tools: ${[...new Set(r.cases.map((c) => c.tool))].join(', ')}; ${r.setup.warmup}:`,
+      '',
+      ...machineLines(r),
+      '',
+    );
   p(
     `Two regimes: **loopback** (no limit but the cores) and **capped**: every link, each node’s and the`,
     `controller’s, in both directions, limited by \`tc tbf\` to ${bc.setup.mbit} Mbit/s. The nodes have only`,
