@@ -130,6 +130,7 @@ if (bc) {
       `Run of the ${r.setup.regimes.join(', ')} regime(s), N = ${r.setup.sizes.join(', ')}, tools: ${[...new Set(r.cases.map((c) => c.tool))].join(', ')}; ${r.setup.warmup}:`,
       '',
       ...machineLines(r),
+      ...(r.setup.note ? [`- note: ${r.setup.note}`] : []),
       '',
     );
   p(
