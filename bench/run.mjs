@@ -1,82 +1,53 @@
-// Benchmarks: medians of repeated runs, each next to a peer measured in the same run.
-// Usage: npm run bench [-- --runs N] [-- --no-broadcast]   (runs against the built dist/)
-//
-// broadcast (root): bench/broadcast.mjs, put by star, chain, tree and taktuk to emulated VMs.
-//
-// plan: planning the 4552-VM seed recipe (pure planner) vs. loading and validating its config
-//       (the peer: work every command does anyway); plus the whole dry run through the embedded
-//       API (reference documents over loopback HTTP), and the heap the plan takes.
+// `npm run bench -- [NAME] [flags]`: runs one benchmark by name (or the default set), then
+// regenerates BENCHMARKS.md from bench/results/*.json (bench/report.mjs). Every benchmark is
+// bounded in time and removes its namespaces and processes at the end, on Ctrl-C and at its timeout.
+//   plan                 planning the 4552-VM recipe vs loading its config (no root)
+//   exec                 `hostname` on N real sshd: kabootstrap flat/tree/taktuk vs pdsh, clush, taktuk
+//                        (root; --nodes 16,64[,256] --runs 5 --timeout S)
+//   broadcast            one file to N real sshd, loopback and tc-capped links: kabootstrap chain/star
+//                        vs TakTuk, scp, an nc chain (root; --nodes --runs --mb --capped-mb --mbit)
+//   broadcast-emulated   `put` by star, chain, tree, taktuk to emulated VMs (root; --vms --mb --runs)
+//   report               only regenerate BENCHMARKS.md
+// Without a name: plan, then broadcast-emulated when root (--no-broadcast skips it), as before.
 import { spawnSync } from 'node:child_process';
-import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import { loadConfig } from '../dist/lib/config/load.js';
-import { silentLogger } from '../dist/lib/log.js';
-import { buildPlan } from '../dist/lib/planner/plan.js';
-import { silentProgress } from '../dist/lib/progress.js';
-import { openSession } from '../dist/lib/provider/session.js';
-import { planTestbed } from '../dist/lib/testbed/plan.js';
-import { candidateSites, readReference } from '../dist/lib/testbed/reference.js';
 
-const runsFlag = process.argv.indexOf('--runs');
-const runs = runsFlag > 0 ? Number(process.argv[runsFlag + 1]) : 15;
-const recipe = 'recipes/seed-4552.yaml';
+const scripts = {
+  plan: 'plan.mjs',
+  exec: 'exec.mjs',
+  broadcast: 'broadcast-sshd.mjs',
+  'broadcast-emulated': 'broadcast.mjs',
+  report: null,
+};
+const needsRoot = new Set(['exec', 'broadcast', 'broadcast-emulated']);
+const isRoot = process.getuid?.() === 0;
 
-function median(xs) {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+const first = process.argv[2];
+const named = first && !first.startsWith('-');
+if (named && !(first in scripts)) {
+  console.error(`bench: unknown benchmark ${first}; one of ${Object.keys(scripts).join(', ')}`);
+  process.exit(2);
 }
+const flags = process.argv.slice(named ? 3 : 2);
+let todo;
+if (named) todo = [first];
+else todo = ['plan', ...(isRoot && !flags.includes('--no-broadcast') ? ['broadcast-emulated'] : [])];
 
-async function time(fn) {
-  const t0 = performance.now();
-  await fn();
-  return performance.now() - t0;
-}
-
-const ctx = { logger: silentLogger, progress: silentProgress };
-const loaded = await loadConfig(recipe);
-const session = await openSession(loaded.config, { logger: silentLogger, source: loaded.source });
-const sites = candidateSites(loaded.config, await readReference(session, loaded.config, loaded.source));
-await session.close();
-
-const load = [];
-const plan = [];
-const dry = [];
-// One warm-up round, not counted.
-for (let i = 0; i <= runs; i++) {
-  const a = await time(() => loadConfig(recipe));
-  const b = await time(() => buildPlan(loaded.config, sites, loaded.source));
-  const c = await time(() => planTestbed(loaded, ctx));
-  if (i > 0) {
-    load.push(a);
-    plan.push(b);
-    dry.push(c);
-  }
-}
-
-global.gc?.();
-const before = process.memoryUsage().heapUsed;
-const kept = buildPlan(loaded.config, sites, loaded.source);
-global.gc?.();
-const heapMB = (process.memoryUsage().heapUsed - before) / 2 ** 20;
-
-const rows = [
-  ['config load + validate (peer)', median(load)],
-  ['plan 4552 VMs (pure planner)', median(plan)],
-  ['dry run via embedded API', median(dry)],
-];
-console.log(`seed-4552 planning, ${runs} runs each, medians (ms):`);
-for (const [name, ms] of rows) console.log(`  ${name.padEnd(32)} ${ms.toFixed(2)}`);
-console.log(`  plan / peer ratio                ${(median(plan) / median(load)).toFixed(2)}`);
-console.log(`  dry run / peer ratio             ${(median(dry) / median(load)).toFixed(2)}`);
-console.log(
-  `  plan heap ${global.gc ? '' : '(approx., run with --expose-gc for exact) '}${heapMB.toFixed(1)} MB for ${kept.totals.vms} VMs`,
-);
-
-// The broadcast benchmark builds an emulated testbed: it needs root and a minute or two.
-if (process.getuid?.() === 0 && !process.argv.includes('--no-broadcast')) {
-  console.log('');
-  const r = spawnSync(process.execPath, [fileURLToPath(new URL('broadcast.mjs', import.meta.url))], {
+const run = (script, args) =>
+  spawnSync(process.execPath, ['--expose-gc', fileURLToPath(new URL(script, import.meta.url)), ...args], {
     stdio: 'inherit',
   });
+
+for (const name of todo) {
+  const script = scripts[name];
+  if (!script) continue;
+  if (needsRoot.has(name) && !isRoot) {
+    console.log(`${name}: skipped (needs root: network namespaces)`);
+    continue;
+  }
+  const r = run(script, named ? flags : flags.filter((f) => f !== '--no-broadcast'));
   if (r.status) process.exitCode = r.status;
-} else console.log('\nbroadcast: skipped (needs root; --no-broadcast skips it)');
+  console.log('');
+}
+const r = run('report.mjs', []);
+if (r.status) process.exitCode = r.status;

@@ -13,12 +13,14 @@
 #   qemu-system-x86   the VMs (ipxe-qemu gives their network boot ROMs)
 #   cpio              packing initramfs images
 #   taktuk            exec/put/BroadcastEnv --method taktuk (emulated VMs run its engine too)
+#   pdsh, clustershell  the peers `npm run bench -- exec` measures kabootstrap's exec against
+#   netcat-openbsd    the `nc | tee | nc` chain `npm run bench -- broadcast` measures
 #   dropbear-bin, kexec-tools, fdisk, e2fsprogs, libc-bin
 #                     copied (with their libraries) into the deployment environment image
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 wanted=(iproute2 procps openssh-server openssh-client busybox-static bind9-dnsutils curl dnsmasq-base ipxe radvd
-  qemu-system-x86 ipxe-qemu cpio taktuk dropbear-bin kexec-tools fdisk e2fsprogs libc-bin)
+  qemu-system-x86 ipxe-qemu cpio taktuk pdsh clustershell netcat-openbsd dropbear-bin kexec-tools fdisk e2fsprogs libc-bin)
 missing=()
 for p in "${wanted[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
