@@ -7,8 +7,7 @@ import type { Logger } from '../../log.js';
 import type { Topology } from '../../netns/topology.js';
 import type { Plan, VmPlan } from '../../planner/plan.js';
 import type { Progress } from '../../progress.js';
-import { execOnce, openSession } from '../../ssh/pool.js';
-import type { SshSession } from '../../ssh/session.js';
+import { execOnce, SshSession } from '../../ssh/session.js';
 import { waitForSsh } from '../../ssh/wait.js';
 import { type StateStore, type TestbedState, upsertResource } from '../../state/store.js';
 import type { BootTracker, VmBoot } from '../boot-tracker.js';
@@ -47,7 +46,7 @@ export async function launchVms(
         const hostVms = new Map<string, HostVm>();
         const privateKey = await readFile(key);
         for (const [host, list] of byHost(vms)) {
-          const session = await openSession({
+          const session = await SshSession.connect({
             host: hostIp.get(host)!,
             privateKey,
             timeoutMs: 15_000,
