@@ -19,7 +19,17 @@ import { createHash, randomBytes } from 'node:crypto';
 import { rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { bounded, flag, machine, repoRoot, table, timed, versions, writeResult } from './lib/common.mjs';
+import {
+  bounded,
+  flag,
+  machine,
+  peerSshOptions,
+  repoRoot,
+  table,
+  timed,
+  versions,
+  writeResult,
+} from './lib/common.mjs';
 import { buildNodes } from './lib/nodes.mjs';
 import { broadcastBounds, countHashes, summarize } from './lib/stats.mjs';
 
@@ -36,20 +46,7 @@ const outName = flag('--out', 'broadcast');
 const perRunMs = 200_000;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-const sshArgs = (key) => [
-  '-i',
-  key,
-  '-o',
-  'StrictHostKeyChecking=no',
-  '-o',
-  'UserKnownHostsFile=/dev/null',
-  '-o',
-  'BatchMode=yes',
-  '-o',
-  'LogLevel=ERROR',
-  '-l',
-  'root',
-];
+const sshArgs = (key) => [...peerSshOptions(key), '-l', 'root'];
 let port = 7300;
 
 /** Each tool: a function running one broadcast, resolving { ms, ok, makespanMs? }. */

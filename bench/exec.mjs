@@ -6,7 +6,17 @@
 // Usage: node bench/exec.mjs [--nodes 16,64] [--runs 5] [--timeout 2400]
 // Writes bench/results/exec.json; bounded by --timeout, namespaces and processes removed at the end.
 import { join } from 'node:path';
-import { bounded, flag, machine, repoRoot, table, timed, versions, writeResult } from './lib/common.mjs';
+import {
+  bounded,
+  flag,
+  machine,
+  peerSshOptions,
+  repoRoot,
+  table,
+  timed,
+  versions,
+  writeResult,
+} from './lib/common.mjs';
 import { buildNodes } from './lib/nodes.mjs';
 import { countSuccesses, summarize } from './lib/stats.mjs';
 
@@ -15,20 +25,7 @@ const runs = Number(flag('--runs', '5'));
 const timeoutS = Number(flag('--timeout', '2400'));
 const perRunMs = 120_000;
 
-const sshOpts = (key) => [
-  '-i',
-  key,
-  '-o',
-  'StrictHostKeyChecking=no',
-  '-o',
-  'UserKnownHostsFile=/dev/null',
-  '-o',
-  'BatchMode=yes',
-  '-o',
-  'LogLevel=ERROR',
-  '-o',
-  'ConnectTimeout=30',
-];
+const sshOpts = (key) => [...peerSshOptions(key), '-o', 'ConnectTimeout=30'];
 
 /** Each tool: its name, its fanout as run, and how to start it on `nodes`. */
 function tools(key) {

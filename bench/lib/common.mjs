@@ -131,3 +131,17 @@ export function table(header, rows) {
   const w = header.map((_, i) => Math.max(...all.map((r) => r[i].length)));
   return all.map((r) => r.map((c, i) => (i === 0 ? c.padEnd(w[i]) : c.padStart(w[i]))).join('  ')).join('\n');
 }
+
+/** The ssh options every peer (pdsh, clush, taktuk, scp) is given: the testbed key, no host-key prompts. */
+export const peerSshOptions = (key) => [
+  '-i',
+  key,
+  '-o',
+  'StrictHostKeyChecking=no',
+  '-o',
+  'UserKnownHostsFile=/dev/null',
+  '-o',
+  'BatchMode=yes',
+  '-o',
+  'LogLevel=ERROR',
+];

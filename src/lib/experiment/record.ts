@@ -5,7 +5,7 @@
 import { writeFileAtomic } from '../atomic-file.js';
 import { KbError } from '../errors.js';
 import { readTextIfExists } from '../input-file.js';
-import type { ControllerUsage } from './report.js';
+import type { ControllerUsage, ExperimentTestbed } from './report.js';
 
 export const STAGES = ['setup', 'env', 'deploy', 'report', 'teardown'] as const;
 export type Stage = (typeof STAGES)[number];
@@ -19,15 +19,7 @@ export interface ExperimentRecord {
   stages: {
     setup?: {
       ms: number;
-      testbed: {
-        sites: number;
-        vmHosts: number;
-        serviceNodes: number;
-        vms: number;
-        vmsUp: number;
-        /** The reservation: one job per site (a resumed run keeps these). */
-        jobs: { site: string; uid: number }[];
-      };
+      testbed: ExperimentTestbed;
     };
     env?: { ms: number; name: string; version: number; imageMB: number; imageScale: number; reason: string };
     deploy?: { ms: number; id: string };

@@ -8,6 +8,17 @@ import { MACRO_STEPS } from '../deploy/steps.js';
 import { MiB } from './image.js';
 import { reference } from './reference.js';
 
+/** The testbed an experiment ran on, as setup left it (kept in the record, shown in the report). */
+export interface ExperimentTestbed {
+  sites: number;
+  vmHosts: number;
+  serviceNodes: number;
+  vms: number;
+  vmsUp: number;
+  /** The reservation: one job per site (a resumed run keeps these). */
+  jobs: { site: string; uid: number }[];
+}
+
 export interface ControllerUsage {
   /** User plus system CPU time of the controller's processes, every run of this experiment. */
   cpuMs: number;
@@ -47,14 +58,7 @@ export interface ExperimentReport {
   finishedAt: string;
   resumed: boolean;
   stages: { stage: string; status: 'ran' | 'resumed'; ms: number }[];
-  testbed: {
-    sites: number;
-    vmHosts: number;
-    serviceNodes: number;
-    vms: number;
-    vmsUp: number;
-    jobs: { site: string; uid: number }[];
-  };
+  testbed: ExperimentTestbed;
   environment: { name: string; version: number; imageBytes: number; sha256: string };
   scaling: {
     /** The image's size in the recipe, in MiB, and its divisor here (recipe bytes / image bytes). */
