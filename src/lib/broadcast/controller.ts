@@ -3,15 +3,63 @@
 // print, the overall deadline, and the report. What differs between the two protocols (how the
 // receivers start, what they are told, how the controller sends and whether it resumes nodes)
 // is left to the subclasses: ResumableBroadcast (resumable.ts) and PlainBroadcast (plain.ts).
+// The receivers are started a window at a time (as a TakTuk tree starts Kastafior's chain, not all
+// at once), the deadlines follow the work (nodes, bytes, the throughput measured while it runs),
+// and the progress (receivers up, bytes, nodes done, throughput) goes to `onProgress`.
 import type { SshPool } from '../ssh/pool.js';
 import type { CommandResult } from '../ssh/result.js';
 import { DEFAULT_STALL_MS } from './protocol.js';
 import { type AgentResult, Receiver } from './receiver.js';
 import type { OpenSource } from './source.js';
 import type { Topology } from './topology.js';
-import type { BroadcastNode, BroadcastOptions, BroadcastReport, BroadcastSource } from './types.js';
+import type {
+  BroadcastNode,
+  BroadcastOptions,
+  BroadcastProgress,
+  BroadcastReport,
+  BroadcastSource,
+} from './types.js';
 
 const MB = 1e6;
+
+/**
+ * What the deadlines assume of the machine at the least, when nothing has been measured yet:
+ * receivers started per second, the bytes per second summed over the nodes and per node, and a
+ * margin for the rest. Measured here: 2 cores start ≈100 receivers/s and move ≈300 MB/s summed.
+ */
+export const WORK_FLOORS = {
+  startsPerSecond: 20,
+  aggregateBytesPerSecond: 100e6,
+  nodeBytesPerSecond: 5e6,
+  slackMs: 30_000,
+};
+
+/** Receivers started at once by default (their SSH connection and command, until they listen). */
+export const DEFAULT_START_WINDOW = 128;
+
+/**
+ * The time a broadcast of `bytes` to `nodes` nodes may take at the floors above: its receivers'
+ * start-up, the bytes summed over the nodes and one node's share, and the margin. The default
+ * budget of BroadcastEnv and of a broadcast nobody bounded; while it runs, the measured
+ * throughput extends it (see BroadcastController).
+ */
+export function broadcastBudgetMs(nodes: number, bytes: number, floors = WORK_FLOORS): number {
+  return Math.ceil(
+    floors.slackMs +
+      (1000 * nodes) / floors.startsPerSecond +
+      (1000 * bytes * nodes) / floors.aggregateBytesPerSecond +
+      (1000 * bytes) / floors.nodeBytesPerSecond,
+  );
+}
+
+/**
+ * A receiver start-up that brings no receiver up for this long has stalled (the ones still
+ * starting are then given up): a node's connection gives up after its own connect timeout, so a
+ * healthy start-up never waits this long for its next receiver, however many nodes there are.
+ */
+export function startIdleMs(stallMs: number): number {
+  return Math.max(30_000, 3 * stallMs);
+}
 
 /** A timer that can be cleared, so a deadline that was not needed keeps nothing alive. */
 export function deadline(ms: number) {
@@ -55,6 +103,19 @@ export abstract class BroadcastController {
   /** The controller's own initial lanes, not started yet, and how many of them run. */
   private readonly queue: number[][];
   private sending = 0;
+  /** Receivers being started now (not listening nor exited yet), and when one last came up. */
+  private starting = 0;
+  private lastStartedAt = 0;
+  private readonly startSlot: (() => void)[] = [];
+  private upCount = 0;
+  /** The deadline: the caller's (or the work's at the floors), extended by measured progress. */
+  private readonly hardDeadline: number;
+  private deadlineAt: number;
+  /** (time, bytes) samples of the transfer for its recent throughput. */
+  private readonly samples: { at: number; bytes: number }[] = [];
+  private progressTimer: NodeJS.Timeout | undefined;
+  private phase: BroadcastProgress['phase'] = 'starting';
+  private phaseAt: number;
 
   constructor(
     protected readonly nodes: readonly BroadcastNode[],
@@ -67,8 +128,14 @@ export abstract class BroadcastController {
     private readonly t0: number,
   ) {
     this.stallMs = opts.stallMs ?? DEFAULT_STALL_MS;
-    this.timeoutMs = opts.timeoutMs ?? 600_000;
     this.size = source.size;
+    // the caller's budget (the deployment step's time left) is a hard limit; without one, the
+    // work's own at the floors, which measured progress may extend up to twice
+    const work = broadcastBudgetMs(nodes.length, source.size);
+    this.timeoutMs = opts.timeoutMs ?? work;
+    this.deadlineAt = t0 + Math.min(this.timeoutMs, work);
+    this.hardDeadline = t0 + (opts.timeoutMs ?? 2 * work);
+    this.phaseAt = t0;
     this.receivers = nodes.map((nd) => new Receiver(nd, `${nd.ip}:${opts.port}`, t0));
     this.index = new Map(this.receivers.map((r, i) => [r.address, i]));
     this.queue = [...topology.initial];
@@ -91,24 +158,173 @@ export abstract class BroadcastController {
   /** Starts the receivers, sends, waits for every result or the deadline, cleans up, reports. */
   async run(): Promise<BroadcastReport> {
     const { receivers } = this;
+    const aborted = latch();
+    const onAbort = () => {
+      this.cutAll('aborted');
+      aborted.open();
+    };
+    if (this.opts.signal?.aborted) onAbort();
+    this.opts.signal?.addEventListener('abort', onAbort, { once: true });
+    if (this.opts.onProgress) {
+      this.progressTimer = setInterval(() => this.tick(), this.opts.progressIntervalMs ?? 1000);
+      this.progressTimer.unref?.();
+    }
     try {
-      await this.startReceivers();
+      this.emitProgress();
+      if (!this.opts.signal?.aborted) await this.startReceivers();
       this.tStart = Date.now();
+      this.phase = 'sending';
+      this.phaseAt = this.tStart;
+      this.samples.push({ at: this.tStart, bytes: 0 });
+      this.emitProgress();
       for (const r of receivers) {
         r.lastMove = this.tStart;
         // star nodes wait their turn; chain and tree nodes all take part from the start
         if (!this.topology.staggered) r.watch = true;
       }
-      this.startSending();
-      await this.awaitReceivers();
+      if (!this.opts.signal?.aborted) {
+        this.startSending();
+        await this.awaitReceivers(aborted.reached);
+      }
     } finally {
       this.ended = true;
+      clearInterval(this.progressTimer);
+      this.opts.signal?.removeEventListener('abort', onAbort);
       this.stopSending();
       for (const r of receivers) if (!r.exited) r.ac.abort();
       await this.src.close();
       if (!this.opts.sshPool) this.pool.close();
     }
+    this.phase = 'done';
+    this.emitProgress();
     return this.report(Date.now());
+  }
+
+  /**
+   * Starts the receivers in `order`, at most `startWindow` at once (a slot frees when its receiver
+   * listens or exits); resolves when every one listens or has exited, or when none has come up for
+   * `startIdleMs` (those still starting, or not started, are then given up), or at the deadline.
+   */
+  protected async startPaced(order: readonly number[]): Promise<void> {
+    const window = Math.max(1, this.opts.startWindow ?? DEFAULT_START_WINDOW);
+    const idleMs = startIdleMs(this.stallMs);
+    this.lastStartedAt = Date.now();
+    let stalled = false;
+    const watch = setInterval(() => {
+      const now = Date.now();
+      if (now - this.lastStartedAt > idleMs || now >= this.deadlineAt || this.opts.signal?.aborted) {
+        stalled = true;
+        for (const w of this.startSlot.splice(0)) w();
+      }
+    }, 250);
+    try {
+      for (const i of order) {
+        if (stalled || this.ended) break;
+        if (this.starting >= window) await new Promise<void>((r) => this.startSlot.push(r));
+        if (stalled || this.ended) break;
+        this.starting++;
+        this.receivers[i].starting = true;
+        this.startReceiver(i);
+      }
+      while (!stalled && this.upCount < this.nodes.length) {
+        await new Promise<void>((r) => this.startSlot.push(r));
+      }
+    } finally {
+      clearInterval(watch);
+    }
+    for (const r of this.receivers) {
+      if (!r.listening && !r.exited) {
+        r.error = r.starting
+          ? `receiver did not start listening (none came up for ${Math.round(idleMs / 1000)} s)`
+          : 'receiver not started: the start-up stalled';
+        r.ac.abort();
+      }
+    }
+  }
+
+  /** Node i's receiver listens or has exited: its start-up slot is free. */
+  private startedUp(i: number) {
+    const r = this.receivers[i];
+    if (r.up) return;
+    r.up = true;
+    this.upCount++;
+    this.lastStartedAt = Date.now();
+    if (r.starting) {
+      this.starting--;
+      this.startSlot.shift()?.();
+    }
+    if (this.upCount === this.nodes.length) for (const w of this.startSlot.splice(0)) w();
+  }
+
+  /** Ends every receiver not done, with `why`. */
+  private cutAll(why: string) {
+    for (const r of this.receivers) {
+      if (r.settled) continue;
+      r.error ??= why;
+      r.ac.abort();
+    }
+    for (const w of this.startSlot.splice(0)) w();
+  }
+
+  /** Bytes the nodes hold, summed. */
+  private heldBytes(): number {
+    let b = 0;
+    for (const r of this.receivers) b += r.result ? r.result.bytes : r.bytes;
+    return b;
+  }
+
+  /** Each progress tick: extend the deadline by the measured throughput, and report. */
+  private tick() {
+    if (this.phase === 'sending') this.followThroughput();
+    this.emitProgress();
+  }
+
+  /**
+   * While the transfer moves, the deadline follows it: when what is left, at the throughput of the
+   * last 10 s, ends after the deadline, the deadline moves to that end (plus two stall times),
+   * never past the hard one. A transfer that slows to a crawl keeps the deadline it had.
+   */
+  protected followThroughput() {
+    const now = Date.now();
+    const bytes = this.heldBytes();
+    this.samples.push({ at: now, bytes });
+    while (this.samples.length > 2 && now - this.samples[1].at >= 10_000) this.samples.shift();
+    const first = this.samples[0];
+    const rate = (bytes - first.bytes) / Math.max(1, now - first.at);
+    if (!(rate > 0)) return;
+    let left = 0;
+    for (const r of this.receivers) if (!r.settled) left += Math.max(0, this.size - r.bytes);
+    const end = now + left / rate + 2 * this.stallMs;
+    if (end > this.deadlineAt) this.deadlineAt = Math.min(this.hardDeadline, end);
+  }
+
+  private emitProgress() {
+    const cb = this.opts.onProgress;
+    if (!cb) return;
+    const now = Date.now();
+    let done = 0;
+    let failed = 0;
+    for (const r of this.receivers) {
+      if (r.result && r.result.bytes === this.size) done++;
+      else if (r.exited || r.error) failed++;
+    }
+    const bytes = this.heldBytes();
+    const elapsedMs = now - this.phaseAt;
+    try {
+      cb({
+        phase: this.phase,
+        nodes: this.nodes.length,
+        listening: this.listeningCount,
+        done,
+        failed,
+        bytes,
+        totalBytes: this.size * this.nodes.length,
+        elapsedMs,
+        bytesPerSecond: this.phase === 'starting' ? 0 : (1000 * bytes) / Math.max(1, now - this.tStart),
+      });
+    } catch {
+      // a progress display's failure is not the broadcast's
+    }
   }
 
   /** Starts node i's `kb-agent receive`, reading its lines until it exits. */
@@ -164,6 +380,7 @@ export abstract class BroadcastController {
     } else if ('listening' in o) {
       if (!s.listening) {
         s.listening = true;
+        this.startedUp(i);
         if (++this.listeningCount === this.nodes.length) this.allListening.open();
       }
     } else if (typeof o.skip === 'string') {
@@ -178,22 +395,35 @@ export abstract class BroadcastController {
   }
 
   private onExit(i: number, r: CommandResult) {
+    this.startedUp(i);
     if (this.receivers[i].exit(r)) {
       for (const d of this.topology.dependents(i)) this.resume(d, `${this.nodes[i].name} died`);
     }
     if (++this.exitedCount === this.nodes.length) this.allExited.open();
   }
 
-  /** Until every receiver has exited, or the overall deadline has cut out the ones left. */
-  private async awaitReceivers() {
-    const left = this.timeoutMs - (Date.now() - this.t0);
-    const overall = deadline(Math.max(0, left));
-    const timedOut = await Promise.race([this.allExited.reached.then(() => false), overall.expired]);
-    overall.clear();
-    if (!timedOut) return;
+  /**
+   * Until every receiver has exited, or the deadline (which measured progress may move, see
+   * followThroughput) has cut out the ones left.
+   */
+  private async awaitReceivers(aborted: Promise<void>) {
+    for (;;) {
+      const overall = deadline(Math.max(0, this.deadlineAt - Date.now()));
+      const timedOut = await Promise.race([
+        this.allExited.reached.then(() => false),
+        aborted.then(() => false),
+        overall.expired,
+      ]);
+      overall.clear();
+      if (!timedOut) return;
+      // progress may have moved the deadline meanwhile (the timer was set for the old one)
+      if (Date.now() < this.deadlineAt) continue;
+      break;
+    }
+    const after = Date.now() - this.t0;
     for (const s of this.receivers) {
       if (s.exited) continue;
-      s.error ??= `timed out after ${this.timeoutMs} ms at ${s.bytes} bytes`;
+      s.error ??= `timed out after ${Math.round(after / 1000)} s at ${s.bytes} of ${this.size} bytes`;
       s.ac.abort();
     }
     const grace = deadline(2000);

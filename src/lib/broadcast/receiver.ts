@@ -34,6 +34,9 @@ export class Receiver {
   /** When its byte count last moved (or the transfer last turned to it). */
   lastMove: number;
   listening = false;
+  /** Its start-up was begun (a slot of the start window), and it has since listened or exited. */
+  starting = false;
+  up = false;
   /** Watched for progress (the transfer has reached it). */
   watch = false;
   result: AgentResult | null = null;

@@ -2,7 +2,7 @@
 // receiver is told its lanes and fallbacks, the image's size and sha256, the stall time and its
 // ring buffer; the controller feeds its initial lanes, and resumes from the source a node whose
 // sender died, stalled or no longer buffers what it needs, or that no one has fed for a while.
-import { BroadcastController, deadline } from './controller.js';
+import { BroadcastController } from './controller.js';
 import { DEFAULT_RING_BYTES, Lane } from './protocol.js';
 import { modeArgs } from './receiver.js';
 
@@ -19,19 +19,13 @@ export class ResumableBroadcast extends BroadcastController {
     );
   }
 
-  /** Last node first, so each one's successor is already there when data reaches it. */
+  /**
+   * Last node first, so each one's successor is already there when data reaches it; a window at a
+   * time (see startPaced).
+   */
   protected async startReceivers() {
-    const { receivers } = this;
-    for (let i = receivers.length - 1; i >= 0; i--) this.startReceiver(i);
-    const startup = deadline(Math.min(this.timeoutMs, 30_000));
-    await Promise.race([this.allListening.reached, this.allExited.reached, startup.expired]);
-    startup.clear();
-    for (const r of receivers) {
-      if (!r.listening && !r.exited) {
-        r.error = 'receiver did not start listening';
-        r.ac.abort();
-      }
-    }
+    const order = this.receivers.map((_, i) => this.receivers.length - 1 - i);
+    await this.startPaced(order);
   }
 
   protected startSending() {

@@ -9,7 +9,7 @@ import type { BroadcastMethod } from './methods.js';
 import { chainOrder } from './order.js';
 import { broadcastChain, broadcastStar, broadcastTree } from './pipelines.js';
 import { broadcastTaktuk } from './taktuk.js';
-import type { BroadcastMode, BroadcastReport } from './types.js';
+import type { BroadcastMode, BroadcastProgress, BroadcastReport } from './types.js';
 
 /**
  * The receivers' TCP ports on the nodes: each broadcast takes the next one, so a retry never
@@ -30,6 +30,10 @@ export interface SendOptions {
   ringBytes?: number;
   /** The deployment's connections to the nodes: the receivers ride them (no second connection). */
   sshPool?: SshPool;
+  /** Ends the broadcast (the deployment step's timeout or cancellation). */
+  signal?: AbortSignal;
+  /** Where it is: receivers up, bytes, nodes done, throughput (not for TakTuk). */
+  onProgress?: (p: BroadcastProgress) => void;
 }
 
 /** What runs each method of the registry (methods.ts). */
@@ -56,6 +60,8 @@ export async function sendFile(
     resumable: opts.resumable,
     timeoutMs: opts.timeoutMs,
     sshPool: opts.sshPool,
+    signal: opts.signal,
+    onProgress: opts.onProgress,
   };
   const ordered = chainOrder(nodes);
   const report = await implementations[method](ordered, source, common);

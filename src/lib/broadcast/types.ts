@@ -37,6 +37,37 @@ export interface BroadcastOptions {
   maxFallbacks?: number;
   /** Without the resumable protocol: pause between starting two receivers (default 300 ms). */
   startDelayMs?: number;
+  /**
+   * Receivers being started at once (their SSH connection and command, until they listen): the
+   * set-up is paced as a TakTuk tree starts Kastafior's chain, not opened all at once (default 128).
+   */
+  startWindow?: number;
+  /** Aborting ends the broadcast: nodes not done are KO ('aborted'). */
+  signal?: AbortSignal;
+  /** Called about every `progressIntervalMs` (default 1000) and when the phase changes. */
+  onProgress?: (p: BroadcastProgress) => void;
+  progressIntervalMs?: number;
+}
+
+/** Where a broadcast is, for a progress line. */
+export interface BroadcastProgress {
+  /** Receivers being started, or the image being sent. */
+  phase: 'starting' | 'sending' | 'done';
+  nodes: number;
+  /** Receivers that said they listen. */
+  listening: number;
+  /** Nodes that hold the whole image (their result is in). */
+  done: number;
+  /** Nodes out of it (their receiver ended without the image, or was cut out). */
+  failed: number;
+  /** Bytes the nodes hold, summed. */
+  bytes: number;
+  /** The image's size times the nodes. */
+  totalBytes: number;
+  /** Since the phase began. */
+  elapsedMs: number;
+  /** Bytes per second over the whole transfer so far (summed over the nodes). */
+  bytesPerSecond: number;
 }
 
 export interface StarOptions extends BroadcastOptions {

@@ -2,7 +2,10 @@
 // rights, the steps) before touching anything, then run the workflow engine on the testbed's VMs
 // with the real driver, show progress, and store the per-node, per-step stats.
 import { readFile } from 'node:fs/promises';
+import { broadcastBudgetMs } from '../broadcast/controller.js';
 import { broadcastStep } from '../broadcast/methods.js';
+import { formatBroadcastProgress } from '../broadcast/progress.js';
+import type { BroadcastProgress } from '../broadcast/types.js';
 import { envBootFiles } from '../envs/boot-files.js';
 import { canUse, checkDeployRights, getEnvironment, verifyImage } from '../envs/registry.js';
 import { InputError } from '../errors.js';
@@ -65,6 +68,14 @@ export async function checkDeployRequest(req: DeployRequest) {
   }
   const window = req.rebootWindow ? parseWindow(req.rebootWindow, '--reboot-window') : undefined;
   if (req.breakpoint) parseBreakpoint(req.breakpoint);
+  const env = await getEnvironment(req.env, req.envVersion);
+  if (!req.steps?.includes('BroadcastEnv|')) {
+    // not given: BroadcastEnv's budget follows the work (nodes, bytes), never below the default's
+    workflow = {
+      ...workflow,
+      BroadcastEnv: workflow.BroadcastEnv.map((i) => workTimeout(i, nodes.length, env.bytes)),
+    };
+  }
   if (workflow.BroadcastEnv.some((i) => i.name === broadcastStep('taktuk'))) {
     // BroadcastEnv runs in the deployment environment: the runtime's may have no TakTuk to run
     const refusal = runtimeFor(state.config).tuning.taktukRefusal;
@@ -72,7 +83,6 @@ export async function checkDeployRequest(req: DeployRequest) {
     if (!findTaktuk())
       throw new InputError('BroadcastEnvTaktuk: taktuk is not installed (apt-get install taktuk)');
   }
-  const env = await getEnvironment(req.env, req.envVersion);
   if (!canUse(req.user, env)) throw new InputError(`unknown environment "${req.env}"`);
   await verifyImage(env);
   await checkDeployRights(
@@ -95,6 +105,39 @@ export async function checkDeployRequest(req: DeployRequest) {
   return { store, state, keyFile, env, nodes, workflow, window, envBoot };
 }
 
+/** A broadcast instance's timeout: its own, or what the work needs at the floors if that is more. */
+export function workTimeout<T extends { timeoutMs: number }>(inst: T, nodes: number, bytes: number): T {
+  return { ...inst, timeoutMs: Math.max(inst.timeoutMs, broadcastBudgetMs(nodes, bytes)) };
+}
+
+/** The progress line: the engine's counts, and where each running broadcast is. */
+export class DeployStatus {
+  private engine = '';
+  private readonly casts = new Map<number, string>();
+  private nextId = 0;
+
+  constructor(private readonly show: (text: string) => void) {}
+
+  setEngine(text: string) {
+    this.engine = text;
+    this.render();
+  }
+
+  /** A broadcast's progress callback; its part of the line goes once it is done. */
+  broadcast(method: string): (p: BroadcastProgress) => void {
+    const id = this.nextId++;
+    return (p) => {
+      if (p.phase === 'done') this.casts.delete(id);
+      else this.casts.set(id, formatBroadcastProgress(method, p));
+      this.render();
+    };
+  }
+
+  private render() {
+    this.show([this.engine, ...this.casts.values()].filter(Boolean).join('; '));
+  }
+}
+
 export async function deployTestbed(
   req: DeployRequest,
   ctx: { logger: Logger; progress: Progress },
@@ -109,6 +152,9 @@ export async function deployTestbed(
   const scale = tuning.timeScale;
   const runtimeTimeout = tuning.rebootTimeoutMs;
   const byName = new Map(nodes.map((n) => [n.name, n]));
+  // the progress step's line, once the step has started
+  let show: (text: string) => void = () => {};
+  const status = new DeployStatus((t) => show(t));
   try {
     const driver = createDriver({
       nodes: byName,
@@ -116,9 +162,13 @@ export async function deployTestbed(
       power,
       env,
       envBoot,
-      broadcast: (method, list) =>
+      broadcast: (method, list, bctx) =>
         broadcastImage(method, list, env, {
           keyFile,
+          // bounded by the step: its time left and its abort
+          timeoutMs: bctx.timeoutMs,
+          signal: bctx.signal,
+          onProgress: status.broadcast(method),
           // the driver's connections: one per node for the whole deployment
           sshPool: pool,
           // the protocol the nodes' agent speaks, and how slow a receiver may be
@@ -137,6 +187,7 @@ export async function deployTestbed(
     const result = await ctx.progress.step(
       `Deploy ${env.description.name} v${env.description.version} on ${nodes.length} node(s): ${formatSteps(workflow)}`,
       async (step) => {
+        show = (t) => step.status(t);
         const run = startWorkflow(
           nodes.map((n) => n.name),
           workflow,
@@ -158,7 +209,7 @@ export async function deployTestbed(
               // counted from timeouts until a batch ends (or an earlier deployment tells): at most that
               const eta =
                 s.etaMs === undefined ? '' : `, ETA ${s.etaBound ? '≤ ' : ''}${Math.round(s.etaMs / 1000)} s`;
-              step.status(`${s.ok} OK, ${s.ko} KO${steps ? `, ${steps}` : ''}${eta}`);
+              status.setEngine(`${s.ok} OK, ${s.ko} KO${steps ? `, ${steps}` : ''}${eta}`);
             },
           },
         );

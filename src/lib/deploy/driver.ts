@@ -31,10 +31,11 @@ export interface DriverDeps {
   pool: SshPool;
   power: PowerControl;
   env: RegisteredEnvironment;
+  /** The image to the nodes; `ctx` bounds it: the step's abort signal and the time left in it. */
   broadcast(
     method: BroadcastMethod,
     nodes: DeployNode[],
-    signal: AbortSignal,
+    ctx: { signal: AbortSignal; timeoutMs: number },
   ): Promise<Map<string, NodeOutcome>>;
   disk?: DiskLayout;
   /**
@@ -50,9 +51,29 @@ export interface DriverDeps {
   probeIntervalMs?: number;
   /** Wait before the first probe after a reboot: a node answering at once has not rebooted yet. */
   rebootGraceMs?: number;
+  /** When a node not back counts as hung, from its peers' return times (default HUNG). */
+  hung?: typeof HUNG;
 }
 
-/** Single quotes for the node's shell. */
+/**
+ * When a node still not back from its reboot counts as hung, measured on its peers: once `quorum`
+ * of the `total` nodes rebooted together are back, a node not back after `factor` times the time
+ * that quorum took (and never before `minMs`) is given up, instead of waiting out the reboot
+ * timeout sized for the slowest possible boot of that many nodes. `backMs`: when each node that is
+ * back came back, from the start of the wait, in order. Infinity while too few are back to tell,
+ * or too few rebooted together to compare.
+ */
+/** A node rebooting is probed for at least this long from its first probe (at most the call's budget). */
+export const PROBE_SPAN_MS = 10_000;
+
+export const HUNG = { quorum: 0.9, factor: 3, minMs: 10_000, minNodes: 20 };
+
+export function hungAfterMs(backMs: readonly number[], total: number, rule = HUNG): number {
+  if (total < rule.minNodes) return Number.POSITIVE_INFINITY;
+  const need = Math.ceil(rule.quorum * total);
+  if (backMs.length < need) return Number.POSITIVE_INFINITY;
+  return Math.max(rule.minMs, rule.factor * backMs[need - 1]);
+}
 
 export function createDriver(deps: DriverDeps): WorkflowDriver {
   const disk = deps.disk ?? defaultDisk;
@@ -89,7 +110,19 @@ export function createDriver(deps: DriverDeps): WorkflowDriver {
   const envBoot = deps.envBoot ?? null;
   const upload = envBoot ? (deps.uploadEnvBoot ?? uploadOnce(envBoot)) : null;
 
+  /** Opens a node's connection ahead of its commands; a failure is the commands' to report. */
+  const warm = (name: string) => {
+    try {
+      deps.pool.connect(target(node(name))).catch(() => {});
+    } catch {
+      // a pool that cannot connect ahead (a test's fake) connects when a command needs it
+    }
+  };
+
   const switchProfile = async (names: string[], wanted: 'deploy' | 'deployed') => {
+    // the reboot windows that follow reach the nodes over SSH: their handshakes start now, paced
+    // by the pool's gate, instead of each window paying for its own before its commands run
+    if (wanted === 'deploy') for (const name of names) warm(name);
     // the deployed system through its environment's kernel when there is one, else the disk
     const profile = wanted === 'deploy' ? 'deploy' : envBoot ? 'env' : 'local';
     const env = profile === 'env' && envBoot ? envBootOf(envBoot, disk.partition) : undefined;
@@ -109,7 +142,8 @@ export function createDriver(deps: DriverDeps): WorkflowDriver {
   };
 
   const reboot = async (names: string[], level: 'soft' | 'hard' | 'very_hard', ctx: MicroContext) => {
-    for (const name of names) deps.pool.drop(target(node(name)));
+    // a soft reboot is ordered over the node's current connection (a failed one reconnects)
+    if (level !== 'soft') for (const name of names) deps.pool.drop(target(node(name)));
     if (level !== 'soft') return deps.power.power(level === 'hard' ? 'reset' : 'cycle', names.map(node));
     // soft: the node reboots itself; the connection dropping under the command is expected
     const out = new Map<string, NodeOutcome>();
@@ -128,8 +162,21 @@ export function createDriver(deps: DriverDeps): WorkflowDriver {
    * is reported at once: the engine moves it on while the others are still probed.
    */
   const waitReboot = async (names: string[], env: 'deploy' | 'deployed', ctx: MicroContext) => {
+    const t0 = Date.now();
+    const backMs: number[] = [];
+    let hungAt = Number.POSITIVE_INFINITY;
+    const given = new Set<string>();
+    // the call's budget, but never before a node has had PROBE_SPAN_MS of probes: at thousands of
+    // nodes on a busy machine the probe window may reach a node late (the step's own timeout still
+    // ends the call)
+    const end = t0 + ctx.timeoutMs;
+    const span = Math.min(PROBE_SPAN_MS, ctx.timeoutMs);
+    const firstProbe = new Map<string, number>();
     const answers = await waitForSsh(names, {
-      exec: (name, command, timeoutMs) => deps.pool.exec(target(node(name)), command, timeoutMs),
+      exec: (name, command, timeoutMs) => {
+        if (!firstProbe.has(name)) firstProbe.set(name, Date.now());
+        return deps.pool.exec(target(node(name)), command, timeoutMs);
+      },
       command: env === 'deploy' ? 'kb-agent identify' : 'cat /etc/kb-env',
       // up in the expected system: the deployment environment on this node, or the deployed one
       check: (name, r) =>
@@ -139,25 +186,39 @@ export function createDriver(deps: DriverDeps): WorkflowDriver {
             ? null
             : `runs ${r.stdout.trim() || 'another system'}`,
       failed: (name) => deps.pool.drop(target(node(name))),
-      deadline: Date.now() + ctx.timeoutMs,
+      deadline: (name) => Math.max(end, (firstProbe.get(name) ?? Date.now()) + span),
       intervalMs: deps.probeIntervalMs ?? 1000,
       probeTimeoutMs: 10_000,
       window,
       graceMs: Math.min(deps.rebootGraceMs ?? 2000, ctx.timeoutMs / 4),
       signal: ctx.signal,
-      onUp: (name) => ctx.report?.(name, { ok: true }),
+      // the peers say how long a reboot takes here: far longer than theirs is a hung node
+      givenUp: (name) => {
+        if (Date.now() - t0 <= hungAt) return false;
+        given.add(name);
+        return true;
+      },
+      onUp: (name) => {
+        backMs.push(Date.now() - t0);
+        hungAt = hungAfterMs(backMs, names.length, deps.hung);
+        ctx.report?.(name, { ok: true });
+      },
     });
     const into = env === 'deploy' ? 'deployment environment' : 'deployed system';
     const out = new Map<string, NodeOutcome>();
     for (const name of names) {
       const a = answers.get(name);
+      const hung =
+        !a?.ok && a && given.has(name)
+          ? `; not back after ${Math.round(a.ms / 1000)} s, ${Math.round(hungAt / (deps.hung ?? HUNG).factor / 1000)} s for ${Math.round((deps.hung ?? HUNG).quorum * 100)}% of its ${names.length} peers`
+          : '';
       out.set(
         name,
         a?.ok
           ? { ok: true }
           : {
               ok: false,
-              reason: `Unreachable after the reboot into the ${into} (${a?.last ?? 'no answer'})`,
+              reason: `Unreachable after the reboot into the ${into} (${a?.last ?? 'no answer'}${hung})`,
             },
       );
     }
@@ -218,7 +279,10 @@ export function createDriver(deps: DriverDeps): WorkflowDriver {
         case 'mount':
           return each(names, ctx, 'mount', () => `kb-agent mount ${disk.partition} ${disk.mount}`);
         case 'broadcast':
-          return deps.broadcast(micro.method, names.map(node), ctx.signal);
+          return deps.broadcast(micro.method, names.map(node), {
+            signal: ctx.signal,
+            timeoutMs: ctx.timeoutMs,
+          });
         case 'sync': {
           // post-install: the staged key and the system's identity, then everything on disk
           const out = new Map<string, NodeOutcome>();

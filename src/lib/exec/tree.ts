@@ -15,11 +15,12 @@
 // controller does the handshake and the encryption for all nodes (nested once per tunnel level,
 // as the tunnel itself is an SSH channel). What is relayed is the TCP connection, not the work.
 import { connect as netConnect } from 'node:net';
+import { openSession } from '../ssh/pool.js';
 import {
   connectError,
   DEFAULT_COMMAND_TIMEOUT_MS,
   DEFAULT_CONNECT_TIMEOUT_MS,
-  SshSession,
+  type SshSession,
 } from '../ssh/session.js';
 import { checkExecWindow } from './flat.js';
 import {
@@ -209,10 +210,10 @@ export function treeExec(
         directLive--;
         pump();
       });
-      opening = SshSession.connect({ ...dest, sock });
+      opening = openSession({ ...dest, sock });
     } else {
       // the connect timeout covers the tunnel through the relay too
-      opening = SshSession.connect({ ...dest, via: parent.conn! });
+      opening = openSession({ ...dest, via: parent.conn! });
     }
     stats.connectionsOpened++;
     opening.then(

@@ -8,9 +8,9 @@ export interface SshProbe {
   ms: number;
 }
 
-export async function probeSsh(host: string, keyFile: string): Promise<SshProbe> {
+export async function probeSsh(host: string, keyFile: string, timeoutMs = 10_000): Promise<SshProbe> {
   const t0 = Date.now();
-  const r = await sshTarget(host, keyFile).exec('hostname; echo kb-ok', 10_000);
+  const r = await sshTarget(host, keyFile).exec('hostname; echo kb-ok', timeoutMs);
   const ok = r.code === 0 && r.stdout.includes('kb-ok');
   return {
     host,

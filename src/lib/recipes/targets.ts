@@ -1,7 +1,7 @@
 // Targets a recipe runs on: a local network namespace (ip netns exec), or a host over SSH.
 import { readFile } from 'node:fs/promises';
 import { execa } from 'execa';
-import { execOnce } from '../ssh/session.js';
+import { execOnce } from '../ssh/pool.js';
 import type { Target } from './recipe.js';
 
 export function nsTarget(ns: string): Target {

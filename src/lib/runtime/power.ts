@@ -2,7 +2,8 @@
 // `kabootstrap reboot` need, whatever the runtime: the VMs grouped by host, one SSH connection
 // per host (kept until close), then the runtime's own power control on it (runtime.power).
 import { readFile } from 'node:fs/promises';
-import { SshSession } from '../ssh/session.js';
+import { openSession } from '../ssh/pool.js';
+import type { SshSession } from '../ssh/session.js';
 import { byHost, type PowerAction, type PowerOutcome, type VmRuntime } from './runtime.js';
 
 /** Kadeploy's reboot levels: the node reboots itself (soft), a reset (hard), off and on (very_hard). */
@@ -26,7 +27,7 @@ export function hostPower(opts: { runtime: VmRuntime; keyFile: string }): PowerC
     let s = sessions.get(n.host);
     if (!s) {
       s = readFile(opts.keyFile).then((privateKey) =>
-        SshSession.connect({ host: n.hostIp, privateKey, timeoutMs: 15_000 }),
+        openSession({ host: n.hostIp, privateKey, timeoutMs: 15_000 }),
       );
       s.catch(() => sessions.delete(n.host));
       sessions.set(n.host, s);

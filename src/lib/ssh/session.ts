@@ -322,15 +322,3 @@ export async function timedOn(
     after?.(s);
   }
 }
-
-/**
- * One command on a connection of its own, closed after it (probes and recipes: few commands, far
- * apart); never rejects, a failed connection comes back as the result's error.
- */
-export function execOnce(opts: ConnectOptions, command: string, timeoutMs: number): Promise<TimedResult> {
-  return timedOn(
-    () => SshSession.connect(opts),
-    (s) => s.exec(command, timeoutMs),
-    (s) => s.close(),
-  );
-}

@@ -75,5 +75,10 @@ export async function buildLocalNetwork(
 export async function probeHosts(store: StateStore, state: TestbedState): Promise<SshProbe[]> {
   const hosts = state.resources.filter((r) => r.kind === 'netns' && r.status === 'created' && r.data.ip);
   const key = store.layout.ssh.clientKey;
-  return Promise.all(hosts.map((h) => probeSsh(h.data.ip as string, key)));
+  const first = await Promise.all(hosts.map((h) => probeSsh(h.data.ip as string, key)));
+  // a machine busy with other work can be slow to fork a command: those that timed out get one
+  // more, longer try before they count as down
+  return Promise.all(
+    first.map((p) => (p.ok || !/timeout/.test(p.detail) ? p : probeSsh(p.host, key, 30_000))),
+  );
 }

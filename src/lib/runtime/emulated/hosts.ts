@@ -16,7 +16,8 @@ import { parsePrefix } from '../../net/ipv4.js';
 import { type HostNs, isHostGroup } from '../../netns/topology.js';
 import { isAlive } from '../../pid.js';
 import type { Plan, VmPlan } from '../../planner/plan.js';
-import { SshSession } from '../../ssh/session.js';
+import { openSession } from '../../ssh/pool.js';
+import type { SshSession } from '../../ssh/session.js';
 import { type StateStore, type TestbedState, upsertResource } from '../../state/store.js';
 import type { RuntimeContext } from '../runtime.js';
 
@@ -54,7 +55,7 @@ export async function startEmulatedHosts(ctx: RuntimeContext): Promise<EmulatedH
       const down: string[] = [];
       await eachLimited(hosts, window, async (h) => {
         try {
-          const s = await SshSession.connect({ host: h.ip, privateKey, timeoutMs: 15_000 });
+          const s = await openSession({ host: h.ip, privateKey, timeoutMs: 15_000 });
           const r = await s.exec('hostname', 10_000);
           if (r.stdout.trim() !== h.fqdn) {
             s.close();

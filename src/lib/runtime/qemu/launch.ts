@@ -7,7 +7,8 @@ import type { Logger } from '../../log.js';
 import type { Topology } from '../../netns/topology.js';
 import type { Plan, VmPlan } from '../../planner/plan.js';
 import type { Progress } from '../../progress.js';
-import { execOnce, SshSession } from '../../ssh/session.js';
+import { execOnce, openSession } from '../../ssh/pool.js';
+import type { SshSession } from '../../ssh/session.js';
 import { waitForSsh } from '../../ssh/wait.js';
 import { type StateStore, type TestbedState, upsertResource } from '../../state/store.js';
 import type { BootTracker, VmBoot } from '../boot-tracker.js';
@@ -46,7 +47,7 @@ export async function launchVms(
         const hostVms = new Map<string, HostVm>();
         const privateKey = await readFile(key);
         for (const [host, list] of byHost(vms)) {
-          const session = await SshSession.connect({
+          const session = await openSession({
             host: hostIp.get(host)!,
             privateKey,
             timeoutMs: 15_000,
