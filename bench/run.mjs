@@ -7,6 +7,8 @@
 //   broadcast            one file to N real sshd, loopback and tc-capped links: kabootstrap chain/star
 //                        vs TakTuk, scp, an nc chain (root; --nodes --runs --mb --capped-mb --mbit)
 //   broadcast-emulated   `put` by star, chain, tree, taktuk to emulated VMs (root; --vms --mb --runs)
+//   deploy               the seed recipe scaled to N emulated VMs, replayed by `experiment run`
+//                        (root; --vms 100,1000[,4552] --runs 3 --image-scale 100 --timeout S)
 //   report               only regenerate BENCHMARKS.md
 // Without a name: plan, then broadcast-emulated when root (--no-broadcast skips it), as before.
 import { spawnSync } from 'node:child_process';
@@ -17,9 +19,10 @@ const scripts = {
   exec: 'exec.mjs',
   broadcast: 'broadcast-sshd.mjs',
   'broadcast-emulated': 'broadcast.mjs',
+  deploy: 'deploy.mjs',
   report: null,
 };
-const needsRoot = new Set(['exec', 'broadcast', 'broadcast-emulated']);
+const needsRoot = new Set(['exec', 'broadcast', 'broadcast-emulated', 'deploy']);
 const isRoot = process.getuid?.() === 0;
 
 const first = process.argv[2];

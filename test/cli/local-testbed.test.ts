@@ -154,7 +154,7 @@ describe('local testbed network', { skip }, () => {
     assert.equal(add.code, 0, add.stderr);
     const t1 = Date.now();
     const dep = await kb(['deploy', '-c', cfg, '-e', 'tiny', '--json', '-q'], { env, timeoutMs: 900_000 });
-    assert.equal(dep.code, 0, dep.stderr);
+    assert.equal(dep.code, 0, `${dep.stderr}${koReasons(dep.stdout)}`);
     const deployed = JSON.parse(dep.stdout);
     assert.deepEqual(
       deployed.nodes.map((n: { node: string; outcome: string }) => `${n.node} ${n.outcome}`),
@@ -348,3 +348,16 @@ describe('local testbed network', { skip }, () => {
     assert.deepEqual(leftovers(name, '10.219.'), []);
   });
 });
+
+/** The KO nodes of a `deploy --json` answer and why, for an assertion's message. */
+function koReasons(stdout: string): string {
+  try {
+    const nodes: { node: string; outcome: string; reason?: string }[] = JSON.parse(stdout).nodes;
+    return nodes
+      .filter((n) => n.outcome !== 'ok')
+      .map((n) => `\n${n.node}: ${n.reason}`)
+      .join('');
+  } catch {
+    return '';
+  }
+}

@@ -129,11 +129,13 @@ export abstract class BroadcastController {
   ) {
     this.stallMs = opts.stallMs ?? DEFAULT_STALL_MS;
     this.size = source.size;
-    // the caller's budget (the deployment step's time left) is a hard limit; without one, the
-    // work's own at the floors, which measured progress may extend up to twice
+    // the caller's budget (the deployment step's time left, itself sized from the work) is the
+    // deadline; without one, the work's own at the floors, which measured progress may extend up
+    // to twice. Not the lesser of the two: a slow machine (TCG VMs) is under the floors, and a
+    // plain chain reports no bytes until its nodes exit, so nothing could extend it.
     const work = broadcastBudgetMs(nodes.length, source.size);
     this.timeoutMs = opts.timeoutMs ?? work;
-    this.deadlineAt = t0 + Math.min(this.timeoutMs, work);
+    this.deadlineAt = t0 + this.timeoutMs;
     this.hardDeadline = t0 + (opts.timeoutMs ?? 2 * work);
     this.phaseAt = t0;
     this.receivers = nodes.map((nd) => new Receiver(nd, `${nd.ip}:${opts.port}`, t0));
