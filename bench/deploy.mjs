@@ -33,7 +33,7 @@ function scaledRecipe(n) {
   r.network = { prefix: '10.236.0.0/16' };
   for (const site of r.sites) {
     site.serviceNodes = Math.max(1, Math.round(site.serviceNodes * f));
-    for (const c of site.clusters) c.hosts = Math.max(1, Math.round(c.hosts * f));
+    for (const c of site.clusters) c.hosts = Math.max(1, Math.ceil(c.hosts * f));
   }
   r.vms.count = n;
   return stringify(r);
@@ -43,7 +43,8 @@ function scaledRecipe(n) {
 function summary(report, wallMs) {
   const d = report.deployment;
   const died = d.koReasons.filter((k) => /died|die|dead/i.test(k.reason)).reduce((a, k) => a + k.nodes, 0);
-  const alive = d.nodes - died;
+  // alive: up after setup (a VM whose boot fault is permanent never is) and not killed by its fault
+  const alive = Math.min(d.nodes, report.testbed.vmsUp) - died;
   return {
     wallMs,
     vms: report.testbed.vms,
@@ -59,8 +60,13 @@ function summary(report, wallMs) {
     makespanMs: d.makespanMs,
     modelledMakespanMs: d.modelledMakespanMs,
     lowerBoundMs: d.lowerBoundMs ?? null,
-    macroSteps: d.macroSteps.map((m) => ({ macro: m.macro, spanMs: m.spanMs, failures: m.failures })),
-    koReasons: d.koReasons.slice(0, 5),
+    macroSteps: d.macroSteps.map((m) => ({
+      macro: m.macro,
+      spanMs: m.spanMs,
+      failures: m.failures,
+      micro: m.micro.filter((x) => x.failures > 0),
+    })),
+    koReasons: d.koReasons.slice(0, 20),
     cpuMs: report.controller.cpuMs,
     peakRssBytes: report.controller.peakRssBytes,
     imageBytes: report.scaling.imageBytes,
@@ -98,7 +104,9 @@ await bounded(
         let report;
         try {
           report = JSON.parse(r.stdout);
+          if (!report.deployment) throw new Error('no deployment in the report');
         } catch {
+          console.error(r.stdout.slice(0, 2000));
           const why = r.stderr.trim().split('\n').pop();
           console.error(`N = ${n}, run ${i + 1}: no report (exit ${r.code}): ${why}`);
           runs.push({ failed: why ?? `exit ${r.code}` });

@@ -9,6 +9,7 @@
 //   broadcast-emulated   `put` by star, chain, tree, taktuk to emulated VMs (root; --vms --mb --runs)
 //   deploy               the seed recipe scaled to N emulated VMs, replayed by `experiment run`
 //                        (root; --vms 100,1000[,4552] --runs 3 --image-scale 100 --timeout S)
+//   local                the README's main job timed: setup, deploy -e tiny, teardown (root; --runs)
 //   report               only regenerate BENCHMARKS.md
 // Without a name: plan, then broadcast-emulated when root (--no-broadcast skips it), as before.
 import { spawnSync } from 'node:child_process';
@@ -20,9 +21,10 @@ const scripts = {
   broadcast: 'broadcast-sshd.mjs',
   'broadcast-emulated': 'broadcast.mjs',
   deploy: 'deploy.mjs',
+  local: 'local.mjs',
   report: null,
 };
-const needsRoot = new Set(['exec', 'broadcast', 'broadcast-emulated', 'deploy']);
+const needsRoot = new Set(['exec', 'broadcast', 'broadcast-emulated', 'deploy', 'local']);
 const isRoot = process.getuid?.() === 0;
 
 const first = process.argv[2];
