@@ -47,7 +47,13 @@ export function parseYamlMapping(text: string, label: string): object {
     const line = e.linePos?.[0]?.line;
     throw new InputError(`${label}${line ? `:${line}` : ''}: not valid YAML: ${e.message.split('\n')[0]}`);
   }
-  const raw = doc.toJS();
+  let raw: unknown;
+  try {
+    // the library refuses a document whose aliases would expand beyond reason (an alias bomb)
+    raw = doc.toJS({ maxAliasCount: 1000 });
+  } catch (e) {
+    throw new InputError(`${label}: not valid YAML: ${(e as Error).message.split('\n')[0]}`);
+  }
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
     throw new InputError(`${label}: expected a mapping of settings at the top level`);
   }

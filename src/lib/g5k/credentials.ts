@@ -76,3 +76,18 @@ export function redact(text: string, creds: Credentials | null | undefined): str
   }
   return out;
 }
+
+/**
+ * A URL fit to print or record: a password given inside it (`https://user:secret@host/`) is
+ * replaced by `***`; a text that is not a URL is returned as it is.
+ */
+export function printableUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (!u.password) return url;
+    u.password = '***';
+    return u.toString();
+  } catch {
+    return url;
+  }
+}

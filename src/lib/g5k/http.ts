@@ -8,7 +8,7 @@ import { TestbedError, UnreachableError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
 import type { Credentials } from './credentials.js';
-import { redact } from './credentials.js';
+import { printableUrl, redact } from './credentials.js';
 import type { Collection } from './types.js';
 
 export interface RetryOptions {
@@ -130,7 +130,7 @@ export class G5kHttp {
         continue;
       }
       throw new UnreachableError(
-        redact(`cannot reach the testbed API at ${this.baseUrl}: ${code}`, this.creds),
+        redact(`cannot reach the testbed API at ${printableUrl(this.baseUrl)}: ${code}`, this.creds),
       );
     }
   }

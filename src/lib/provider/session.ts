@@ -6,7 +6,7 @@ import { type SyntheticInventorySpec, synthesizeInventory } from '../api/invento
 import { type ApiServer, startApiServer } from '../api/server.js';
 import type { TestbedConfig } from '../config/schema.js';
 import { G5kClient } from '../g5k/client.js';
-import { loadCredentials } from '../g5k/credentials.js';
+import { loadCredentials, printableUrl } from '../g5k/credentials.js';
 import type { Logger } from '../log.js';
 import { testbedDomain } from '../planner/plan.js';
 import { TestbedLayout } from '../state/layout.js';
@@ -76,7 +76,8 @@ export async function openSession(config: TestbedConfig, opts: SessionOptions): 
         logger: opts.logger,
         retry: { limit: config.api.retries },
       }),
-      apiUrl,
+      // shown and recorded: never the password a URL may carry
+      apiUrl: printableUrl(apiUrl),
       inventoryDomain: 'grid5000.fr',
       pollMs: [5000, 10000, 20000, 30000, 60000],
       close: async () => {},

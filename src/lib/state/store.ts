@@ -1,7 +1,9 @@
 // A testbed's state on the controller: state.json (what was created, for status and teardown,
 // written atomically and in order), the lock one command at a time holds, and resource records.
-import { mkdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
+import { randomUUID } from 'node:crypto';
+import { link, mkdir, readFile, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { writeFileAtomic } from '../atomic-file.js';
 import type { TestbedConfig } from '../config/schema.js';
 import { InputError, LockedError } from '../errors.js';
@@ -66,7 +68,9 @@ export class StateStore {
     }
     try {
       const state = JSON.parse(text) as TestbedState;
-      if (state.version !== 1) throw new Error(`unknown version ${state.version}`);
+      if (state?.version !== 1) throw new Error(`unknown version ${state?.version}`);
+      const wrong = shapeError(state);
+      if (wrong) throw new Error(wrong);
       return state;
     } catch (e) {
       throw new InputError(`state ${this.file}: cannot read it (${(e as Error).message})`);
@@ -86,7 +90,13 @@ export class StateStore {
     return next;
   }
 
-  /** Takes the testbed's lock or says who holds it. A lock left by a dead process is taken over. */
+  /**
+   * Takes the testbed's lock or says who holds it. The lock file appears whole (a hard link of a
+   * file already written), so a reader never sees it half-written. A lock left by a dead process
+   * of this host is taken over, one process at a time (the takeover file), and only if it is still
+   * the one judged dead: two commands that find the same stale lock never both go on. A lock of
+   * another host is never taken: its process cannot be checked from here.
+   */
   async lock(command: string): Promise<void> {
     await mkdir(this.dir, { recursive: true });
     const mine = JSON.stringify({
@@ -95,30 +105,44 @@ export class StateStore {
       command,
       since: new Date().toISOString(),
     });
-    for (let attempt = 0; attempt < 2; attempt++) {
-      try {
-        await writeFile(this.lockFile, mine, { flag: 'wx' });
-        this.locked = true;
-        return;
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      }
-      const holder = await this.lockHolder();
-      if (holder && holder.host === hostname() && isAlive(holder.pid)) {
-        throw new LockedError(
-          `testbed ${this.name} is busy: '${holder.command}' (pid ${holder.pid}) has held its lock since ${holder.since}`,
-        );
-      }
-      await rm(this.lockFile, { force: true });
-    }
-    throw new LockedError(`testbed ${this.name}: could not take the lock ${this.lockFile}`);
-  }
-
-  private async lockHolder(): Promise<{ pid: number; host: string; command: string; since: string } | null> {
+    const draft = `${this.lockFile}.${process.pid}.${randomUUID()}`;
+    const takeover = `${this.lockFile}.takeover`;
+    await writeFile(draft, mine, { mode: 0o600 });
     try {
-      return JSON.parse(await readFile(this.lockFile, 'utf8'));
-    } catch {
-      return null;
+      for (let attempt = 0; attempt < 50; attempt++) {
+        if (await linkOnce(draft, this.lockFile)) {
+          this.locked = true;
+          return;
+        }
+        const raw = await readFile(this.lockFile, 'utf8').catch(() => null);
+        if (raw === null) continue; // released meanwhile: try again
+        const holder = parseHolder(raw);
+        if (holder && holder.host !== hostname()) {
+          throw new LockedError(
+            `testbed ${this.name} is busy: '${holder.command}' (pid ${holder.pid}) on host ${holder.host} has held its lock since ${holder.since}; if it no longer runs there, remove ${this.lockFile}`,
+          );
+        }
+        if (holder && isAlive(holder.pid)) {
+          throw new LockedError(
+            `testbed ${this.name} is busy: '${holder.command}' (pid ${holder.pid}) has held its lock since ${holder.since}`,
+          );
+        }
+        // dead holder (or an unreadable lock): take it over, alone
+        if (!(await linkOnce(draft, takeover))) {
+          await dropIfOlder(takeover, TAKEOVER_STALE_MS);
+          await sleep(20 + Math.random() * 30);
+          continue;
+        }
+        try {
+          const again = await readFile(this.lockFile, 'utf8').catch(() => null);
+          if (again === raw) await rm(this.lockFile, { force: true });
+        } finally {
+          await rm(takeover, { force: true });
+        }
+      }
+      throw new LockedError(`testbed ${this.name}: could not take the lock ${this.lockFile}`);
+    } finally {
+      await rm(draft, { force: true });
     }
   }
 
@@ -176,4 +200,54 @@ export function upsertResource(
   const created = { ...rec, createdAt: now, updatedAt: now };
   state.resources.push(created);
   return created;
+}
+
+/** A takeover file older than this was left by a process that died while taking over. */
+const TAKEOVER_STALE_MS = 10_000;
+
+interface LockHolder {
+  pid: number;
+  host: string;
+  command: string;
+  since: string;
+}
+
+function parseHolder(raw: string): LockHolder | null {
+  try {
+    const h = JSON.parse(raw) as LockHolder;
+    return typeof h.pid === 'number' && typeof h.host === 'string' ? h : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Creates `to` as a link to `from`, atomically; false if `to` exists. */
+async function linkOnce(from: string, to: string): Promise<boolean> {
+  try {
+    await link(from, to);
+    return true;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw e;
+  }
+}
+
+async function dropIfOlder(file: string, ms: number): Promise<void> {
+  const st = await stat(file).catch(() => null);
+  if (st && Date.now() - st.mtimeMs > ms) await rm(file, { force: true });
+}
+
+/** What is wrong with a state file's shape, if anything: a hand-edited or foreign file stops here. */
+function shapeError(s: TestbedState): string | null {
+  if (typeof s.name !== 'string') return 'name: expected a string';
+  if (typeof s.phase !== 'string') return 'phase: expected a string';
+  if (!s.config || typeof s.config !== 'object') return 'config: expected an object';
+  if (!Array.isArray(s.resources)) return 'resources: expected a list';
+  for (const [i, r] of s.resources.entries()) {
+    if (!r || typeof r !== 'object' || typeof r.kind !== 'string' || typeof r.key !== 'string')
+      return `resources[${i}]: expected an object with a kind and a key`;
+  }
+  if (s.plan !== null && typeof s.plan !== 'object') return 'plan: expected an object or null';
+  if (!s.discovered || typeof s.discovered !== 'object') return 'discovered: expected an object';
+  return null;
 }

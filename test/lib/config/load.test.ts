@@ -87,6 +87,17 @@ sites:
     ['g5k without an API URL', base + 'provider: g5k\n', /api\.url: is required for the g5k provider/],
     ['a wrong type', base + 'walltime: [1]\n', /^config t\.yaml: walltime: /],
     ['bad YAML', 'name: [t\n', /^config t\.yaml(:\d+)?: not valid YAML/],
+    [
+      'an alias bomb',
+      `a: &a [x, x, x, x, x, x, x, x, x, x]\n${Array.from(
+        { length: 8 },
+        (_, i) =>
+          `${String.fromCharCode(98 + i)}: &${String.fromCharCode(98 + i)} [${Array(10)
+            .fill(`*${String.fromCharCode(97 + i)}`)
+            .join(', ')}]`,
+      ).join('\n')}\n`,
+      /^config t\.yaml: not valid YAML: Excessive alias count/,
+    ],
     ['a missing name', base.replace('name: t\n', ''), /^config t\.yaml: name: is required$/],
   ];
   for (const [what, yaml, re] of bad) {

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { InputError } from '../../../src/lib/errors.js';
-import { loadCredentials, redact } from '../../../src/lib/g5k/credentials.js';
+import { loadCredentials, printableUrl, redact } from '../../../src/lib/g5k/credentials.js';
 
 describe('credentials', () => {
   let home: string;
@@ -73,5 +73,14 @@ describe('credentials', () => {
     const text = `pw=a b/c url=https://alice:a%20b%2Fc@host auth=Basic ${basic}`;
     assert.equal(redact(text, creds), 'pw=*** url=https://alice:***@host auth=Basic ***');
     assert.equal(redact(text, null), text);
+  });
+
+  it('prints a URL without the password it carries', () => {
+    assert.equal(
+      printableUrl('https://alice:s3cr%40t@api.example/stable/'),
+      'https://alice:***@api.example/stable/',
+    );
+    assert.equal(printableUrl('https://api.example/stable/'), 'https://api.example/stable/');
+    assert.equal(printableUrl('not a url'), 'not a url');
   });
 });

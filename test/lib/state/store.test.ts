@@ -47,6 +47,28 @@ describe('state store', () => {
     await assert.rejects(store.read(), /state .*st\/state\.json: cannot read it/);
   });
 
+  it('refuses a state file of the wrong shape with one line naming the field', async () => {
+    const store = new StateStore('st');
+    const good = newState(config, 'st.yaml');
+    const cases: [Record<string, unknown>, RegExp][] = [
+      [{ resources: 5 }, /resources: expected a list/],
+      [{ resources: [null] }, /resources\[0\]: expected an object with a kind and a key/],
+      [{ config: 'x' }, /config: expected an object/],
+      [{ discovered: null }, /discovered: expected an object/],
+    ];
+    for (const [patch, message] of cases) {
+      await store.write({ ...good, ...patch } as never);
+      await assert.rejects(store.read(), (e: Error) => {
+        assert.equal(e.name, 'InputError');
+        assert.match(e.message, /state .*st\/state\.json: cannot read it/);
+        assert.match(e.message, message);
+        return true;
+      });
+    }
+    await writeFile(store.file, 'null');
+    await assert.rejects(store.read(), /cannot read it \(unknown version undefined\)/);
+  });
+
   it('refuses a second command while the lock is held, and takes over a dead holder', async () => {
     const a = new StateStore('st');
     await a.lock('setup');
