@@ -2,6 +2,7 @@
 // service nodes (netboot profiles), the hosts (power) and the node agent over SSH. The same
 // driver runs QEMU VMs and emulated VMs; only the host's power commands differ. waitReboot reports
 // each node to the engine as soon as it is back, so it goes on without waiting for the others.
+import { posix } from 'node:path';
 import { eachLimited, Limiter } from '../concurrency.js';
 import type { EnvBootFiles } from '../envs/boot-files.js';
 import type { RegisteredEnvironment } from '../envs/registry.js';
@@ -244,16 +245,21 @@ export function createDriver(deps: DriverDeps): WorkflowDriver {
               () => 'kb-agent kexec /boot/vmlinuz /boot/initrd.img console=ttyS0',
             );
           }
-          if (!boot)
-            return new Map(
-              names.map((n) => [n, { ok: false, reason: `${desc.name} has no boot kernel to kexec` }]),
-            );
+          if (!boot?.initrd) {
+            // the agent's kexec takes a kernel and an initrd both (vm-images/deploy-env/kb-agent)
+            const reason = boot
+              ? `${desc.name} has no boot.initrd: kb-agent kexec needs one (boot it with a classical reboot)`
+              : `${desc.name} has no boot kernel to kexec`;
+            return new Map(names.map((n) => [n, { ok: false, reason }]));
+          }
+          const kernel = posix.join(disk.mount, boot.kernel);
+          const initrd = posix.join(disk.mount, boot.initrd);
+          const params = boot.kernel_params ?? '';
           const r = await each(
             names,
             ctx,
             'kexec',
-            () =>
-              `kb-agent kexec ${disk.mount}${boot.kernel} ${disk.mount}${boot.initrd} ${sq(boot.kernel_params ?? '')}`,
+            () => `kb-agent kexec ${sq(kernel)} ${sq(initrd)} ${sq(params)}`,
           );
           for (const name of names) deps.pool.drop(target(node(name)));
           return r;
@@ -265,19 +271,19 @@ export function createDriver(deps: DriverDeps): WorkflowDriver {
             names,
             ctx,
             'stage the SSH key',
-            () => `kb-agent install-key /root/.ssh/authorized_keys ${stagedKeys}`,
+            () => `kb-agent install-key /root/.ssh/authorized_keys ${sq(stagedKeys)}`,
           );
         case 'partition':
-          return each(names, ctx, 'partition', () => `kb-agent partition ${disk.device}`);
+          return each(names, ctx, 'partition', () => `kb-agent partition ${sq(disk.device)}`);
         case 'format':
           return each(
             names,
             ctx,
             'format',
-            () => `kb-agent format ${disk.partition} ${desc.filesystem ?? 'ext4'}`,
+            () => `kb-agent format ${sq(disk.partition)} ${sq(desc.filesystem ?? 'ext4')}`,
           );
         case 'mount':
-          return each(names, ctx, 'mount', () => `kb-agent mount ${disk.partition} ${disk.mount}`);
+          return each(names, ctx, 'mount', () => `kb-agent mount ${sq(disk.partition)} ${sq(disk.mount)}`);
         case 'broadcast':
           return deps.broadcast(micro.method, names.map(node), {
             signal: ctx.signal,
@@ -290,9 +296,12 @@ export function createDriver(deps: DriverDeps): WorkflowDriver {
           for (const [what, command] of [
             [
               'install the SSH key',
-              `kb-agent install-key ${stagedKeys}/root/.ssh/authorized_keys ${disk.mount}`,
+              `kb-agent install-key ${sq(`${stagedKeys}/root/.ssh/authorized_keys`)} ${sq(disk.mount)}`,
             ],
-            ['post-install', `kb-agent postinstall ${disk.mount} ${desc.name} ${desc.version}`],
+            [
+              'post-install',
+              `kb-agent postinstall ${sq(disk.mount)} ${sq(desc.name)} ${sq(String(desc.version))}`,
+            ],
             ['sync', 'sync'],
           ] as const) {
             const r = await each(left, ctx, what, () => command);

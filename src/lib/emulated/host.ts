@@ -2,6 +2,7 @@
 // kabootstrap sends to a VM host — which VMs it runs and their state, and power on/off/reset —
 // as `kb-host` subcommands, plus the few shell words the probes use (hostname, echo, true).
 import type ssh2 from 'ssh2';
+import { shellWords } from '../shell.js';
 import { type Channel, done } from './channel.js';
 import { type SshServerHandle, serveSsh } from './ssh.js';
 
@@ -40,7 +41,9 @@ export function runHostCommand(
 ): { code: number; stdout: string; stderr: string } {
   let stdout = '';
   for (const part of line.split(/;|&&/)) {
-    const argv = part.trim().split(/\s+/).filter(Boolean);
+    // VM names come quoted, as for a real host's sh
+    const argv = shellWords(part.trim());
+    if (!argv) return { code: 2, stdout, stderr: `kb-host (emulated host): only simple commands: ${part}\n` };
     if (argv.length === 0) continue;
     const r = simple(host, vmNames, control, argv);
     stdout += r.stdout;

@@ -3,6 +3,7 @@
 import { z } from 'zod';
 import { InputError } from '../errors.js';
 import { describeIssue, parseYamlMapping } from '../input-file.js';
+import { cmdlineSchema } from '../services/config.js';
 
 const text = (what: string) => z.string({ error: `expected text (${what})` });
 
@@ -20,11 +21,34 @@ const postinstall = z.strictObject({
   script: text('command run from the extracted archive'),
 });
 
+/**
+ * Why a boot file's path cannot be used, or null: it is joined to the deployed partition's mount
+ * point and handed to the node's agent, and taken out of the image by name.
+ */
+export function bootPathProblem(path: string): string | null {
+  if (/[\r\n]/.test(path)) return 'contains a line break';
+  if (!path.startsWith('/')) return 'expected an absolute path inside the image, such as /boot/vmlinuz';
+  if (!/^[A-Za-z0-9._+/-]+$/.test(path))
+    return 'only letters, digits and . _ + - / may be in the path (no spaces, quotes or shell characters)';
+  if (path.split('/').includes('..')) return 'must not step out of the image (..)';
+  return null;
+}
+
+const bootPath = (what: string) =>
+  text(what).superRefine((path, ctx) => {
+    const problem = bootPathProblem(path);
+    if (problem) ctx.addIssue({ code: 'custom', message: problem });
+  });
+
 const boot = z.strictObject({
-  kernel: text('kernel path inside the image'),
-  initrd: text('initrd path inside the image').optional(),
-  kernel_params: text('kernel command line').optional(),
+  kernel: bootPath('kernel path inside the image'),
+  initrd: bootPath('initrd path inside the image').optional(),
+  // it may go into an iPXE script (a classical boot of the deployed system): refused here, once
+  kernel_params: cmdlineSchema.optional(),
 });
+
+/** The filesystems the node agent's `kb-agent format` makes (vm-images/deploy-env/kb-agent). */
+export const agentFilesystems = ['ext4'] as const;
 
 export const environmentSchema = z
   .strictObject({
@@ -43,7 +67,11 @@ export const environmentSchema = z
     image,
     postinstalls: z.array(postinstall, { error: 'expected a list of post-installs' }).optional(),
     boot: boot.optional(),
-    filesystem: text('filesystem created on the deployment partition').optional(),
+    filesystem: z
+      .enum(agentFilesystems, {
+        error: `expected ${agentFilesystems.join(' or ')} (the filesystems the node agent makes)`,
+      })
+      .optional(),
     // Kadeploy writes the MBR type as a number (0x83 = 131) or its hex text.
     partition_type: z
       .union([z.number().int().nonnegative(), z.string()], {

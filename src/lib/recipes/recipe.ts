@@ -64,8 +64,21 @@ const builtins = ['log', 'lookup', 'if', 'unless', 'each', 'with'];
 for (const helper of builtins) plain.unregisterHelper(helper);
 const knownHelpers = Object.fromEntries(builtins.map((h) => [h, false]));
 
-/** Shell-quoting is the recipe's job (it quotes every variable); strict: a missing one fails. */
+/** What sh still acts on inside the double quotes recipes put around their variables. */
+const unquotable = /["$`\\\n\r]/;
+
+/**
+ * Shell-quoting is the recipe's job (it double-quotes every variable); a value those quotes would
+ * not keep literal (a state directory under a path holding `$(...)`, say) is refused, not run.
+ * Strict: a missing variable fails.
+ */
 export function renderStep(command: string, vars: Record<string, string | number>): string {
+  for (const [name, value] of Object.entries(vars)) {
+    if (typeof value === 'string' && unquotable.test(value))
+      throw new InputError(
+        `recipe variable ${name}: ${JSON.stringify(value)} holds " $ \` \\ or a line break, which its double quotes in a recipe do not keep as written`,
+      );
+  }
   return plain.compile(command, { noEscape: true, strict: true, knownHelpers })(vars);
 }
 

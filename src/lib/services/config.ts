@@ -23,6 +23,42 @@ export const envFilePattern = /^envs\/[0-9a-f]{64}\/(kernel|initrd)$/;
 /** Kernel parameters go into an iPXE script: no `$` (expansion), `|`, `&`, quotes or newlines. */
 export const cmdlinePattern = /^[A-Za-z0-9 ._,:;=/+@%~-]*$/;
 
+/** Words iPXE takes as the end of one command and the start of another (its exec.c). */
+const ipxeOperators = new Set([';', '&&', '||']);
+
+/**
+ * Why `text` cannot go into a line of an iPXE script, or null. A line break or control character
+ * ends the command, `$` expands a setting, quotes and backslashes regroup the words, a standalone
+ * `;`, `&&` or `||` starts another command, and a word opening with `#` a comment.
+ */
+export function ipxeTextProblem(text: string): string | null {
+  if (/[\r\n]/.test(text)) return 'contains a line break, which ends the iPXE command';
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: the control characters are the point
+  if (/[\x00-\x1f\x7f]/.test(text)) return 'contains a control character';
+  const special = /[$"'\\`]/.exec(text);
+  if (special) return `contains ${special[0]}, which iPXE interprets`;
+  for (const word of text.split(/[ \t]+/)) {
+    if (ipxeOperators.has(word))
+      return `contains a standalone ${word}, which iPXE runs as the start of another command`;
+    if (word.startsWith('#')) return `has a word starting with #, which iPXE takes for a comment`;
+  }
+  return null;
+}
+
+/** A kernel command line for an iPXE script: what cmdlinePattern allows and no iPXE operator. */
+export const cmdlineSchema = z
+  .string({ error: 'expected the kernel command line' })
+  .max(2048, { error: 'longer than 2048 characters' })
+  .superRefine((text, ctx) => {
+    // the iPXE reason first: it says what the character would have done
+    const problem =
+      ipxeTextProblem(text) ??
+      (cmdlinePattern.test(text)
+        ? null
+        : 'only letters, digits, spaces and . _ , : ; = / + @ % ~ - may go into an iPXE script');
+    if (problem) ctx.addIssue({ code: 'custom', message: problem });
+  });
+
 const envFile = (what: 'kernel' | 'initrd') =>
   z.string({ error: `expected the ${what}'s path` }).regex(new RegExp(`^envs/[0-9a-f]{64}/${what}$`), {
     error: `expected envs/<sha256>/${what} (a file uploaded through PUT /files/envs/...)`,
@@ -32,12 +68,7 @@ const envFile = (what: 'kernel' | 'initrd') =>
 export const envBootSchema = z.strictObject({
   kernel: envFile('kernel'),
   initrd: envFile('initrd').nullable().default(null),
-  cmdline: z
-    .string({ error: 'expected the kernel command line' })
-    .max(2048, { error: 'longer than 2048 characters' })
-    .regex(cmdlinePattern, {
-      error: 'only letters, digits, spaces and . _ , : ; = / + @ % ~ - may go into an iPXE script',
-    }),
+  cmdline: cmdlineSchema,
 });
 export type EnvBoot = z.infer<typeof envBootSchema>;
 
@@ -76,7 +107,7 @@ export const serviceNodeConfigSchema = z.strictObject({
   httpRoot: z.string().min(1),
   /** What a node boots in each profile; paths are relative to httpRoot. */
   boot: z.strictObject({
-    deploy: z.strictObject({ kernel: z.string(), initrd: z.string(), cmdline: z.string().default('') }),
+    deploy: z.strictObject({ kernel: z.string(), initrd: z.string(), cmdline: cmdlineSchema.default('') }),
   }),
   nodes: z.array(
     z

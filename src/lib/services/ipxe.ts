@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Handlebars from 'handlebars';
 import { packageRoot } from '../package-root.js';
-import type { BootProfile, NodeRecord, ServiceNodeConfig } from './config.js';
+import { type BootProfile, ipxeTextProblem, type NodeRecord, type ServiceNodeConfig } from './config.js';
 
 const cache = new Map<string, HandlebarsTemplateDelegate>();
 
@@ -30,7 +30,7 @@ export function bootScript(
   if (profile === 'env' && !node.envBoot) {
     throw new Error(`node ${node.mac}: the env profile has no kernel to boot`);
   }
-  return template(`ipxe/${profile}.ipxe.hbs`)({
+  return render(`ipxe/${profile}.ipxe.hbs`, `node ${node.mac}`, {
     node,
     boot: config.boot.deploy,
     env: node.envBoot ?? null,
@@ -41,5 +41,23 @@ export function bootScript(
 
 /** The generic script that chains to a node's own script by its MAC (templates/ipxe/chain.ipxe.hbs). */
 export function chainScript(config: ServiceNodeConfig): string {
-  return template('ipxe/chain.ipxe.hbs')({ baseUrl: httpBase(config), serviceIp: config.ip });
+  return render('ipxe/chain.ipxe.hbs', 'chain script', { baseUrl: httpBase(config), serviceIp: config.ip });
+}
+
+/**
+ * Renders a script only when none of its values can change its commands: the inputs are checked
+ * where they come in (environments, the control endpoint, the config), and a value that still
+ * gets here some other way (a hand-edited file) fails the script rather than running as iPXE.
+ */
+function render(relPath: string, what: string, context: Record<string, unknown>): string {
+  const check = (value: unknown, path: string) => {
+    if (typeof value === 'string') {
+      const problem = ipxeTextProblem(value);
+      if (problem) throw new Error(`${what}: ${path} ${problem}: not put into an iPXE script`);
+    } else if (value && typeof value === 'object') {
+      for (const [k, v] of Object.entries(value)) check(v, path ? `${path}.${k}` : k);
+    }
+  };
+  check(context, '');
+  return template(relPath)(context);
 }

@@ -44,6 +44,10 @@ describe('emulated host commands', () => {
     { line: 'kb-host power on', code: 0, stdout: /"power":"on"/, power: ['on', vms] },
     { line: 'kb-host power reset vm-1', code: 0, power: ['reset', ['vm-1']] },
     { line: 'kb-host power off vm-2', code: 0, power: ['off', ['vm-2']] },
+    // VM names come quoted (src/lib/runtime/emulated/power.ts), as a real host's sh takes them
+    { line: "kb-host power off 'vm-1' 'vm-2'", code: 0, power: ['off', ['vm-1', 'vm-2']] },
+    { line: "kb-host power on 'vm-1 vm-2'", code: 1, stderr: /VM vm-1 vm-2 does not run/ },
+    { line: 'kb-host power on $(reboot)', code: 2, stderr: /only simple commands/ },
     { line: 'kb-host power on vm-9', code: 1, stderr: /VM vm-9 does not run on grappe-1\.nancy\.test/ },
     { line: 'kb-host power cycle', code: 2, stderr: /usage: kb-host/ },
     { line: 'kb-host', code: 2, stderr: /usage/ },

@@ -130,6 +130,25 @@ describe('environment schema', () => {
 });
 
 describe('environment registry', () => {
+  it('refuses to register a description whose boot or filesystem fields would reach a shell', async () => {
+    const a = await writeEnv();
+    const text = await readFile(a.yaml, 'utf8');
+    for (const [from, to, why] of [
+      ['kernel: /boot/vmlinuz', 'kernel: "/boot/vmlinuz; reboot"', /: boot\.kernel: only letters/],
+      ['initrd: /boot/initrd.img', 'initrd: /boot/$(reboot)', /: boot\.initrd: only letters/],
+      ['filesystem: ext4', 'filesystem: "ext4 && reboot"', /: filesystem: expected ext4/],
+      [
+        'kernel_params: console=ttyS0',
+        'kernel_params: console=ttyS0 ; shell',
+        /: boot\.kernel_params: contains a standalone ;/,
+      ],
+    ] as const) {
+      await writeFile(a.yaml, text.replace(from, to));
+      await rejectsWith(addEnvironment(a.yaml, { user: 'alice' }), why);
+    }
+    assert.deepEqual(await listEnvironments(), []);
+  });
+
   it('registers, lists, shows and removes, recording the checksum, size and owner', async () => {
     const a = await writeEnv();
     const rec = await addEnvironment(a.yaml, { user: 'alice' });

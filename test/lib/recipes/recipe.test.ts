@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { silentLogger } from '../../../src/lib/log.js';
 import { loadRecipe, renderStep, runRecipe, type Target } from '../../../src/lib/recipes/recipe.js';
+import { shWords } from '../../helpers/shell.js';
 
 const vars = {
   node: '/usr/bin/node',
@@ -47,6 +48,27 @@ describe('recipes', () => {
       assert.match(start, /service run --config "\/s\/service\.json" >"\/s\/service\.log" 2>&1/);
     });
   }
+
+  it('refuses a variable its double quotes would not keep literal', () => {
+    for (const value of [
+      '/s/$(reboot)',
+      '/s/`reboot`',
+      '/s/"; reboot; "',
+      '/s/a\\b',
+      '/s/a\nreboot',
+      '/s/$HOME',
+    ]) {
+      assert.throws(
+        () => renderStep('mkdir -p "{{httpRoot}}"', { ...vars, httpRoot: value }),
+        /^InputError: recipe variable httpRoot: .* holds " \$ ` \\ or a line break/,
+        value,
+      );
+    }
+    // the shell reads the rest back as it is
+    const dir = "/s/it's a (dir) ; & | *";
+    assert.equal(renderStep('mkdir -p "{{httpRoot}}"', { ...vars, httpRoot: dir }), `mkdir -p "${dir}"`);
+    assert.deepEqual(shWords(`"${dir}"`), [dir]);
+  });
 
   it('refuses a missing variable, even one named like a Handlebars helper', () => {
     assert.throws(() => renderStep('echo {{log}}', {}), /"log" not defined/);

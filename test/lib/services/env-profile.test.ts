@@ -288,9 +288,20 @@ describe('control endpoint: env boot files and the env profile', () => {
     const noEnv = await profile({ profile: 'env' });
     assert.equal(noEnv.status, 400);
     assert.match((await noEnv.json()).message, /^env: /);
-    const badCmdline = await profile({ profile: 'env', env: { ...env, cmdline: 'a\nb' } });
-    assert.equal(badCmdline.status, 400);
-    assert.match((await badCmdline.json()).message, /^env\.cmdline: only letters/);
+    // iPXE would run what follows as commands of its own: refused with the reason, nothing set
+    for (const [cmdline, why] of [
+      ['a\nb', /^env\.cmdline: contains a line break/],
+      ['console=ttyS0 ; chain http://10.0.0.9/x', /^env\.cmdline: contains a standalone ;/],
+      ['console=ttyS0 && shell', /^env\.cmdline: contains a standalone &&/],
+      ['console=ttyS0 || shell', /^env\.cmdline: contains a standalone \|\|/],
+      ['console=ttyS0 #x', /^env\.cmdline: has a word starting with #/],
+      ['root=$ROOT', /^env\.cmdline: contains \$/],
+      ['a*b', /^env\.cmdline: only letters/],
+    ] as const) {
+      const bad = await profile({ profile: 'env', env: { ...env, cmdline } });
+      assert.equal(bad.status, 400, cmdline);
+      assert.match((await bad.json()).message, why);
+    }
     const missing = Buffer.from('never uploaded');
     const absent = await profile({ profile: 'env', env: { ...env, initrd: `envs/${sha(missing)}/initrd` } });
     assert.equal(absent.status, 409);

@@ -1,6 +1,7 @@
 // The emulated VM's agent: the interpreter of the command lines an SSH exec request (or a TakTuk
 // engine's shim) brings to a VM — the few shell words the controller uses and the subcommands of
 // vm-images/deploy-env/kb-agent — run against the VM's emulated disk. Knows nothing of SSH.
+import { shellWords } from '../../shell.js';
 import { type Channel, done, type ExecContext } from '../channel.js';
 import { parseEngineStart } from './node-commands.js';
 import { receive } from './receive.js';
@@ -14,7 +15,9 @@ export function runAgentCommand(vm: AgentVm, command: string, ch: Channel, ctx: 
     if (vm.startEngine) return vm.startEngine(engine, ch);
     return done(ch, 127, '', 'sh: taktuk: not found\n');
   }
-  const argv = command.trim().split(/\s+/);
+  // quoted as the controller quotes its values (a real node's sh would take them apart the same way)
+  const argv = shellWords(command.trim());
+  if (!argv) return done(ch, 2, '', `kb-agent (emulated): only simple commands are run: ${command}\n`);
   const line = argv.join(' ');
   if (line === 'true') return done(ch, 0);
   if (line === 'hostname') return done(ch, 0, `${vm.name}\n`);

@@ -10,51 +10,11 @@ import { chmod, mkdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
+import { shellWords, sq } from '../../shell.js';
 import type { Channel } from '../channel.js';
 
 /** What a shim may be called: the commands the emulated interpreter knows (see interpreter.ts). */
 export const NODE_COMMANDS = ['hostname', 'uname', 'cat', 'true', 'sync', 'reboot', 'kb-agent'] as const;
-
-/** Split a command line as sh would for plain words, '...' and "..." (no expansion). */
-export function shellWords(line: string): string[] | null {
-  const words: string[] = [];
-  let cur = '';
-  let inWord = false;
-  for (let i = 0; i < line.length; i++) {
-    const c = line[i];
-    if (c === "'") {
-      const end = line.indexOf("'", i + 1);
-      if (end < 0) return null;
-      cur += line.slice(i + 1, end);
-      i = end;
-      inWord = true;
-    } else if (c === '"') {
-      let j = i + 1;
-      for (; j < line.length && line[j] !== '"'; j++) {
-        if (line[j] === '\\' && j + 1 < line.length) j++;
-        cur += line[j];
-      }
-      if (j >= line.length) return null;
-      i = j;
-      inWord = true;
-    } else if (c === '\\' && i + 1 < line.length) {
-      cur += line[++i];
-      inWord = true;
-    } else if (/\s/.test(c)) {
-      if (inWord) words.push(cur);
-      cur = '';
-      inWord = false;
-    } else if (';&|<>`$()'.includes(c)) {
-      // anything a shell would interpret is not a plain engine start
-      return null;
-    } else {
-      cur += c;
-      inWord = true;
-    }
-  }
-  if (inWord) words.push(cur);
-  return words;
-}
 
 /**
  * The arguments of a TakTuk engine start as a connector sends it (`exec /usr/bin/taktuk -r ...
@@ -190,7 +150,10 @@ export async function startNodeCommands(
         onClose: (fn) => sock.once('close', fn),
       };
       const [vm, ...argv] = words;
-      if (!run(vm, argv.join(' '), ch)) {
+      // the shell already took the words apart: those it had to unquote are quoted again, so
+      // the interpreter gets each one whole
+      const line = argv.map((w) => (/^[\w./:=,@%+-]+$/.test(w) ? w : sq(w))).join(' ');
+      if (!run(vm, line, ch)) {
         ch.stderr.write(`kb-node: ${vm}: this VM is not up\n`);
         ch.exit(255);
         ch.end();

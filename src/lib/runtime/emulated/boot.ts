@@ -7,6 +7,7 @@ import type { VmStatus } from '../../emulated/host.js';
 import type { Logger } from '../../log.js';
 import type { Plan, VmPlan } from '../../planner/plan.js';
 import type { Progress } from '../../progress.js';
+import { sq } from '../../shell.js';
 import { execOnce } from '../../ssh/pool.js';
 import type { SshSession } from '../../ssh/session.js';
 import { identifies, waitForSsh } from '../../ssh/wait.js';
@@ -94,7 +95,7 @@ async function waitRound(
       await eachLimited([...byHost(pending())], window, async ([host, list]) => {
         const r = await sessions
           .get(host)!
-          .exec(`kb-host status ${list.map((v) => v.name).join(' ')}`, 30_000);
+          .exec(`kb-host status ${list.map((v) => sq(v.name)).join(' ')}`, 30_000);
         let vmsStatus: VmStatus[];
         try {
           if (r.code !== 0) throw new Error(r.error ?? `exit ${r.code}`);

@@ -1,6 +1,7 @@
 // Power control of emulated VMs, the one place it is done: `kb-host power` over SSH to their
 // host (the emulated host's own command, src/lib/emulated/host.ts). Setup's boots and the
 // runtime's power control (deploy's hard reboots, `kabootstrap reboot`) both run it.
+import { sq } from '../../shell.js';
 import type { CommandResult } from '../../ssh/result.js';
 import type { SshSession } from '../../ssh/session.js';
 import type { PowerAction, PowerHost, PowerOutcome } from '../runtime.js';
@@ -11,7 +12,7 @@ export function hostPowerCommand(
   action: PowerAction,
   vms: readonly string[],
 ): Promise<CommandResult> {
-  const names = vms.join(' ');
+  const names = vms.map(sq).join(' ');
   const cmd =
     action === 'cycle'
       ? `kb-host power off ${names} && kb-host power on ${names}`

@@ -41,15 +41,17 @@ export function vmPaths(testbed: string, vm: string) {
 
 /** Idempotent: the bridge joining the host's VLAN interface and one tap per VM. */
 export function prepareHostScript(vms: HostVm[], vlanIf = 'vlan0', bridge = 'br0'): string {
+  const [br, vlan] = [sq(bridge), sq(vlanIf)];
   const lines = [
     'set -e',
-    `ip link show ${bridge} >/dev/null 2>&1 || ip link add ${bridge} type bridge`,
-    `ip link set ${vlanIf} master ${bridge}`,
-    `ip link set ${bridge} up`,
+    `ip link show ${br} >/dev/null 2>&1 || ip link add ${br} type bridge`,
+    `ip link set ${vlan} master ${br}`,
+    `ip link set ${br} up`,
   ];
   for (const vm of vms) {
-    lines.push(`ip link show ${vm.tap} >/dev/null 2>&1 || ip tuntap add dev ${vm.tap} mode tap`);
-    lines.push(`ip link set ${vm.tap} master ${bridge} up`);
+    const tap = sq(vm.tap);
+    lines.push(`ip link show ${tap} >/dev/null 2>&1 || ip tuntap add dev ${tap} mode tap`);
+    lines.push(`ip link set ${tap} master ${br} up`);
   }
   return lines.join('\n');
 }

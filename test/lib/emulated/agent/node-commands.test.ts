@@ -9,10 +9,10 @@ import { after, before, describe, it } from 'node:test';
 import {
   type NodeCommands,
   parseEngineStart,
-  shellWords,
   startNodeCommands,
 } from '../../../../src/lib/emulated/agent/node-commands.js';
 import { type Channel, done } from '../../../../src/lib/emulated/channel.js';
+import { shellWords } from '../../../../src/lib/shell.js';
 
 describe('engine start lines', () => {
   const words: [string, string[] | null][] = [
