@@ -3,7 +3,7 @@
 // service nodes by N / 4552 — replayed by `kabootstrap experiment run` (setup, the environment,
 // deploy, report, teardown) for each N: makespan real and modelled, OK %, the per-macro-step
 // breakdown, the controller's CPU and peak RSS. The scaling curve goes to BENCHMARKS.md.
-// Usage: node bench/deploy.mjs [--vms 100,1000,4552] [--runs 3] [--image-scale 100] [--timeout S]
+// Usage: node bench/deploy.mjs [--vms 100,1000,4552] [--runs 3] [--image-scale 100] [--timeout S] [--merge]
 // --runs applies up to 1000 VMs; a larger size runs once (a run of 4552 takes 15–25 min here).
 // Bounded: the global timeout kills the run and tears its testbed down; 10.236.0.0/16 only.
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -83,6 +83,14 @@ const result = {
   imageScale: Number(imageScale),
   cases: [],
 };
+// --merge keeps the sizes of the previous results that this run does not measure (a 4552 run
+// takes long enough to be made on its own)
+if (process.argv.includes('--merge')) {
+  try {
+    const before = JSON.parse(readFileSync(join(repoRoot, 'bench', 'results', 'deploy.json'), 'utf8'));
+    result.cases = before.cases.filter((c) => !sizes.includes(c.vms)).map((c) => ({ ...c, from: before.date }));
+  } catch {}
+}
 
 await bounded(
   timeoutS,
