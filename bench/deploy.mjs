@@ -4,7 +4,7 @@
 // deploy, report, teardown) for each N: makespan real and modelled, OK %, the per-macro-step
 // breakdown, the controller's CPU and peak RSS. The scaling curve goes to BENCHMARKS.md.
 // Usage: node bench/deploy.mjs [--vms 100,1000,4552] [--runs 3] [--image-scale 100] [--timeout S] [--merge]
-// --runs applies up to 1000 VMs; a larger size runs once (a run of 4552 takes 15–25 min here).
+// --runs applies up to 1000 VMs; a larger size runs once (a run of 4552 takes ≈ 11 min here).
 // Bounded: the global timeout kills the run and tears its testbed down; 10.236.0.0/16 only.
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';

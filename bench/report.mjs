@@ -333,7 +333,7 @@ if (dep) {
     const runs = full.runs.filter((r) => !r.failed);
     const good = runs.filter((r) => r.okOfAlivePercent >= 99.9).length;
     p(
-      `- seed recipe at 4552: ${good} of ${runs.length} run(s) with ≥ 99.9% of the alive OK (${runs.map((r) => r.okOfAlivePercent.toFixed(2)).join(', ')}%)${runs.length < 3 ? ' — three runs not measured (one takes 15–25 min here)' : ` — ${judge(good === 3)}`}`,
+      `- seed recipe at 4552: ${good} of ${runs.length} run(s) with ≥ 99.9% of the alive OK (${runs.map((r) => r.okOfAlivePercent.toFixed(2)).join(', ')}%)${runs.length < 3 ? ' — three runs not measured (one takes ≈ 11 min here)' : ` — ${judge(good === 3)}`}`,
     );
   } else p('- seed recipe at 4552: not measured in this run');
   const failed = dep.cases.flatMap((c) =>
