@@ -2,7 +2,15 @@
 // `kabootstrap service run --config FILE` (the builtin backend) or turned into a dnsmasq config.
 import { z } from 'zod';
 
-const ipv4 = z.string().regex(/^\d{1,3}(\.\d{1,3}){3}$/, { error: 'expected an IPv4 address' });
+// No leading zeros: some parsers read 010 as octal.
+const octet = '(25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)';
+const ipv4Text = `${octet}(\\.${octet}){3}`;
+const ipv4 = z
+  .string()
+  .regex(new RegExp(`^${ipv4Text}$`), { error: 'expected an IPv4 address (four numbers from 0 to 255)' });
+const subnet = z.string().regex(new RegExp(`^${ipv4Text}/(3[0-2]|[12]?\\d)$`), {
+  error: 'expected an IPv4 subnet such as 10.0.0.0/24',
+});
 const mac = z
   .string()
   .regex(/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/, { error: 'expected a lower-case MAC such as 00:16:3e:0a:00:02' });
@@ -82,7 +90,7 @@ export const serviceNodeConfigSchema = z.strictObject({
   /** Interface the service node's VLAN is on (used by the dnsmasq backend and radvd). */
   interface: z.string().min(1).default('eth0'),
   network: z.strictObject({
-    subnet: z.string().regex(/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/),
+    subnet,
     gateway: ipv4,
     dns: z.array(ipv4).min(1),
   }),
@@ -104,27 +112,47 @@ export const serviceNodeConfigSchema = z.strictObject({
   /** DHCP replies go to this broadcast address (the subnet's; 255.255.255.255 needs a default route). */
   broadcast: ipv4.optional(),
   tftpRoot: z.string().min(1),
+  /**
+   * How long TFTP waits for an ACK before resending, and how many resends it makes before giving
+   * the transfer up (≈18 s of silence by default, ample for a slow firmware).
+   */
+  tftp: z
+    .strictObject({
+      timeoutMs: z.number().int().positive().default(3000),
+      retries: z.number().int().positive().default(5),
+    })
+    .prefault({}),
   httpRoot: z.string().min(1),
   /** What a node boots in each profile; paths are relative to httpRoot. */
   boot: z.strictObject({
     deploy: z.strictObject({ kernel: z.string(), initrd: z.string(), cmdline: cmdlineSchema.default('') }),
   }),
-  nodes: z.array(
-    z
-      .strictObject({
-        mac,
-        ip: ipv4,
-        hostname: z.string().min(1),
-        fqdn: z.string().min(1),
-        profile: bootProfileSchema.default('deploy'),
-        /** What the `env` profile boots (set with the profile through the control endpoint). */
-        envBoot: envBootSchema.optional(),
-      })
-      .refine((n) => n.profile !== 'env' || n.envBoot !== undefined, {
-        error: 'the env profile needs envBoot (its kernel, initrd and command line)',
-        path: ['envBoot'],
-      }),
-  ),
+  nodes: z
+    .array(
+      z
+        .strictObject({
+          mac,
+          ip: ipv4,
+          hostname: z.string().min(1),
+          fqdn: z.string().min(1),
+          profile: bootProfileSchema.default('deploy'),
+          /** What the `env` profile boots (set with the profile through the control endpoint). */
+          envBoot: envBootSchema.optional(),
+        })
+        .refine((n) => n.profile !== 'env' || n.envBoot !== undefined, {
+          error: 'the env profile needs envBoot (its kernel, initrd and command line)',
+          path: ['envBoot'],
+        }),
+    )
+    // One MAC, one planned node: a second entry would never be served, or served the wrong address.
+    .superRefine((nodes, ctx) => {
+      const first = new Map<string, number>();
+      nodes.forEach((n, i) => {
+        const j = first.get(n.mac);
+        if (j === undefined) first.set(n.mac, i);
+        else ctx.addIssue({ code: 'custom', message: `duplicate of nodes[${j}]`, path: [i, 'mac'] });
+      });
+    }),
   /** A and PTR records served for the domain (hosts, service nodes, VMs). */
   dns: z
     .strictObject({

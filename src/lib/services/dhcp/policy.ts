@@ -1,7 +1,7 @@
 // What the server answers, as a pure function of the request, the planned node and the config:
 // static leases only (the plan fixes every address), so there is no pool and no lease state,
 // and RFC 2131's client states are told apart by which of options 50/54 and ciaddr are set.
-import { intToIp, lastAddress, netmask, networkOfAddress } from '../../net/ipv4.js';
+import { containsAddress, intToIp, ipToInt, lastAddress, netmask, networkOfAddress } from '../../net/ipv4.js';
 import { bootSpec, classify, type Firmware } from '../classifier.js';
 import type { NodeRecord, ServiceNodeConfig } from '../config.js';
 import { type DhcpReply, type DhcpRequest, MessageType, messageNames, type ReplyOptions } from './packet.js';
@@ -61,6 +61,25 @@ export function destination(req: DhcpRequest, type: number, broadcast: string): 
 export function decide(req: DhcpRequest, node: NodeRecord | null, config: PolicyConfig): Decision {
   const firmware = classify(req.hints);
   if (!node) return { kind: 'ignored', firmware, detail: `unknown MAC (${typeName(req.type)})` };
+  // Replies go to giaddr, or unicast to ciaddr: both must be where the plan puts the node, or a
+  // misrouted (or forged) request would have us send to any address. A relay's giaddr is its
+  // address on the client's subnet.
+  if (req.giaddr !== ANY && !containsAddress(networkOfAddress(config.network.subnet), ipToInt(req.giaddr))) {
+    return {
+      kind: 'ignored',
+      firmware,
+      detail: `relayed by ${req.giaddr}, outside the node's subnet ${config.network.subnet}`,
+    };
+  }
+  // A REQUEST from a stale address still gets its NAK, broadcast (not to ciaddr): it sends the
+  // client back to DISCOVER at once instead of when its old lease runs out.
+  if (req.ciaddr !== ANY && req.ciaddr !== node.ip && req.type !== MessageType.REQUEST) {
+    return {
+      kind: 'ignored',
+      firmware,
+      detail: `ciaddr ${req.ciaddr}, planned ${node.ip} (${typeName(req.type)})`,
+    };
+  }
   const { netmask, broadcast: computed } = subnetInfo(config.network.subnet);
   const broadcast = config.broadcast ?? computed;
 

@@ -10,15 +10,19 @@
 // - after an ACK for part of a window it moved on without resending the rest, so one dropped
 //   datagram stalled a windowed transfer: SendWindow replaces its window;
 // - its option caps default to blksize 1468 and windowsize 4 whatever the client asks, and
-//   `port: 0` silently became 69.
+//   `port: 0` silently became 69;
+// - it binds every transfer socket to the wildcard address: they now bind the listen address, so
+//   replies leave from the address the client asked (with a wildcard listen address, which a
+//   service node uses to see broadcasts, the kernel still picks it: Node exposes no IP_PKTINFO to
+//   tell which local address a request came in on).
 import type { Socket as DgramSocket, RemoteInfo } from 'node:dgram';
-import type { EventEmitter } from 'node:events';
+import { type EventEmitter, once } from 'node:events';
 import type { ReadStream } from 'node:fs';
 import { createRequire } from 'node:module';
 import { resolve as resolvePath, sep } from 'node:path';
 import type { Writable } from 'node:stream';
 import { openInRoot, safeSegments } from '../http/files.js';
-import type { RunningRole, StartRole } from '../role.js';
+import type { RoleContext, RunningRole } from '../role.js';
 import { type BlockSender, SendWindow } from './window.js';
 
 /** RFC 2348's largest block size (what the package accepts). */
@@ -82,6 +86,8 @@ interface TftpModule {
 
 interface RequestProto {
   _sendOackMessage(ext: Record<string, number>): void;
+  /** The server's options, set before _initSocket: `address` is the one it listens on. */
+  _globalOptions: { address: string };
   _initSocket(socket: DgramSocket | null, onMessage: (msg: Buffer, rinfo: RemoteInfo) => void): void;
   _address: string;
   _port: number;
@@ -129,6 +135,14 @@ function patchPackage() {
     this._window = new SendWindow(stats.blockSize, stats.windowSize, this);
   };
   Incoming.prototype._initSocket = function (this: RequestProto, socket, onMessage) {
+    // The constructor binds the socket right after this, to port 0 on every address.
+    if (socket) {
+      const address = this._globalOptions.address;
+      const bind = socket.bind.bind(socket) as (port: number, address: string, cb: () => void) => void;
+      Object.assign(socket, {
+        bind: (port: number, _any: unknown, cb: () => void) => bind(port, address, cb),
+      });
+    }
     Request.prototype._initSocket.call(this, socket, (msg, rinfo) => {
       if (rinfo.address !== this._address || rinfo.port !== this._port) {
         this._socket.send(errorPacket(5, 'Unknown transfer ID'), rinfo.port, rinfo.address, () => {});
@@ -165,11 +179,23 @@ function requestName(msg: Buffer): { op: number; name: string } | null {
   return { op, name: msg.toString('latin1', 2, nul) };
 }
 
-export const startTftpServer: StartRole = async (ctx) => {
+export interface RunningTftp extends RunningRole {
+  /** Transfers in flight: each holds a socket, and once started a file and a timer. */
+  transfers(): number;
+}
+
+export async function startTftpServer(ctx: RoleContext): Promise<RunningTftp> {
   patchPackage();
   const { config, events, logger, backend } = ctx;
   const macOf = (ip: string) => backend.getByIp(ip)?.mac ?? null;
   const active = new Set<TftpRequest>();
+  /** Files opening or closing, which outlive their transfer by a moment: close() waits for them. */
+  const releasing = new Set<Promise<unknown>>();
+  const release = (p: Promise<unknown>) => {
+    const settled: Promise<unknown> = p.catch(() => {}).finally(() => releasing.delete(settled));
+    releasing.add(settled);
+  };
+  let closing = false;
 
   const server = tftp.createServer(
     {
@@ -179,6 +205,9 @@ export const startTftpServer: StartRole = async (ctx) => {
       denyPUT: true,
       blockSize: MAX_BLKSIZE,
       windowSize: MAX_WINDOWSIZE,
+      // A client gone silent costs a socket, a file and a timer until these run out.
+      timeout: config.tftp.timeoutMs,
+      retries: config.tftp.retries,
     },
     (req, res) => onRequest(req, res),
   );
@@ -193,6 +222,8 @@ export const startTftpServer: StartRole = async (ctx) => {
     let ended = false;
     let size: number | null = null;
     let stream: ReadStream | null = null;
+    // A request whose socket was still binding when close() ran would otherwise start now.
+    if (closing) return req.abort('Server shutting down');
     active.add(req);
     // The response is a Writable piped into: an error there with no listener would throw.
     res.on('error', (e: Error) => logger.debug(`tftp: ${file} to ${ip}: ${e.message}`));
@@ -207,7 +238,10 @@ export const startTftpServer: StartRole = async (ctx) => {
     req.on('close', () => {
       ended = true;
       active.delete(req);
-      stream?.destroy();
+      if (stream && !stream.closed) {
+        release(once(stream, 'close'));
+        stream.destroy();
+      }
       // 'error'/'abort' follow 'close' in the same tick: decide once they had their chance.
       setImmediate(() => {
         if (failed) return;
@@ -230,16 +264,13 @@ export const startTftpServer: StartRole = async (ctx) => {
       fail('access violation');
       return req.abort(tftp.EACCESS);
     }
-    openInRoot(config.tftpRoot, segs).then(
+    const opening = openInRoot(config.tftpRoot, segs).then(
       (opened) => {
         if (opened.kind !== 'file') {
           fail(opened.kind === 'denied' ? `access violation (${opened.reason})` : 'file not found');
           return req.abort(opened.kind === 'denied' ? tftp.EACCESS : tftp.ENOENT);
         }
-        if (ended) {
-          void opened.handle.close();
-          return;
-        }
+        if (ended) return opened.handle.close();
         const rs = opened.handle.createReadStream();
         stream = rs;
         rs.on('error', (e) => {
@@ -255,6 +286,7 @@ export const startTftpServer: StartRole = async (ctx) => {
         req.abort(tftp.EIO);
       },
     );
+    release(opening);
   };
 
   // Screen names before the package parses them, so traversal gets an access violation (code 2).
@@ -307,16 +339,22 @@ export const startTftpServer: StartRole = async (ctx) => {
   }
   server.on('error', (e: Error) => logger.warn(`tftp: ${e.message}`));
 
-  const running: RunningRole = {
+  return {
     name: 'tftp',
     port: socket.address().port,
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const req of active) req.abort('Server shutting down');
+    transfers: () => active.size,
+    // Done once every transfer's socket is closed too (each closes on the tick after its abort).
+    close: async () => {
+      closing = true;
+      const ended = [...active].map((req) => new Promise<void>((resolve) => req.once('close', resolve)));
+      for (const req of active) req.abort('Server shutting down');
+      const listenerClosed = new Promise<void>((resolve) => {
         if (socketClosed) return resolve();
         socket.once('close', () => resolve());
         server.close();
-      }),
+      });
+      await Promise.all([...ended, listenerClosed]);
+      await Promise.all(releasing);
+    },
   };
-  return running;
-};
+}

@@ -10,7 +10,10 @@ export interface BlockSender {
   _createRetransmitter(): Retransmitter;
 }
 
-/** The package's timer: start(fn) calls fn on each timeout until its retries run out, then fails. */
+/**
+ * The package's timer: start(fn) calls fn on each timeout, re-arming itself, until its retries
+ * run out; then it closes the request with "Timed out". reset() stops it and refills the retries.
+ */
 export interface Retransmitter {
   start(fn: () => void): void;
   reset(): void;
@@ -30,7 +33,8 @@ export class SendWindow {
   private outstanding: Pending[] = [];
   private eof = false;
   private waiting: (() => void) | null = null;
-  private readonly resend = () => this.sendAll();
+  /** On a timeout: the same blocks again. The timer re-arms itself and counts its retries down. */
+  private readonly resend = () => this.sendOutstanding();
 
   constructor(
     private readonly blockSize: number,
@@ -67,8 +71,9 @@ export class SendWindow {
     if (n === this.acked) {
       // RFC 7440: "start again after the block I have". In lockstep (windowsize 1) a duplicate
       // ACK is only a late one, and answering it would double every later block (RFC 1123's
-      // Sorcerer's Apprentice), so there the timer alone retransmits.
-      if (this.windowSize > 1) this.sendAll();
+      // Sorcerer's Apprentice), so there the timer alone retransmits. No progress either way: the
+      // retries keep counting down, or a client repeating its ACK would hold the transfer forever.
+      if (this.windowSize > 1) this.sendOutstanding();
       return;
     }
     this.acked = n;
@@ -86,9 +91,14 @@ export class SendWindow {
     this.sendAll();
   }
 
+  /** A window that moved on: it goes out with a full set of retries. */
   private sendAll(): void {
-    for (const p of this.outstanding) this.request._sendBlock(p.seq & 0xffff, p.data);
+    this.sendOutstanding();
     this._writerTimer.reset();
     this._writerTimer.start(this.resend);
+  }
+
+  private sendOutstanding(): void {
+    for (const p of this.outstanding) this.request._sendBlock(p.seq & 0xffff, p.data);
   }
 }

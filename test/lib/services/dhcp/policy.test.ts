@@ -202,9 +202,38 @@ const rows: Row[] = [
   },
   {
     name: 'relayed DISCOVER → OFFER to the relay on port 67',
-    req: { giaddr: '10.0.5.1' },
+    req: { giaddr: '10.0.0.250' },
     kind: 'offer',
-    to: '10.0.5.1:67',
+    to: '10.0.0.250:67',
+  },
+  {
+    name: 'DISCOVER relayed from another subnet → silent',
+    req: { giaddr: '10.0.5.1' },
+    kind: 'ignored',
+    detail: /relayed by 10\.0\.5\.1, outside the node's subnet 10\.0\.0\.0\/24/,
+  },
+  {
+    name: 'REQUEST relayed from another subnet → silent, no NAK to that relay',
+    req: { type: MessageType.REQUEST, requestedIp: '10.0.0.77', giaddr: '192.168.1.1' },
+    kind: 'ignored',
+    detail: /relayed by 192\.168\.1\.1/,
+  },
+  {
+    name: 'INFORM from an address not the planned one → silent, nothing unicast there',
+    req: { type: MessageType.INFORM, ciaddr: '10.0.0.77' },
+    kind: 'ignored',
+    detail: /ciaddr 10\.0\.0\.77, planned 10\.0\.0\.10/,
+  },
+  {
+    name: 'DISCOVER with a ciaddr not the planned one → silent',
+    req: { ciaddr: '203.0.113.9' },
+    kind: 'ignored',
+    detail: /ciaddr 203\.0\.113\.9/,
+  },
+  {
+    name: 'RELEASE of an address not the planned one → ignored, not reported as a release',
+    req: { type: MessageType.RELEASE, ciaddr: '10.0.0.77' },
+    kind: 'ignored',
   },
   {
     name: 'configured broadcast address wins over the computed one',

@@ -13,13 +13,13 @@ import { buildPacket } from './wire.js';
 
 const KNOWN = '52:54:00:0f:00:01';
 
-function context(): RoleContext {
+function context({ subnet = '127.0.0.0/8' } = {}): RoleContext {
   const config = serviceNodeConfigSchema.parse({
     name: 'service.nancy',
     site: 'nancy',
     domain: 'nancy.grid5000.fr',
     ip: '127.0.0.1',
-    network: { subnet: '127.0.0.0/8', gateway: '127.0.0.1', dns: ['127.0.0.1'] },
+    network: { subnet, gateway: '127.0.0.1', dns: ['127.0.0.1'] },
     roles: ['dhcp'],
     ports: { dhcp: 0 },
     bind: '127.0.0.1',
@@ -87,5 +87,30 @@ describe('dhcp role on loopback', () => {
       ],
     );
     assert.match(ev[3].detail ?? '', /^malformed packet: too short/);
+  });
+
+  it('stays silent to a known MAC relayed from another subnet or at an address not its own', async () => {
+    // The node's subnet leaves 127.0.0.1 out, so the requests below name it as a foreign relay
+    // and a foreign address: were they answered, the replies would go there.
+    const ctx = context({ subnet: '127.0.0.48/28' });
+    const role = await startDhcpServer(ctx);
+    running.push(role);
+    const client = createSocket('udp4');
+    const send = (b: Buffer) => new Promise<void>((r) => client.send(b, role.port, '127.0.0.1', () => r()));
+    await send(buildPacket({ xid: 3, mac: KNOWN, giaddr: '127.0.0.1', options: [[53, [1]]] }));
+    await send(buildPacket({ xid: 4, mac: KNOWN, ciaddr: '127.0.0.1', options: [[53, [8]]] }));
+    const ev = await waitFor(ctx.events, 4);
+    client.close();
+    assert.deepEqual(
+      ev.map((e) => [e.type, e.mac]),
+      [
+        ['dhcp.discover', KNOWN],
+        ['dhcp.ignored', KNOWN],
+        ['dhcp.inform', KNOWN],
+        ['dhcp.ignored', KNOWN],
+      ],
+    );
+    assert.match(ev[1].detail ?? '', /relayed by 127\.0\.0\.1, outside the node's subnet 127\.0\.0\.48\/28/);
+    assert.match(ev[3].detail ?? '', /ciaddr 127\.0\.0\.1, planned 127\.0\.0\.50/);
   });
 });

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { createSocket, type Socket } from 'node:dgram';
+import { readdirSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
@@ -100,6 +101,31 @@ async function firstReply(req: Buffer) {
   } finally {
     s.close();
   }
+}
+
+/** The shared context with short retransmission timers. */
+function withTimers(timeoutMs: number, retries: number): RoleContext {
+  return { ...ctx, config: { ...ctx.config, tftp: { timeoutMs, retries } } };
+}
+
+/** What this process holds open: descriptors (sockets, files) and timers. */
+function leftovers() {
+  const timers = process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+  return { fds: readdirSync('/proc/self/fd').length, timers };
+}
+
+/** Local addresses of this network namespace's IPv4 UDP sockets on `port` (from /proc/net/udp). */
+function boundUdp(port: number): string[] {
+  const out: string[] = [];
+  for (const line of readFileSync('/proc/net/udp', 'utf8').split('\n').slice(1)) {
+    const local = line.trim().split(/\s+/)[1];
+    if (!local) continue;
+    const [hex, p] = local.split(':');
+    if (Number.parseInt(p, 16) !== port) continue;
+    // Little-endian on x86 and arm64 hosts: 0100007F is 127.0.0.1.
+    out.push(Buffer.from(hex, 'hex').reverse().join('.'));
+  }
+  return out;
 }
 
 before(async () => {
@@ -366,6 +392,67 @@ describe('TFTP server', () => {
       await assert.rejects(startTftpServer({ ...ctx, config }), /EADDRINUSE/);
     } finally {
       taken.close();
+    }
+  });
+
+  it('gives up on a client that never acknowledges, and keeps nothing of the transfer', async () => {
+    const baseline = leftovers();
+    const local = await startTftpServer(withTimers(100, 3));
+    const s = await udpSocket();
+    try {
+      const data: number[] = [];
+      s.on('message', (msg: Buffer) => {
+        if (msg.readUInt16BE(0) === 3) data.push(msg.readUInt16BE(2));
+      });
+      s.send(packet(1, 'exact.bin', 'octet'), local.port, '127.0.0.1');
+      // Block 1, three resends 100 ms apart, then the timeout: 400 ms, unless the host is busy.
+      const timedOut = () =>
+        ctx.events
+          .recent()
+          .some((e) => e.type === 'tftp.error' && /^exact\.bin: timed out/i.test(e.detail ?? ''));
+      const deadline = Date.now() + 5000;
+      while (!timedOut()) {
+        assert.ok(Date.now() < deadline, `still sending after 5 s: ${data.length} datagrams`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      // Nothing after that.
+      await new Promise((r) => setTimeout(r, 300));
+      assert.deepEqual(data, [1, 1, 1, 1]);
+      assert.equal(local.transfers(), 0);
+    } finally {
+      s.close();
+      await local.close();
+    }
+    assert.deepEqual(leftovers(), baseline, 'no socket, file or timer left');
+  });
+
+  it('close() ends a transfer that is resending, leaving nothing behind', async () => {
+    const baseline = leftovers();
+    const local = await startTftpServer(withTimers(50, 100));
+    const s = await udpSocket();
+    try {
+      s.send(packet(1, 'undionly.kpxe', 'octet'), local.port, '127.0.0.1');
+      assert.ok(await recv(s));
+      assert.ok(await recv(s), 'a resend');
+      assert.equal(local.transfers(), 1);
+    } finally {
+      await local.close();
+      s.close();
+    }
+    assert.equal(local.transfers(), 0);
+    assert.deepEqual(leftovers(), baseline, 'no socket, file or timer left');
+  });
+
+  it('sends from the address it listens on, not from any address', async () => {
+    const s = await udpSocket();
+    try {
+      s.send(packet(1, 'exact.bin', 'octet'), role.port, '127.0.0.1');
+      const first = await recv(s);
+      assert.ok(first);
+      assert.deepEqual(boundUdp(first.port), ['127.0.0.1']);
+      s.send(packet(5, 0, 'done'), first.port, '127.0.0.1');
+    } finally {
+      s.close();
     }
   });
 

@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
+import { createRequire } from 'node:module';
 import { describe, it } from 'node:test';
 import { type Retransmitter, SendWindow } from '../../../../src/lib/services/tftp/window.js';
+
+const require = createRequire(import.meta.url);
 
 /** A window over a recording sender; the timer fires only when the test says so. */
 function harness(blockSize: number, windowSize: number) {
@@ -126,5 +129,75 @@ describe('SendWindow', () => {
     const last = h.flush().flat().slice(-10);
     assert.deepEqual(last, [65535, 0, 1, 2, 3, 4, 5, 6, 7, 8]);
     assert.equal(h.asked(), 65536 + 8);
+  });
+});
+
+/**
+ * A window over the package's own retransmitter, on real timers: what the transfer does when
+ * the client goes silent.
+ */
+function packageTimerHarness(retries: number, timeoutMs: number) {
+  const Request = require('tftp/lib/protocol/request.js') as {
+    prototype: { _createRetransmitter(this: unknown): Retransmitter };
+  };
+  const sent: number[] = [];
+  const closed: Error[] = [];
+  const request = {
+    _retries: retries,
+    _timeout: timeoutMs,
+    _close: (e: Error) => closed.push(e),
+    _sendBlock: (block: number) => sent.push(block),
+    _createRetransmitter(): Retransmitter {
+      return Request.prototype._createRetransmitter.call(request);
+    },
+  };
+  return { w: new SendWindow(4, 2, request), sent, closed };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('SendWindow on the package retransmitter', () => {
+  it('gives up after the retries when nothing is acknowledged, and leaves no timer behind', async () => {
+    const h = packageTimerHarness(3, 20);
+    h.w.feed(Buffer.alloc(4), () => {});
+    h.w.feed(Buffer.alloc(4), () => {});
+    await sleep(20 * 12);
+    assert.equal(h.sent.length, 2 * (1 + 3), 'the window, then three resends');
+    assert.equal(h.closed.length, 1);
+    assert.match(h.closed[0].message, /timed out/i);
+    // What the package does on close; no resend may follow.
+    h.w._writerTimer.reset();
+    await sleep(20 * 4);
+    assert.equal(h.sent.length, 8);
+  });
+
+  it('a duplicate ACK resends but does not refill the retries', async () => {
+    const h = packageTimerHarness(2, 30);
+    h.w.feed(Buffer.alloc(4), () => {});
+    h.w.feed(Buffer.alloc(4), () => {});
+    // An ACK for block 0 (nothing received) every 20 ms, quicker than the timeout.
+    const dup = setInterval(() => h.w.resume(0), 20);
+    try {
+      await sleep(30 * 10);
+    } finally {
+      clearInterval(dup);
+    }
+    assert.equal(h.closed.length, 1, 'the transfer timed out all the same');
+  });
+
+  it('an ACK that moves the window on refills the retries', async () => {
+    const h = packageTimerHarness(1, 30);
+    let more = 0;
+    h.w.feed(Buffer.alloc(4), () => {});
+    h.w.feed(Buffer.alloc(4), () => more++);
+    await sleep(45); // one resend spent
+    h.w.resume(2);
+    assert.equal(more, 1);
+    h.w.feed(Buffer.alloc(4), () => {});
+    h.w.feed(Buffer.alloc(4), () => {});
+    await sleep(45); // one resend of the new window: still within its own retry
+    assert.equal(h.closed.length, 0);
+    await sleep(45);
+    assert.equal(h.closed.length, 1);
   });
 });
