@@ -88,7 +88,9 @@ const result = {
 if (process.argv.includes('--merge')) {
   try {
     const before = JSON.parse(readFileSync(join(repoRoot, 'bench', 'results', 'deploy.json'), 'utf8'));
-    result.cases = before.cases.filter((c) => !sizes.includes(c.vms)).map((c) => ({ ...c, from: before.date }));
+    result.cases = before.cases
+      .filter((c) => !sizes.includes(c.vms))
+      .map((c) => ({ ...c, from: before.date }));
   } catch {}
 }
 
