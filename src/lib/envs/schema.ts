@@ -3,7 +3,7 @@
 import { z } from 'zod';
 import { InputError } from '../errors.js';
 import { describeIssue, parseYamlMapping } from '../input-file.js';
-import { cmdlineSchema } from '../services/config.js';
+import { cmdlineSchema } from '../kernel-cmdline.js';
 
 const text = (what: string) => z.string({ error: `expected text (${what})` });
 

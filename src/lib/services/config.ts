@@ -1,6 +1,10 @@
 // What a service node serves: written by the controller from the plan, read by
 // `kabootstrap service run --config FILE` (the builtin backend) or turned into a dnsmasq config.
 import { z } from 'zod';
+import { cmdlineSchema } from '../kernel-cmdline.js';
+
+// The kernel command line's rules live below every layer that takes one (environments, profiles).
+export { cmdlinePattern, cmdlineSchema, ipxeTextProblem } from '../kernel-cmdline.js';
 
 // No leading zeros: some parsers read 010 as octal.
 const octet = '(25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)';
@@ -27,45 +31,6 @@ export type BootProfile = z.infer<typeof bootProfileSchema>;
  * envs/<sha256 of the file itself>/kernel or initrd. Nothing else may be uploaded or env-booted.
  */
 export const envFilePattern = /^envs\/[0-9a-f]{64}\/(kernel|initrd)$/;
-
-/** Kernel parameters go into an iPXE script: no `$` (expansion), `|`, `&`, quotes or newlines. */
-export const cmdlinePattern = /^[A-Za-z0-9 ._,:;=/+@%~-]*$/;
-
-/** Words iPXE takes as the end of one command and the start of another (its exec.c). */
-const ipxeOperators = new Set([';', '&&', '||']);
-
-/**
- * Why `text` cannot go into a line of an iPXE script, or null. A line break or control character
- * ends the command, `$` expands a setting, quotes and backslashes regroup the words, a standalone
- * `;`, `&&` or `||` starts another command, and a word opening with `#` a comment.
- */
-export function ipxeTextProblem(text: string): string | null {
-  if (/[\r\n]/.test(text)) return 'contains a line break, which ends the iPXE command';
-  // biome-ignore lint/suspicious/noControlCharactersInRegex: the control characters are the point
-  if (/[\x00-\x1f\x7f]/.test(text)) return 'contains a control character';
-  const special = /[$"'\\`]/.exec(text);
-  if (special) return `contains ${special[0]}, which iPXE interprets`;
-  for (const word of text.split(/[ \t]+/)) {
-    if (ipxeOperators.has(word))
-      return `contains a standalone ${word}, which iPXE runs as the start of another command`;
-    if (word.startsWith('#')) return `has a word starting with #, which iPXE takes for a comment`;
-  }
-  return null;
-}
-
-/** A kernel command line for an iPXE script: what cmdlinePattern allows and no iPXE operator. */
-export const cmdlineSchema = z
-  .string({ error: 'expected the kernel command line' })
-  .max(2048, { error: 'longer than 2048 characters' })
-  .superRefine((text, ctx) => {
-    // the iPXE reason first: it says what the character would have done
-    const problem =
-      ipxeTextProblem(text) ??
-      (cmdlinePattern.test(text)
-        ? null
-        : 'only letters, digits, spaces and . _ , : ; = / + @ % ~ - may go into an iPXE script');
-    if (problem) ctx.addIssue({ code: 'custom', message: problem });
-  });
 
 const envFile = (what: 'kernel' | 'initrd') =>
   z.string({ error: `expected the ${what}'s path` }).regex(new RegExp(`^envs/[0-9a-f]{64}/${what}$`), {
