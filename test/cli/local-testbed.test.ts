@@ -3,8 +3,9 @@
 // a setup killed half-way.
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { silentLogger } from '../../src/lib/log.js';
@@ -66,6 +67,11 @@ async function sshRecipeRoundTrip(testbedDir: string, result: { plan: Plan }, ho
     controlPort: 8067,
   };
   const target = sshTarget(hostIp, join(testbedDir, 'ssh', 'id_ed25519'));
+  // the host's sessions see a home of their own, not this machine's rc files and dotfiles
+  const home = await target.exec('echo "$HOME"; ls -A ~ | wc -l', 20_000);
+  assert.equal(home.code, 0, home.stderr || home.error);
+  assert.deepEqual(home.stdout.trim().split('\n'), [userInfo().homedir, '0'], 'an empty home on the host');
+  assert.ok(existsSync(join(testbedDir, 'ssh', 'home')), 'the hosts’ homes are the testbed’s');
   const recipe = await loadRecipe('service-node/debian-ssh.yaml');
   const up = await runRecipe(recipe, 'up', vars, target, silentLogger);
   assert.ok(up.every((s) => s.ok));

@@ -2,6 +2,7 @@
 // address, accepting the testbed's key pair (generated per testbed), so hosts are reached over
 // SSH exactly like testbed hosts.
 import { access, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { userInfo } from 'node:os';
 import { execa } from 'execa';
 import { InputError, KbError } from '../errors.js';
 import type { SshLayout, TestbedLayout } from '../state/layout.js';
@@ -62,15 +63,33 @@ export function sshdPidFile(files: SshFiles, ns: string): string {
   return files.pidFile(ns);
 }
 
-/** Starts sshd in a namespace (it daemonizes) and returns its pid. */
+/**
+ * Starts sshd in a namespace (it daemonizes) and returns its pid. Its sessions run root's login
+ * shell, and bash run by sshd reads ~/.bashrc even for a command: a version manager's init there
+ * would slow or break every command on the host. So sshd runs in a mount namespace of its own
+ * (slave: nothing it mounts reaches this machine) where root's home is the host's own empty
+ * directory, as on a freshly installed machine.
+ */
 export async function startSshd(files: SshFiles, ns: string, address: string): Promise<number> {
   const pidFile = sshdPidFile(files, ns);
+  const home = files.homeDir(ns);
+  await mkdir(home, { recursive: true, mode: 0o700 });
   const r = await execa(
     'ip',
     [
       'netns',
       'exec',
       ns,
+      'unshare',
+      '--mount',
+      '--propagation',
+      'slave',
+      'sh',
+      '-c',
+      'mount --bind "$1" "$2" && shift 2 && exec "$@"',
+      'sh',
+      home,
+      userInfo().homedir,
       sshdBinary,
       '-f',
       files.config,

@@ -48,6 +48,8 @@ export interface SshLayout {
   /** Per host namespace: the sshd's pid file and log. */
   pidFile(ns: string): string;
   logFile(ns: string): string;
+  /** The home directory a host's SSH sessions see (empty at setup: no rc file of this machine). */
+  homeDir(ns: string): string;
 }
 
 /** One service node's files: its served roots, daemon config, log and pid, dnsmasq's and radvd's run dirs. */
@@ -107,6 +109,7 @@ export class TestbedLayout {
       runDir,
       pidFile: (ns) => join(runDir, `${ns}.pid`),
       logFile: (ns) => join(runDir, `${ns}.log`),
+      homeDir: (ns) => join(ssh, 'home', ns),
     };
     this.servicesDir = join(dir, 'services');
     this.envBootCache = join(dir, 'env-boot');
