@@ -15,19 +15,26 @@ async function cmdline(pid: number): Promise<string> {
   return (await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).replace(/\0/g, ' ');
 }
 
-async function killAll(pids: number[]): Promise<void> {
+/**
+ * TERM, then KILL what is left after 3 s, then waits (up to 5 s more) until every one is gone:
+ * teardown returns only once what it stopped no longer runs.
+ */
+export async function killAll(pids: number[], termMs = 3000): Promise<void> {
+  const sleep = () => new Promise((r) => setTimeout(r, 50));
   for (const pid of pids) {
     try {
       process.kill(pid, 'SIGTERM');
     } catch {}
   }
-  const deadline = Date.now() + 3000;
-  while (pids.some(isAlive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  const deadline = Date.now() + termMs;
+  while (pids.some(isAlive) && Date.now() < deadline) await sleep();
   for (const pid of pids.filter(isAlive)) {
     try {
       process.kill(pid, 'SIGKILL');
     } catch {}
   }
+  const gone = Date.now() + 5000;
+  while (pids.some(isAlive) && Date.now() < gone) await sleep();
 }
 
 export interface NetworkTeardown {
