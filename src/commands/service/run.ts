@@ -12,7 +12,8 @@ routerAdvertisements in the config it also runs radvd on the VLAN interface (a b
 advertisement, so that iPXE does not wait for one) and stops it on exit.
 GET /health, GET /events (?mac=, ?follow=1), PUT /nodes/<mac>/profile (deploy, local, or env
 with its kernel, initrd and command line) and PUT /files/envs/<sha256>/kernel|initrd (an
-environment's boot files, served under /files/) on the control port.`;
+environment's boot files, served under /files/) on the control port; with control.secret in the
+config, all but GET /health need "Authorization: Bearer <secret>".`;
   static examples = [
     '<%= config.bin %> service run --config .kabootstrap/local-small/services/grappe-3-nancy/service.json',
   ];

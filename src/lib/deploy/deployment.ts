@@ -17,6 +17,7 @@ import { runtimeFor } from '../runtime/index.js';
 import { hostPower } from '../runtime/power.js';
 import { envBootSchema } from '../services/config.js';
 import { SshPool } from '../ssh/pool.js';
+import { readControlSecret } from '../state/control-secret.js';
 import { broadcastImage } from './broadcast-env.js';
 import { createDriver, defaultDisk } from './driver.js';
 import { envBootOf } from './env-boot.js';
@@ -102,7 +103,9 @@ export async function checkDeployRequest(req: DeployRequest) {
       );
     }
   }
-  return { store, state, keyFile, env, nodes, workflow, window, envBoot };
+  // null: a testbed set up before there were secrets, whose service nodes ask for none
+  const controlSecret = await readControlSecret(store.layout.controlSecret);
+  return { store, state, keyFile, env, nodes, workflow, window, envBoot, controlSecret };
 }
 
 /** A broadcast instance's timeout: its own, or what the work needs at the floors if that is more. */
@@ -142,7 +145,8 @@ export async function deployTestbed(
   req: DeployRequest,
   ctx: { logger: Logger; progress: Progress },
 ): Promise<DeployResult> {
-  const { store, state, keyFile, env, nodes, workflow, window, envBoot } = await checkDeployRequest(req);
+  const { store, state, keyFile, env, nodes, workflow, window, envBoot, controlSecret } =
+    await checkDeployRequest(req);
   await store.lock('deploy');
   const pool = new SshPool({ privateKey: await readFile(keyFile) });
   const runtime = runtimeFor(state.config);
@@ -162,6 +166,7 @@ export async function deployTestbed(
       power,
       env,
       envBoot,
+      controlSecret,
       broadcast: (method, list, bctx) =>
         broadcastImage(method, list, env, {
           keyFile,

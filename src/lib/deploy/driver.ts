@@ -45,6 +45,8 @@ export interface DriverDeps {
    * partition) instead of `local` (iPXE sanboot of the disk). Null or absent: `local`.
    */
   envBoot?: EnvBootFiles | null;
+  /** The testbed's control secret, sent to the service nodes; null for a testbed without one. */
+  controlSecret?: string | null;
   /** Puts envBoot's files on a service node (by its control URL): once per deployment by default. */
   uploadEnvBoot?: (serviceUrl: string) => Promise<void>;
   /** Nodes handled at once by per-node commands (across all calls: nodes back early run alone). */
@@ -109,7 +111,8 @@ export function createDriver(deps: DriverDeps): WorkflowDriver {
   };
 
   const envBoot = deps.envBoot ?? null;
-  const upload = envBoot ? (deps.uploadEnvBoot ?? uploadOnce(envBoot)) : null;
+  const controlSecret = deps.controlSecret ?? null;
+  const upload = envBoot ? (deps.uploadEnvBoot ?? uploadOnce(envBoot, undefined, controlSecret)) : null;
 
   /** Opens a node's connection ahead of its commands; a failure is the commands' to report. */
   const warm = (name: string) => {
@@ -133,7 +136,7 @@ export function createDriver(deps: DriverDeps): WorkflowDriver {
       if (!n.serviceUrl) return void out.set(name, { ok: false, reason: 'no service node serves it' });
       try {
         if (profile === 'env' && upload) await upload(n.serviceUrl);
-        await new ServiceClient(n.serviceUrl).setProfile(n.mac, profile, env);
+        await new ServiceClient(n.serviceUrl, { secret: controlSecret }).setProfile(n.mac, profile, env);
         out.set(name, { ok: true });
       } catch (e) {
         out.set(name, { ok: false, reason: `profile ${profile}: ${(e as Error).message}` });

@@ -42,16 +42,20 @@ export async function readBootFiles(files: EnvBootFiles): Promise<BootFileData> 
   };
 }
 
-/** Uploads the kernel and initrd to a service node (read from the cache unless given). */
+/**
+ * Uploads the kernel and initrd to a service node (read from the cache unless given), with the
+ * testbed's control secret when it has one.
+ */
 export async function uploadEnvBoot(
   serviceUrl: string,
   files: EnvBootFiles,
   signal?: AbortSignal,
   data?: BootFileData,
+  secret: string | null = null,
 ): Promise<void> {
   const d = data ?? (await readBootFiles(files));
   // a copy already there is fine: the path names its content
-  const service = new ServiceClient(serviceUrl);
+  const service = new ServiceClient(serviceUrl, { secret });
   await service.putFile(envFilePath(files.kernel.sha256, 'kernel'), d.kernel, { signal });
   if (files.initrd && d.initrd) {
     await service.putFile(envFilePath(files.initrd.sha256, 'initrd'), d.initrd, { signal });
@@ -62,7 +66,7 @@ export async function uploadEnvBoot(
  * One upload per service node for the whole deployment, however many batches ask at once (the
  * files read once for all of them); a failed one is tried again by the next caller (a retry).
  */
-export function uploadOnce(files: EnvBootFiles, upload = uploadEnvBoot) {
+export function uploadOnce(files: EnvBootFiles, upload = uploadEnvBoot, secret: string | null = null) {
   const done = new Map<string, Promise<void>>();
   let data: Promise<BootFileData> | null = null;
   return (serviceUrl: string): Promise<void> => {
@@ -70,7 +74,7 @@ export function uploadOnce(files: EnvBootFiles, upload = uploadEnvBoot) {
     if (!p) {
       data ??= readBootFiles(files);
       const loaded = data;
-      p = loaded.then((d) => upload(serviceUrl, files, AbortSignal.timeout(120_000), d));
+      p = loaded.then((d) => upload(serviceUrl, files, AbortSignal.timeout(120_000), d, secret));
       done.set(serviceUrl, p);
       p.catch(() => {
         done.delete(serviceUrl);

@@ -16,14 +16,16 @@ export async function followBoots(
   state: TestbedState,
   vms: VmPlan[],
   title: string,
-  ctx: { progress: Progress; logger: Logger; what: string },
+  ctx: { progress: Progress; logger: Logger; what: string; controlSecret: string | null },
   work: (tracker: BootTracker) => Promise<void>,
 ): Promise<VmBoot[]> {
   const tracker = new BootTracker(vms);
   const abort = new AbortController();
   // each stream until aborted; reconnects are not needed on loopback routes
   const following = serviceNodesOf(state).map((s) =>
-    new ServiceClient(s.url).followEvents((e) => tracker.event(e), { signal: abort.signal }),
+    new ServiceClient(s.url, { secret: ctx.controlSecret }).followEvents((e) => tracker.event(e), {
+      signal: abort.signal,
+    }),
   );
   try {
     return await ctx.progress.step(title, async (step) => {

@@ -3,6 +3,7 @@
 // PUT /files/envs/<sha256>/kernel|initrd. Every request has a timeout (but a followed stream,
 // which lasts until its signal aborts) and every failure is one ServiceError line naming what was
 // asked, of which URL, and why: the service node's own message, or the HTTP status, or the cause.
+// With the testbed's control secret, every request carries it as a bearer token.
 import { ExitCode, KbError } from '../errors.js';
 import type { BootProfile, EnvBoot } from './config.js';
 import type { BootEvent } from './events.js';
@@ -44,16 +45,26 @@ export class ServiceClient {
   /** The control endpoint's base URL, without a trailing slash. */
   readonly url: string;
   private readonly timeoutMs: number;
+  private readonly secret: string | null;
 
-  constructor(url: string, opts: { timeoutMs?: number } = {}) {
+  /** `secret`: the testbed's control secret; null for a testbed set up before there was one. */
+  constructor(url: string, opts: { timeoutMs?: number; secret?: string | null } = {}) {
     this.url = url.replace(/\/+$/, '');
     this.timeoutMs = opts.timeoutMs ?? serviceTimeouts.requestMs;
+    this.secret = opts.secret ?? null;
   }
 
   async health(opts: RequestOptions = {}): Promise<ServiceHealth> {
     const what = `health of ${this.url}`;
     const r = await this.request(what, '/health', { method: 'GET' }, opts);
-    return (await this.json(what, r)) as ServiceHealth;
+    const health = (await this.json(what, r)) as Partial<ServiceHealth>;
+    // without the secret a service node that has one answers a bare liveness probe
+    if (!Array.isArray(health?.roles)) {
+      throw new ServiceError(
+        `${what}: no roles in its answer (one with a control secret tells them only to a client that sends it)`,
+      );
+    }
+    return health as ServiceHealth;
   }
 
   /** The events the service node still holds, oldest first; only one MAC's with `mac`. */
@@ -159,8 +170,11 @@ export class ServiceClient {
     const signals = [opts.signal, timeout].filter((s): s is AbortSignal => s !== undefined);
     let r: Response;
     try {
+      const headers = new Headers(init.headers);
+      if (this.secret !== null) headers.set('authorization', `Bearer ${this.secret}`);
       r = await fetch(`${this.url}${path}`, {
         ...init,
+        headers,
         signal: signals.length ? AbortSignal.any(signals) : undefined,
       });
     } catch (e) {

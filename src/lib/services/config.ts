@@ -19,6 +19,9 @@ const mac = z
   .string()
   .regex(/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/, { error: 'expected a lower-case MAC such as 00:16:3e:0a:00:02' });
 
+/** A control secret: 32 random bytes or more, in hex (64 characters) or base64url (43). */
+export const controlSecretPattern = /^[A-Za-z0-9_-]{43,}$/;
+
 /**
  * What a node boots next: the deployment environment, its local disk (iPXE sanboot), or its
  * deployed system through that environment's own kernel and initrd served over HTTP (`env`).
@@ -88,6 +91,12 @@ export const serviceNodeConfigSchema = z.strictObject({
     })
     .prefault({}),
   httpRoot: z.string().min(1),
+  /**
+   * Where the control endpoint stages an upload until it is whole, then renames it into httpRoot:
+   * outside httpRoot and tftpRoot (never served), on httpRoot's filesystem. Default: httpRoot's
+   * sibling `<httpRoot>.uploads`.
+   */
+  uploadDir: z.string().min(1).optional(),
   /** What a node boots in each profile; paths are relative to httpRoot. */
   boot: z.strictObject({
     deploy: z.strictObject({ kernel: z.string(), initrd: z.string(), cmdline: cmdlineSchema.default('') }),
@@ -136,6 +145,18 @@ export const serviceNodeConfigSchema = z.strictObject({
     .strictObject({
       /** Where radvd's config and pid file go. */
       runDir: z.string().min(1),
+    })
+    .optional(),
+  /**
+   * The control endpoint's secret: every request but GET /health must carry
+   * `Authorization: Bearer <secret>`. Absent in configs written before it existed: then anyone
+   * who reaches the port is obeyed (the daemon warns).
+   */
+  control: z
+    .strictObject({
+      secret: z.string().regex(controlSecretPattern, {
+        error: 'expected 32 random bytes or more, in hex or base64url (43 characters or more)',
+      }),
     })
     .optional(),
   /** Largest file the control endpoint accepts (PUT /files/envs/...): 512 MiB. */

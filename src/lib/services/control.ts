@@ -3,27 +3,35 @@
 // (PUT /nodes/<mac>/profile with {"profile": "deploy"|"local"} or
 // {"profile": "env", "env": {"kernel": "envs/<sha256>/kernel", "initrd": ..., "cmdline": ...}}),
 // environment boot files (PUT /files/envs/<sha256>/kernel|initrd, served by the HTTP role under
-// /files/) and GET /health. Like the rest of the endpoint, no authentication: it listens on the
-// testbed's own networks only.
-import { createHash, randomBytes } from 'node:crypto';
+// /files/) and GET /health. With a secret in the config (control.secret), every request but
+// GET /health must carry `Authorization: Bearer <secret>` (else 401): the port is reachable by
+// whoever shares the service node's networks, and a profile decides which kernel nodes boot.
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { mkdir, open, realpath, rename, rm, stat } from 'node:fs/promises';
 import { createServer, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { join, sep } from 'node:path';
+import { basename, dirname, join, resolve, sep } from 'node:path';
 import { normalizeMac } from './backend.js';
-import { bootProfileSchema, envBootSchema, envFilePattern } from './config.js';
+import { bootProfileSchema, envBootSchema, envFilePattern, type ServiceNodeConfig } from './config.js';
 import type { BootEvent } from './events.js';
 import type { RoleContext, RunningRole } from './role.js';
 
 type Reply = (status: number, body: unknown, headers?: Record<string, string>) => void;
 
+/** Where uploads are staged: the config's uploadDir, else `<httpRoot>.uploads` beside httpRoot. */
+export function uploadDirOf(config: Pick<ServiceNodeConfig, 'httpRoot' | 'uploadDir'>): string {
+  if (config.uploadDir) return config.uploadDir;
+  const root = resolve(config.httpRoot);
+  return join(dirname(root), `${basename(root)}.uploads`);
+}
+
 /**
  * PUT /files/<rel>: stores the body as httpRoot/<rel>, where rel must be envs/<sha256>/kernel or
  * initrd and the sha256 is the body's own (content-addressed: a path always holds the same bytes).
- * Written to a temporary file in httpRoot/.uploads, synced, then renamed into place: the HTTP role
- * serves nothing or the whole file, never part of one. Refused, with nothing written: any other path (`..`, absolute,
- * encoded), a body over uploadMaxBytes, a body whose sha256 is not the path's. With
- * `if-none-match: *`, an existing file is kept (412).
+ * Written to a temporary file in the upload directory (outside every served root), synced, then
+ * renamed into place: the HTTP role serves nothing or the whole file, never part of one. Refused,
+ * with nothing written: any other path (`..`, absolute, encoded), a body over uploadMaxBytes, a
+ * body whose sha256 is not the path's. With `if-none-match: *`, an existing file is kept (412).
  */
 async function putFile(ctx: RoleContext, req: IncomingMessage, rawRel: string, reply: Reply) {
   const refuse = (status: number, message: string) => {
@@ -44,18 +52,28 @@ async function putFile(ctx: RoleContext, req: IncomingMessage, rawRel: string, r
   const parts = rawRel.split('/');
   const want = parts[1];
   const name = parts.at(-1)!;
-  // The body goes to httpRoot/.uploads first; the file's directory is made only once it is whole.
+  // The body goes to the upload directory first; the file's directory is made only once it is whole.
+  const under = (p: string, dir: string) => p === dir || p.startsWith(dir.endsWith(sep) ? dir : dir + sep);
+  // A staged file in a served tree would be served half-written: checked on the paths as written
+  // (before the directory is made) and again with symlinks resolved.
+  const dir = resolve(uploadDirOf(ctx.config));
+  const inServed = (p: string, roots: (string | null)[]) => roots.some((r) => r !== null && under(p, r));
+  const servedRefusal = `${rawRel}: the upload directory ${dir} is inside a served root`;
+  if (inServed(dir, [resolve(ctx.config.httpRoot), resolve(ctx.config.tftpRoot)]))
+    return refuse(500, servedRefusal);
   let root: string;
   let staging: string;
+  let tftpRoot: string | null;
   try {
     root = await realpath(ctx.config.httpRoot);
-    await mkdir(join(root, '.uploads'), { recursive: true });
-    staging = await realpath(join(root, '.uploads'));
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    staging = await realpath(dir);
+    tftpRoot = await realpath(ctx.config.tftpRoot).catch(() => null);
   } catch (e) {
     return refuse(500, `${rawRel}: cannot prepare the upload directory (${(e as Error).message})`);
   }
-  const inRoot = (p: string) => p.startsWith(root + sep);
-  if (!inRoot(staging)) return refuse(403, `${rawRel}: the upload directory leaves the served root`);
+  if (inServed(staging, [root, tftpRoot])) return refuse(500, servedRefusal);
+  const inRoot = (p: string) => under(p, root) && p !== root;
   const target = join(root, ...parts);
   if (req.headers['if-none-match'] === '*') {
     const exists = await stat(target).then(
@@ -115,7 +133,35 @@ async function putFile(ctx: RoleContext, req: IncomingMessage, rawRel: string, r
   refuse(outcome.status, outcome.message);
 }
 
+type Credential = 'ok' | 'none' | 'wrong';
+
+/**
+ * How a request stands against the configured secret: 'ok' (the right bearer token, or no secret
+ * configured), 'none' (no Authorization header) or 'wrong'. The token and the secret are compared
+ * as SHA-256 digests with timingSafeEqual: equal lengths, and a time that tells nothing of either.
+ */
+export function credentialCheck(secret: string | undefined): (req: IncomingMessage) => Credential {
+  if (!secret) return () => 'ok';
+  const want = createHash('sha256').update(secret).digest();
+  return (req) => {
+    const header = req.headers.authorization;
+    if (header === undefined) return 'none';
+    const m = /^Bearer +(\S+) *$/i.exec(header);
+    if (!m) return 'wrong';
+    const got = createHash('sha256').update(m[1]).digest();
+    return timingSafeEqual(got, want) ? 'ok' : 'wrong';
+  };
+}
+
 export async function startControl(ctx: RoleContext, roles: () => string[]): Promise<RunningRole> {
+  const secret = ctx.config.control?.secret;
+  if (!secret) {
+    ctx.logger.warn(
+      `service ${ctx.config.name}: no control secret in its config (written by an older kabootstrap): ` +
+        'anyone who reaches the control port can switch what its nodes boot',
+    );
+  }
+  const credential = credentialCheck(secret);
   const server = createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://service');
     const json = (status: number, body: unknown, headers: Record<string, string> = {}) => {
@@ -123,6 +169,20 @@ export async function startControl(ctx: RoleContext, roles: () => string[]): Pro
       res.writeHead(status, { 'content-type': 'application/json', ...headers });
       res.end(`${JSON.stringify(body)}\n`);
     };
+    const cred = credential(req);
+    if (req.method === 'GET' && url.pathname === '/health' && cred !== 'wrong') {
+      // open to liveness probes, which learn that it answers and nothing else
+      if (cred === 'none') return json(200, { status: 'ok' });
+      return json(200, { name: ctx.config.name, roles: roles(), nodes: ctx.config.nodes.length });
+    }
+    if (cred !== 'ok') {
+      // an unread body (an upload) would keep the connection busy: close it after the answer
+      return json(
+        401,
+        { message: "missing or wrong control secret (send Authorization: Bearer <the testbed's secret>)" },
+        { 'www-authenticate': 'Bearer', connection: 'close' },
+      );
+    }
     // The raw path: URL parsing would resolve `..` and percent-escapes before we could refuse them.
     const rawPath = (req.url ?? '/').split(/[?#]/)[0];
     if (req.method === 'PUT' && rawPath.startsWith('/files/')) {
@@ -130,9 +190,6 @@ export async function startControl(ctx: RoleContext, roles: () => string[]): Pro
         json(500, { message: `upload failed: ${(e as Error).message}` }, { connection: 'close' }),
       );
       return;
-    }
-    if (req.method === 'GET' && url.pathname === '/health') {
-      return json(200, { name: ctx.config.name, roles: roles(), nodes: ctx.config.nodes.length });
     }
     if (req.method === 'GET' && url.pathname === '/events') {
       const mac = url.searchParams.get('mac');

@@ -1,6 +1,6 @@
 // Per service node, what it serves (pure): its site's VM network, the VMs it boots (those on
 // the hosts it was dealt), DNS records for every host, service node and VM of the testbed, and
-// IPv6 router advertisements on its VLAN where it serves DHCP.
+// IPv6 router advertisements on its VLAN where it serves DHCP; the testbed's control secret.
 import { broadcastOf } from '../net/ipv4.js';
 import type { Plan } from '../planner/plan.js';
 import { deployInitrdPath, deployKernelPath, type ServiceNodeFiles } from '../state/layout.js';
@@ -10,7 +10,12 @@ export interface ServiceLayout {
   /** Host FQDN → its own address (the hosts' network), for DNS. */
   hostIps: Map<string, string>;
   /** Each service node's files, from its host and site (TestbedLayout.serviceNode). */
-  serviceNode: (host: string, site: string) => Pick<ServiceNodeFiles, 'tftpRoot' | 'httpRoot' | 'radvdDir'>;
+  serviceNode: (
+    host: string,
+    site: string,
+  ) => Pick<ServiceNodeFiles, 'tftpRoot' | 'httpRoot' | 'uploadDir' | 'radvdDir'>;
+  /** The testbed's control secret, which every control request must carry; none: no check. */
+  controlSecret?: string;
   /** Where the deployment environment's kernel and initrd live under each httpRoot. */
   deployKernel?: string;
   deployInitrd?: string;
@@ -35,6 +40,7 @@ export function serviceNodeConfigs(plan: Plan, layout: ServiceLayout): ServiceNo
         broadcast: broadcastOf(site.network),
         tftpRoot: files.tftpRoot,
         httpRoot: files.httpRoot,
+        uploadDir: files.uploadDir,
         boot: {
           deploy: {
             kernel: layout.deployKernel ?? deployKernelPath,
@@ -52,6 +58,7 @@ export function serviceNodeConfigs(plan: Plan, layout: ServiceLayout): ServiceNo
             profile: 'deploy' as const,
           })),
         dns: { records, forward: [] },
+        control: layout.controlSecret ? { secret: layout.controlSecret } : undefined,
         // Where nodes network-boot (DHCP is served), a bare IPv6 router advertisement ends iPXE's
         // ≈16 s wait for one, with either backend.
         routerAdvertisements: sn.roles.includes('dhcp') ? { runDir: files.radvdDir } : undefined,

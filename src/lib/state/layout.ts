@@ -1,6 +1,6 @@
 // Where kabootstrap keeps its files, in one place: on the controller the state root
 // (KABOOTSTRAP_HOME, default ./.kabootstrap), the environment registry under it, and per testbed
-// its state, lock, SSH key pair and sshd files, service node roots, env-boot cache, API state,
+// its state, lock, control secret, SSH key pair and sshd files, service node roots, env-boot cache, API state,
 // deployment stats, emulated host groups and an experiment's stage record; the experiments'
 // reports and scaled images, which outlive their testbed; on VM hosts, the VMs' run directories and disks.
 // Pure path arithmetic: nothing here touches the disk.
@@ -52,11 +52,13 @@ export interface SshLayout {
   homeDir(ns: string): string;
 }
 
-/** One service node's files: its served roots, daemon config, log and pid, dnsmasq's and radvd's run dirs. */
+/** One service node's files: its served roots, upload staging, daemon config, log and pid, dnsmasq's and radvd's run dirs. */
 export interface ServiceNodeFiles {
   dir: string;
   tftpRoot: string;
   httpRoot: string;
+  /** Where uploads are staged until whole: beside httpRoot (same filesystem), never served. */
+  uploadDir: string;
   /** The deployment environment's kernel and initrd, served as deployKernelPath/deployInitrdPath. */
   deployKernel: string;
   deployInitrd: string;
@@ -82,6 +84,8 @@ export interface EmulatedGroupFiles {
 export class TestbedLayout {
   readonly stateFile: string;
   readonly lockFile: string;
+  /** The service nodes' control endpoint secret (mode 0600): every request but GET /health carries it. */
+  readonly controlSecret: string;
   readonly ssh: SshLayout;
   readonly servicesDir: string;
   /** The kernels and initrds taken out of environment images for classical boots. */
@@ -97,6 +101,7 @@ export class TestbedLayout {
   constructor(readonly dir: string) {
     this.stateFile = join(dir, 'state.json');
     this.lockFile = join(dir, 'lock');
+    this.controlSecret = join(dir, 'control-secret');
     const ssh = join(dir, 'ssh');
     const runDir = join(ssh, 'run');
     this.ssh = {
@@ -133,6 +138,7 @@ export class TestbedLayout {
       dir,
       tftpRoot: join(dir, 'tftp'),
       httpRoot,
+      uploadDir: join(dir, 'uploads'),
       deployKernel: join(httpRoot, ...deployKernelPath.split('/')),
       deployInitrd: join(httpRoot, ...deployInitrdPath.split('/')),
       config: join(dir, 'service.json'),

@@ -1,4 +1,5 @@
-// Service nodes of the local testbed: write each one's config from the plan, then run the
+// Service nodes of the local testbed: write each one's config from the plan (with the testbed's
+// control secret, made here on the first setup; so the config is its owner's only), then run the
 // service-node recipe inside its namespace (the daemon starts detached; its pid is recorded).
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -17,6 +18,7 @@ import { type ServiceNodeConfig, serviceNodeConfigSchema } from '../services/con
 import { renderDnsmasqConfig, splitRoles } from '../services/dnsmasq/config.js';
 import { findDnsmasq } from '../services/dnsmasq/process.js';
 import { serviceNodeConfigs } from '../services/from-plan.js';
+import { ensureControlSecret, readControlSecret, writePrivateFile } from '../state/control-secret.js';
 import type { ServiceNodeFiles } from '../state/layout.js';
 import {
   recordServiceNodeStarted,
@@ -44,9 +46,11 @@ export async function startLocalServiceNodes(
 ): Promise<ServiceProbe[]> {
   const layout = localLayout(state.config, source);
   const hostIps = new Map(layout.sites.flatMap((s) => s.hosts.map((h) => [h.fqdn, h.ip] as const)));
+  const controlSecret = await ensureControlSecret(store.layout.controlSecret);
   const configs = serviceNodeConfigs(plan, {
     hostIps,
     serviceNode: (h, s) => store.layout.serviceNode(h, s),
+    controlSecret,
   });
   const backend = state.config.services.backend;
   const recipe = await loadRecipe(
@@ -58,7 +62,7 @@ export async function startLocalServiceNodes(
       const config = serviceNodeConfigSchema.parse(input);
       const host = topo.namespaces.find((n) => n.fqdn === config.name)!;
       const files = store.layout.serviceNode(config.name, config.site);
-      const vars = await prepareFiles(config, files, backend);
+      const vars = await writeServiceNodeFiles(config, files, backend);
       recordServiceNodeStarting(state, host.ns, vars.pidFile);
       await store.write(state);
       await runRecipe(recipe, 'up', vars, nsTarget(host.ns), logger);
@@ -66,7 +70,7 @@ export async function startLocalServiceNodes(
       const url = `http://${host.ip}:${config.ports.events}`;
       recordServiceNodeStarted(state, host.ns, { pid, name: config.name, site: config.site, url });
       await store.write(state);
-      const probe = await probeService(config.name, url);
+      const probe = await probeService(config.name, url, controlSecret);
       step.status(`${++answering}/${configs.length} answering`);
       return probe;
     };
@@ -82,7 +86,11 @@ export async function startLocalServiceNodes(
 /** Service nodes started at once. */
 const serviceStartWindow = 6;
 
-async function prepareFiles(
+/**
+ * A service node's roots and config (readable by its owner only: it holds the control secret),
+ * dnsmasq's config with that backend; answers the service-node recipe's variables.
+ */
+export async function writeServiceNodeFiles(
   config: ServiceNodeConfig,
   files: ServiceNodeFiles,
   backend: 'builtin' | 'dnsmasq',
@@ -109,7 +117,7 @@ async function prepareFiles(
       dnsmasqPidFile: files.dnsmasqPid,
     };
   }
-  await writeFile(file, `${JSON.stringify(daemonConfig, null, 2)}\n`);
+  await writePrivateFile(file, `${JSON.stringify(daemonConfig, null, 2)}\n`);
   return {
     ...extra,
     node: process.execPath,
@@ -123,9 +131,9 @@ async function prepareFiles(
   };
 }
 
-export async function probeService(name: string, url: string): Promise<ServiceProbe> {
+export async function probeService(name: string, url: string, secret: string | null): Promise<ServiceProbe> {
   try {
-    const health = await new ServiceClient(url).health({ timeoutMs: 5000 });
+    const health = await new ServiceClient(url, { secret }).health({ timeoutMs: 5000 });
     return { name, url, ok: true, detail: `roles ${health.roles.join(',')}` };
   } catch (e) {
     return { name, url, ok: false, detail: (e as Error).message };
@@ -133,6 +141,7 @@ export async function probeService(name: string, url: string): Promise<ServicePr
 }
 
 /** Health of every service node the state records as started. */
-export async function probeServiceNodes(state: TestbedState): Promise<ServiceProbe[]> {
-  return Promise.all(serviceNodesOf(state).map((s) => probeService(s.name, s.url)));
+export async function probeServiceNodes(store: StateStore, state: TestbedState): Promise<ServiceProbe[]> {
+  const secret = await readControlSecret(store.layout.controlSecret);
+  return Promise.all(serviceNodesOf(state).map((s) => probeService(s.name, s.url, secret)));
 }

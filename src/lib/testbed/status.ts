@@ -40,7 +40,7 @@ export async function testbedStatus(name: string, ctx: TestbedContext): Promise<
         return { site: r.site!, uid: job.uid, state: job.state, assignedNodes: job.assigned_nodes.length };
       }),
     );
-    const [hosts, services] = await Promise.all([probeHosts(store, state), probeServiceNodes(state)]);
+    const [hosts, services] = await Promise.all([probeHosts(store, state), probeServiceNodes(store, state)]);
     return {
       services,
       testbed: state.name,

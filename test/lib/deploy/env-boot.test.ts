@@ -2,7 +2,7 @@
 // its image, switchProfile(deployed) uploads it once per service node and sets the `env` profile;
 // without one, it stays `local` (iPXE sanboot). Against a real control endpoint on loopback.
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -180,5 +180,80 @@ describe('driver: booting the deployed system through the env profile', () => {
     const d = await driver.run({ kind: 'switchProfile', profile: 'deploy' }, ['vm-1'], ctxOf());
     assert.deepEqual(d.get('vm-1'), { ok: true });
     assert.equal(svc.backend.getByMac(MACS[0])?.profile, 'deploy');
+  });
+});
+
+describe('driver: the control secret', () => {
+  const SECRET = randomBytes(32).toString('hex');
+  let dir: string;
+  let svc: RoleContext;
+  let control: RunningRole;
+  let files: EnvBootFiles;
+  let nodes: Map<string, DeployNode>;
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'kb-env-boot-secret-'));
+    await mkdir(join(dir, 'http'));
+    await writeFile(join(dir, 'kernel'), KERNEL);
+    files = {
+      imageSha256: env.sha256,
+      kernel: { path: join(dir, 'kernel'), bytes: KERNEL.length, sha256: sha(KERNEL) },
+      initrd: null,
+      kernelParams: 'console=ttyS0',
+    };
+    svc = roleContext(
+      loopbackService({
+        roles: [],
+        httpRoot: join(dir, 'http'),
+        control: { secret: SECRET },
+        nodes: [{ mac: MACS[0], ip: '10.0.0.2', hostname: 'vm-1', fqdn: 'vm-1.s.kb.test' }],
+      }),
+    );
+    control = await startControl(svc, () => ['control']);
+    const serviceUrl = `http://127.0.0.1:${control.port}`;
+    nodes = new Map([
+      [
+        'vm-1',
+        {
+          name: 'vm-1',
+          fqdn: 'vm-1.s.kb.test',
+          ip: '10.0.0.2',
+          mac: MACS[0],
+          site: 's',
+          host: 'h',
+          hostIp: '',
+          serviceUrl,
+        },
+      ],
+    ]);
+  });
+  after(async () => {
+    await control.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const driverWith = (controlSecret: string | null) =>
+    createDriver({
+      nodes,
+      pool: {} as never,
+      power: {} as never,
+      env,
+      envBoot: files,
+      controlSecret,
+      broadcast: async () => new Map(),
+    });
+
+  it('is refused by a service node with a secret when it has none', async () => {
+    const r = await driverWith(null).run({ kind: 'switchProfile', profile: 'deployed' }, ['vm-1'], ctxOf());
+    assert.equal(r.get('vm-1')?.ok, false);
+    assert.match((r.get('vm-1') as { reason: string }).reason, /missing or wrong control secret/);
+    assert.equal(svc.backend.getByMac(MACS[0])?.profile, 'deploy');
+  });
+
+  it('uploads and switches profiles with it', async () => {
+    const r = await driverWith(SECRET).run({ kind: 'switchProfile', profile: 'deployed' }, ['vm-1'], ctxOf());
+    assert.deepEqual(r.get('vm-1'), { ok: true });
+    assert.equal(svc.backend.getByMac(MACS[0])?.profile, 'env');
+    assert.ok((await readFile(join(dir, 'http', 'envs', sha(KERNEL), 'kernel'))).equals(KERNEL));
   });
 });

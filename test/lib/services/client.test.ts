@@ -1,8 +1,9 @@
 // The control endpoint's client against the real endpoint on loopback: health, held and followed
 // events, profile switching, content-addressed uploads; and each failure as one ServiceError line
-// naming what was asked, where, and why (the node's message, a refused connection, a timeout).
+// naming what was asked, where, and why (the node's message, a refused connection, a timeout);
+// and the control secret, sent with every request to an endpoint that has one.
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -207,5 +208,100 @@ describe('service node client', () => {
       server.closeAllConnections();
       await new Promise((r) => server.close(r));
     }
+  });
+});
+
+describe('service node client with the control secret', () => {
+  const SECRET = randomBytes(32).toString('hex');
+  let dir: string;
+  let ctx: RoleContext;
+  let control: RunningRole;
+  let url: string;
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'kb-client-secret-'));
+    ctx = roleContext(
+      loopbackService({
+        name: 'svc.s.kb.test',
+        roles: ['http'],
+        httpRoot: dir,
+        control: { secret: SECRET },
+        nodes: [{ mac: MAC, ip: '10.0.0.2', hostname: 'vm-1', fqdn: 'vm-1.s.kb.test' }],
+      }),
+    );
+    control = await startControl(ctx, () => ['http', 'control']);
+    url = `http://127.0.0.1:${control.port}`;
+  });
+  after(async () => {
+    await control.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('sends it as a bearer token with every request', async () => {
+    const seen: (string | undefined)[] = [];
+    const { url: fake, server } = await fakeServer((req, res) => {
+      seen.push(req.headers.authorization);
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(req.url === '/health' ? '{"name":"x","roles":[],"nodes":0}' : '{}');
+    });
+    try {
+      const c = new ServiceClient(fake, { secret: SECRET });
+      await c.health();
+      await c.events();
+      await c.setProfile(MAC, 'local');
+      await c.putFile(`envs/${'a'.repeat(64)}/kernel`, Buffer.from('k'));
+      await c.followEvents(() => {}, { signal: AbortSignal.timeout(2000) });
+      assert.deepEqual(seen, Array(5).fill(`Bearer ${SECRET}`));
+    } finally {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    }
+  });
+
+  it('is obeyed by the endpoint: health, profile, upload, events, follow', { timeout: 10_000 }, async () => {
+    const client = new ServiceClient(url, { secret: SECRET });
+    assert.deepEqual(await client.health(), { name: 'svc.s.kb.test', roles: ['http', 'control'], nodes: 1 });
+    assert.deepEqual(await client.setProfile(MAC, 'local'), { mac: MAC, profile: 'local' });
+    const kernel = Buffer.from('a kernel '.repeat(50));
+    assert.equal(await client.putFile(`envs/${sha(kernel)}/kernel`, kernel), 'stored');
+    assert.ok((await client.events({ mac: MAC })).some((e) => e.type === 'profile.set'));
+    const ac = new AbortController();
+    const got: BootEvent[] = [];
+    const following = client.followEvents(
+      (e) => {
+        got.push(e);
+        if (e.type === 'file.stored') ac.abort();
+      },
+      { signal: ac.signal },
+    );
+    await following;
+    assert.ok(got.some((e) => e.type === 'file.stored'));
+  });
+
+  it('without it, or with a wrong one, is refused (401) and changes nothing', async () => {
+    for (const secret of [null, randomBytes(32).toString('hex')]) {
+      const c = new ServiceClient(url, { secret });
+      await rejectsWith(c.setProfile(MAC, 'deploy'), (e) => {
+        assert.equal(e.status, 401);
+        assert.match(
+          e.message,
+          /^set the profile of .* at http:\/\/127\.0\.0\.1:\d+: missing or wrong control secret/,
+        );
+      });
+      await rejectsWith(c.events(), (e) => assert.equal(e.status, 401));
+      const kernel = Buffer.from(`another kernel ${secret}`);
+      await rejectsWith(c.putFile(`envs/${sha(kernel)}/kernel`, kernel), (e) => assert.equal(e.status, 401));
+      await rejectsWith(
+        c.followEvents(() => {}, { signal: AbortSignal.timeout(2000) }),
+        (e) => assert.equal(e.status, 401),
+      );
+      if (secret === null) {
+        // the liveness probe answers, but without the details the controller needs
+        await rejectsWith(c.health(), (e) => assert.match(e.message, /no roles in its answer/));
+      } else {
+        await rejectsWith(c.health(), (e) => assert.equal(e.status, 401));
+      }
+    }
+    assert.equal(ctx.backend.getByMac(MAC)?.profile, 'local');
   });
 });

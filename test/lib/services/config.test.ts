@@ -48,6 +48,17 @@ const cases: [string, Partial<ServiceNodeInput>, string | null][] = [
     'dns.records[0].ip: expected an IPv4 address (four numbers from 0 to 255)',
   ],
   ['distinct MACs', { nodes: nodes(5) }, null],
+  ['a control secret', { control: { secret: 'f'.repeat(64) } }, null],
+  [
+    'a control secret too short to resist guessing',
+    { control: { secret: 'f'.repeat(32) } },
+    'control.secret: expected 32 random bytes or more, in hex or base64url (43 characters or more)',
+  ],
+  [
+    'a control secret that would not fit in a header',
+    { control: { secret: `${'f'.repeat(64)}\r\nx: y` } },
+    'control.secret: expected 32 random bytes or more, in hex or base64url (43 characters or more)',
+  ],
   [
     'a MAC twice',
     { nodes: [...nodes(3), node(2, { ip: '10.0.0.40', hostname: 'other' })] },

@@ -45,6 +45,7 @@ describe('state layout', () => {
     assert.equal(l.dir, d);
     assert.equal(l.stateFile, join(d, 'state.json'));
     assert.equal(l.lockFile, join(d, 'lock'));
+    assert.equal(l.controlSecret, join(d, 'control-secret'));
     assert.equal(l.ssh.clientKey, join(d, 'ssh', 'id_ed25519'));
     assert.equal(l.ssh.clientPublicKey, join(d, 'ssh', 'id_ed25519.pub'));
     assert.equal(l.ssh.hostKey, join(d, 'ssh', 'ssh_host_ed25519_key'));
@@ -69,6 +70,7 @@ describe('state layout', () => {
       dir: '/var/kb/tb/services/grappe-1-nancy',
       tftpRoot: '/var/kb/tb/services/grappe-1-nancy/tftp',
       httpRoot: '/var/kb/tb/services/grappe-1-nancy/http',
+      uploadDir: '/var/kb/tb/services/grappe-1-nancy/uploads',
       deployKernel: '/var/kb/tb/services/grappe-1-nancy/http/deploy/vmlinuz',
       deployInitrd: '/var/kb/tb/services/grappe-1-nancy/http/deploy/initrd.img',
       config: '/var/kb/tb/services/grappe-1-nancy/service.json',
@@ -108,10 +110,14 @@ describe('state layout', () => {
     const [config] = serviceNodeConfigs(plan, {
       hostIps: new Map(),
       serviceNode: (h, s) => store.layout.serviceNode(h, s),
+      controlSecret: 'c'.repeat(64),
     });
     const files = store.layout.serviceNode('grappe-1.nancy.kb.test', 'nancy');
     assert.equal(config.tftpRoot, files.tftpRoot);
     assert.equal(config.httpRoot, files.httpRoot);
+    // uploads are staged beside the served roots, not in them
+    assert.equal(config.uploadDir, files.uploadDir);
+    assert.deepEqual(config.control, { secret: 'c'.repeat(64) });
     // it serves DHCP, so it sends IPv6 router advertisements, with radvd's files in its directory
     assert.deepEqual(config.routerAdvertisements, { runDir: files.radvdDir });
     assert.deepEqual(

@@ -23,6 +23,8 @@ export async function bootAll(
   plan: Plan,
   sessions: Map<string, SshSession>,
   privateKey: Buffer,
+  /** The testbed's control secret, for the service nodes' event streams. */
+  controlSecret: string | null,
   bootTimeoutMs: number,
   retries: number,
   progress: Progress,
@@ -33,7 +35,7 @@ export async function bootAll(
     state,
     vms,
     `Power on ${vms.length} emulated VM(s) and wait for SSH`,
-    { progress, logger, what: 'emulated VMs' },
+    { progress, logger, what: 'emulated VMs', controlSecret },
     async (tracker) => {
       await power(sessions, byHost(vms), 'on', tracker);
       await waitRound(vms, sessions, privateKey, tracker, bootTimeoutMs);

@@ -4,6 +4,7 @@
 // and waits for them (boot.ts). Power goes through `kb-host power` on the host (power.ts).
 import type { TestbedConfig } from '../../config/schema.js';
 import { defaultModel } from '../../emulated/model.js';
+import { readControlSecret } from '../../state/control-secret.js';
 import type { RuntimeContext, VmHosts, VmRuntime } from '../runtime.js';
 import { bootAll } from './boot.js';
 import { startEmulatedHosts } from './hosts.js';
@@ -49,7 +50,8 @@ function lowerBoundMs(imageBytes: number, timeScale: number): number {
 
 async function prepareHosts(ctx: RuntimeContext): Promise<VmHosts> {
   const hosts = await startEmulatedHosts(ctx);
-  const { state, plan, progress, logger } = ctx;
+  const { store, state, plan, progress, logger } = ctx;
+  const controlSecret = await readControlSecret(store.layout.controlSecret);
   return {
     accel: null,
     emulatedHosts: hosts.count,
@@ -57,7 +59,17 @@ async function prepareHosts(ctx: RuntimeContext): Promise<VmHosts> {
       const slowest = Math.max(defaultModel.kinds.pxe.maxMs, defaultModel.kinds.reboot.maxMs);
       // Queueing for DHCP and HTTP at thousands of VMs comes on top of the modelled boot.
       const bootTimeoutMs = slowest * state.config.vms.emulated.timeScale + 60_000;
-      return bootAll(state, plan, hosts.sessions, hosts.privateKey, bootTimeoutMs, retries, progress, logger);
+      return bootAll(
+        state,
+        plan,
+        hosts.sessions,
+        hosts.privateKey,
+        controlSecret,
+        bootTimeoutMs,
+        retries,
+        progress,
+        logger,
+      );
     },
     close() {
       for (const s of hosts.sessions.values()) s.close();

@@ -10,6 +10,7 @@ import type { Progress } from '../../progress.js';
 import { execOnce, openSession } from '../../ssh/pool.js';
 import type { SshSession } from '../../ssh/session.js';
 import { waitForSsh } from '../../ssh/wait.js';
+import { readControlSecret } from '../../state/control-secret.js';
 import { type StateStore, type TestbedState, upsertResource } from '../../state/store.js';
 import type { BootTracker, VmBoot } from '../boot-tracker.js';
 import { followBoots } from '../follow-boots.js';
@@ -42,7 +43,7 @@ export async function launchVms(
       state,
       vms,
       `Launch ${vms.length} VM(s) and wait for the deployment environment`,
-      { progress, logger, what: 'VMs' },
+      { progress, logger, what: 'VMs', controlSecret: await readControlSecret(store.layout.controlSecret) },
       async (tracker) => {
         const hostVms = new Map<string, HostVm>();
         const privateKey = await readFile(key);
