@@ -153,7 +153,13 @@ export function credentialCheck(secret: string | undefined): (req: IncomingMessa
   };
 }
 
+/** Followers of /events at once: the controller needs a few; more is someone holding memory. */
+export const MAX_FOLLOWERS = 64;
+/** Bytes a follower may leave unread before it is cut. */
+export const FOLLOWER_BACKLOG_BYTES = 1 << 20;
+
 export async function startControl(ctx: RoleContext, roles: () => string[]): Promise<RunningRole> {
+  let followers = 0;
   const secret = ctx.config.control?.secret;
   if (!secret) {
     ctx.logger.warn(
@@ -194,14 +200,26 @@ export async function startControl(ctx: RoleContext, roles: () => string[]): Pro
     if (req.method === 'GET' && url.pathname === '/events') {
       const mac = url.searchParams.get('mac');
       const want = mac ? normalizeMac(mac) : null;
+      const follow = url.searchParams.get('follow') === '1';
+      if (follow && followers >= MAX_FOLLOWERS)
+        return json(503, { message: `already ${MAX_FOLLOWERS} followers of /events: try again later` });
       res.writeHead(200, { 'content-type': 'application/x-ndjson' });
       for (const e of ctx.events.recent(want ?? undefined)) res.write(`${JSON.stringify(e)}\n`);
-      if (url.searchParams.get('follow') !== '1') return res.end();
+      if (!follow) return res.end();
+      // a follower has its headers at once, not with the first event
+      res.flushHeaders();
+      followers++;
       const onEvent = (e: BootEvent) => {
-        if (!want || e.mac === want) res.write(`${JSON.stringify(e)}\n`);
+        if (want && e.mac !== want) return;
+        // a follower that does not read is cut, not buffered for without bound
+        if (res.writableLength > FOLLOWER_BACKLOG_BYTES) return void res.destroy();
+        res.write(`${JSON.stringify(e)}\n`);
       };
       ctx.events.on('event', onEvent);
-      req.on('close', () => ctx.events.off('event', onEvent));
+      res.once('close', () => {
+        followers--;
+        ctx.events.off('event', onEvent);
+      });
       return;
     }
     const m = /^\/nodes\/([^/]+)\/profile$/.exec(url.pathname);
