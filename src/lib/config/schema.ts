@@ -31,8 +31,19 @@ const hardware = z.strictObject({
   nicGbps: positiveInt('primary NIC speed in Gbit/s').default(1),
 });
 
+// OAR queue and project: a job goes to one queue, so clusters of different queues need separate jobs.
+const queue = z
+  .string()
+  .regex(/^[a-z][a-z0-9_-]{0,30}$/, { error: 'expected an OAR queue name such as default or production' });
+const project = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/, { error: 'expected an OAR project name' });
+
 const cluster = z.strictObject({
   name,
+  /** Overrides the testbed's queue for this cluster's hosts. */
+  queue: queue.optional(),
+  project: project.optional(),
   hosts: z.union([positiveInt('hosts in this cluster'), z.array(z.string().min(1)).min(1)], {
     error: 'expected a host count (at least 1) or a list of host names',
   }),
@@ -131,6 +142,8 @@ export const testbedConfigSchema = z.strictObject({
       retries: nonNegativeInt('retries of a failed API request').default(5),
     })
     .prefault({}),
+  queue: queue.default('default'),
+  project: project.optional(),
   walltime: z
     .string()
     .regex(/^\d+(:\d{2}){0,2}$/, { error: 'expected H[:MM[:SS]]' })
