@@ -60,6 +60,33 @@ describe('kabootstrap setup --dry-run', () => {
     assert.equal(r.code, 2);
     assert.equal(r.stderr.trim().split('\n').length, 1);
   });
+
+  it('names the flag and the cause of a bad value in one line, before looking for the testbed', async () => {
+    const cases: [string[], string][] = [
+      [
+        ['deploy', '-e', 'tiny', '--env-version', 'abc'],
+        '--env-version: expected an integer but received: abc',
+      ],
+      [
+        ['exec', '--window', '0', 'true'],
+        '--window: expected an integer greater than or equal to 1 but received: 0',
+      ],
+      [['deploy'], 'Missing required flag env'],
+      [
+        ['deploy', '-e', 'tiny', '--steps', 'BootNewEnv|BootNewEnvKexec:99999999:150'],
+        '--steps: BootNewEnvKexec retries 99999999 is more than 10',
+      ],
+      [
+        ['deploy', '-e', 'tiny', '--reboot-window', '5:7200'],
+        '--reboot-window: a pause of 7200 s between windows is more than an hour',
+      ],
+    ];
+    for (const [args, line] of cases) {
+      const r = await kb([...args, '-n', 'nowhere'], { env: env() });
+      assert.equal(r.code, 2, args.join(' '));
+      assert.equal(r.stderr, `kabootstrap: ${line}\n`, args.join(' '));
+    }
+  });
 });
 
 describe('local testbed reservations through the CLI', () => {
