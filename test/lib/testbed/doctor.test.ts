@@ -11,9 +11,9 @@ import { parseConfigText } from '../../../src/lib/config/load.js';
 import { InputError } from '../../../src/lib/errors.js';
 import { G5kClient } from '../../../src/lib/g5k/client.js';
 import { silentLogger } from '../../../src/lib/log.js';
+import { type DoctorOptions, runDoctor } from '../../../src/lib/testbed/doctor.js';
 import type { DoctorCheck } from '../../../src/lib/testbed/doctor-check.js';
 import { DOCTOR_JOB_NAME } from '../../../src/lib/testbed/doctor-reserve.js';
-import { type DoctorOptions, runDoctor } from '../../../src/lib/testbed/doctor.js';
 import { referenceFixture } from '../../helpers/env.js';
 
 const nancy = (dir: string) => join(dir, 'data', 'grid5000', 'sites', 'nancy');
