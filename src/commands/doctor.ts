@@ -37,8 +37,10 @@ check is a blocker.`;
     const abort = new AbortController();
     // Ctrl-C stops the wait; the reservation is still cancelled before the command ends.
     const stop = () => abort.abort();
-    process.on('SIGINT', stop);
-    process.on('SIGTERM', stop);
+    if (flags.reserve) {
+      process.on('SIGINT', stop);
+      process.on('SIGTERM', stop);
+    }
     try {
       const report = await runDoctor(config, source, {
         logger: this.logger(flags),

@@ -60,7 +60,7 @@ async function findCredentials(config: TestbedConfig, opts: DoctorOptions): Prom
   return { credentials, source: `~/${file ?? CREDENTIALS_FILE} (user ${credentials.username})` };
 }
 
-export function hostCount(cluster: ClusterConfig): number {
+function hostCount(cluster: ClusterConfig): number {
   return typeof cluster.hosts === 'number' ? cluster.hosts : cluster.hosts.length;
 }
 
@@ -107,7 +107,9 @@ export async function runDoctor(
   if (!(await checkApi(client, found, add))) return report();
 
   const sites = new Map<string, SiteFacts>();
+  const signal = opts.reserve?.signal;
   for (const [i, site] of config.sites.entries()) {
+    if (signal?.aborted) break;
     opts.logger.info(`checking site ${site.name}: ${site.clusters.map((c) => c.name).join(', ')}`);
     const facts = await guarded(add, `site ${site.name}`, `sites[${i}].name`, () =>
       checkSite(client, config, i, add),
@@ -115,6 +117,10 @@ export async function runDoctor(
     if (facts) sites.set(site.name, facts);
   }
   if (!opts.reserve) return report();
+  if (signal?.aborted) {
+    add({ check: 'reservation', level: 'warn', detail: 'not tried: interrupted' });
+    return report(true);
+  }
 
   const first = config.sites[0];
   const facts = sites.get(first.name);
@@ -176,7 +182,7 @@ async function checkApi(
         level: 'blocker',
         detail: found.credentials
           ? `refused (${e.status}), from ${found.source}`
-          : `needed (${e.status}) and none found: set G5K_USER/G5K_PASSWORD or write ~/${CREDENTIALS_FILE} (username, password), or run from a frontend`,
+          : `needed (${e.status}), credentials: ${found.source}; set G5K_USER/G5K_PASSWORD or write ~/${CREDENTIALS_FILE} (username, password), or run from a frontend`,
         field: 'api.credentials',
       });
     } else {

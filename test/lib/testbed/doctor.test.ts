@@ -187,6 +187,27 @@ sites:
     }
   });
 
+  it('reserves nothing when interrupted before the reservation', async () => {
+    const abort = new AbortController();
+    abort.abort();
+    const before = await client.findJobs('nancy', { name: DOCTOR_JOB_NAME, states: ['error', 'terminated'] });
+    const report = await runDoctor(config(api.url, good()), 'doc.yaml', {
+      ...opts,
+      reserve: { pollMs: [50], signal: abort.signal },
+    });
+    assert.equal(report.interrupted, true);
+    assert.deepEqual(report.checks.at(-1), {
+      check: 'reservation',
+      level: 'warn',
+      detail: 'not tried: interrupted',
+    });
+    const afterwards = await client.findJobs('nancy', {
+      name: DOCTOR_JOB_NAME,
+      states: ['error', 'terminated'],
+    });
+    assert.equal(afterwards.length, before.length);
+  });
+
   it('says where credentials came from, and when the API refuses them or needs some', async () => {
     const creds = { username: 'alice', password: 's3cret' };
     const guarded = await startApiServer({
@@ -201,7 +222,7 @@ sites:
         blockers(none.checks).map((c) => [c.check, c.field]),
         [['credentials', 'api.credentials']],
       );
-      assert.match(blockers(none.checks)[0].detail, /needed \(401\) and none found/);
+      assert.match(blockers(none.checks)[0].detail, /needed \(401\), credentials: none found/);
 
       const wrong = await runDoctor(config(guarded.url, good(), auto), 'doc.yaml', {
         ...opts,
