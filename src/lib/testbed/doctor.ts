@@ -127,8 +127,8 @@ export async function runDoctor(
   if (!facts) {
     add({
       check: 'reservation',
-      level: 'blocker',
-      detail: `not tried: site ${first.name} could not be read`,
+      level: 'warn',
+      detail: `not tried: site ${first.name} could not be read (its blocker is above)`,
       field: 'sites[0].name',
     });
     return report();
