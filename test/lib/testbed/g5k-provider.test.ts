@@ -347,6 +347,28 @@ describe('a job whose submission answer was lost', () => {
   });
 });
 
+describe('local provider inventory', () => {
+  it('gives each cluster the admin queue and its own (default unless the config says otherwise)', async () => {
+    const { synthesizeInventory } = await import('../../../src/lib/api/inventory.js');
+    const { localInventorySpec } = await import('../../../src/lib/provider/session.js');
+    const hw = 'hardware: { cores: 2, ramMB: 4096 }';
+    const queues = (text: string) => {
+      const config = parseConfigText(text, 'q.yaml');
+      const site = synthesizeInventory(localInventorySpec(config, 'q.yaml')).sites.get('s')!;
+      return [...site.clusters.values()].map((c) => `${c.doc.uid}: ${(c.doc.queues ?? []).join(',')}`);
+    };
+    assert.deepEqual(queues(`name: q\nsites: [{ name: s, clusters: [{ name: a, hosts: 1, ${hw} }] }]`), [
+      'a: admin,default',
+    ]);
+    assert.deepEqual(
+      queues(
+        `name: q\nqueue: testing\nsites: [{ name: s, clusters: [{ name: a, hosts: 1, ${hw} }, { name: b, hosts: 1, queue: production, ${hw} }] }]`,
+      ),
+      ['a: admin,testing', 'b: admin,production'],
+    );
+  });
+});
+
 describe('local provider planning', () => {
   it('plans through the embedded API exactly as the pure planner does from the config', async () => {
     const { loadConfig } = await import('../../../src/lib/config/load.js');
