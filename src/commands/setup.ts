@@ -69,10 +69,18 @@ Re-running setup resumes from the state recorded in .kabootstrap/<name>/.`;
     );
     this.log(
       table(
-        ['site', 'job', 'state', 'hosts', 'VLANs', 'subnets'],
+        ['site', 'queue', 'job', 'state', 'hosts', 'VLANs', 'subnets'],
         result.jobs.map((j) => {
-          const d = result.discovered[j.site];
-          return [j.site, j.uid, j.state, d.nodes.length, d.vlans.join(',') || '-', d.subnets.join(' ')];
+          const d = j.resources;
+          return [
+            j.site,
+            j.queue,
+            j.uid,
+            j.state,
+            d.nodes.length,
+            d.vlans.join(',') || '-',
+            d.subnets.join(' ') || '-',
+          ];
         }),
       ),
     );

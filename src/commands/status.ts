@@ -18,8 +18,8 @@ export default class Status extends BaseCommand {
     this.log(`Testbed ${status.testbed} (${status.provider} provider): ${status.phase}`);
     this.log(
       table(
-        ['site', 'job', 'state', 'hosts'],
-        status.jobs.map((j) => [j.site, j.uid ?? '-', j.state, j.assignedNodes]),
+        ['site', 'queue', 'job', 'state', 'hosts'],
+        status.jobs.map((j) => [j.site, j.queue, j.uid ?? '-', j.state, j.assignedNodes]),
       ),
     );
     if (status.hosts.length) {

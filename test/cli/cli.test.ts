@@ -145,7 +145,7 @@ describe('kabootstrap testbed api', () => {
 provider: g5k
 api: { url: '${url}', credentials: none }
 vms: { perHost: 2, flavour: { memoryMB: 512 } }
-sites: [{ name: nancy, clusters: [{ name: grappe, hosts: 2 }] }]
+sites: [{ name: nancy, clusters: [{ name: grappe, hosts: 2, queue: production }] }]
 `,
     );
     const setup = await kb(['setup', '-c', cfg, '--reserve-only', '--json', '-q'], { env: env() });
@@ -153,6 +153,7 @@ sites: [{ name: nancy, clusters: [{ name: grappe, hosts: 2 }] }]
     const result = JSON.parse(setup.stdout);
     assert.equal(result.discovered.nancy.nodes.length, 2);
     assert.match(result.discovered.nancy.nodes[0], /^grappe-\d+\.nancy\.grid5000\.fr$/);
+    assert.equal(result.jobs[0].queue, 'production');
     const down = await kb(['teardown', '-c', cfg, '--json', '-q'], { env: env() });
     assert.equal(down.code, 0, down.stderr);
     assert.equal(JSON.parse(down.stdout).releasedJobs, 1);

@@ -2,7 +2,7 @@
 // documents and scheduler state into API documents with their `links`.
 
 import type { Collection, Link } from '../g5k/types.js';
-import type { Inventory, InventoryCluster, InventorySite } from './inventory.js';
+import { clusterQueues, type Inventory, type InventoryCluster, type InventorySite } from './inventory.js';
 import type { Scheduler } from './scheduler.js';
 
 export type Method = 'GET' | 'POST' | 'PUT' | 'DELETE';
@@ -25,7 +25,7 @@ export interface RouteContext {
 export interface RouteResult {
   status: number;
   body?: unknown;
-  kind?: 'item' | 'collection' | 'json';
+  kind?: 'item' | 'collection' | 'json' | 'text';
   headers?: Record<string, string>;
 }
 
@@ -101,6 +101,16 @@ function numericParam(ctx: RouteContext, name: string, what: string): number {
   const v = ctx.params[name];
   if (!/^\d+$/.test(v)) throw new HttpError(404, `unknown ${what} ${v} at ${ctx.params.site}`);
   return Number(v);
+}
+
+/**
+ * As on the real API, the cluster list hides clusters with a queue outside `admin,default`
+ * (production ones) unless asked for with `queues=all` or a list of queues.
+ */
+function listsCluster(query: URLSearchParams, c: InventoryCluster): boolean {
+  const asked = listParam(query, 'queues') ?? ['admin', 'default'];
+  if (asked.includes('all')) return true;
+  return clusterQueues(c.doc).every((q) => asked.includes(q));
 }
 
 // Paths without the prefix.
@@ -197,7 +207,9 @@ const routes: Route[] = [
           ctx,
           `${sitePath(ctx.params.site)}/clusters`,
           sitePath(ctx.params.site),
-          [...site(ctx).clusters.values()].map((c) => clusterDoc(ctx, ctx.params.site, c)),
+          [...site(ctx).clusters.values()]
+            .filter((c) => listsCluster(ctx.query, c))
+            .map((c) => clusterDoc(ctx, ctx.params.site, c)),
         ),
     },
   },
@@ -302,7 +314,12 @@ const routes: Route[] = [
       GET: (ctx) => {
         site(ctx);
         const s = ctx.params.site;
-        const vlans = ctx.scheduler.vlans(s).map((v) => vlanDoc(ctx, Number(v.uid)));
+        // DEFAULT and the remote global VLANs have no document of their own here.
+        const vlans = ctx.scheduler
+          .vlans(s)
+          .map((v) =>
+            /^\d+$/.test(v.uid) && v.type !== 'kavlan-global-remote' ? vlanDoc(ctx, Number(v.uid)) : v,
+          );
         return collection(ctx, `${sitePath(s)}/vlans`, sitePath(s), vlans);
       },
     },

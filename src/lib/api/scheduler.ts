@@ -26,6 +26,7 @@ import {
   indexSite,
   RequestError,
   type SiteIndex,
+  withinQueue,
 } from './allocation.js';
 import { SchedulerError } from './api-error.js';
 import { type DeploymentQuery, Deployments } from './deployments.js';
@@ -128,6 +129,7 @@ export class Scheduler {
     }
     if (s.properties?.trim()) request = withProperties(request, s.properties);
     try {
+      request = withinQueue(index, request, s.queue ?? 'default');
       checkResourceRequest(index, request);
     } catch (err) {
       if (err instanceof RequestError) throw new SchedulerError(400, err.message);
@@ -378,8 +380,10 @@ export class Scheduler {
   // -------------------------------------------------------------------------------------------
   // KaVLAN
 
+  /** The site's VLAN list: the reservable ones, DEFAULT and other sites' global VLANs. */
   vlans(site: string): VlanItem[] {
-    return this.index(site).vlans.map((v) => ({ ...v }));
+    this.index(site);
+    return this.inventory.sites.get(site)!.listedVlans.map((v) => ({ ...v }));
   }
 
   vlan(site: string, id: number): VlanItem & { dhcpd: 'running' | 'stopped'; job: number | null } {
@@ -564,8 +568,9 @@ export class Scheduler {
       vlans[v.uid] = { type: v.type, soft: reservations.length ? 'busy' : 'free', reservations };
     }
     const subnets: Record<string, unknown> = {};
-    if (index.pool) {
-      for (let b = index.pool.base; b <= lastAddress(index.pool); b += 1024) {
+    // The reservable /22 blocks only: the rest of the pool is not the users' to take.
+    for (const part of index.reservable) {
+      for (let b = part.base; b <= lastAddress(part); b += 1024) {
         if (index.reservedBlocks.has(b)) continue;
         const reservations = blockJobs(b);
         subnets[blockCidr(b)] = { soft: reservations.length ? 'busy' : 'free', reservations };

@@ -2,7 +2,7 @@
 // moved forward to the clock at the start of every request, so close() is immediate.
 
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { createServer, type IncomingMessage, type ServerResponse, STATUS_CODES } from 'node:http';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Inventory } from './inventory.js';
 import { HttpError, matchRoute, type RouteContext, type RouteResult } from './routes.js';
@@ -51,6 +51,7 @@ const CONTENT_TYPES = {
   item: 'application/vnd.grid5000.item+json; charset=utf-8',
   collection: 'application/vnd.grid5000.collection+json; charset=utf-8',
   json: 'application/json; charset=utf-8',
+  text: 'text/plain; charset=utf-8',
 };
 
 function splitPrefix(pathname: string): { prefix: string; rest: string } {
@@ -106,13 +107,9 @@ function basicLogin(req: IncomingMessage, expected?: { username: string; passwor
   return ok ? login : null;
 }
 
+/** Errors are plain text, as on the real API: the status carries the meaning, the body says why. */
 function errorResult(status: number, message: string, headers?: Record<string, string>): RouteResult {
-  return {
-    status,
-    kind: 'json',
-    body: { code: status, message, title: STATUS_CODES[status] ?? 'Error' },
-    headers,
-  };
+  return { status, kind: 'text', body: `${message}\n`, headers };
 }
 
 function send(res: ServerResponse, result: RouteResult): void {
@@ -122,7 +119,7 @@ function send(res: ServerResponse, result: RouteResult): void {
     res.end();
     return;
   }
-  const text = JSON.stringify(result.body);
+  const text = result.kind === 'text' ? String(result.body) : JSON.stringify(result.body);
   headers['content-type'] = CONTENT_TYPES[result.kind ?? 'json'];
   headers['content-length'] = String(Buffer.byteLength(text));
   res.writeHead(result.status, headers);

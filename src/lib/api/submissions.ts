@@ -5,8 +5,6 @@ import { parseResources, type ResourceRequest, ResourceSyntaxError } from '../g5
 import type { DeploymentSubmission, JobSubmission } from '../g5k/types.js';
 import { SchedulerError } from './api-error.js';
 
-const QUEUES = ['default', 'production', 'besteffort'];
-
 function optionalString(body: Record<string, unknown>, key: string): string | undefined {
   const v = body[key];
   if (v === undefined || v === null) return undefined;
@@ -42,9 +40,6 @@ export function checkSubmission(body: unknown): JobSubmission {
   }
   if (!s.command?.trim() && s.reservation === undefined) {
     throw new SchedulerError(400, 'command is required unless the job is a reservation');
-  }
-  if (s.queue !== undefined && !QUEUES.includes(s.queue)) {
-    throw new SchedulerError(400, `unknown queue '${s.queue}' (known: ${QUEUES.join(', ')})`);
   }
   return s;
 }

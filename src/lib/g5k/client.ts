@@ -19,9 +19,11 @@ import type {
   VlanItem,
   VlanNodesAnswer,
 } from './types.js';
+import { type ReservableVlan, reservableVlans } from './vlans.js';
 
 export { G5kApiError } from './http.js';
 export { type JobResources, jobResources } from './job-resources.js';
+export { type ReservableVlan, reservableVlans } from './vlans.js';
 
 export interface G5kClientOptions extends HttpOptions {
   /** Clock used for wait deadlines; injectable alongside `sleep`. */
@@ -94,8 +96,9 @@ export class G5kClient {
     return this.http.getJson(`/sites/${seg(site)}`);
   }
 
+  /** Every cluster, production ones too: the API hides those outside admin,default unless asked. */
   getClusters(site: string): Promise<ClusterDoc[]> {
-    return this.http.getAll(`/sites/${seg(site)}/clusters`);
+    return this.http.getAll(`/sites/${seg(site)}/clusters`, { queues: 'all' });
   }
 
   getCluster(site: string, cluster: string): Promise<ClusterDoc> {
@@ -212,8 +215,14 @@ export class G5kClient {
 
   // KaVLAN
 
+  /** The site's VLAN list as the API gives it, DEFAULT and remote global VLANs included. */
   getVlans(site: string): Promise<VlanItem[]> {
     return this.http.getAll(`/sites/${seg(site)}/vlans`);
+  }
+
+  /** The KaVLANs a job of this site can reserve (see `reservableVlans`). */
+  async getReservableVlans(site: string): Promise<ReservableVlan[]> {
+    return reservableVlans(await this.getVlans(site));
   }
 
   getVlanNodes(site: string, id: number | string): Promise<VlanNodeItem[]> {

@@ -15,7 +15,7 @@ export type ResourceStatus = 'creating' | 'created' | 'released' | 'failed';
 
 export interface ResourceRecord {
   kind: 'job' | string;
-  /** Stable key: for a job `<site>/<uid>`, or `<site>/pending/<name>` until the API answers. */
+  /** Stable key: for a job `<site>/<uid>`, or `<site>/pending/<queue>` until the API answers. */
   key: string;
   site?: string;
   status: ResourceStatus;

@@ -6,7 +6,7 @@ import { openSession } from '../provider/session.js';
 import { StateStore, type TestbedState } from '../state/store.js';
 import type { TestbedContext } from './context.js';
 import { probeHosts } from './local-network.js';
-import { jobRecords } from './reserve.js';
+import { jobRecords, recordGroup } from './reserve.js';
 import { probeServiceNodes, type ServiceProbe } from './service-nodes.js';
 
 export interface StatusResult {
@@ -14,7 +14,7 @@ export interface StatusResult {
   provider: string;
   phase: TestbedState['phase'];
   apiUrl: string | null;
-  jobs: { site: string; uid: number | null; state: string; assignedNodes: number }[];
+  jobs: { site: string; queue: string; uid: number | null; state: string; assignedNodes: number }[];
   totals: Plan['totals'] | null;
   /** Local testbed: does every host answer SSH (a real handshake and command)? */
   hosts: SshProbe[];
@@ -34,10 +34,17 @@ export async function testbedStatus(name: string, ctx: TestbedContext): Promise<
   try {
     const jobs = await Promise.all(
       jobRecords(state).map(async (r) => {
+        const { queue } = recordGroup(r);
         if (r.status === 'creating')
-          return { site: r.site!, uid: null, state: 'submitting', assignedNodes: 0 };
+          return { site: r.site!, queue, uid: null, state: 'submitting', assignedNodes: 0 };
         const job = await session.client.getJob(r.site!, r.data.uid as number);
-        return { site: r.site!, uid: job.uid, state: job.state, assignedNodes: job.assigned_nodes.length };
+        return {
+          site: r.site!,
+          queue,
+          uid: job.uid,
+          state: job.state,
+          assignedNodes: job.assigned_nodes.length,
+        };
       }),
     );
     const [hosts, services] = await Promise.all([probeHosts(store, state), probeServiceNodes(store, state)]);

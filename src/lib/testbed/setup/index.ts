@@ -4,6 +4,7 @@
 // lock, the first-run cleanup and the result the command renders.
 import type { LoadedConfig } from '../../config/load.js';
 import { TestbedError } from '../../errors.js';
+import { type JobResources, jobResources } from '../../g5k/job-resources.js';
 import type { SshProbe } from '../../netns/ssh-check.js';
 import type { Plan } from '../../planner/plan.js';
 import { openSession, type ProviderSession } from '../../provider/session.js';
@@ -37,7 +38,8 @@ export interface SetupResult {
   apiUrl: string;
   phase: TestbedState['phase'];
   resumed: boolean;
-  jobs: { site: string; uid: number; state: string }[];
+  /** One per site and queue, with what that job was given. */
+  jobs: { site: string; queue: string; uid: number; state: string; resources: JobResources }[];
   discovered: TestbedState['discovered'];
   plan: Plan;
 }
@@ -138,7 +140,13 @@ async function runPhases(ctx: SetupContext, resumed: boolean): Promise<SetupResu
     apiUrl: ctx.session.apiUrl,
     phase: state.phase,
     resumed,
-    jobs: Object.entries(reservation.jobs).map(([site, j]) => ({ site, uid: j.uid, state: j.state })),
+    jobs: reservation.jobs.map(({ site, job }) => ({
+      site,
+      queue: job.queue,
+      uid: job.uid,
+      state: job.state,
+      resources: jobResources(job),
+    })),
     discovered: state.discovered,
     plan,
   };
