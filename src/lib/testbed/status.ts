@@ -116,7 +116,11 @@ export async function testbedStatus(
   const state = await store.read();
   if (!state) return null;
   const t0 = Date.now();
-  const jobs = opts.probe ? await liveJobs(store, state, ctx) : recordedJobs(state);
+  const jobs = opts.probe
+    ? await ctx.progress.step(`Read ${jobRecords(state).length} job(s) from the API`, () =>
+        liveJobs(store, state, ctx),
+      )
+    : recordedJobs(state);
   const deadline = Date.now() + opts.timeoutMs;
   const probe = opts.probe
     ? {
