@@ -140,7 +140,7 @@ export async function testbedStatus(
           probeOrSay(
             machines,
             probe,
-            (done, total) => step.status(`${done}/${total} answered`),
+            (done, total) => step.status(`${done}/${total} probed`),
             (_m, s, t) => probeShell(s, t),
           ),
         )
