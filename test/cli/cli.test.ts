@@ -100,10 +100,54 @@ describe('local testbed reservations through the CLI', () => {
 
     const status = await kb(['status', '--json', '-q'], { env: env() });
     assert.equal(status.code, 0, status.stderr);
+    const st = JSON.parse(status.stdout);
     assert.deepEqual(
-      JSON.parse(status.stdout).jobs.map((j: { state: string }) => j.state),
+      st.jobs.map((j: { state: string }) => j.state),
       ['running', 'running'],
     );
+    // each job's nodes live from the API: the hosts discovered at setup; each job's queue
+    assert.deepEqual(
+      st.jobs.map((j: { site: string; assignedNodes: string[] }) => [j.site, j.assignedNodes.slice().sort()]),
+      Object.entries(result.discovered as Record<string, { nodes: string[] }>).map(([site, d]) => [
+        site,
+        d.nodes.slice().sort(),
+      ]),
+    );
+    assert.deepEqual(
+      st.jobs.map((j: { queue: string }) => j.queue),
+      ['default', 'default'],
+    );
+    // reserved only: every planned machine is reserved (not probed), every VM not launched
+    assert.equal(st.probed, true);
+    assert.equal(st.machines.length, 6);
+    assert.deepEqual(st.machineCounts, { up: 0, down: 0, unknown: 0, reserved: 6 });
+    assert.equal(st.vms.length, 8);
+    assert.deepEqual(st.vmCounts, { up: 0, down: 0, failed: 0, 'not-launched': 8, unknown: 0 });
+    assert.deepEqual(Object.keys(st.vms[0]).sort(), ['detail', 'host', 'ip', 'mac', 'name', 'site', 'state']);
+    assert.deepEqual(st.troubles, []);
+
+    const text = await kb(['status'], { env: env() });
+    assert.equal(text.code, 0, text.stderr);
+    assert.match(text.stdout, /Testbed local-small \(local provider\): discovered, probed live in/);
+    assert.match(text.stdout, /Machines: 6 \(6 reserved\)/);
+    assert.match(text.stdout, /VMs: 8 \(8 not-launched\)/);
+    assert.match(text.stderr, /Read 2 job\(s\) from the API/, 'progress goes to stderr');
+
+    const recorded = await kb(['status', '--no-probe', '--json', '-q'], { env: env() });
+    assert.equal(recorded.code, 0, recorded.stderr);
+    assert.deepEqual(
+      JSON.parse(recorded.stdout).jobs.map((j: { state: string; assignedNodes: null }) => [
+        j.state,
+        j.assignedNodes,
+      ]),
+      [
+        ['recorded', null],
+        ['recorded', null],
+      ],
+    );
+    const badTimeout = await kb(['status', '--timeout', '0', '-q'], { env: env() });
+    assert.equal(badTimeout.code, 2);
+    assert.equal(badTimeout.stderr.trim().split('\n').length, 1);
 
     const down = await kb(['teardown', '-q'], { env: env() });
     assert.equal(down.code, 0, down.stderr);

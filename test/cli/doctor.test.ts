@@ -9,33 +9,43 @@ import { after, before, describe, it } from 'node:test';
 import { bin, kb, kbServe, root } from '../helpers/cli.js';
 import { referenceFixture } from '../helpers/env.js';
 
-const clustersDir = join(referenceFixture, 'data', 'grid5000', 'sites', 'nancy', 'clusters');
+const sitesDir = join(referenceFixture, 'data', 'grid5000', 'sites');
 
-/** nancy's clusters by whether the default queue holds them. */
-async function nancyClusters(): Promise<{ inDefault: string; notInDefault: string }> {
-  const out = { inDefault: '', notInDefault: '' };
-  for (const uid of (await readdir(clustersDir)).sort()) {
-    const doc = JSON.parse(await readFile(join(clustersDir, uid, `${uid}.json`), 'utf8'));
-    if (doc.queues.includes('default')) out.inDefault ||= uid;
-    else out.notInDefault ||= uid;
-  }
-  return out;
+interface FixtureCluster {
+  site: string;
+  uid: string;
 }
 
-async function liveJobs(url: string): Promise<unknown[]> {
-  const res = await fetch(`${url}/sites/nancy/jobs?state=waiting,launching,running`);
+/** The fixture's first cluster the default queue holds, and its first one it does not. */
+async function fixtureClusters(): Promise<{ inDefault: FixtureCluster; notInDefault: FixtureCluster }> {
+  let inDefault: FixtureCluster | null = null;
+  let notInDefault: FixtureCluster | null = null;
+  for (const site of (await readdir(sitesDir)).sort()) {
+    const dir = join(sitesDir, site, 'clusters');
+    for (const uid of (await readdir(dir).catch(() => [])).sort()) {
+      const doc = JSON.parse(await readFile(join(dir, uid, `${uid}.json`), 'utf8'));
+      if (doc.queues.includes('default')) inDefault ??= { site, uid };
+      else notInDefault ??= { site, uid };
+    }
+  }
+  assert.ok(inDefault && notInDefault, 'the fixture has a default-queue cluster and another');
+  return { inDefault, notInDefault };
+}
+
+async function liveJobs(url: string, site: string): Promise<unknown[]> {
+  const res = await fetch(`${url}/sites/${site}/jobs?state=waiting,launching,running`);
   return ((await res.json()) as { items: unknown[] }).items;
 }
 
 describe('kabootstrap doctor', () => {
   const servers: Awaited<ReturnType<typeof kbServe>>[] = [];
   let work: string;
-  let clusters: { inDefault: string; notInDefault: string };
+  let clusters: { inDefault: FixtureCluster; notInDefault: FixtureCluster };
   const env = { G5K_USER: '', G5K_PASSWORD: '' };
 
   before(async () => {
     work = await mkdtemp(join(tmpdir(), 'kb-doctor-cli-'));
-    clusters = await nancyClusters();
+    clusters = await fixtureClusters();
   });
   after(() => {
     for (const s of servers) s.child.kill('SIGTERM');
@@ -57,14 +67,14 @@ describe('kabootstrap doctor', () => {
     return JSON.parse(s.line).url;
   }
 
-  async function configFile(url: string, cluster: string): Promise<string> {
-    const file = join(work, `${cluster}-${servers.length}.yaml`);
+  async function configFile(url: string, cluster: FixtureCluster): Promise<string> {
+    const file = join(work, `${cluster.uid}-${servers.length}.yaml`);
     await writeFile(
       file,
       `name: doc
 provider: g5k
 api: { url: '${url}', credentials: none }
-sites: [{ name: nancy, clusters: [{ name: ${cluster}, hosts: 1 }] }]
+sites: [{ name: ${cluster.site}, clusters: [{ name: ${cluster.uid}, hosts: 1 }] }]
 `,
     );
     return file;
@@ -75,7 +85,7 @@ sites: [{ name: nancy, clusters: [{ name: ${cluster}, hosts: 1 }] }]
     const ok = await kb(['doctor', '-c', await configFile(url, clusters.inDefault)], { env });
     assert.equal(ok.code, 0, ok.stderr);
     assert.match(ok.stdout, /Verdict: nothing blocks a real run/);
-    assert.match(ok.stderr, /checking site nancy/);
+    assert.match(ok.stderr, new RegExp(`checking site ${clusters.inDefault.site}`));
 
     const bad = await kb(['doctor', '-c', await configFile(url, clusters.notInDefault), '--json'], { env });
     assert.equal(bad.code, 7, bad.stderr);
@@ -97,7 +107,7 @@ sites: [{ name: nancy, clusters: [{ name: ${cluster}, hosts: 1 }] }]
     const last = JSON.parse(r.stdout).checks.at(-1);
     assert.equal(last.level, 'ok', last.detail);
     assert.match(last.detail, /ran after \d+ s .*; cancelled/);
-    assert.deepEqual(await liveJobs(url), []);
+    assert.deepEqual(await liveJobs(url, clusters.inDefault.site), []);
   });
 
   it('cancels the reservation on Ctrl-C and exits 130', async () => {
@@ -116,7 +126,7 @@ sites: [{ name: nancy, clusters: [{ name: ${cluster}, hosts: 1 }] }]
       child.on('exit', (c) => resolve(c));
     });
     assert.equal(code, 130, stderr);
-    assert.match(stderr, /cancelling job \d+ at nancy/);
-    assert.deepEqual(await liveJobs(url), []);
+    assert.match(stderr, new RegExp(`cancelling job \\d+ at ${clusters.inDefault.site}`));
+    assert.deepEqual(await liveJobs(url, clusters.inDefault.site), []);
   });
 });

@@ -97,6 +97,8 @@ export class TestbedLayout {
   readonly emulatedDir: string;
   /** `experiment run`'s record of the stages it finished on this testbed (what a re-run skips). */
   readonly experimentFile: string;
+  /** setup's outcome for each VM (answering, or failed with a reason): what `status` compares against. */
+  readonly vmsFile: string;
 
   constructor(readonly dir: string) {
     this.stateFile = join(dir, 'state.json');
@@ -122,6 +124,7 @@ export class TestbedLayout {
     this.deploymentsDir = join(dir, 'deployments');
     this.emulatedDir = join(dir, 'emulated');
     this.experimentFile = join(dir, 'experiment.json');
+    this.vmsFile = join(dir, 'vms.json');
   }
 
   /** The layout of a testbed by name, under the state root. */

@@ -26,13 +26,15 @@ interface Fixture {
 }
 
 /**
- * The reference fixture, copied and changed so that every check has something to find: nancy's
- * default-queue cluster gets a 4 h max_walltime, and nancy loses its kavlan-global VLAN (16).
+ * The reference fixture, copied and changed so that every check has something to find: nancy
+ * gets a default-queue cluster (both of its are production-only, as on Grid'5000), which gets a
+ * 4 h max_walltime, and nancy loses its kavlan-global VLAN (16).
  */
 async function fixtureCopy(): Promise<Fixture> {
   const dir = await mkdtemp(join(tmpdir(), 'kb-doctor-ref-'));
   await cp(referenceFixture, dir, { recursive: true });
   const clustersDir = join(nancy(dir), 'clusters');
+  await intoDefaultQueue(clustersDir, (await readdir(clustersDir)).sort().at(-1)!);
   let defaultCluster = '';
   let productionCluster = '';
   for (const uid of (await readdir(clustersDir)).sort()) {
@@ -55,6 +57,18 @@ async function fixtureCopy(): Promise<Fixture> {
   for (const id of Object.keys(site.kavlans)) if (Number(id) >= 10) delete site.kavlans[id];
   await writeFile(siteFile, JSON.stringify(site));
   return { dir, defaultCluster, productionCluster };
+}
+
+/** Puts a cluster of the copy in the default queue: its document and its nodes'. */
+async function intoDefaultQueue(clustersDir: string, uid: string): Promise<void> {
+  const files = [join(clustersDir, uid, `${uid}.json`)];
+  for (const f of await readdir(join(clustersDir, uid, 'nodes')))
+    files.push(join(clustersDir, uid, 'nodes', f));
+  for (const file of files) {
+    const doc = JSON.parse(await readFile(file, 'utf8'));
+    if (doc.queues) doc.queues = ['admin', 'default'];
+    await writeFile(file, JSON.stringify(doc));
+  }
 }
 
 function config(url: string, body: string, api = 'credentials: none') {

@@ -87,11 +87,19 @@ describe('g5k provider against the embedded API', () => {
     assert.equal(again.resumed, true);
     assert.deepEqual(again.jobs, result.jobs, 'resuming submits nothing new');
 
-    const status = await testbedStatus('g5k-t', ctx);
+    const status = await testbedStatus('g5k-t', { probe: true, timeoutMs: 10_000 }, ctx);
     assert.deepEqual(
       status?.jobs.map((j) => j.state),
       ['running', 'running'],
     );
+    // every job's nodes, live; nothing is set up past the reservation, so nothing is probed or down
+    assert.deepEqual(
+      status?.jobs.map((j) => j.assignedNodes?.slice().sort()),
+      status?.jobs.map((j) => result.discovered[j.site].nodes.slice().sort()),
+    );
+    assert.equal(status?.machineCounts.reserved, status?.machines.length);
+    assert.equal(status?.vmCounts['not-launched'], 6);
+    assert.deepEqual(status?.troubles, []);
 
     const down = await teardownTestbed('g5k-t', ctx);
     assert.deepEqual(down, {
@@ -168,7 +176,7 @@ describe('g5k provider against the embedded API', () => {
       result.jobs.map((j) => j.uid),
       'resuming submits nothing new',
     );
-    const status = await testbedStatus('g5k-t', ctx);
+    const status = await testbedStatus('g5k-t', { probe: true, timeoutMs: 10_000 }, ctx);
     assert.deepEqual(
       status?.jobs.map((j) => `${j.site} ${j.queue} ${j.state}`),
       ['nancy production running', 'nancy production running', 'rennes default running'],
