@@ -52,7 +52,8 @@ export interface DeployOutcome {
 
 export interface DeploymentWaitOptions {
   timeoutMs?: number;
-  pollMs?: number;
+  /** One delay, or a backoff schedule whose last delay repeats. Default 10 s. */
+  pollMs?: number | number[];
   onPoll?: (d: G5kDeployment) => void;
 }
 
@@ -275,7 +276,7 @@ export class G5kClient {
       () => this.getDeployment(site, uid),
       (d) => FINAL_DEPLOYMENT_STATES.includes(d.status),
       {
-        schedule: [opts.pollMs ?? 10_000],
+        schedule: Array.isArray(opts.pollMs) ? opts.pollMs : [opts.pollMs ?? 10_000],
         timeoutMs: opts.timeoutMs ?? 2 * 3600_000,
         sleep: this.sleep,
         now: this.now,

@@ -51,6 +51,7 @@ describe('g5k provider against the embedded API', () => {
       inventory: await loadReferenceDir(referenceFixture),
       port: 0,
       launchDelaySeconds: 0,
+      deployDelaySeconds: 0,
     });
     client = new G5kClient({ baseUrl: api.url, retry: { baseDelayMs: 10 } });
   });
