@@ -2,9 +2,15 @@
 // are missing — not placed after machines were lost, or not up; 7 (machines lost) when reserved
 // machines stayed KO after their redeploys but every VM was re-planned onto the others.
 import { ExitCode, type ExitCodeValue } from '../../errors.js';
-import type { SetupResult } from './index.js';
 
-export function setupExitCode(r: Pick<SetupResult, 'machines' | 'loss' | 'vms'>): ExitCodeValue {
+/** The parts of setup's result the exit code depends on. */
+export interface SetupOutcome {
+  machines: { state: 'ok' | 'ko' }[];
+  loss: { unplaced: unknown[] } | null;
+  vms: { state: string }[];
+}
+
+export function setupExitCode(r: SetupOutcome): ExitCodeValue {
   if ((r.loss?.unplaced.length ?? 0) > 0 || r.vms.some((v) => v.state !== 'ssh')) return ExitCode.partial;
   if (r.machines.some((m) => m.state === 'ko')) return ExitCode.machinesLost;
   return ExitCode.ok;
