@@ -291,7 +291,11 @@ export class G5kClient {
   async deploy(
     site: string,
     d: DeploymentSubmission,
-    opts: DeploymentWaitOptions & { maxTries?: number } = {},
+    opts: DeploymentWaitOptions & {
+      maxTries?: number;
+      /** After each deployment: the nodes it deployed, OK and KO (with why), so callers can record them. */
+      onTry?: (tried: { ok: string[]; ko: Record<string, string> }) => Promise<void> | void;
+    } = {},
   ): Promise<DeployOutcome> {
     const maxTries = Math.max(1, opts.maxTries ?? 3);
     const ok: string[] = [];
@@ -313,11 +317,14 @@ export class G5kClient {
         throw err;
       }
       ko = {};
+      const tried: string[] = [];
       for (const node of pending) {
         const r = done.result?.[node];
-        if (r?.state === 'OK') ok.push(node);
+        if (r?.state === 'OK') tried.push(node);
         else ko[node] = koReason(done, r);
       }
+      ok.push(...tried);
+      await opts.onTry?.({ ok: tried, ko });
       pending = Object.keys(ko);
       if (pending.length > 0) this.log.warn(`deployment ${done.uid}: ${pending.length} node(s) KO`);
       // Someone else cancelled it: redeploying would work against them.

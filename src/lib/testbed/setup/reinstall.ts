@@ -59,30 +59,32 @@ export async function reinstallMachines(
     await Promise.all(
       sites.map(async ([site, got]) => {
         const vlan = siteVlan(state, site);
-        let pending = got.nodes.filter((n) => machines[n]?.state !== 'ok');
-        for (let round = 0; pending.length > 0 && round <= redeploys; round++) {
-          const outcome = await session.client.deploy(
-            site,
-            { nodes: pending, environment, key, ...(vlan !== null ? { vlan: String(vlan) } : {}) },
-            { maxTries: 1, pollMs: session.pollMs },
-          );
-          for (const node of pending) {
-            const reason = outcome.ko[node];
-            const before = machines[node];
-            machines[node] = {
-              site,
-              state: reason === undefined ? 'ok' : 'ko',
-              deployments: (before?.deployments ?? 0) + 1,
-              ...(reason !== undefined ? { reason } : {}),
-              vlan,
-              address: machineAddress(node, site, vlan, session.inventoryDomain),
-            };
-          }
-          // Written after every deployment: a resumed setup deploys only what is not OK.
-          await store.write(state);
-          show();
-          pending = Object.keys(outcome.ko);
-        }
+        const pending = got.nodes.filter((n) => machines[n]?.state !== 'ok');
+        if (pending.length === 0) return;
+        await session.client.deploy(
+          site,
+          { nodes: pending, environment, key, ...(vlan !== null ? { vlan: String(vlan) } : {}) },
+          {
+            maxTries: 1 + redeploys,
+            pollMs: session.pollMs,
+            onTry: async ({ ok, ko }) => {
+              for (const node of [...ok, ...Object.keys(ko)]) {
+                const reason = ko[node];
+                machines[node] = {
+                  site,
+                  state: reason === undefined ? 'ok' : 'ko',
+                  deployments: (machines[node]?.deployments ?? 0) + 1,
+                  ...(reason !== undefined ? { reason } : {}),
+                  vlan,
+                  address: machineAddress(node, site, vlan, session.inventoryDomain),
+                };
+              }
+              // Written after every deployment: a resumed setup deploys only what is not OK.
+              await store.write(state);
+              show();
+            },
+          },
+        );
       }),
     );
   });
