@@ -15,7 +15,7 @@ Re-running setup resumes from the state recorded in .kabootstrap/<name>/.
 With provider g5k the reserved machines are then reinstalled (reinstall.environment, KO ones
 redeployed reinstall.redeploys times) and put into the KaVLAN, whose DHCP is stopped.
 Exit codes: 0 done; 2 bad input; 3 the testbed API refused or failed (a machine not in its VLAN);
-6 partial: VMs are missing (not placed after machines were lost, or not up); 7 machines were lost
+6 partial: VMs are missing (not placed after machines were lost, or not up); 8 machines were lost
 (still KO after their redeploys) but every VM was re-planned onto the others.`;
   static examples = [
     '<%= config.bin %> setup --dry-run',

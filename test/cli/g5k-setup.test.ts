@@ -53,7 +53,7 @@ provider: g5k
 api: { url: '${url}', credentials: none, retries: 1 }
 reinstall: { redeploys: 1 }
 vms: { perHost: 2, flavour: { memoryMB: 512 } }
-sites: [{ name: nancy, vms: 3, clusters: [{ name: grappe, hosts: [grappe-1, grappe-2, grappe-3] }] }]
+sites: [{ name: nancy, vms: 3, clusters: [{ name: grappe, queue: production, hosts: [grappe-1, grappe-2, grappe-3] }] }]
 `,
     );
     const setup = await kb(['setup', '-c', cfg, '--json', '-q'], { env: env() });

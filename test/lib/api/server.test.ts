@@ -458,7 +458,10 @@ describe('API server: deployments into a KaVLAN, with faults', () => {
       server,
       'POST',
       '/stable/sites/nancy/jobs',
-      sleepJob("{cluster='grappe'}/nodes=4+{type='kavlan'}/vlan=1", { types: ['deploy'] }),
+      sleepJob("{cluster='grappe'}/nodes=4+{type='kavlan'}/vlan=1", {
+        types: ['deploy'],
+        queue: 'production',
+      }),
     );
     const got = (await call(server, 'GET', `/stable/sites/nancy/jobs/${job.body.uid}`)).body;
     const nodes: string[] = got.assigned_nodes;
@@ -480,7 +483,7 @@ describe('API server: deployments into a KaVLAN, with faults', () => {
       failDeployNodes: { nodes: [nodes[1]], times: 0 },
     });
     assert.equal(bad.status, 400);
-    assert.match(bad.body.message, /failDeployNodes.times must be a whole number of deployments or "always"/);
+    assert.match(bad.body, /failDeployNodes.times must be a whole number of deployments or "always"/);
 
     const deploy = async (which: string[]) => {
       const posted = await call(server, 'POST', '/stable/sites/nancy/deployments', {

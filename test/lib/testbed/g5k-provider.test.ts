@@ -276,6 +276,7 @@ describe("the README's Grid'5000 example against the embedded API", () => {
     api = await startApiServer({
       inventory: await loadReferenceDir(referenceFixture),
       launchDelaySeconds: 0,
+      deployDelaySeconds: 0,
     });
   });
   after(() => api.close());
@@ -291,7 +292,7 @@ describe("the README's Grid'5000 example against the embedded API", () => {
     config.api.url = api.url;
     config.api.credentials = 'none';
     const result = await setupTestbed({ config, source: 'README.md', baseDir: '.' }, opts, ctx);
-    assert.equal(result.phase, 'discovered');
+    assert.equal(result.phase, 'vlan', 'reinstalled and in the KaVLAN');
     assert.deepEqual(
       result.jobs.map((j) => [j.site, j.queue, j.state]),
       [['nancy', 'production', 'running']],

@@ -26,7 +26,7 @@ api: { url: '${url}', credentials: none, retries: 1 }
 reinstall: { environment: debian12-min, redeploys: 2 }
 vms: { perHost: 2, flavour: { memoryMB: 512 } }
 sites:
-  - { name: nancy, vms: 5, clusters: [{ name: grappe, hosts: [grappe-1, grappe-2, grappe-3, grappe-4] }] }
+  - { name: nancy, vms: 5, clusters: [{ name: grappe, queue: production, hosts: [grappe-1, grappe-2, grappe-3, grappe-4] }] }
 `;
   return { config: parseConfigText(text, 'g5k-r.yaml'), source: 'g5k-r.yaml', baseDir: '.' };
 }
@@ -172,6 +172,6 @@ describe('setupExitCode', () => {
     assert.equal(setupExitCode({ machines: [machine('ok')], loss: loss(0), vms: [] }), ExitCode.ok);
     assert.equal(setupExitCode({ machines: [machine('ko')], loss: loss(0), vms: [] }), ExitCode.machinesLost);
     assert.equal(setupExitCode({ machines: [machine('ko')], loss: loss(1), vms: [] }), ExitCode.partial);
-    assert.equal(ExitCode.machinesLost, 7);
+    assert.equal(ExitCode.machinesLost, 8);
   });
 });

@@ -1,5 +1,5 @@
 // setup's exit code, from its result: 0 when everything planned is there; 6 (partial) when VMs
-// are missing — not placed after machines were lost, or not up; 7 (machines lost) when reserved
+// are missing — not placed after machines were lost, or not up; 8 (machines lost) when reserved
 // machines stayed KO after their redeploys but every VM was re-planned onto the others.
 import { ExitCode, type ExitCodeValue } from '../../errors.js';
 
