@@ -11,6 +11,8 @@ export const ExitCode = {
   partial: 6,
   /** `doctor` found something that would block a real run. */
   blocked: 7,
+  /** setup: reserved machines stayed KO after their redeploys; their VMs were re-planned. */
+  machinesLost: 8,
 } as const;
 
 export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode];

@@ -29,6 +29,11 @@ With --json, prints {"url": ...} once listening.`;
     port: Flags.integer({ default: 8800, min: 0, max: 65535, description: 'Port (0: any free port).' }),
     'state-file': Flags.string({ description: 'Keep jobs and deployments in this file across restarts.' }),
     'launch-delay': Flags.integer({ default: 1, min: 0, description: 'Seconds a job spends launching.' }),
+    'deploy-delay': Flags.integer({
+      default: 1,
+      min: 0,
+      description: 'Seconds a deployment spends waiting, then processing.',
+    }),
     admin: Flags.boolean({ description: 'Enable POST /_admin/faults (fault injection for tests).' }),
   };
 
@@ -51,6 +56,7 @@ With --json, prints {"url": ...} once listening.`;
       port: flags.port,
       stateFile: flags['state-file'],
       launchDelaySeconds: flags['launch-delay'],
+      deployDelaySeconds: flags['deploy-delay'],
       admin: flags.admin,
     }).catch((e: NodeJS.ErrnoException) => {
       if (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL') {

@@ -1,6 +1,8 @@
 // Kadeploy-like deployments for the embedded API: waiting → processing → terminated after fixed
-// delays, every node OK unless a fault marked it KO. Pure; the scheduler owns the clock and
-// tells which nodes a user may deploy.
+// delays, every node OK unless a fault marked it KO. A deployment records its environment and
+// VLAN; with a VLAN, each node that comes back OK has its primary NIC moved into it (as
+// Kadeploy does). Pure; the scheduler owns the clock, tells which nodes a user may deploy and
+// moves NICs.
 
 import { randomUUID } from 'node:crypto';
 import type { G5kDeployment } from '../g5k/types.js';
@@ -16,6 +18,8 @@ export interface DeploymentHost {
   /** FQDNs of the nodes in running `deploy` jobs of `user`. */
   deployableNodes(site: string, user: string): Set<string>;
   requireVlanHolder(site: string, id: number, user: string): void;
+  /** Moves a deployed node's primary NIC into a VLAN (an injected refusal leaves it out). */
+  joinVlan(site: string, fqdn: string, id: number): void;
   changed(): void;
 }
 
@@ -26,8 +30,8 @@ export interface DeploymentQuery {
 
 export class Deployments {
   private readonly records = new Map<string, DeploymentRecord>();
-  /** Nodes whose next deployment comes back KO; deliberately not persisted. */
-  private readonly faults = new Set<string>();
+  /** Node → how many of its next deployments come back KO (Infinity: all); not persisted. */
+  private readonly faults = new Map<string, number>();
   private readonly delay: number;
   private readonly linkPrefix: string;
   private readonly newId: () => string;
@@ -62,13 +66,15 @@ export class Deployments {
       return { address, fqdn: node.fqdn };
     });
     // Faults are consumed only once the whole request is accepted.
-    const ko = nodes.filter((n) => this.faults.delete(n.fqdn)).map((n) => n.address);
+    const ko = nodes.filter((n) => this.consumeFault(n.fqdn)).map((n) => n.address);
     const uid = `D-${this.newId()}`;
     const deployment: G5kDeployment = {
       uid,
       site_uid: site,
       user_uid: user,
       environment: d.environment,
+      ...(d.vlan !== undefined && d.vlan !== '' ? { vlan: String(Number(d.vlan)) } : {}),
+      ...(d.key !== undefined ? { key: d.key } : {}),
       nodes: [...d.nodes],
       status: 'waiting',
       result: {},
@@ -113,8 +119,20 @@ export class Deployments {
     return structuredClone(d);
   }
 
-  failNodes(fqdns: string[]): void {
-    for (const f of fqdns) this.faults.add(f);
+  /** Each node's next `times` deployments come back KO (Infinity: every one). */
+  failNodes(fqdns: string[], times = 1): void {
+    for (const f of fqdns) {
+      if (times > 0) this.faults.set(f, times);
+      else this.faults.delete(f);
+    }
+  }
+
+  private consumeFault(fqdn: string): boolean {
+    const left = this.faults.get(fqdn);
+    if (left === undefined) return false;
+    if (left <= 1) this.faults.delete(fqdn);
+    else this.faults.set(fqdn, left - 1);
+    return true;
   }
 
   /** Applies the status changes due at `t`; true when something moved. */
@@ -129,9 +147,11 @@ export class Deployments {
       } else if (d.status === 'processing') {
         d.status = 'terminated';
         for (const node of d.nodes) {
-          d.result[node] = rec.ko.includes(node)
-            ? { macro: 'BootNewEnv', micro: 'wait_reboot', state: 'KO' }
-            : { macro: null, micro: null, state: 'OK' };
+          const ok = !rec.ko.includes(node);
+          d.result[node] = ok
+            ? { macro: null, micro: null, state: 'OK' }
+            : { macro: 'BootNewEnv', micro: 'wait_reboot', state: 'KO' };
+          if (ok && d.vlan !== undefined) this.joinVlan(d.site_uid, node, Number(d.vlan));
         }
       } else continue;
       d.updated_at = Math.floor(t);
@@ -157,6 +177,11 @@ export class Deployments {
   load(records: DeploymentRecord[]): void {
     this.records.clear();
     for (const r of records) this.records.set(r.deployment.uid, r);
+  }
+
+  private joinVlan(site: string, address: string, vlan: number): void {
+    const node = this.host.index(site).nodes.find((n) => n.fqdn === address || n.uid === address);
+    if (node) this.host.joinVlan(site, node.fqdn, vlan);
   }
 
   private record(site: string, uid: string): DeploymentRecord {

@@ -85,6 +85,8 @@ export class Scheduler {
 
   // Faults: deliberately not persisted.
   private jobFaults: string[] = [];
+  /** Node FQDNs whose NICs KaVLAN refuses to move (answered `unchanged`, as the real API does). */
+  private readonly vlanRefusals = new Set<string>();
 
   /** Bumped on every change of state, so that the server knows when to save. */
   revision = 0;
@@ -105,6 +107,7 @@ export class Scheduler {
               .flatMap((r) => r.job.assigned_nodes),
           ),
         requireVlanHolder: (site, id, user) => this.requireVlanHolder(site, id, user),
+        joinVlan: (site, fqdn, id) => this.joinVlan(site, fqdn, id),
         changed: () => {
           this.revision++;
         },
@@ -435,7 +438,10 @@ export class Scheduler {
           message: `${nic.node.uid} is not in a running job of ${user}`,
         };
       } else {
-        if (members.get(nic.key) === id) {
+        if (this.vlanRefusals.has(nic.node.fqdn)) {
+          // The real API reports any refusal other than an unknown node as `unchanged`.
+          answer[address] = { status: 'unchanged', message: `${nic.node.uid}: switch refused the change` };
+        } else if (members.get(nic.key) === id) {
           answer[address] = { status: 'unchanged', message: `already in KaVLAN ${id}` };
         } else {
           members.set(nic.key, id);
@@ -462,6 +468,26 @@ export class Scheduler {
 
   stopVlanDhcp(site: string, id: number, user: string, now: number): void {
     this.setVlanDhcp(site, id, 'stop', user, now);
+  }
+
+  /** A deployment's `vlan`: the node's primary NIC joins the VLAN, if a live job still holds it. */
+  private joinVlan(site: string, fqdn: string, id: number): void {
+    if (this.vlanRefusals.has(fqdn)) return;
+    const held = [...this.jobs.values()].some(
+      (r) => r.site === site && LIVE.includes(r.job.state) && r.alloc?.vlans.includes(id),
+    );
+    const primary = [...this.nicsOf(site).byKey.values()].find(
+      (n) => n.node.fqdn === fqdn && n.address === fqdn,
+    );
+    if (!held || !primary) return;
+    if (!this.vlanMembers.has(site)) this.vlanMembers.set(site, new Map());
+    this.vlanMembers.get(site)!.set(primary.key, id);
+    this.revision++;
+  }
+
+  /** Fault: KaVLAN refuses to move these nodes' NICs, by the VLAN API or a deployment's `vlan`. */
+  refuseVlanMoves(fqdns: string[]): void {
+    for (const f of fqdns) this.vlanRefusals.add(f);
   }
 
   private requireVlanHolder(site: string, id: number, user: string): void {
@@ -528,9 +554,12 @@ export class Scheduler {
     return this.deploys.cancel(site, uid, this.time);
   }
 
-  /** Each listed node comes back KO from its next deployment only, so a redeploy succeeds. */
-  failDeployNodes(fqdns: string[]): void {
-    this.deploys.failNodes(fqdns);
+  /**
+   * Each listed node comes back KO from its next `times` deployments (default 1, so a redeploy
+   * succeeds; Infinity: KO for good).
+   */
+  failDeployNodes(fqdns: string[], times = 1): void {
+    this.deploys.failNodes(fqdns, times);
   }
 
   // -------------------------------------------------------------------------------------------

@@ -33,7 +33,10 @@ export interface ApiFaults {
   /** The next `count` non-admin requests whose path starts with `pathPrefix` answer `status`. */
   failRequests(count: number, status?: number, pathPrefix?: string): void;
   failNextJobs(count: number, message: string): void;
-  failDeployNodes(fqdns: string[]): void;
+  /** The nodes' next `times` deployments come back KO (default 1; Infinity: for good). */
+  failDeployNodes(fqdns: string[], times?: number): void;
+  /** KaVLAN refuses to move these nodes (answers `unchanged`, membership stays as it was). */
+  refuseVlanMoves(fqdns: string[]): void;
 }
 
 export interface ApiServer {
@@ -144,7 +147,8 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
       Object.assign(failing, { count, status, pathPrefix });
     },
     failNextJobs: (count, message) => scheduler.failNextJobs(count, message),
-    failDeployNodes: (fqdns) => scheduler.failDeployNodes(fqdns),
+    failDeployNodes: (fqdns, times) => scheduler.failDeployNodes(fqdns, times),
+    refuseVlanMoves: (fqdns) => scheduler.refuseVlanMoves(fqdns),
   };
 
   async function route(req: IncomingMessage): Promise<RouteResult> {
@@ -239,17 +243,24 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
   };
 }
 
-/** POST /_admin/faults: `{failRequests: {count, status, pathPrefix}}`, `{failNextJobs: {count, message}}`, `{failDeployNodes: [...]}`. */
+/**
+ * POST /_admin/faults: `{failRequests: {count, status, pathPrefix}}`, `{failNextJobs: {count, message}}`,
+ * `{failDeployNodes: [...]}` (KO once) or `{failDeployNodes: {nodes: [...], times: N | "always"}}`,
+ * `{refuseVlanMoves: [...]}`.
+ */
 async function adminRoute(req: IncomingMessage, segments: string[], faults: ApiFaults): Promise<RouteResult> {
   if (segments.length !== 2 || segments[1] !== 'faults') return errorResult(404, `no such admin resource`);
   if (req.method !== 'POST') return errorResult(405, `${req.method} is not allowed here`, { allow: 'POST' });
   const body = await readBody(req);
   if (body === null || typeof body !== 'object' || Array.isArray(body)) {
-    throw new HttpError(400, 'expected a JSON object with failRequests, failNextJobs or failDeployNodes');
+    throw new HttpError(
+      400,
+      'expected a JSON object with failRequests, failNextJobs, failDeployNodes or refuseVlanMoves',
+    );
   }
   const b = body as Record<string, unknown>;
   const unknown = Object.keys(b).filter(
-    (k) => !['failRequests', 'failNextJobs', 'failDeployNodes'].includes(k),
+    (k) => !['failRequests', 'failNextJobs', 'failDeployNodes', 'refuseVlanMoves'].includes(k),
   );
   if (unknown.length) throw new HttpError(400, `unknown fault ${unknown.join(', ')}`);
   const count = (v: unknown, where: string): number => {
@@ -277,12 +288,31 @@ async function adminRoute(req: IncomingMessage, segments: string[], faults: ApiF
     const message = typeof f.message === 'string' && f.message ? f.message : 'injected job failure';
     actions.push(() => faults.failNextJobs(n, message));
   }
-  if (b.failDeployNodes !== undefined) {
-    const list = b.failDeployNodes;
-    if (!Array.isArray(list) || list.some((x) => typeof x !== 'string')) {
-      throw new HttpError(400, 'failDeployNodes must be an array of node FQDNs');
+  const fqdns = (v: unknown, where: string): string[] => {
+    if (!Array.isArray(v) || v.some((x) => typeof x !== 'string')) {
+      throw new HttpError(400, `${where} must be an array of node FQDNs`);
     }
-    actions.push(() => faults.failDeployNodes(list as string[]));
+    return v as string[];
+  };
+  if (b.failDeployNodes !== undefined) {
+    const f = b.failDeployNodes;
+    if (Array.isArray(f)) {
+      const list = fqdns(f, 'failDeployNodes');
+      actions.push(() => faults.failDeployNodes(list));
+    } else {
+      const o = (f ?? {}) as Record<string, unknown>;
+      const list = fqdns(o.nodes, 'failDeployNodes.nodes');
+      const times = o.times ?? 1;
+      if (times !== 'always' && (!Number.isInteger(times) || (times as number) < 1)) {
+        throw new HttpError(400, 'failDeployNodes.times must be a whole number of deployments or "always"');
+      }
+      const n = times === 'always' ? Number.POSITIVE_INFINITY : (times as number);
+      actions.push(() => faults.failDeployNodes(list, n));
+    }
+  }
+  if (b.refuseVlanMoves !== undefined) {
+    const list = fqdns(b.refuseVlanMoves, 'refuseVlanMoves');
+    actions.push(() => faults.refuseVlanMoves(list));
   }
   for (const act of actions) act();
   return { status: 204 };

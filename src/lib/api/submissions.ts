@@ -89,9 +89,13 @@ export function checkDeployment(body: unknown): DeploymentSubmission {
   if (b.vlan !== undefined && b.vlan !== '' && !Number.isInteger(Number(b.vlan))) {
     throw new SchedulerError(400, `vlan "${b.vlan}" is not a VLAN id`);
   }
+  if (b.key !== undefined && typeof b.key !== 'string') {
+    throw new SchedulerError(400, 'key must be a public key or its URL');
+  }
   return {
     nodes: [...new Set(nodes as string[])],
     environment: b.environment,
     vlan: b.vlan as string | undefined,
+    key: b.key as string | undefined,
   };
 }

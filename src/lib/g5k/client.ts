@@ -52,7 +52,8 @@ export interface DeployOutcome {
 
 export interface DeploymentWaitOptions {
   timeoutMs?: number;
-  pollMs?: number;
+  /** One delay, or a backoff schedule whose last delay repeats. Default 10 s. */
+  pollMs?: number | number[];
   onPoll?: (d: G5kDeployment) => void;
 }
 
@@ -275,7 +276,7 @@ export class G5kClient {
       () => this.getDeployment(site, uid),
       (d) => FINAL_DEPLOYMENT_STATES.includes(d.status),
       {
-        schedule: [opts.pollMs ?? 10_000],
+        schedule: Array.isArray(opts.pollMs) ? opts.pollMs : [opts.pollMs ?? 10_000],
         timeoutMs: opts.timeoutMs ?? 2 * 3600_000,
         sleep: this.sleep,
         now: this.now,
@@ -290,7 +291,11 @@ export class G5kClient {
   async deploy(
     site: string,
     d: DeploymentSubmission,
-    opts: DeploymentWaitOptions & { maxTries?: number } = {},
+    opts: DeploymentWaitOptions & {
+      maxTries?: number;
+      /** After each deployment: the nodes it deployed, OK and KO (with why), so callers can record them. */
+      onTry?: (tried: { ok: string[]; ko: Record<string, string> }) => Promise<void> | void;
+    } = {},
   ): Promise<DeployOutcome> {
     const maxTries = Math.max(1, opts.maxTries ?? 3);
     const ok: string[] = [];
@@ -312,11 +317,14 @@ export class G5kClient {
         throw err;
       }
       ko = {};
+      const tried: string[] = [];
       for (const node of pending) {
         const r = done.result?.[node];
-        if (r?.state === 'OK') ok.push(node);
+        if (r?.state === 'OK') tried.push(node);
         else ko[node] = koReason(done, r);
       }
+      ok.push(...tried);
+      await opts.onTry?.({ ok: tried, ko });
       pending = Object.keys(ko);
       if (pending.length > 0) this.log.warn(`deployment ${done.uid}: ${pending.length} node(s) KO`);
       // Someone else cancelled it: redeploying would work against them.

@@ -145,6 +145,9 @@ export interface G5kDeployment {
   site_uid: string;
   user_uid: string;
   environment: string;
+  /** The KaVLAN the nodes' primary NICs were moved into, when one was asked for. */
+  vlan?: string;
+  key?: string;
   nodes: string[];
   status: DeploymentStatus;
   result: Record<string, { macro: string | null; micro: string | null; state: 'OK' | 'KO' }>;

@@ -24,6 +24,21 @@ export interface ResourceRecord {
   updatedAt: string;
 }
 
+/** One reserved machine after setup's reinstall phase (provider g5k), keyed by its FQDN. */
+export interface MachineRecord {
+  site: string;
+  /** `ok`: deployed (a resumed setup does not deploy it again); `ko`: still KO after its redeploys. */
+  state: 'ok' | 'ko';
+  /** Deployments it went through, over every setup run. */
+  deployments: number;
+  /** Why its last deployment failed. */
+  reason?: string;
+  /** The KaVLAN its primary NIC was put into, if any. */
+  vlan: number | null;
+  /** Where later phases reach it over SSH: `<node>-kavlan-<id>.<site>.<domain>` inside a VLAN. */
+  address: string;
+}
+
 export interface TestbedState {
   version: 1;
   name: string;
@@ -31,11 +46,22 @@ export interface TestbedState {
   configSource: string;
   /** The config as it was at setup, so teardown works even if the file changed or is gone. */
   config: TestbedConfig;
-  phase: 'new' | 'reserving' | 'reserved' | 'discovered' | 'network' | 'ready' | 'failed';
+  phase:
+    | 'new'
+    | 'reserving'
+    | 'reserved'
+    | 'discovered'
+    | 'reinstalled'
+    | 'vlan'
+    | 'network'
+    | 'ready'
+    | 'failed';
   apiUrl: string | null;
   resources: ResourceRecord[];
   plan: Plan | null;
   discovered: Record<string, { nodes: string[]; vlans: number[]; subnets: string[] }>;
+  /** Provider g5k: each reserved machine's reinstall, by FQDN (absent before that phase). */
+  machines?: Record<string, MachineRecord>;
   createdAt: string;
   updatedAt: string;
 }

@@ -451,6 +451,76 @@ describe('API server: KaVLAN and deployments', () => {
   });
 });
 
+describe('API server: deployments into a KaVLAN, with faults', () => {
+  it('records the environment and VLAN, moves OK nodes into it; KO n times, for good, refused moves', async () => {
+    const server = await start({ launchDelaySeconds: 0, deployDelaySeconds: 0, admin: true });
+    const job = await call(
+      server,
+      'POST',
+      '/stable/sites/nancy/jobs',
+      sleepJob("{cluster='grappe'}/nodes=4+{type='kavlan'}/vlan=1", {
+        types: ['deploy'],
+        queue: 'production',
+      }),
+    );
+    const got = (await call(server, 'GET', `/stable/sites/nancy/jobs/${job.body.uid}`)).body;
+    const nodes: string[] = got.assigned_nodes;
+    const vlan = got.resources_by_type.vlans[0];
+    const set = await call(server, 'POST', '/_admin/faults', {
+      failDeployNodes: { nodes: [nodes[0]], times: 2 },
+      refuseVlanMoves: [nodes[2]],
+    });
+    assert.equal(set.status, 204);
+    assert.equal(
+      (
+        await call(server, 'POST', '/_admin/faults', {
+          failDeployNodes: { nodes: [nodes[1]], times: 'always' },
+        })
+      ).status,
+      204,
+    );
+    const bad = await call(server, 'POST', '/_admin/faults', {
+      failDeployNodes: { nodes: [nodes[1]], times: 0 },
+    });
+    assert.equal(bad.status, 400);
+    assert.match(bad.body, /failDeployNodes.times must be a whole number of deployments or "always"/);
+
+    const deploy = async (which: string[]) => {
+      const posted = await call(server, 'POST', '/stable/sites/nancy/deployments', {
+        nodes: which,
+        environment: 'debian12-min',
+        key: 'ssh-ed25519 AAAA test',
+        vlan,
+      });
+      assert.equal(posted.status, 201);
+      return posted.body;
+    };
+    const first = await deploy(nodes);
+    assert.equal(first.environment, 'debian12-min');
+    assert.equal(first.vlan, vlan);
+    assert.equal(first.key, 'ssh-ed25519 AAAA test');
+    assert.deepEqual(
+      nodes.map((n) => first.result[n].state),
+      ['KO', 'KO', 'OK', 'OK'],
+    );
+    const members = async () =>
+      (await call(server, 'GET', `/stable/sites/nancy/vlans/${vlan}/nodes`)).body.items.map(
+        (i: { uid: string }) => i.uid,
+      );
+    // nodes[2] was deployed OK but KaVLAN refused to move it.
+    assert.deepEqual(await members(), [nodes[3]]);
+    const refused = await call(server, 'POST', `/stable/sites/nancy/vlans/${vlan}/nodes`, [nodes[2]]);
+    assert.equal(refused.body[nodes[2]].status, 'unchanged', 'the real API reports a refusal as unchanged');
+    assert.deepEqual(await members(), [nodes[3]]);
+
+    const second = await deploy([nodes[0], nodes[1]]);
+    assert.deepEqual([second.result[nodes[0]].state, second.result[nodes[1]].state], ['KO', 'KO']);
+    const third = await deploy([nodes[0], nodes[1]]);
+    assert.deepEqual([third.result[nodes[0]].state, third.result[nodes[1]].state], ['OK', 'KO']);
+    assert.deepEqual(await members(), [nodes[0], nodes[3]]);
+  });
+});
+
 describe('API server: state file', () => {
   it('keeps running jobs and their resources across a restart', async () => {
     const clock = manualClock();

@@ -51,6 +51,7 @@ describe('g5k provider against the embedded API', () => {
       inventory: await loadReferenceDir(referenceFixture),
       port: 0,
       launchDelaySeconds: 0,
+      deployDelaySeconds: 0,
     });
     client = new G5kClient({ baseUrl: api.url, retry: { baseDelayMs: 10 } });
   });
@@ -61,10 +62,19 @@ describe('g5k provider against the embedded API', () => {
     return client.findJobs(site, { states: ['waiting', 'launching', 'running'] });
   }
 
-  it('reserves, waits, discovers, shows status and tears down', async () => {
+  it('reserves, waits, discovers, reinstalls, joins the VLANs, shows status and tears down', async () => {
     const loaded = configFor(api.url);
     const result = await setupTestbed(loaded, opts, ctx);
-    assert.equal(result.phase, 'discovered');
+    assert.equal(result.phase, 'vlan');
+    assert.equal(result.machines.length, 5);
+    assert.ok(result.machines.every((m) => m.state === 'ok' && m.deployments === 1));
+    assert.deepEqual(
+      result.vlans.map((v) => [v.site, v.members]),
+      [
+        ['nancy', 3],
+        ['rennes', 2],
+      ],
+    );
     assert.deepEqual(
       result.jobs.map((j) => [j.site, j.state]),
       [
@@ -203,7 +213,7 @@ describe('g5k provider against the embedded API', () => {
   it('rides over an API answering 503 twice', async () => {
     api.faults.failRequests(2, 503);
     const result = await setupTestbed(configFor(api.url), opts, ctx);
-    assert.equal(result.phase, 'discovered');
+    assert.equal(result.phase, 'vlan');
     await teardownTestbed('g5k-t', ctx);
   });
 
@@ -274,6 +284,7 @@ describe("the README's Grid'5000 example against the embedded API", () => {
     api = await startApiServer({
       inventory: await loadReferenceDir(referenceFixture),
       launchDelaySeconds: 0,
+      deployDelaySeconds: 0,
     });
   });
   after(() => api.close());
@@ -289,7 +300,7 @@ describe("the README's Grid'5000 example against the embedded API", () => {
     config.api.url = api.url;
     config.api.credentials = 'none';
     const result = await setupTestbed({ config, source: 'README.md', baseDir: '.' }, opts, ctx);
-    assert.equal(result.phase, 'discovered');
+    assert.equal(result.phase, 'vlan', 'reinstalled and in the KaVLAN');
     assert.deepEqual(
       result.jobs.map((j) => [j.site, j.queue, j.state]),
       [['nancy', 'production', 'running']],

@@ -1,7 +1,7 @@
 // `setup`: builds a testbed as named phases, in order, each resuming from what the state records
-// (each module says how): reserve (submit the jobs and wait for them), discover and plan,
-// machines (the local provider's network), service nodes, then VM hosts and VMs. Holds the
-// lock, the first-run cleanup and the result the command renders.
+// (each module says how): reserve (submit the jobs and wait for them), discover and plan; then on
+// g5k reinstall and KaVLAN; on the local provider machines (its network), service nodes, VM
+// hosts and VMs. Holds the lock, the first-run cleanup and the result the command renders.
 import type { LoadedConfig } from '../../config/load.js';
 import { TestbedError } from '../../errors.js';
 import { type JobResources, jobResources } from '../../g5k/job-resources.js';
@@ -15,14 +15,27 @@ import type { TestbedContext } from '../context.js';
 import { jobRecords } from '../reserve.js';
 import type { ServiceProbe } from '../service-nodes.js';
 import { recordPhase, type SetupContext, type SetupOptions } from './context.js';
+import { joinVlans, type VlanOutcome } from './kavlan.js';
 import { buildMachines, buildsLocalMachines, checkMachinesPossible } from './machines.js';
 import { discoverAndPlan } from './plan.js';
+import { type MachineOutcome, reinstallMachines } from './reinstall.js';
 import { reserve } from './reserve.js';
 import { startServiceNodes } from './service-nodes.js';
 import { prepareVmHosts } from './vm-hosts.js';
 import { launchVms } from './vms.js';
 
 export type { SetupOptions } from './context.js';
+export { setupExitCode } from './outcome.js';
+
+/** What the reinstall phase lost and how the plan was changed (provider g5k). */
+export interface LossReport {
+  /** VM hosts still KO after their redeploys. */
+  lostHosts: string[];
+  replacedServiceNodes: { site: string; lost: string; by: string | null }[];
+  moved: { vm: string; from: string; to: string }[];
+  /** VMs left out of the plan (no room on the site's other hosts), with the host they were planned on. */
+  unplaced: { vm: string; host: string }[];
+}
 
 export interface SetupResult {
   hosts: SshProbe[];
@@ -41,6 +54,11 @@ export interface SetupResult {
   /** One per site and queue, with what that job was given. */
   jobs: { site: string; queue: string; uid: number; state: string; resources: JobResources }[];
   discovered: TestbedState['discovered'];
+  /** Provider g5k: each reserved machine's reinstall (empty otherwise). */
+  machines: MachineOutcome[];
+  loss: LossReport | null;
+  /** Provider g5k: each site's KaVLAN, its DHCP stopped and its members checked. */
+  vlans: VlanOutcome[];
   plan: Plan;
 }
 
@@ -106,7 +124,24 @@ async function runPhases(ctx: SetupContext, resumed: boolean): Promise<SetupResu
   const { state, options } = ctx;
   const config = state.config;
   const reservation = await reserve(ctx);
-  const plan = await discoverAndPlan(ctx, reservation);
+  let plan = await discoverAndPlan(ctx, reservation);
+  let machineOutcomes: MachineOutcome[] = [];
+  let loss: LossReport | null = null;
+  let vlans: VlanOutcome[] = [];
+  // On g5k (the local provider still builds its machines below), the reserved machines are
+  // reinstalled and put into the VLAN; the later phases are not built for g5k yet.
+  if (config.provider === 'g5k' && !options.reserveOnly) {
+    const reinstalled = await reinstallMachines({ ...ctx, plan }, reservation);
+    machineOutcomes = reinstalled.machines;
+    const r = reinstalled.replan;
+    loss = {
+      lostHosts: r.lostHosts,
+      replacedServiceNodes: r.replacedServiceNodes,
+      moved: r.moved,
+      unplaced: r.unplaced.map((vm) => ({ vm: vm.name, host: vm.host })),
+    };
+    ({ plan, vlans } = await joinVlans({ ...ctx, plan: reinstalled.plan }, reservation.refs));
+  }
   let hosts: SshProbe[] = [];
   let services: ServiceProbe[] = [];
   let vms: VmBoot[] = [];
@@ -148,6 +183,9 @@ async function runPhases(ctx: SetupContext, resumed: boolean): Promise<SetupResu
       resources: jobResources(job),
     })),
     discovered: state.discovered,
+    machines: machineOutcomes,
+    loss,
+    vlans,
     plan,
   };
 }
