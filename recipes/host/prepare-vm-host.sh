@@ -3,12 +3,13 @@
 # step per call: `sh -c "$(cat prepare-vm-host.sh)" prepare-vm-host STEP ARGS...`.
 # Every step is idempotent: it checks first and changes only what is missing, printing one
 # `changed: ...` line per change (a second run prints none). A step's other output is
-# `key: value` lines the controller reads (accel, nic).
+# `key: value` lines the controller reads (accel, nic, note).
 #   packages ALLOW PKG...      the runtime's Debian packages; apt-get only for missing ones, and only
 #                              when ALLOW is yes (otherwise a missing package fails the step)
 #   kvm                        accel: kvm when /dev/kvm opens read-write, else tcg
 #   disk DIR MB                a tmpfs of MB at DIR for the VMs' disk images (grown, never shrunk)
-#   neigh DIR THRESH2 THRESH3  the kernel's neighbour table thresholds raised (DIR: .../neigh/default)
+#   neigh DIR THRESH2 THRESH3  the kernel's neighbour table thresholds raised (DIR: .../neigh/default);
+#                              a note instead where DIR is absent (a network namespace)
 #   bridge BRIDGE [NIC]        the NIC facing the VMs (default: the one the SSH client came through)
 #                              enslaved to BRIDGE, its IPv4 addresses and routes moved onto it
 #   bridged BRIDGE             fails unless BRIDGE has a port and a global IPv4 address; nic: its port
@@ -67,9 +68,10 @@ disk)
 neigh)
   dir=$1
   if [ ! -e "$dir/gc_thresh3" ]; then
-    # Outside the machine's first network namespace the table's thresholds are not visible.
-    echo "no neighbour table thresholds under $dir" >&2
-    exit 1
+    # A host that is a network namespace (the local twin's) does not see the thresholds: they are
+    # its machine's, raised there.
+    echo "note: no neighbour table thresholds under $dir (a network namespace: its machine's apply)"
+    exit 0
   fi
   for kv in "gc_thresh2=$2" "gc_thresh3=$3"; do
     k=${kv%%=*}
@@ -103,31 +105,33 @@ bridge)
   mac=$(cat "/sys/class/net/$nic/address")
   addrs=$(ip -o -4 addr show dev "$nic" scope global | awk '{print $4}')
   routes=$(ip -4 route show dev "$nic" | grep -v 'proto kernel' || true)
-  mkdir -p /run/kabootstrap
-  move=/run/kabootstrap/bridge-$br.sh
   # The move is one script run in a session of its own (setsid): the SSH session that started it
   # may stall or drop while the address changes NIC, and the script must finish either way (the
   # controller checks the result over a new connection). The bridge takes the NIC's MAC so that
   # neighbours' ARP entries, and so the session's packets, stay valid. On any failure it puts the
-  # addresses and routes back on the NIC.
-  {
+  # addresses and routes back on the NIC. Script and log have no fixed path: hosts that share a
+  # file system (a local twin's namespaces) must not run each other's.
+  move=$(
     echo 'restore() {'
     echo "  ip link set dev '$nic' nomaster 2>/dev/null"
     for a in $addrs; do echo "  ip addr del '$a' dev '$br' 2>/dev/null; ip addr add '$a' dev '$nic' 2>/dev/null"; done
-    echo "$routes" | while read -r r; do [ -n "$r" ] && echo "  ip route replace $r dev '$nic' 2>/dev/null"; done
+    echo "$routes" | while read -r r; do if [ -n "$r" ]; then echo "  ip route replace $r dev '$nic' 2>/dev/null"; fi; done
     echo '  exit 1'
     echo '}'
     echo "ip link show dev '$br' >/dev/null 2>&1 || ip link add '$br' type bridge || exit 1"
     echo "ip link set dev '$br' address '$mac' && ip link set dev '$br' up || restore"
     echo "ip link set dev '$nic' master '$br' || restore"
     for a in $addrs; do echo "ip addr del '$a' dev '$nic' && ip addr add '$a' dev '$br' || restore"; done
-    echo "$routes" | while read -r r; do [ -n "$r" ] && echo "ip route replace $r dev '$br' || restore"; done
+    echo "$routes" | while read -r r; do if [ -n "$r" ]; then echo "ip route replace $r dev '$br' || restore"; fi; done
     echo 'exit 0'
-  } >"$move"
-  setsid -w sh "$move" </dev/null >"$move.log" 2>&1 || {
-    echo "moving $nic into $br failed, put back: $(tail -n 3 "$move.log")" >&2
+  )
+  log=$(mktemp)
+  if ! setsid -w sh -c "$move" </dev/null >"$log" 2>&1; then
+    echo "moving $nic into $br failed, put back: $(tail -n 3 "$log")" >&2
+    rm -f "$log"
     exit 1
-  }
+  fi
+  rm -f "$log"
   echo "nic: $nic"
   changed "$nic in bridge $br with$(echo "$addrs" | tr '\n' ' ' | sed 's/^/ /')"
   ;;

@@ -48,6 +48,8 @@ export interface HostPrepResult {
   nic: string | null;
   /** What this run changed on the host (empty on a second run). */
   changed: string[];
+  /** What a step left as it was, and why. */
+  notes: string[];
   /** The step that failed and the end of its stderr. */
   failedStep?: string;
   detail?: string;
@@ -102,6 +104,7 @@ export async function prepareHostsOverSsh(
         accel: null,
         nic: null,
         changed: [],
+        notes: [],
       };
       results[i] = result;
       if (done.has(h.host)) {
@@ -137,6 +140,7 @@ export async function prepareHostsOverSsh(
         const r = await step();
         const lines = r.stdout.split('\n');
         result.changed.push(...valuesOf(lines, 'changed'));
+        result.notes.push(...valuesOf(lines, 'note'));
         result.accel = (valuesOf(lines, 'accel')[0] as HostPrepResult['accel']) ?? result.accel;
         result.nic = valuesOf(lines, 'nic')[0] ?? result.nic;
         // a bridge move whose session was cut is judged by the check that follows
