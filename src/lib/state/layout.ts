@@ -31,6 +31,45 @@ export function experimentsDir(): string {
 export const hostRunRoot = '/run/kabootstrap';
 export const hostDiskRoot = '/dev/shm/kabootstrap';
 
+/**
+ * On a service node installed over SSH (provider g5k): per testbed, the package it runs and, as on
+ * the controller for a local one, each service node's directory under `services/`.
+ */
+export const serviceNodeRoot = '/var/lib/kabootstrap';
+
+export function remoteServiceLayout(root: string, testbed: string) {
+  const dir = join(root, testbed);
+  return {
+    dir,
+    /** The package bundle, unpacked (testbed/service-bundle.ts). */
+    packageDir: join(dir, 'package'),
+    serviceNode: (host: string, site: string) => serviceNodeFilesIn(join(dir, 'services'), host, site),
+  };
+}
+
+/** A service node's files under a services directory (the controller's, or a service node's own). */
+function serviceNodeFilesIn(servicesDir: string, host: string, site: string): ServiceNodeFiles {
+  const dir = join(servicesDir, `${host.split('.')[0]}-${site}`);
+  const httpRoot = join(dir, 'http');
+  const dnsmasqDir = join(dir, 'dnsmasq');
+  return {
+    dir,
+    tftpRoot: join(dir, 'tftp'),
+    httpRoot,
+    uploadDir: join(dir, 'uploads'),
+    deployKernel: join(httpRoot, ...deployKernelPath.split('/')),
+    deployInitrd: join(httpRoot, ...deployInitrdPath.split('/')),
+    config: join(dir, 'service.json'),
+    log: join(dir, 'service.log'),
+    pid: join(dir, 'service.pid'),
+    dnsmasqDir,
+    dnsmasqConf: join(dnsmasqDir, 'dnsmasq.conf'),
+    dnsmasqLog: join(dnsmasqDir, 'dnsmasq.log'),
+    dnsmasqPid: join(dnsmasqDir, 'dnsmasq.foreground.pid'),
+    radvdDir: join(dir, 'radvd'),
+  };
+}
+
 /** Under a service node's HTTP root (and so its URL path): the deployment environment's boot files. */
 export const deployKernelPath = 'deploy/vmlinuz';
 export const deployInitrdPath = 'deploy/initrd.img';
@@ -88,6 +127,8 @@ export class TestbedLayout {
   readonly controlSecret: string;
   readonly ssh: SshLayout;
   readonly servicesDir: string;
+  /** What service nodes installed over SSH run: the package and a node binary (testbed/service-bundle.ts). */
+  readonly serviceBundle: string;
   /** The kernels and initrds taken out of environment images for classical boots. */
   readonly envBootCache: string;
   /** The embedded Grid'5000 API's jobs and deployments (local provider). */
@@ -119,6 +160,7 @@ export class TestbedLayout {
       homeDir: (ns) => join(ssh, 'home', ns),
     };
     this.servicesDir = join(dir, 'services');
+    this.serviceBundle = join(dir, 'service-bundle.tar.gz');
     this.envBootCache = join(dir, 'env-boot');
     this.apiStateFile = join(dir, 'api-state.json');
     this.deploymentsDir = join(dir, 'deployments');
@@ -134,25 +176,7 @@ export class TestbedLayout {
 
   /** The service node on `host` (FQDN or short name) serving `site`: services/<short>-<site>. */
   serviceNode(host: string, site: string): ServiceNodeFiles {
-    const dir = join(this.servicesDir, `${host.split('.')[0]}-${site}`);
-    const httpRoot = join(dir, 'http');
-    const dnsmasqDir = join(dir, 'dnsmasq');
-    return {
-      dir,
-      tftpRoot: join(dir, 'tftp'),
-      httpRoot,
-      uploadDir: join(dir, 'uploads'),
-      deployKernel: join(httpRoot, ...deployKernelPath.split('/')),
-      deployInitrd: join(httpRoot, ...deployInitrdPath.split('/')),
-      config: join(dir, 'service.json'),
-      log: join(dir, 'service.log'),
-      pid: join(dir, 'service.pid'),
-      dnsmasqDir,
-      dnsmasqConf: join(dnsmasqDir, 'dnsmasq.conf'),
-      dnsmasqLog: join(dnsmasqDir, 'dnsmasq.log'),
-      dnsmasqPid: join(dnsmasqDir, 'dnsmasq.foreground.pid'),
-      radvdDir: join(dir, 'radvd'),
-    };
+    return serviceNodeFilesIn(this.servicesDir, host, site);
   }
 
   emulatedGroup(site: string): EmulatedGroupFiles {
