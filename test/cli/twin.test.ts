@@ -107,6 +107,21 @@ describe('testbed api -c: a twin with machines', { skip }, () => {
     const status = await (await fetch(`${url}/sites/${site}/status`)).json();
     for (const n of nodes) assert.equal(status.nodes[n].hard, 'alive', n);
 
+    // network safety: the same twin twice, or another on an overlapping prefix, is refused in one line
+    const same = await kb(['testbed', 'api', '-c', cfg, '--port', '0'], { env });
+    assert.equal(same.code, 2, same.stderr);
+    assert.match(
+      same.stderr.trim(),
+      /^kabootstrap: kbt-twin: namespaces .* already exist .*teardown -n kbt-twin/,
+    );
+    const otherCfg = join(home, 'other.yaml');
+    await writeFile(otherCfg, config.replaceAll(name, `${name}2`));
+    const clash = await kb(['testbed', 'api', '-c', otherCfg, '--port', '0'], { env });
+    assert.equal(clash.code, 2, clash.stderr);
+    assert.equal(clash.stderr.trim().split('\n').length, 1, clash.stderr);
+    assert.match(clash.stderr, /network\.prefix 10\.239\.0\.0\/16 overlaps what this machine already routes/);
+    assert.deepEqual(leftovers(`${name}2`, '10.239.255.'), []);
+
     // reinstall the first with a new key: old key refused, new accepted, its files gone
     const [n1, n2, n3] = nodes;
     const ip1 = ipOf.get(n1)!;

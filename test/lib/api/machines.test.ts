@@ -150,6 +150,26 @@ describe('a twin API (server with machine hooks)', () => {
     }
   });
 
+  it('removes the machines of a job that reaches its walltime with no request coming', async () => {
+    const hooks = new FakeMachines();
+    const server = await startApiServer({
+      inventory: inv,
+      launchDelaySeconds: 0,
+      machines: hooks,
+      machinesTickMs: 50,
+    });
+    try {
+      const client = new G5kClient({ baseUrl: server.url, credentials: null, logger: silentLogger });
+      const j = await client.submitJob('nancy', job("{cluster='grappe'}/nodes=1,walltime=0:00:01"));
+      await client.waitForJob('nancy', j.uid, { pollMs: [20] });
+      assert.equal(hooks.up.size, 1);
+      for (let i = 0; i < 60 && hooks.up.size; i++) await new Promise((r) => setTimeout(r, 50));
+      assert.equal(hooks.up.size, 0, 'gone at the walltime');
+    } finally {
+      await server.close();
+    }
+  });
+
   it('without hooks keeps records only: a deployment finishes on its own', async () => {
     const server = await startApiServer({ inventory: inv, launchDelaySeconds: 0, deployDelaySeconds: 0 });
     try {
