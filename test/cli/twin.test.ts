@@ -53,7 +53,7 @@ const ssh = (ip: string, key: string, command = 'echo kb-ok') => sshTarget(ip, k
 describe('testbed api -c: a twin with machines', { skip }, () => {
   let home: string;
   let env: NodeJS.ProcessEnv;
-  let twin: Awaited<ReturnType<typeof kbServe>> | undefined;
+  const twins: Awaited<ReturnType<typeof kbServe>>[] = [];
   let cfg: string;
   before(async () => {
     home = await mkdtemp(join(tmpdir(), 'kb-twin-'));
@@ -61,12 +61,29 @@ describe('testbed api -c: a twin with machines', { skip }, () => {
     cfg = join(home, `${name}.yaml`);
     await writeFile(cfg, config);
   });
+  // a twin an assertion left running is stopped: it removes its machines itself
   after(async () => {
-    if (twin && twin.child.exitCode === null) {
-      twin.child.kill('SIGTERM');
-      await new Promise((r) => twin!.child.once('exit', r));
+    for (const t of twins.filter((x) => x.child.exitCode === null)) {
+      t.child.kill('SIGTERM');
+      await new Promise((r) => t.child.once('exit', r));
     }
   });
+
+  async function startTwin(args: string[] = []) {
+    const t = await kbServe(
+      ['testbed', 'api', '-c', cfg, '--port', '0', '--launch-delay', '0', '--json', ...args],
+      env,
+    );
+    twins.push(t);
+    return t;
+  }
+
+  async function stopTwin(t: Awaited<ReturnType<typeof kbServe>>) {
+    t.child.kill('SIGTERM');
+    const code = await new Promise((r) => t.child.once('exit', r));
+    assert.equal(code, 0);
+    assert.deepEqual(leftovers(name, prefix), []);
+  }
 
   it('refuses a --key that is not a public key, in one line, before making anything', async () => {
     const bad = join(home, 'bad.pub');
@@ -79,7 +96,7 @@ describe('testbed api -c: a twin with machines', { skip }, () => {
   });
 
   it('brings machines up with a job, reinstalls, moves to a VLAN, removes them, leaves nothing', async () => {
-    twin = await kbServe(['testbed', 'api', '-c', cfg, '--port', '0', '--launch-delay', '0', '--json'], env);
+    const twin = await startTwin();
     const { url, privateKey } = JSON.parse(twin.line) as { url: string; privateKey: string };
     assert.ok(privateKey, 'the twin made its own key pair');
     const client = new G5kClient({ baseUrl: url, credentials: null, logger: silentLogger });
@@ -179,9 +196,29 @@ describe('testbed api -c: a twin with machines', { skip }, () => {
     await until('the machines are removed', () => namespaces().length === 1);
     assert.deepEqual(namespaces(), [`kb-${name}-fabric`]);
 
-    twin.child.kill('SIGTERM');
-    const code = await new Promise((r) => twin!.child.once('exit', r));
-    assert.equal(code, 0);
-    assert.deepEqual(leftovers(name, prefix), []);
+    await stopTwin(twin);
+  });
+
+  it("with --key, the machines accept that key and not the twin's own", async () => {
+    const key = join(home, 'given_key');
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', key]);
+    const twin = await startTwin(['--key', `${key}.pub`]);
+    const out = JSON.parse(twin.line) as { url: string; publicKey: string; privateKey: string | null };
+    assert.equal(out.publicKey, `${key}.pub`);
+    assert.equal(out.privateKey, null, 'no key pair of its own is used');
+    const client = new G5kClient({ baseUrl: out.url, credentials: null, logger: silentLogger });
+    const job = await client.submitJob(site, { resources: 'nodes=1', command: 'sleep 1d' });
+    const [node] = (await client.waitForJob(site, job.uid, { pollMs: [200], timeoutMs: 60_000 }))
+      .assigned_nodes;
+    const doc = await (
+      await fetch(`${out.url}/sites/${site}/clusters/grappe/nodes/${node.split('.')[0]}`)
+    ).json();
+    const ip = doc.network_adapters[0].ip as string;
+    const ok = await ssh(ip, key);
+    assert.equal(ok.code, 0, ok.error ?? ok.stderr);
+    const own = join(env.KABOOTSTRAP_HOME!, name, 'twin', 'id_ed25519');
+    assert.notEqual((await ssh(ip, own)).code, 0, "the twin's own key is not the one given");
+    // stopped with its job still running: the machine goes with the twin
+    await stopTwin(twin);
   });
 });

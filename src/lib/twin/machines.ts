@@ -2,7 +2,7 @@
 // them (`MachineHooks`). A machine is a network namespace whose eth0 sits on the fabric's `prod`
 // bridge, with its own sshd (own host key, own authorized keys, own home as root's home). Its
 // files live in one directory, which a reinstall wipes. Needs root.
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { access, mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import type { MachineHooks, MachineNode, MachineVlan } from '../api/machines.js';
@@ -150,7 +150,11 @@ export class TwinMachines implements MachineHooks {
   async alive(node: MachineNode): Promise<boolean> {
     const r = this.running.get(node.fqdn);
     if (!r?.sshdPid || !isAlive(r.sshdPid)) return false;
-    return (await listNamespaces()).includes(r.machine.ns);
+    // where `ip netns` keeps a namespace's name: no process spawned per node of a status
+    return access(`/run/netns/${r.machine.ns}`).then(
+      () => true,
+      () => false,
+    );
   }
 
   /** Removes every machine, the fabric and the controller's link. */
