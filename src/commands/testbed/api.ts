@@ -59,6 +59,12 @@ Runs until interrupted. With --json, prints {"url", ...} once listening.`;
     if (flags.key && !(flags.config && flags.machines)) {
       throw new InputError('testbed api: --key goes with -c FILE (the machines accept it)');
     }
+    // Caught from the start: a twin stopped while it starts still removes what it made.
+    const stopped = new Promise<void>((resolve) => {
+      const stop = () => resolve();
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+    });
     const listen = <T>(p: Promise<T>) =>
       p.catch((e: NodeJS.ErrnoException) => {
         if (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL') {
@@ -118,11 +124,7 @@ Runs until interrupted. With --json, prints {"url", ...} once listening.`;
     if (this.jsonEnabled())
       process.stdout.write(`${JSON.stringify({ url: server.url, sites: sites.length, nodes, ...keys })}\n`);
     else this.log(server.url);
-    await new Promise<void>((resolve) => {
-      const stop = () => resolve();
-      process.once('SIGINT', stop);
-      process.once('SIGTERM', stop);
-    });
+    await stopped;
     await close();
     return undefined;
   }
