@@ -38,6 +38,8 @@ interface Held {
 export class MachineSync {
   private readonly up = new Map<string, Held>();
   private queue: Promise<void> = Promise.resolve();
+  /** After a change failed, not before this time (UNIX s): every request would retry it otherwise. */
+  private retryAt = 0;
 
   constructor(
     private readonly scheduler: Scheduler,
@@ -58,8 +60,18 @@ export class MachineSync {
 
   /** Makes the machines match the scheduler: up for running jobs, gone otherwise, in their VLAN. */
   reconcile(): Promise<void> {
-    return this.serial(() => this.apply());
+    return this.serial(async () => {
+      if (this.clock() < this.retryAt) return;
+      try {
+        await this.apply();
+      } catch (err) {
+        this.retryAt = this.clock() + MachineSync.retryDelay;
+        throw err;
+      }
+    });
   }
+
+  static readonly retryDelay = 5;
 
   private async apply(): Promise<void> {
     const want = new Map(this.scheduler.runningMachines().map((m) => [m.fqdn, m]));

@@ -100,6 +100,30 @@ describe('MachineSync', () => {
   });
 });
 
+describe('MachineSync after a failure', () => {
+  it('retries a machine that failed to come up, but not at every request', async () => {
+    const clock = manualClock();
+    const s = new Scheduler(inv, { launchDelay: 0 });
+    const hooks = new FakeMachines();
+    let failures = 1;
+    const start = hooks.jobStarted.bind(hooks);
+    hooks.jobStarted = async (nodes) => {
+      hooks.calls.push('try');
+      if (failures-- > 0) throw new Error('no sshd');
+      await start(nodes);
+    };
+    const sync = new MachineSync(s, hooks, clock.now);
+    s.submit('nancy', job('nodes=1,walltime=1:00:00'), 'alice', clock.now());
+    s.advance(clock.now());
+    await assert.rejects(sync.reconcile(), /no sshd/);
+    await sync.reconcile();
+    assert.equal(hooks.calls.filter((c) => c === 'try').length, 1, 'not retried at once');
+    clock.add(MachineSync.retryDelay);
+    await sync.reconcile();
+    assert.equal(hooks.up.size, 1, 'up at the retry');
+  });
+});
+
 describe('a twin API (server with machine hooks)', () => {
   it('holds a deployment until its nodes are reinstalled, KO where that failed; status tells the truth', async () => {
     const hooks = new FakeMachines();
