@@ -3,6 +3,7 @@
 // where namespaces may be made, twin/) makes it so. `MachineSync` keeps the two in step: it
 // compares the scheduler's running nodes with the machines it brought up and calls the hooks for
 // the difference, one change at a time.
+import type { VlanItem } from '../g5k/types.js';
 import type { Scheduler } from './scheduler.js';
 
 export interface MachineNode {
@@ -14,7 +15,7 @@ export interface MachineNode {
 
 export interface MachineVlan {
   id: number;
-  type: 'kavlan-local' | 'kavlan' | 'kavlan-global';
+  type: VlanItem['type'];
 }
 
 export interface MachineHooks {

@@ -139,7 +139,7 @@ export class TwinMachines implements MachineHooks {
     await ip(['-n', fabric, 'link', 'set', m.peer, 'master', bridge]);
     await ip(['-n', fabric, 'route', 'del', `${m.ip}/32`], { allowFail: true });
     // a routed or global VLAN is reached through the fabric; a local one is isolated
-    if (vlan && vlan.type !== 'kavlan-local') {
+    if (vlan?.type === 'kavlan' || vlan?.type === 'kavlan-global') {
       await ip(['-n', fabric, 'route', 'replace', `${m.ip}/32`, 'dev', bridge]);
     }
     // as after a reboot into the VLAN: the machine and the controller ask afresh who is where

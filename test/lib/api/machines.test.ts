@@ -46,7 +46,13 @@ before(async () => {
   inv = await loadFixture();
 });
 
-const job = (resources: string) => ({ resources, command: 'sleep 1d', types: ['deploy'] });
+// the fixture's grappe is a production cluster, as on Grid'5000
+const job = (resources: string) => ({
+  resources,
+  command: 'sleep 1d',
+  types: ['deploy'],
+  queue: 'production',
+});
 
 describe('MachineSync', () => {
   it('brings machines up for a running job and removes them at deletion and at walltime', async () => {
