@@ -24,6 +24,7 @@ export interface TwinOptions {
   keyFile?: string;
   stateFile?: string;
   launchDelaySeconds?: number;
+  deployDelaySeconds?: number;
   admin?: boolean;
   /** Where a machine change that failed is reported. */
   onError?: (err: Error) => void;
@@ -97,6 +98,7 @@ export async function startTwin(opts: TwinOptions): Promise<Twin> {
       port: opts.port,
       stateFile: opts.stateFile,
       launchDelaySeconds: opts.launchDelaySeconds,
+      deployDelaySeconds: opts.deployDelaySeconds,
       admin: opts.admin,
       machines,
       onMachineError: opts.onError,
