@@ -1,10 +1,13 @@
 // The embedded Grid'5000-compatible API over node:http. No background timers: the scheduler is
-// moved forward to the clock at the start of every request, so close() is immediate.
+// moved forward to the clock at the start of every request, so close() is immediate. A twin
+// (with `machines`) is the exception: it ticks, to remove the machines of a job that ran out of
+// walltime while nobody asked.
 
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Inventory } from './inventory.js';
+import { type MachineHooks, MachineSync } from './machines.js';
 import { HttpError, matchRoute, type RouteContext, type RouteResult } from './routes.js';
 import { Scheduler, SchedulerError, type SchedulerOptions } from './scheduler.js';
 import { loadScheduler, StateSaver } from './state-file.js';
@@ -27,6 +30,15 @@ export interface ApiServerOptions {
   admin?: boolean;
   /** UNIX time in seconds. */
   clock?: () => number;
+  /**
+   * The machines behind the API (a site's twin): brought up and removed with their jobs,
+   * reinstalled by deployments, moved between VLANs. Without it, nodes are only records.
+   */
+  machines?: MachineHooks;
+  /** How often a twin looks for jobs that ended on their own (walltime). Default 1000 ms. */
+  machinesTickMs?: number;
+  /** Where a twin reports a machine change that failed. */
+  onMachineError?: (err: Error) => void;
 }
 
 export interface ApiFaults {
@@ -141,6 +153,9 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     : new Scheduler(opts.inventory, schedulerOptions);
   const saver = opts.stateFile ? new StateSaver(opts.stateFile, scheduler) : null;
   const failing = { count: 0, status: 503, pathPrefix: '' };
+  const machines = opts.machines
+    ? new MachineSync(scheduler, opts.machines, clock, opts.onMachineError)
+    : undefined;
 
   const faults: ApiFaults = {
     failRequests(count, status = 503, pathPrefix = '') {
@@ -166,6 +181,8 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     }
     const now = clock();
     scheduler.advance(now);
+    // a job seen running has its machines up before anyone is told it runs
+    await machines?.reconcile().catch((err) => opts.onMachineError?.(err as Error));
     if (admin && opts.admin) return adminRoute(req, segments, faults);
     const match = matchRoute(req.method ?? 'GET', segments);
     if (match.kind === 'none') return errorResult(404, `no such resource: ${req.method} ${url.pathname}`);
@@ -183,6 +200,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
       now,
       inventory: opts.inventory,
       scheduler,
+      machines,
       body: () => readBody(req),
     };
     return match.handler(ctx);
@@ -226,6 +244,13 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     });
   });
   const port = (server.address() as AddressInfo).port;
+  // No request may come when a job reaches its walltime: a twin looks by itself.
+  const tick = machines
+    ? setInterval(() => {
+        scheduler.advance(clock());
+        machines.reconcile().catch((err) => opts.onMachineError?.(err as Error));
+      }, opts.machinesTickMs ?? 1000)
+    : undefined;
   const hostInUrl = host.includes(':') ? `[${host}]` : host;
 
   return {
@@ -234,10 +259,12 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     scheduler,
     faults,
     close: async () => {
+      clearInterval(tick);
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeIdleConnections();
       });
+      await machines?.settled();
       await saver?.settled();
     },
   };

@@ -1,7 +1,7 @@
 // Where kabootstrap keeps its files, in one place: on the controller the state root
 // (KABOOTSTRAP_HOME, default ./.kabootstrap), the environment registry under it, and per testbed
 // its state, lock, control secret, SSH key pair and sshd files, service node roots, env-boot cache, API state,
-// deployment stats, emulated host groups and an experiment's stage record; the experiments'
+// deployment stats, emulated host groups, a twin's machines and an experiment's stage record; the experiments'
 // reports and scaled images, which outlive their testbed; on VM hosts, the VMs' run directories and disks.
 // Pure path arithmetic: nothing here touches the disk.
 import { join, resolve } from 'node:path';
@@ -91,6 +91,16 @@ export interface SshLayout {
   homeDir(ns: string): string;
 }
 
+/** A site's twin (`testbed api -c`): the key it installs when told of none, and each machine's files. */
+export interface TwinLayout {
+  dir: string;
+  /** Made when the twin is given no --key: its machines accept the public half until a deployment installs another. */
+  clientKey: string;
+  clientPublicKey: string;
+  /** A machine's own files (host key, authorized keys, sshd config, pid, log, home): a reinstall wipes them. */
+  machineDir(ns: string): string;
+}
+
 /** One service node's files: its served roots, upload staging, daemon config, log and pid, dnsmasq's and radvd's run dirs. */
 export interface ServiceNodeFiles {
   dir: string;
@@ -140,6 +150,7 @@ export class TestbedLayout {
   readonly experimentFile: string;
   /** setup's outcome for each VM (answering, or failed with a reason): what `status` compares against. */
   readonly vmsFile: string;
+  readonly twin: TwinLayout;
 
   constructor(readonly dir: string) {
     this.stateFile = join(dir, 'state.json');
@@ -167,6 +178,13 @@ export class TestbedLayout {
     this.emulatedDir = join(dir, 'emulated');
     this.experimentFile = join(dir, 'experiment.json');
     this.vmsFile = join(dir, 'vms.json');
+    const twin = join(dir, 'twin');
+    this.twin = {
+      dir: twin,
+      clientKey: join(twin, 'id_ed25519'),
+      clientPublicKey: join(twin, 'id_ed25519.pub'),
+      machineDir: (ns) => join(twin, 'machines', ns),
+    };
   }
 
   /** The layout of a testbed by name, under the state root. */
