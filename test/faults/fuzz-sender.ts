@@ -22,6 +22,8 @@ export interface SenderJob {
   ratePerSec: number;
   server: { host: string; dhcpPort: number; tftpPort: number; dnsPort: number };
   targets: CampaignTargets;
+  /** Each known MAC's planned address: an OFFER or ACK may carry that one only (or 0.0.0.0). */
+  planned: Record<string, string>;
   /** Files served from the TFTP root: every DATA payload must come from one of them. */
   rootFiles: string[];
   /** Bytes that must never be sent (content of files outside the root). */
@@ -40,6 +42,8 @@ export interface SenderReport {
     replies: number;
     /** Replies whose chaddr is not planned, or not the chaddr of the request with that xid. */
     foreign: { xid: number; chaddr: string; type: number | null }[];
+    /** Replies giving a planned MAC another address than its own (or than the one it sent). */
+    wrongAddress: { xid: number; chaddr: string; yiaddr: string }[];
     /** Fuzz packets whose final chaddr was a known MAC, and of those, how many got a reply. */
     toKnown: number;
     toUnknown: number;
@@ -115,7 +119,7 @@ export async function runSender(job: SenderJob): Promise<SenderReport> {
     sent: { dhcp: 0, tftp: 0, dns: 0, tftpTransfer: 0, sendErrors: 0 },
     kinds: {},
     durationMs: 0,
-    dhcp: { replies: 0, foreign: [], toKnown: 0, toUnknown: 0 },
+    dhcp: { replies: 0, foreign: [], wrongAddress: [], toKnown: 0, toUnknown: 0 },
     tftp: { data: 0, oack: 0, error: 0, leaked: [] },
     dns: { replies: 0, toResponses: [], strays: 0 },
     after: { offer: null, dns: null, tftp: 'not tried', tftpWaitMs: 0 },
@@ -123,6 +127,7 @@ export async function runSender(job: SenderJob): Promise<SenderReport> {
 
   // DHCP: what went out under each xid (chaddr of the final bytes), and every reply seen.
   const sentChaddr = new Map<number, Set<string>>();
+  const sentYiaddr = new Map<number, Set<string>>();
   const offers = new Map<number, Buffer>();
   const dhcp68 = await bound(68);
   const dhcp67 = await bound(67);
@@ -134,6 +139,11 @@ export async function runSender(job: SenderJob): Promise<SenderReport> {
     offers.set(xid, b);
     if (!known.has(chaddr) || !sentChaddr.get(xid)?.has(chaddr)) {
       report.dhcp.foreign.push({ xid, chaddr, type: dhcpType(b) });
+    }
+    // dnsmasq answers an INFORM in the request's own buffer: a yiaddr the client sent comes back.
+    const yiaddr = [...b.subarray(16, 20)].join('.');
+    if (yiaddr !== '0.0.0.0' && yiaddr !== job.planned[chaddr] && !sentYiaddr.get(xid)?.has(yiaddr)) {
+      report.dhcp.wrongAddress.push({ xid, chaddr, yiaddr });
     }
   };
   dhcp68.on('message', onDhcp);
@@ -201,6 +211,8 @@ export async function runSender(job: SenderJob): Promise<SenderReport> {
           const chaddr = macOf(p.bytes);
           if (!sentChaddr.has(xid)) sentChaddr.set(xid, new Set());
           sentChaddr.get(xid)!.add(chaddr);
+          if (!sentYiaddr.has(xid)) sentYiaddr.set(xid, new Set());
+          sentYiaddr.get(xid)!.add([...p.bytes.subarray(16, 20)].join('.'));
           if (known.has(chaddr)) report.dhcp.toKnown++;
           else report.dhcp.toUnknown++;
         }

@@ -111,6 +111,7 @@ function assertServed(r: SenderReport, check: Pick<SenderJob['check'], 'ip' | 'd
   const total = r.sent.dhcp + r.sent.tftp + r.sent.dns;
   assert.equal(total, COUNT, seedNote);
   assert.deepEqual(r.dhcp.foreign, [], `DHCP replies to MACs that are not planned (${seedNote})`);
+  assert.deepEqual(r.dhcp.wrongAddress, [], `DHCP offered a MAC another address than its own (${seedNote})`);
   assert.deepEqual(r.tftp.leaked, [], `TFTP sent bytes from outside its root (${seedNote})`);
   assert.deepEqual(r.dns.toResponses, [], `DNS answered a response (${seedNote})`);
   assert.equal(r.after.offer, check.ip, `no OFFER to a planned MAC after the fuzz (${seedNote})`);
@@ -238,6 +239,7 @@ describe('fault campaign: fuzz against the builtin daemon', {
         ],
       },
       rootFiles: tree.rootFiles,
+      planned: Object.fromEntries(planned.map((p) => [p.mac, p.ip])),
       markers: [SECRET_MARK, 'root:x:0:0'],
       check: { ...check, tftpFile: 'undionly.kpxe', tftpPath: tree.rootFiles[0] },
       events: { url: 'http://127.0.0.1:8067/events', secret },
@@ -259,8 +261,9 @@ describe('fault campaign: fuzz against the builtin daemon', {
       `${ev.ignoredMaxPerKey} dhcp.ignored for one MAC and reason (${seedNote})`,
     );
     assert.ok((ev.byType['dhcp.ignored'] ?? 0) < r.dhcp.toUnknown / 4, JSON.stringify(ev.byType));
-    // At most one event per packet: a packet never fans out into many.
-    assert.ok(ev.total <= COUNT + 50, `${ev.total} events for ${COUNT} packets`);
+    // No packet fans out into several events, and the log (10,000 kept) is far from full: about
+    // one event per DHCP packet (malformed, ignored or served) and per TFTP request.
+    assert.ok(ev.total < COUNT * 0.6, `${ev.total} events for ${COUNT} packets (${seedNote})`);
     // and no handler threw (the DHCP role's catch-all reports "internal").
     assert.doesNotMatch(daemon.stderr(), /failed: .*Error|uncaught|internal:/i, daemon.stderr().slice(-2000));
     // With the fuzz's transfers still retrying, SIGTERM still stops it, and promptly.
@@ -370,6 +373,7 @@ describe('fault campaign: fuzz against the dnsmasq backend', {
           dnsNames: ['n0.fuzz.kb.test', 'fuzz.kb.test', 'example.com', `20.251.213.10.in-addr.arpa`, 'x'],
         },
         rootFiles: tree.rootFiles,
+        planned: Object.fromEntries(planned.map((p) => [p.mac, p.ip])),
         markers: [SECRET_MARK, 'root:x:0:0'],
         check: { ...check, tftpFile: 'undionly.kpxe', tftpPath: tree.rootFiles[0] },
       });
