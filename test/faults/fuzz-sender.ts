@@ -303,7 +303,7 @@ export async function runSender(job: SenderJob): Promise<SenderReport> {
 
 /**
  * A plain RFC 1350 read (512-byte blocks, lockstep): 'ok' when the bytes match, else why not. It
- * asks for up to 30 s: a server that caps its transfers (dnsmasq: 50) takes new ones only once the
+ * asks for up to 40 s: a server that caps its transfers (dnsmasq: 50) takes new ones only once the
  * fuzz's abandoned ones have timed out.
  */
 async function tftpGet(host: string, port: number, name: string, want: Buffer): Promise<string> {
@@ -313,7 +313,7 @@ async function tftpGet(host: string, port: number, name: string, want: Buffer): 
       const blocks: Buffer[] = [];
       let tries = 0;
       const ask = () => {
-        if (++tries > 20) return resolve(`no answer to RRQ ${name} after ${tries - 1} tries`);
+        if (++tries > 27) return resolve(`no answer to RRQ ${name} after ${tries - 1} tries`);
         sock.send(rrq(name), port, host);
         timer = setTimeout(ask, 1500);
       };

@@ -1,7 +1,7 @@
 // A seeded fuzzer for the service node's UDP protocols: malformed DHCP, TFTP and DNS datagrams
 // made by mutating valid ones (bit flips, truncations, extensions, length lies, wrong op codes,
-// traversal names, compression loops...). The same seed gives the same packets, byte for byte, so
-// a failure is replayed with KB_FUZZ_SEED=<seed>. Written apart from src/ so it cannot share a
+// traversal names, compression loops...). The same seed and targets give the same packets, byte for
+// byte, so a failure is replayed with KB_FUZZ_SEED=<seed>. Written apart from src/ so it cannot share a
 // mistake with the parsers it attacks.
 
 /** mulberry32: small, fast, and the same sequence on every platform. */
