@@ -1,12 +1,13 @@
 // A testbed's state on the controller: state.json (what was created, for status and teardown,
 // written atomically and in order), the lock one command at a time holds, and resource records.
 import { randomUUID } from 'node:crypto';
-import { link, mkdir, readFile, rm, rmdir, stat, writeFile } from 'node:fs/promises';
+import { chmod, link, mkdir, readFile, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { writeFileAtomic } from '../atomic-file.js';
 import type { TestbedConfig } from '../config/schema.js';
 import { InputError, LockedError } from '../errors.js';
+import { withoutUrlPassword } from '../g5k/credentials.js';
 import { isAlive } from '../pid.js';
 import type { Plan } from '../planner/plan.js';
 import { stateRoot, TestbedLayout } from './layout.js';
@@ -79,10 +80,16 @@ export class StateStore {
 
   private writing: Promise<void> = Promise.resolve();
 
+  /** The testbed's directory is its owner's alone (0700): keys, secrets and the state live there. */
+  private async makeDir(): Promise<void> {
+    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    await chmod(this.dir, 0o700);
+  }
+
   /** Writes are queued: concurrent steps (service nodes started in parallel) share one temp file. */
   write(state: TestbedState): Promise<void> {
     const next = this.writing.then(async () => {
-      await mkdir(this.dir, { recursive: true });
+      await this.makeDir();
       state.updatedAt = new Date().toISOString();
       await writeFileAtomic(this.file, `${JSON.stringify(state, null, 2)}\n`);
     });
@@ -98,7 +105,7 @@ export class StateStore {
    * another host is never taken: its process cannot be checked from here.
    */
   async lock(command: string): Promise<void> {
-    await mkdir(this.dir, { recursive: true });
+    await this.makeDir();
     const mine = JSON.stringify({
       pid: process.pid,
       host: hostname(),
@@ -168,7 +175,10 @@ export function newState(config: TestbedConfig, configSource: string): TestbedSt
     name: config.name,
     provider: config.provider,
     configSource,
-    config,
+    // A password written in api.url stays in the config file: the state only names the login.
+    config: config.api.url
+      ? { ...config, api: { ...config.api, url: withoutUrlPassword(config.api.url) } }
+      : config,
     phase: 'new',
     apiUrl: null,
     resources: [],
