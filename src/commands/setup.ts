@@ -6,12 +6,17 @@ import { loadConfig } from '../lib/config/load.js';
 import { ExitCode } from '../lib/errors.js';
 import { renderPlan } from '../lib/planner/render.js';
 import { planTestbed } from '../lib/testbed/plan.js';
-import { setupTestbed } from '../lib/testbed/setup/index.js';
+import { setupExitCode, setupTestbed } from '../lib/testbed/setup/index.js';
 
 export default class Setup extends BaseCommand {
   static summary = 'Build a testbed: plan, reserve hosts, subnets and a VLAN, wait for them, discover them.';
   static description = `With --dry-run, prints the plan (per site and per host) and reserves nothing.
-Re-running setup resumes from the state recorded in .kabootstrap/<name>/.`;
+Re-running setup resumes from the state recorded in .kabootstrap/<name>/.
+With provider g5k the reserved machines are then reinstalled (reinstall.environment, KO ones
+redeployed reinstall.redeploys times) and put into the KaVLAN, whose DHCP is stopped.
+Exit codes: 0 done; 2 bad input; 3 the testbed API refused or failed (a machine not in its VLAN);
+6 partial: VMs are missing (not placed after machines were lost, or not up); 8 machines were lost
+(still KO after their redeploys) but every VM was re-planned onto the others.`;
   static examples = [
     '<%= config.bin %> setup --dry-run',
     '<%= config.bin %> setup --dry-run -c recipes/seed-4552.yaml --json',
@@ -69,13 +74,53 @@ Re-running setup resumes from the state recorded in .kabootstrap/<name>/.`;
     );
     this.log(
       table(
-        ['site', 'job', 'state', 'hosts', 'VLANs', 'subnets'],
+        ['site', 'queue', 'job', 'state', 'hosts', 'VLANs', 'subnets'],
         result.jobs.map((j) => {
-          const d = result.discovered[j.site];
-          return [j.site, j.uid, j.state, d.nodes.length, d.vlans.join(',') || '-', d.subnets.join(' ')];
+          const d = j.resources;
+          return [
+            j.site,
+            j.queue,
+            j.uid,
+            j.state,
+            d.nodes.length,
+            d.vlans.join(',') || '-',
+            d.subnets.join(' ') || '-',
+          ];
         }),
       ),
     );
+    if (result.machines.length) {
+      const ko = result.machines.filter((m) => m.state === 'ko');
+      this.log(`Machines reinstalled: ${result.machines.length - ko.length}/${result.machines.length} OK`);
+      if (ko.length) {
+        this.log(
+          table(
+            ['lost machine', 'site', 'role', 'deployments', 'reason'],
+            ko.map((m) => [m.node, m.site, m.role, m.deployments, m.reason ?? '-']),
+          ),
+        );
+      }
+    }
+    const loss = result.loss;
+    if (loss) {
+      for (const r of loss.replacedServiceNodes) {
+        this.log(`Service node ${r.lost} lost: ${r.by ? `replaced by ${r.by}` : 'no host of its site left'}`);
+      }
+      if (loss.moved.length) this.log(`VMs re-planned onto other hosts: ${loss.moved.length}`);
+      if (loss.unplaced.length) {
+        this.log(
+          table(
+            ['VM not placed', 'planned on'],
+            loss.unplaced.map((u) => [u.vm, u.host]),
+          ),
+        );
+      }
+    }
+    for (const v of result.vlans) {
+      this.log(
+        `KaVLAN ${v.vlan} (${v.type}) at ${v.site}: DHCP stopped, ${v.members} machine(s) in it, VMs' gateway ${v.gateway ?? 'the site gateway'}`,
+      );
+    }
     if (result.hosts.length) {
       const ok = result.hosts.filter((h) => h.ok).length;
       this.log(`Hosts answering SSH: ${ok}/${result.hosts.length}`);
@@ -100,11 +145,19 @@ Re-running setup resumes from the state recorded in .kabootstrap/<name>/.`;
             failed.map((v) => [v.name, v.mac, v.state, v.reason ?? '-']),
           ),
         );
-        // Partial: the testbed is up, some VMs are not; the JSON and the table say which.
         process.stderr.write(`kabootstrap: ${failed.length} VM(s) did not come up\n`);
-        process.exitCode = ExitCode.partial;
       }
     }
+    // The testbed is up, some of it is not; the JSON and the tables say which.
+    const code = setupExitCode(result);
+    if (loss?.unplaced.length)
+      process.stderr.write(`kabootstrap: ${loss.unplaced.length} VM(s) not placed\n`);
+    if (code === ExitCode.machinesLost) {
+      process.stderr.write(
+        `kabootstrap: ${result.machines.filter((m) => m.state === 'ko').length} machine(s) lost; their VMs were re-planned\n`,
+      );
+    }
+    if (code !== ExitCode.ok) process.exitCode = code;
     this.log('');
     this.log(renderPlan(result.plan, { hosts: flags.hosts }));
     return result;

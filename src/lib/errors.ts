@@ -9,6 +9,10 @@ export const ExitCode = {
   locked: 4,
   unreachable: 5,
   partial: 6,
+  /** `doctor` found something that would block a real run. */
+  blocked: 7,
+  /** setup: reserved machines stayed KO after their redeploys; their VMs were re-planned. */
+  machinesLost: 8,
 } as const;
 
 export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode];

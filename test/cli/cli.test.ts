@@ -60,6 +60,33 @@ describe('kabootstrap setup --dry-run', () => {
     assert.equal(r.code, 2);
     assert.equal(r.stderr.trim().split('\n').length, 1);
   });
+
+  it('names the flag and the cause of a bad value in one line, before looking for the testbed', async () => {
+    const cases: [string[], string][] = [
+      [
+        ['deploy', '-e', 'tiny', '--env-version', 'abc'],
+        '--env-version: expected an integer but received: abc',
+      ],
+      [
+        ['exec', '--window', '0', 'true'],
+        '--window: expected an integer greater than or equal to 1 but received: 0',
+      ],
+      [['deploy'], 'Missing required flag env'],
+      [
+        ['deploy', '-e', 'tiny', '--steps', 'BootNewEnv|BootNewEnvKexec:99999999:150'],
+        '--steps: BootNewEnvKexec retries 99999999 is more than 10',
+      ],
+      [
+        ['deploy', '-e', 'tiny', '--reboot-window', '5:7200'],
+        '--reboot-window: a pause of 7200 s between windows is more than an hour',
+      ],
+    ];
+    for (const [args, line] of cases) {
+      const r = await kb([...args, '-n', 'nowhere'], { env: env() });
+      assert.equal(r.code, 2, args.join(' '));
+      assert.equal(r.stderr, `kabootstrap: ${line}\n`, args.join(' '));
+    }
+  });
 });
 
 describe('local testbed reservations through the CLI', () => {
@@ -73,10 +100,54 @@ describe('local testbed reservations through the CLI', () => {
 
     const status = await kb(['status', '--json', '-q'], { env: env() });
     assert.equal(status.code, 0, status.stderr);
+    const st = JSON.parse(status.stdout);
     assert.deepEqual(
-      JSON.parse(status.stdout).jobs.map((j: { state: string }) => j.state),
+      st.jobs.map((j: { state: string }) => j.state),
       ['running', 'running'],
     );
+    // each job's nodes live from the API: the hosts discovered at setup; each job's queue
+    assert.deepEqual(
+      st.jobs.map((j: { site: string; assignedNodes: string[] }) => [j.site, j.assignedNodes.slice().sort()]),
+      Object.entries(result.discovered as Record<string, { nodes: string[] }>).map(([site, d]) => [
+        site,
+        d.nodes.slice().sort(),
+      ]),
+    );
+    assert.deepEqual(
+      st.jobs.map((j: { queue: string }) => j.queue),
+      ['default', 'default'],
+    );
+    // reserved only: every planned machine is reserved (not probed), every VM not launched
+    assert.equal(st.probed, true);
+    assert.equal(st.machines.length, 6);
+    assert.deepEqual(st.machineCounts, { up: 0, down: 0, unknown: 0, reserved: 6 });
+    assert.equal(st.vms.length, 8);
+    assert.deepEqual(st.vmCounts, { up: 0, down: 0, failed: 0, 'not-launched': 8, unknown: 0 });
+    assert.deepEqual(Object.keys(st.vms[0]).sort(), ['detail', 'host', 'ip', 'mac', 'name', 'site', 'state']);
+    assert.deepEqual(st.troubles, []);
+
+    const text = await kb(['status'], { env: env() });
+    assert.equal(text.code, 0, text.stderr);
+    assert.match(text.stdout, /Testbed local-small \(local provider\): discovered, probed live in/);
+    assert.match(text.stdout, /Machines: 6 \(6 reserved\)/);
+    assert.match(text.stdout, /VMs: 8 \(8 not-launched\)/);
+    assert.match(text.stderr, /Read 2 job\(s\) from the API/, 'progress goes to stderr');
+
+    const recorded = await kb(['status', '--no-probe', '--json', '-q'], { env: env() });
+    assert.equal(recorded.code, 0, recorded.stderr);
+    assert.deepEqual(
+      JSON.parse(recorded.stdout).jobs.map((j: { state: string; assignedNodes: null }) => [
+        j.state,
+        j.assignedNodes,
+      ]),
+      [
+        ['recorded', null],
+        ['recorded', null],
+      ],
+    );
+    const badTimeout = await kb(['status', '--timeout', '0', '-q'], { env: env() });
+    assert.equal(badTimeout.code, 2);
+    assert.equal(badTimeout.stderr.trim().split('\n').length, 1);
 
     const down = await kb(['teardown', '-q'], { env: env() });
     assert.equal(down.code, 0, down.stderr);
@@ -118,7 +189,7 @@ describe('kabootstrap testbed api', () => {
 provider: g5k
 api: { url: '${url}', credentials: none }
 vms: { perHost: 2, flavour: { memoryMB: 512 } }
-sites: [{ name: nancy, clusters: [{ name: grappe, hosts: 2 }] }]
+sites: [{ name: nancy, clusters: [{ name: grappe, hosts: 2, queue: production }] }]
 `,
     );
     const setup = await kb(['setup', '-c', cfg, '--reserve-only', '--json', '-q'], { env: env() });
@@ -126,6 +197,7 @@ sites: [{ name: nancy, clusters: [{ name: grappe, hosts: 2 }] }]
     const result = JSON.parse(setup.stdout);
     assert.equal(result.discovered.nancy.nodes.length, 2);
     assert.match(result.discovered.nancy.nodes[0], /^grappe-\d+\.nancy\.grid5000\.fr$/);
+    assert.equal(result.jobs[0].queue, 'production');
     const down = await kb(['teardown', '-c', cfg, '--json', '-q'], { env: env() });
     assert.equal(down.code, 0, down.stderr);
     assert.equal(JSON.parse(down.stdout).releasedJobs, 1);

@@ -97,7 +97,12 @@ describe('emulated testbed (built binary)', { skip, timeout: 300_000 }, () => {
     // The emulated hosts answer status's SSH probe like real hosts.
     const status = await kb(['status', '-c', cfg, '--json', '-q'], { env });
     assert.equal(status.code, 0, status.stderr);
-    assert.ok(JSON.parse(status.stdout).hosts.every((h: { ok: boolean }) => h.ok));
+    const st = JSON.parse(status.stdout);
+    assert.ok(st.machines.every((m: { state: string }) => m.state === 'up'));
+    // the VMs answer through their agents; those that failed for good are reported with their reason
+    assert.equal(st.vmCounts.up + st.vmCounts.failed, 80);
+    for (const v of st.vms.filter((x: { state: string }) => x.state === 'failed'))
+      assert.ok(permanent.has(v.name), `${v.name} failed at setup: ${v.detail}`);
     assert.notEqual(gcThresh3(), before, 'setup raises the ARP table size for the VM addresses');
 
     const down = await kb(['teardown', '-c', cfg, '--json', '-q'], { env });

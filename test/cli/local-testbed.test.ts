@@ -138,14 +138,16 @@ describe('local testbed network', { skip }, () => {
     assert.equal(status.code, 0, status.stderr);
     const st = JSON.parse(status.stdout);
     assert.deepEqual(
-      st.hosts.map((h: { ok: boolean }) => h.ok),
-      [true, true, true, true, true, true],
+      st.machines.map((m: { state: string }) => m.state),
+      ['up', 'up', 'up', 'up', 'up', 'up'],
     );
 
     assert.deepEqual(
-      st.services.map((x: { ok: boolean }) => x.ok),
-      [true, true],
+      st.services.map((x: { state: string }) => x.state),
+      ['up', 'up'],
     );
+    // every VM answers SSH in the deployment environment, as setup left it
+    assert.deepEqual(st.vmCounts, { up: 8, down: 0, failed: 0, 'not-launched': 0, unknown: 0 });
     assertDnsFromController(result.plan);
 
     // The Debian-over-SSH service node recipe, run for real against a VM host through its sshd.

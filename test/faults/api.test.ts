@@ -43,14 +43,15 @@ async function newCase(name: string): Promise<Case> {
     cfg,
     `name: ${name}
 provider: g5k
-api: { url: '${api.url}', credentials: none, retries: 4 }
+api: { url: '${api.url}', credentials: none, user: kabootstrap, retries: 4 }
 vms: { perHost: 2, flavour: { memoryMB: 512 } }
 sites:
-  - { name: nancy, clusters: [{ name: grappe, hosts: 2 }] }
+  - { name: nancy, clusters: [{ name: grappe, hosts: 2, queue: production }] }
   - { name: rennes, clusters: [{ name: paravance, hosts: 2 }] }
 `,
   );
-  const env = { KABOOTSTRAP_HOME: home, HOME: home };
+  // Without a login the API names the owner `kabootstrap`; api.user says so, whatever $USER is.
+  const env = { KABOOTSTRAP_HOME: home, HOME: home, USER: 'someone-else' };
   return {
     api,
     cfg,
@@ -69,10 +70,10 @@ const all = (c: Case) => ['nancy', 'rennes'].flatMap((s) => c.api.scheduler.list
 /** What setup --reserve-only prints for this testbed: the same whatever the API went through. */
 function setupReport(c: Case, name: string): string {
   return `Testbed ${name}: discovered (API ${c.api.url})
-site    job   state    hosts  VLANs  subnets
-------  ----  -------  -----  -----  -------------
-nancy   1000  running  2      4      10.144.0.0/22
-rennes  1001  running  2      4      10.156.0.0/22
+site    queue       job   state    hosts  VLANs  subnets
+------  ----------  ----  -------  -----  -----  -------------
+nancy   production  1000  running  2      4      10.144.0.0/22
+rennes  default     1001  running  2      4      10.156.0.0/22
 `;
 }
 
@@ -97,8 +98,8 @@ async function fullRun(
   faults.status?.();
   const status = await c.run(['status']);
   assert.equal(status.code, 0, status.stderr);
-  assert.match(status.stdout, /^nancy {3}1000 {2}running {2}2 *$/m);
-  assert.match(status.stdout, /^rennes {2}1001 {2}running {2}2 *$/m);
+  assert.match(status.stdout, /^nancy +1000 +production +running +2 *$/m);
+  assert.match(status.stdout, /^rennes +1001 +default +running +2 *$/m);
 
   faults.teardown?.();
   const down = await c.run(['teardown']);
@@ -207,7 +208,7 @@ provider: g5k
 api: { url: '${url}', retries: 4 }
 vms: { perHost: 2, flavour: { memoryMB: 512 } }
 sites:
-  - { name: nancy, clusters: [{ name: grappe, hosts: 2 }] }
+  - { name: nancy, clusters: [{ name: grappe, hosts: 2, queue: production }] }
   - { name: rennes, clusters: [{ name: paravance, hosts: 2 }] }
 `,
       );
@@ -223,8 +224,8 @@ sites:
       };
       const setup = await kb(['setup', '--reserve-only', '-c', cfg, '-q', '-v'], { env, timeoutMs: 45_000 });
       assert.equal(setup.code, 0, setup.stderr);
-      assert.match(setup.stdout, /^nancy {3}1000 {2}running {2}2 /m);
-      assert.match(setup.stdout, /^rennes {2}1001 {2}running {2}2 /m);
+      assert.match(setup.stdout, /^nancy +production +1000 +running +2 /m);
+      assert.match(setup.stdout, /^rennes +default +1001 +running +2 /m);
       assert.equal((setup.stderr.match(/: 429, retry \d\/4 in 1000 ms/g) ?? []).length, 2, setup.stderr);
       assert.deepEqual(await jobs(), ['nancy 1000 running bob', 'rennes 1001 running bob']);
       const wrong = await kb(['status', '-c', cfg, '-q'], { env: { ...env, G5K_PASSWORD: 'nope' } });

@@ -82,7 +82,7 @@ describe('fault campaign: no credential in any log', { timeout: 120_000 }, () =>
 provider: g5k
 api: { url: '${apiUrl}' }
 vms: { perHost: 2, flavour: { memoryMB: 512 } }
-sites: [{ name: nancy, clusters: [{ name: grappe, hosts: 2 }] }]
+sites: [{ name: nancy, clusters: [{ name: grappe, hosts: 2, queue: production }] }]
 ${extra}`;
 
     // The password in the URL (and in ~/.grid5000.yml).
@@ -91,7 +91,7 @@ ${extra}`;
     await run(cfg, ['setup', '--reserve-only']);
     await run(cfg, ['setup', '--reserve-only', '--json']);
     const status = await run(cfg, ['status']);
-    assert.match(status.stdout, /^nancy +1000 +running +2 *$/m);
+    assert.match(status.stdout, /^nancy +1000 +production +running +2 *$/m);
     await run(cfg, ['status', '--json']);
     const dir = join(stateRoot, 'creds');
     const stateFiles = await filesUnder(dir);

@@ -6,6 +6,7 @@ import type { NodeDoc, VlanItem } from '../g5k/types.js';
 import { naturalCompare } from '../natural-order.js';
 import {
   containsAddress,
+  containsPrefix,
   formatPrefix,
   ipToInt,
   type Prefix,
@@ -13,7 +14,7 @@ import {
   prefixContaining,
   subdivide,
 } from '../net/ipv4.js';
-import { type Inventory, nodeFqdn } from './inventory.js';
+import { clusterQueues, type Inventory, nodeFqdn } from './inventory.js';
 
 export interface IndexedNode {
   uid: string;
@@ -30,6 +31,10 @@ export interface SiteIndex {
   clusters: Set<string>;
   vlans: VlanItem[];
   pool: Prefix | null;
+  /** The parts of the pool that are reservable: the first three /16 of a /14, else the pool. */
+  reservable: Prefix[];
+  /** Each cluster's OAR queues, from its reference document. */
+  queues: Map<string, string[]>;
   /** /22 blocks (base address) that are never handed out: the one holding the site gateway. */
   reservedBlocks: Set<number>;
 }
@@ -89,7 +94,60 @@ export function indexSite(inventory: Inventory, siteUid: string): SiteIndex {
     clusters: new Set(site.clusters.keys()),
     vlans: site.vlans,
     pool,
+    reservable: pool ? reservableParts(pool) : [],
+    queues: new Map([...site.clusters].map(([uid, c]) => [uid, clusterQueues(c.doc)])),
     reservedBlocks,
+  };
+}
+
+/** Grid'5000 hands out only the first three /16 of a site's /14 (the last one is the site's own). */
+function reservableParts(pool: Prefix): Prefix[] {
+  return pool.length === 14 ? subdivide(pool, 16).slice(0, 3) : [pool];
+}
+
+/** The clusters a job of `queue` may get; besteffort jobs run anywhere. */
+function clustersOfQueue(index: SiteIndex, queue: string): string[] {
+  return [...index.queues]
+    .filter(([, queues]) => queue === 'besteffort' || queues.includes(queue))
+    .map(([uid]) => uid);
+}
+
+/**
+ * Confines the request's nodes to the clusters of the job's queue: a part naming a cluster
+ * (or a host of a cluster) outside the queue is refused, as OAR would never allocate it.
+ */
+export function withinQueue(index: SiteIndex, request: ResourceRequest, queue: string): ResourceRequest {
+  const known = new Set(['default', 'besteffort', ...[...index.queues.values()].flat()]);
+  if (!known.has(queue)) {
+    throw new RequestError(
+      `unknown queue '${queue}' at ${index.site} (known: ${[...known].sort().join(', ')})`,
+    );
+  }
+  const eligible = clustersOfQueue(index, queue);
+  const refuse = (cluster: string, what: string): never => {
+    throw new RequestError(
+      `${what} at ${index.site} is not in queue '${queue}' (${cluster}'s queues: ${index.queues.get(cluster)!.join(', ')}); submit it with one of those queues`,
+    );
+  };
+  for (const part of request.parts) {
+    if (part.kind !== 'nodes') continue;
+    for (const { key, values } of part.filter) {
+      for (const v of values) {
+        if (key === 'cluster' && index.clusters.has(v) && !eligible.includes(v)) refuse(v, `cluster '${v}'`);
+        if (key === 'host' || key === 'network_address') {
+          const node = index.nodes.find((n) => n.uid === v || n.fqdn === v);
+          if (node && !eligible.includes(node.cluster)) refuse(node.cluster, `${key} '${v}'`);
+        }
+      }
+    }
+  }
+  // Nothing to add when the queue spans the whole site: messages stay as the user wrote the request.
+  if (eligible.length === index.clusters.size) return request;
+  if (eligible.length === 0) throw new RequestError(`queue '${queue}' has no cluster at ${index.site}`);
+  const filter = { key: 'cluster', values: eligible.sort(naturalCompare) };
+  return {
+    ...request,
+    parts: request.parts.map((p) => (p.kind === 'nodes' ? { ...p, filter: [...p.filter, filter] } : p)),
   };
 }
 
@@ -192,12 +250,15 @@ export function checkResourceRequest(index: SiteIndex, request: ResourceRequest)
   }
 }
 
-/** Aligned /N blocks of the pool whose every /22 is free. */
+/** Aligned /N blocks of the reservable part of the pool whose every /22 is free. */
 function freeBlocks(index: SiteIndex, held: Held, prefixLength: number): Prefix[] {
   if (!index.pool || prefixLength < index.pool.length) return [];
   return subdivide(index.pool, prefixLength).filter((block) =>
     subdivide(block, Math.max(BLOCK, prefixLength)).every(
-      (piece) => !held.blocks.has(piece.base) && !index.reservedBlocks.has(piece.base),
+      (piece) =>
+        !held.blocks.has(piece.base) &&
+        !index.reservedBlocks.has(piece.base) &&
+        index.reservable.some((part) => containsPrefix(part, piece)),
     ),
   );
 }

@@ -1,6 +1,8 @@
 // Kadeploy-like deployments for the embedded API: waiting → processing → terminated after fixed
-// delays, every node OK unless a fault marked it KO. Pure; the scheduler owns the clock and
-// tells which nodes a user may deploy.
+// delays, every node OK unless a fault marked it KO. A deployment records its environment and
+// VLAN; with a VLAN, each node that comes back OK has its primary NIC moved into it (as
+// Kadeploy does). Pure; the scheduler owns the clock, tells which nodes a user may deploy and
+// moves NICs.
 
 import { randomUUID } from 'node:crypto';
 import type { G5kDeployment } from '../g5k/types.js';
@@ -16,7 +18,21 @@ export interface DeploymentHost {
   /** FQDNs of the nodes in running `deploy` jobs of `user`. */
   deployableNodes(site: string, user: string): Set<string>;
   requireVlanHolder(site: string, id: number, user: string): void;
+  /** Moves a deployed node's primary NIC into a VLAN (an injected refusal leaves it out). */
+  joinVlan(site: string, fqdn: string, id: number): void;
   changed(): void;
+}
+
+/**
+ * A deployment held in `processing` until the machines behind the API are reinstalled (the twin):
+ * which nodes to reinstall (those no fault marked KO) and with what.
+ */
+export interface DeploymentWork {
+  site: string;
+  uid: string;
+  nodes: { address: string; fqdn: string }[];
+  environment: string;
+  key?: string;
 }
 
 export interface DeploymentQuery {
@@ -26,8 +42,10 @@ export interface DeploymentQuery {
 
 export class Deployments {
   private readonly records = new Map<string, DeploymentRecord>();
-  /** Nodes whose next deployment comes back KO; deliberately not persisted. */
-  private readonly faults = new Set<string>();
+  /** Node → how many of its next deployments come back KO (Infinity: all); not persisted. */
+  private readonly faults = new Map<string, number>();
+  /** Deployments waiting for their machines' reinstall; not persisted (nor are the machines). */
+  private readonly held = new Map<string, DeploymentWork>();
   private readonly delay: number;
   private readonly linkPrefix: string;
   private readonly newId: () => string;
@@ -41,8 +59,8 @@ export class Deployments {
     this.newId = opts.newId ?? randomUUID;
   }
 
-  /** `t` is the scheduler's current time. */
-  submit(site: string, body: unknown, user: string, t: number): G5kDeployment {
+  /** `t` is the scheduler's current time; `hold` keeps it processing until `release`. */
+  submit(site: string, body: unknown, user: string, t: number, opts: { hold?: boolean } = {}): G5kDeployment {
     const index = this.host.index(site);
     const d = checkDeployment(body);
     if (d.vlan !== undefined && d.vlan !== '') {
@@ -62,13 +80,15 @@ export class Deployments {
       return { address, fqdn: node.fqdn };
     });
     // Faults are consumed only once the whole request is accepted.
-    const ko = nodes.filter((n) => this.faults.delete(n.fqdn)).map((n) => n.address);
+    const ko = nodes.filter((n) => this.consumeFault(n.fqdn)).map((n) => n.address);
     const uid = `D-${this.newId()}`;
     const deployment: G5kDeployment = {
       uid,
       site_uid: site,
       user_uid: user,
       environment: d.environment,
+      ...(d.vlan !== undefined && d.vlan !== '' ? { vlan: String(Number(d.vlan)) } : {}),
+      ...(d.key !== undefined ? { key: d.key } : {}),
       nodes: [...d.nodes],
       status: 'waiting',
       result: {},
@@ -80,6 +100,10 @@ export class Deployments {
       ],
     };
     this.records.set(uid, { nextAt: t + this.delay, ko, deployment });
+    if (opts.hold) {
+      const nodesToDo = nodes.filter((n) => !ko.includes(n.address));
+      this.held.set(uid, { site, uid, nodes: nodesToDo, environment: d.environment, key: d.key });
+    }
     this.host.changed();
     return structuredClone(deployment);
   }
@@ -107,14 +131,41 @@ export class Deployments {
     const d = this.record(site, uid).deployment;
     if (d.status === 'waiting' || d.status === 'processing') {
       d.status = 'canceled';
+      this.held.delete(uid);
       d.updated_at = Math.floor(t);
       this.host.changed();
     }
     return structuredClone(d);
   }
 
-  failNodes(fqdns: string[]): void {
-    for (const f of fqdns) this.faults.add(f);
+  /** The work of a held deployment, or null when it is not held (any more). */
+  work(uid: string): DeploymentWork | null {
+    const w = this.held.get(uid);
+    return w ? structuredClone(w) : null;
+  }
+
+  /** Lets a held deployment finish; `failed` nodes (as submitted) come back KO. */
+  release(uid: string, failed: string[]): void {
+    const rec = this.records.get(uid);
+    if (!this.held.delete(uid) || !rec) return;
+    rec.ko.push(...failed.filter((f) => !rec.ko.includes(f)));
+    this.host.changed();
+  }
+
+  /** Each node's next `times` deployments come back KO (Infinity: every one). */
+  failNodes(fqdns: string[], times = 1): void {
+    for (const f of fqdns) {
+      if (times > 0) this.faults.set(f, times);
+      else this.faults.delete(f);
+    }
+  }
+
+  private consumeFault(fqdn: string): boolean {
+    const left = this.faults.get(fqdn);
+    if (left === undefined) return false;
+    if (left <= 1) this.faults.delete(fqdn);
+    else this.faults.set(fqdn, left - 1);
+    return true;
   }
 
   /** Applies the status changes due at `t`; true when something moved. */
@@ -123,15 +174,18 @@ export class Deployments {
     for (const rec of this.records.values()) {
       const d = rec.deployment;
       if (rec.nextAt > t) continue;
+      if (d.status === 'processing' && this.held.has(d.uid)) continue;
       if (d.status === 'waiting') {
         d.status = 'processing';
         rec.nextAt = t + this.delay;
       } else if (d.status === 'processing') {
         d.status = 'terminated';
         for (const node of d.nodes) {
-          d.result[node] = rec.ko.includes(node)
-            ? { macro: 'BootNewEnv', micro: 'wait_reboot', state: 'KO' }
-            : { macro: null, micro: null, state: 'OK' };
+          const ok = !rec.ko.includes(node);
+          d.result[node] = ok
+            ? { macro: null, micro: null, state: 'OK' }
+            : { macro: 'BootNewEnv', micro: 'wait_reboot', state: 'KO' };
+          if (ok && d.vlan !== undefined) this.joinVlan(d.site_uid, node, Number(d.vlan));
         }
       } else continue;
       d.updated_at = Math.floor(t);
@@ -144,7 +198,9 @@ export class Deployments {
   nextEventAfter(t: number): number | null {
     let next: number | null = null;
     for (const rec of this.records.values()) {
-      const active = rec.deployment.status === 'waiting' || rec.deployment.status === 'processing';
+      const active =
+        rec.deployment.status === 'waiting' ||
+        (rec.deployment.status === 'processing' && !this.held.has(rec.deployment.uid));
       if (active && rec.nextAt > t && (next === null || rec.nextAt < next)) next = rec.nextAt;
     }
     return next;
@@ -157,6 +213,11 @@ export class Deployments {
   load(records: DeploymentRecord[]): void {
     this.records.clear();
     for (const r of records) this.records.set(r.deployment.uid, r);
+  }
+
+  private joinVlan(site: string, address: string, vlan: number): void {
+    const node = this.host.index(site).nodes.find((n) => n.fqdn === address || n.uid === address);
+    if (node) this.host.joinVlan(site, node.fqdn, vlan);
   }
 
   private record(site: string, uid: string): DeploymentRecord {

@@ -4,7 +4,7 @@
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { InputError } from '../errors.js';
-import type { ClusterDoc, NodeDoc, SiteDoc, VlanItem } from '../g5k/types.js';
+import type { ClusterDoc, KavlanType, NodeDoc, SiteDoc, VlanItem } from '../g5k/types.js';
 import { naturalCompare } from '../natural-order.js';
 import { formatPrefix, intToIp, ipToInt, lastAddress, PrefixError, parsePrefix } from '../net/ipv4.js';
 
@@ -19,7 +19,10 @@ export interface InventoryCluster {
 export interface InventorySite {
   doc: SiteDoc;
   clusters: Map<string, InventoryCluster>;
+  /** The reservable KaVLANs. */
   vlans: VlanItem[];
+  /** What `GET /vlans` lists: the reservable ones plus DEFAULT and the other sites' global VLANs. */
+  listedVlans: VlanItem[];
   /** The site's g5ksubnet network (e.g. 10.144.0.0/14), or null when it has none. */
   subnetPool: string | null;
 }
@@ -34,7 +37,7 @@ export function nodeFqdn(nodeUid: string, siteUid: string, domain = DEFAULT_DOMA
 }
 
 /** KaVLAN type by id, as fixed on Grid'5000; null outside 1-21. */
-export function vlanType(id: number): VlanItem['type'] | null {
+export function vlanType(id: number): KavlanType | null {
   if (!Number.isInteger(id)) return null;
   if (id >= 1 && id <= 3) return 'kavlan-local';
   if (id >= 4 && id <= 9) return 'kavlan';
@@ -55,6 +58,29 @@ export function siteVlans(doc: SiteDoc): VlanItem[] {
     if (type) items.push({ uid: String(id), type });
   }
   return items;
+}
+
+/**
+ * The VLAN list as the real API gives it: the production network as `DEFAULT` (type `NULL`), the
+ * site's own VLANs, and the global VLANs of other sites as `kavlan-global-remote`.
+ */
+export function listedVlans(reservable: VlanItem[]): VlanItem[] {
+  const own = new Set(reservable.map((v) => v.uid));
+  const remote: VlanItem[] = [];
+  for (let id = 10; id <= 21; id++) {
+    if (!own.has(String(id))) remote.push({ uid: String(id), type: 'kavlan-global-remote' });
+  }
+  const production: VlanItem = { uid: 'DEFAULT', type: 'NULL' };
+  return [production, ...reservable, ...remote].sort((a, b) => (Number(a.uid) || 0) - (Number(b.uid) || 0));
+}
+
+/** Queues every cluster of the synthesized inventory has unless told otherwise. */
+export const DEFAULT_CLUSTER_QUEUES = ['admin', 'default'];
+
+/** A cluster's OAR queues; a document without `queues` counts as an ordinary default-queue one. */
+export function clusterQueues(doc: ClusterDoc): string[] {
+  const q = doc.queues;
+  return Array.isArray(q) && q.every((x) => typeof x === 'string') ? (q as string[]) : DEFAULT_CLUSTER_QUEUES;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -217,7 +243,14 @@ export async function loadReferenceDir(dir: string, opts: { domain?: string } = 
       for (const c of await subdirs(clustersDir))
         clusters.set(c, await loadCluster(dir, join(clustersDir, c), c));
     }
-    sites.set(siteUid, { doc, clusters, vlans: siteVlans(doc), subnetPool: doc.g5ksubnet?.network ?? null });
+    const vlans = siteVlans(doc);
+    sites.set(siteUid, {
+      doc,
+      clusters,
+      vlans,
+      listedVlans: listedVlans(vlans),
+      subnetPool: doc.g5ksubnet?.network ?? null,
+    });
   }
   if (sites.size === 0)
     throw new InputError(`reference directory ${dir}: ${relative(dir, sitesDir)}/ holds no site`);
@@ -242,6 +275,8 @@ export interface SyntheticHardware {
 export interface SyntheticCluster {
   uid: string;
   hardware: SyntheticHardware;
+  /** OAR queues of the cluster; admin and default when unset. */
+  queues?: string[];
   nodes: { uid: string; ip: string; mac: string }[];
 }
 
@@ -360,11 +395,23 @@ export function synthesizeInventory(spec: SyntheticInventorySpec): Inventory {
         nodes.set(n.uid, syntheticNode(s, spec.domain, c.hardware, n, index++));
       }
       clusters.set(c.uid, {
-        doc: { uid: c.uid, type: 'cluster', model: 'kabootstrap emulated node' },
+        doc: {
+          uid: c.uid,
+          type: 'cluster',
+          model: 'kabootstrap emulated node',
+          queues: [...(c.queues ?? DEFAULT_CLUSTER_QUEUES)],
+        },
         nodes,
       });
     }
-    sites.set(s.uid, { doc, clusters, vlans: siteVlans(doc), subnetPool: s.g5ksubnet?.network ?? null });
+    const vlans = siteVlans(doc);
+    sites.set(s.uid, {
+      doc,
+      clusters,
+      vlans,
+      listedVlans: listedVlans(vlans),
+      subnetPool: s.g5ksubnet?.network ?? null,
+    });
   }
   return { domain: spec.domain, sites };
 }

@@ -2,7 +2,8 @@
 // documents and scheduler state into API documents with their `links`.
 
 import type { Collection, Link } from '../g5k/types.js';
-import type { Inventory, InventoryCluster, InventorySite } from './inventory.js';
+import { clusterQueues, type Inventory, type InventoryCluster, type InventorySite } from './inventory.js';
+import type { MachineSync } from './machines.js';
 import type { Scheduler } from './scheduler.js';
 
 export type Method = 'GET' | 'POST' | 'PUT' | 'DELETE';
@@ -18,6 +19,8 @@ export interface RouteContext {
   now: number;
   inventory: Inventory;
   scheduler: Scheduler;
+  /** The machines behind the API, when it is a site's twin. */
+  machines?: MachineSync;
   /** The request body parsed as JSON (undefined when empty). */
   body(): Promise<unknown>;
 }
@@ -25,7 +28,7 @@ export interface RouteContext {
 export interface RouteResult {
   status: number;
   body?: unknown;
-  kind?: 'item' | 'collection' | 'json';
+  kind?: 'item' | 'collection' | 'json' | 'text';
   headers?: Record<string, string>;
 }
 
@@ -101,6 +104,16 @@ function numericParam(ctx: RouteContext, name: string, what: string): number {
   const v = ctx.params[name];
   if (!/^\d+$/.test(v)) throw new HttpError(404, `unknown ${what} ${v} at ${ctx.params.site}`);
   return Number(v);
+}
+
+/**
+ * As on the real API, the cluster list hides clusters with a queue outside `admin,default`
+ * (production ones) unless asked for with `queues=all` or a list of queues.
+ */
+function listsCluster(query: URLSearchParams, c: InventoryCluster): boolean {
+  const asked = listParam(query, 'queues') ?? ['admin', 'default'];
+  if (asked.includes('all')) return true;
+  return clusterQueues(c.doc).every((q) => asked.includes(q));
 }
 
 // Paths without the prefix.
@@ -197,7 +210,9 @@ const routes: Route[] = [
           ctx,
           `${sitePath(ctx.params.site)}/clusters`,
           sitePath(ctx.params.site),
-          [...site(ctx).clusters.values()].map((c) => clusterDoc(ctx, ctx.params.site, c)),
+          [...site(ctx).clusters.values()]
+            .filter((c) => listsCluster(ctx.query, c))
+            .map((c) => clusterDoc(ctx, ctx.params.site, c)),
         ),
     },
   },
@@ -229,9 +244,13 @@ const routes: Route[] = [
   {
     pattern: ['sites', ':site', 'status'],
     methods: {
-      GET: (ctx) => {
+      GET: async (ctx) => {
         site(ctx);
         const status = ctx.scheduler.siteStatus(ctx.params.site);
+        // A twin tells whether each reserved node's machine really runs.
+        for (const [fqdn, hard] of (await ctx.machines?.hardStates()) ?? []) {
+          if (status.nodes[fqdn]) status.nodes[fqdn].hard = hard;
+        }
         const body: Record<string, unknown> = { uid: ctx.now };
         if (ctx.query.get('nodes') !== 'no') body.nodes = status.nodes;
         if (ctx.query.get('vlans') === 'yes') body.vlans = status.vlans;
@@ -302,7 +321,12 @@ const routes: Route[] = [
       GET: (ctx) => {
         site(ctx);
         const s = ctx.params.site;
-        const vlans = ctx.scheduler.vlans(s).map((v) => vlanDoc(ctx, Number(v.uid)));
+        // DEFAULT and the remote global VLANs have no document of their own here.
+        const vlans = ctx.scheduler
+          .vlans(s)
+          .map((v) =>
+            /^\d+$/.test(v.uid) && v.type !== 'kavlan-global-remote' ? vlanDoc(ctx, Number(v.uid)) : v,
+          );
         return collection(ctx, `${sitePath(s)}/vlans`, sitePath(s), vlans);
       },
     },
@@ -356,7 +380,10 @@ const routes: Route[] = [
       POST: async (ctx) => {
         site(ctx);
         const s = ctx.params.site;
-        const d = ctx.scheduler.submitDeployment(s, await ctx.body(), ctx.user, ctx.now);
+        const d = ctx.scheduler.submitDeployment(s, await ctx.body(), ctx.user, ctx.now, {
+          hold: ctx.machines !== undefined,
+        });
+        ctx.machines?.deploymentSubmitted(d.uid);
         const path = deploymentPath(s, d.uid);
         return {
           ...item(withLinks(ctx, d, path), 201),

@@ -26,16 +26,17 @@ import {
   indexSite,
   RequestError,
   type SiteIndex,
+  withinQueue,
 } from './allocation.js';
 import { SchedulerError } from './api-error.js';
-import { type DeploymentQuery, Deployments } from './deployments.js';
+import { type DeploymentQuery, Deployments, type DeploymentWork } from './deployments.js';
 import type { Inventory } from './inventory.js';
 import { type JobRecord, parseSchedulerState, type SchedulerState } from './scheduler-state.js';
 import { checkSubmission, parseReservation, withProperties } from './submissions.js';
 import { checkMaxWalltime } from './walltime.js';
 
 export { SchedulerError } from './api-error.js';
-export type { DeploymentQuery } from './deployments.js';
+export type { DeploymentQuery, DeploymentWork } from './deployments.js';
 export type { DeploymentRecord, JobRecord, SchedulerState } from './scheduler-state.js';
 
 export interface SchedulerOptions {
@@ -52,6 +53,14 @@ export interface JobQuery {
   states?: string[];
   name?: string;
   user?: string;
+}
+
+/** A node of a running job, the machine behind it, and the VLAN its primary NIC is in. */
+export interface RunningMachine {
+  site: string;
+  uid: string;
+  fqdn: string;
+  vlan: { id: number; type: VlanItem['type'] } | null;
 }
 
 interface Nic {
@@ -85,6 +94,8 @@ export class Scheduler {
 
   // Faults: deliberately not persisted.
   private jobFaults: string[] = [];
+  /** Node FQDNs whose NICs KaVLAN refuses to move (answered `unchanged`, as the real API does). */
+  private readonly vlanRefusals = new Set<string>();
 
   /** Bumped on every change of state, so that the server knows when to save. */
   revision = 0;
@@ -105,6 +116,7 @@ export class Scheduler {
               .flatMap((r) => r.job.assigned_nodes),
           ),
         requireVlanHolder: (site, id, user) => this.requireVlanHolder(site, id, user),
+        joinVlan: (site, fqdn, id) => this.joinVlan(site, fqdn, id),
         changed: () => {
           this.revision++;
         },
@@ -129,6 +141,7 @@ export class Scheduler {
     }
     if (s.properties?.trim()) request = withProperties(request, s.properties);
     try {
+      request = withinQueue(index, request, s.queue ?? 'default');
       checkResourceRequest(index, request);
     } catch (err) {
       if (err instanceof RequestError) throw new SchedulerError(400, err.message);
@@ -380,8 +393,10 @@ export class Scheduler {
   // -------------------------------------------------------------------------------------------
   // KaVLAN
 
+  /** The site's VLAN list: the reservable ones, DEFAULT and other sites' global VLANs. */
   vlans(site: string): VlanItem[] {
-    return this.index(site).vlans.map((v) => ({ ...v }));
+    this.index(site);
+    return this.inventory.sites.get(site)!.listedVlans.map((v) => ({ ...v }));
   }
 
   vlan(site: string, id: number): VlanItem & { dhcpd: 'running' | 'stopped'; job: number | null } {
@@ -433,7 +448,10 @@ export class Scheduler {
           message: `${nic.node.uid} is not in a running job of ${user}`,
         };
       } else {
-        if (members.get(nic.key) === id) {
+        if (this.vlanRefusals.has(nic.node.fqdn)) {
+          // The real API reports any refusal other than an unknown node as `unchanged`.
+          answer[address] = { status: 'unchanged', message: `${nic.node.uid}: switch refused the change` };
+        } else if (members.get(nic.key) === id) {
           answer[address] = { status: 'unchanged', message: `already in KaVLAN ${id}` };
         } else {
           members.set(nic.key, id);
@@ -460,6 +478,26 @@ export class Scheduler {
 
   stopVlanDhcp(site: string, id: number, user: string, now: number): void {
     this.setVlanDhcp(site, id, 'stop', user, now);
+  }
+
+  /** A deployment's `vlan`: the node's primary NIC joins the VLAN, if a live job still holds it. */
+  private joinVlan(site: string, fqdn: string, id: number): void {
+    if (this.vlanRefusals.has(fqdn)) return;
+    const held = [...this.jobs.values()].some(
+      (r) => r.site === site && LIVE.includes(r.job.state) && r.alloc?.vlans.includes(id),
+    );
+    const primary = [...this.nicsOf(site).byKey.values()].find(
+      (n) => n.node.fqdn === fqdn && n.address === fqdn,
+    );
+    if (!held || !primary) return;
+    if (!this.vlanMembers.has(site)) this.vlanMembers.set(site, new Map());
+    this.vlanMembers.get(site)!.set(primary.key, id);
+    this.revision++;
+  }
+
+  /** Fault: KaVLAN refuses to move these nodes' NICs, by the VLAN API or a deployment's `vlan`. */
+  refuseVlanMoves(fqdns: string[]): void {
+    for (const f of fqdns) this.vlanRefusals.add(f);
   }
 
   private requireVlanHolder(site: string, id: number, user: string): void {
@@ -502,13 +540,33 @@ export class Scheduler {
   // -------------------------------------------------------------------------------------------
   // Deployments
 
-  /** Every listed node must be in a running `deploy` job of `user`. */
-  submitDeployment(site: string, body: unknown, user: string, now: number): G5kDeployment {
+  /**
+   * Every listed node must be in a running `deploy` job of `user`. Those OK join the deployment's
+   * `vlan` when it ends. `hold` keeps it processing until `releaseDeployment`.
+   */
+  submitDeployment(
+    site: string,
+    body: unknown,
+    user: string,
+    now: number,
+    opts: { hold?: boolean } = {},
+  ): G5kDeployment {
     this.advance(now);
-    const uid = this.deploys.submit(site, body, user, this.time).uid;
+    const uid = this.deploys.submit(site, body, user, this.time, opts).uid;
     // A 0 s delay finishes it at once.
     this.advance(now);
     return this.deploys.get(site, uid);
+  }
+
+  /** What a held deployment still has to reinstall, or null. */
+  deploymentWork(uid: string): DeploymentWork | null {
+    return this.deploys.work(uid);
+  }
+
+  /** Lets a held deployment finish; `failed` nodes (as submitted) come back KO. */
+  releaseDeployment(uid: string, failed: string[], now: number): void {
+    this.deploys.release(uid, failed);
+    this.advance(now);
   }
 
   getDeployment(site: string, uid: string): G5kDeployment {
@@ -526,9 +584,39 @@ export class Scheduler {
     return this.deploys.cancel(site, uid, this.time);
   }
 
-  /** Each listed node comes back KO from its next deployment only, so a redeploy succeeds. */
-  failDeployNodes(fqdns: string[]): void {
-    this.deploys.failNodes(fqdns);
+  /**
+   * Each listed node comes back KO from its next `times` deployments (default 1, so a redeploy
+   * succeeds; Infinity: KO for good).
+   */
+  failDeployNodes(fqdns: string[], times = 1): void {
+    this.deploys.failNodes(fqdns, times);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Machines
+
+  /** The nodes of every running job, each with the VLAN its primary NIC is in (null: production). */
+  runningMachines(): RunningMachine[] {
+    const out: RunningMachine[] = [];
+    for (const rec of this.jobs.values()) {
+      if (rec.job.state !== 'running') continue;
+      const { byName } = this.nicsOf(rec.site);
+      const members = this.vlanMembers.get(rec.site);
+      for (const fqdn of rec.job.assigned_nodes) {
+        const nic = byName.get(fqdn);
+        if (!nic) continue;
+        const id = members?.get(nic.key);
+        const type =
+          id === undefined ? undefined : this.vlans(rec.site).find((v) => v.uid === String(id))?.type;
+        out.push({
+          site: rec.site,
+          uid: nic.node.uid,
+          fqdn,
+          vlan: id === undefined || !type ? null : { id, type },
+        });
+      }
+    }
+    return out;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -566,8 +654,9 @@ export class Scheduler {
       vlans[v.uid] = { type: v.type, soft: reservations.length ? 'busy' : 'free', reservations };
     }
     const subnets: Record<string, unknown> = {};
-    if (index.pool) {
-      for (let b = index.pool.base; b <= lastAddress(index.pool); b += 1024) {
+    // The reservable /22 blocks only: the rest of the pool is not the users' to take.
+    for (const part of index.reservable) {
+      for (let b = part.base; b <= lastAddress(part); b += 1024) {
         if (index.reservedBlocks.has(b)) continue;
         const reservations = blockJobs(b);
         subnets[blockCidr(b)] = { soft: reservations.length ? 'busy' : 'free', reservations };

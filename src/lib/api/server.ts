@@ -1,10 +1,13 @@
 // The embedded Grid'5000-compatible API over node:http. No background timers: the scheduler is
-// moved forward to the clock at the start of every request, so close() is immediate.
+// moved forward to the clock at the start of every request, so close() is immediate. A twin
+// (with `machines`) is the exception: it ticks, to remove the machines of a job that ran out of
+// walltime while nobody asked.
 
-import { createServer, type IncomingMessage, type ServerResponse, STATUS_CODES } from 'node:http';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { type ApiUsers, checkLogin } from './auth.js';
 import type { Inventory } from './inventory.js';
+import { type MachineHooks, MachineSync } from './machines.js';
 import { HttpError, matchRoute, type RouteContext, type RouteResult } from './routes.js';
 import { Scheduler, SchedulerError, type SchedulerOptions } from './scheduler.js';
 import { loadScheduler, StateSaver } from './state-file.js';
@@ -29,6 +32,15 @@ export interface ApiServerOptions {
   admin?: boolean;
   /** UNIX time in seconds. */
   clock?: () => number;
+  /**
+   * The machines behind the API (a site's twin): brought up and removed with their jobs,
+   * reinstalled by deployments, moved between VLANs. Without it, nodes are only records.
+   */
+  machines?: MachineHooks;
+  /** How often a twin looks for jobs that ended on their own (walltime). Default 1000 ms. */
+  machinesTickMs?: number;
+  /** Where a twin reports a machine change that failed. */
+  onMachineError?: (err: Error) => void;
 }
 
 export interface ApiFaults {
@@ -46,7 +58,10 @@ export interface ApiFaults {
    */
   dropAnswers(count: number, method?: string, pathPrefix?: string): void;
   failNextJobs(count: number, message: string): void;
-  failDeployNodes(fqdns: string[]): void;
+  /** The nodes' next `times` deployments come back KO (default 1; Infinity: for good). */
+  failDeployNodes(fqdns: string[], times?: number): void;
+  /** KaVLAN refuses to move these nodes (answers `unchanged`, membership stays as it was). */
+  refuseVlanMoves(fqdns: string[]): void;
 }
 
 export interface ApiServer {
@@ -64,6 +79,7 @@ const CONTENT_TYPES = {
   item: 'application/vnd.grid5000.item+json; charset=utf-8',
   collection: 'application/vnd.grid5000.collection+json; charset=utf-8',
   json: 'application/json; charset=utf-8',
+  text: 'text/plain; charset=utf-8',
 };
 
 function splitPrefix(pathname: string): { prefix: string; rest: string } {
@@ -101,21 +117,15 @@ async function readBody(req: IncomingMessage): Promise<unknown> {
   }
 }
 
+/** Errors are plain text, as on the real API: the status carries the meaning, the body says why. */
 function errorResult(status: number, message: string, headers?: Record<string, string>): RouteResult {
-  return {
-    status,
-    kind: 'json',
-    body: { code: status, message, title: STATUS_CODES[status] ?? 'Error' },
-    headers,
-  };
+  return { status, kind: 'text', body: `${message}\n`, headers };
 }
 
 /** 401 as Grid'5000's front answers it: a plain-text line and the Basic challenge. */
-const UNAUTHORIZED: RouteResult = {
-  status: 401,
-  body: 'authentication required: a valid Basic login and password',
-  headers: { 'www-authenticate': 'Basic realm="Grid5000"' },
-};
+const UNAUTHORIZED: RouteResult = errorResult(401, 'authentication required', {
+  'www-authenticate': 'Basic realm="Grid5000"',
+});
 
 function send(res: ServerResponse, result: RouteResult): void {
   const headers: Record<string, string> = { ...result.headers };
@@ -124,14 +134,7 @@ function send(res: ServerResponse, result: RouteResult): void {
     res.end();
     return;
   }
-  if (typeof result.body === 'string') {
-    headers['content-type'] = 'text/plain; charset=utf-8';
-    headers['content-length'] = String(Buffer.byteLength(result.body));
-    res.writeHead(result.status, headers);
-    res.end(result.body);
-    return;
-  }
-  const text = JSON.stringify(result.body);
+  const text = result.kind === 'text' ? String(result.body) : JSON.stringify(result.body);
   headers['content-type'] = CONTENT_TYPES[result.kind ?? 'json'];
   headers['content-length'] = String(Buffer.byteLength(text));
   res.writeHead(result.status, headers);
@@ -155,6 +158,9 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
   const users: ApiUsers | undefined =
     opts.users ??
     (opts.credentials ? new Map([[opts.credentials.username, opts.credentials.password]]) : undefined);
+  const machines = opts.machines
+    ? new MachineSync(scheduler, opts.machines, clock, opts.onMachineError)
+    : undefined;
 
   const faults: ApiFaults = {
     failRequests(count, status = 503, pathPrefix = '', retryAfter = undefined) {
@@ -167,7 +173,8 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
       Object.assign(dropping, { count, method: method.toUpperCase(), pathPrefix });
     },
     failNextJobs: (count, message) => scheduler.failNextJobs(count, message),
-    failDeployNodes: (fqdns) => scheduler.failDeployNodes(fqdns),
+    failDeployNodes: (fqdns, times) => scheduler.failDeployNodes(fqdns, times),
+    refuseVlanMoves: (fqdns) => scheduler.refuseVlanMoves(fqdns),
   };
 
   async function route(req: IncomingMessage): Promise<RouteResult> {
@@ -190,6 +197,8 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     const login = check.login;
     const now = clock();
     scheduler.advance(now);
+    // a job seen running has its machines up before anyone is told it runs
+    await machines?.reconcile().catch((err) => opts.onMachineError?.(err as Error));
     if (admin && opts.admin) return adminRoute(req, segments, faults);
     const match = matchRoute(req.method ?? 'GET', segments);
     if (match.kind === 'none') return errorResult(404, `no such resource: ${req.method} ${url.pathname}`);
@@ -207,6 +216,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
       now,
       inventory: opts.inventory,
       scheduler,
+      machines,
       body: () => readBody(req),
     };
     return match.handler(ctx);
@@ -263,6 +273,13 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     });
   });
   const port = (server.address() as AddressInfo).port;
+  // No request may come when a job reaches its walltime: a twin looks by itself.
+  const tick = machines
+    ? setInterval(() => {
+        scheduler.advance(clock());
+        machines.reconcile().catch((err) => opts.onMachineError?.(err as Error));
+      }, opts.machinesTickMs ?? 1000)
+    : undefined;
   const hostInUrl = host.includes(':') ? `[${host}]` : host;
 
   return {
@@ -271,10 +288,12 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     scheduler,
     faults,
     close: async () => {
+      clearInterval(tick);
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeIdleConnections();
       });
+      await machines?.settled();
       await saver?.settled();
     },
   };
@@ -283,9 +302,17 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
 /**
  * POST /_admin/faults: `{failRequests: {count, status, pathPrefix, retryAfter}}`,
  * `{delayRequests: {count, ms, pathPrefix}}`, `{dropAnswers: {count, method, pathPrefix}}`,
- * `{failNextJobs: {count, message}}`, `{failDeployNodes: [...]}`.
+ * `{failNextJobs: {count, message}}`, `{failDeployNodes: [...]}` (KO once) or
+ * `{failDeployNodes: {nodes: [...], times: N | "always"}}`, `{refuseVlanMoves: [...]}`.
  */
-const ADMIN_FAULTS = ['failRequests', 'delayRequests', 'dropAnswers', 'failNextJobs', 'failDeployNodes'];
+const ADMIN_FAULTS = [
+  'failRequests',
+  'delayRequests',
+  'dropAnswers',
+  'failNextJobs',
+  'failDeployNodes',
+  'refuseVlanMoves',
+];
 
 function pathPrefix(f: Record<string, unknown>, where: string): string | undefined {
   if (f.pathPrefix !== undefined && typeof f.pathPrefix !== 'string') {
@@ -351,12 +378,31 @@ async function adminRoute(req: IncomingMessage, segments: string[], faults: ApiF
     const message = typeof f.message === 'string' && f.message ? f.message : 'injected job failure';
     actions.push(() => faults.failNextJobs(n, message));
   }
-  if (b.failDeployNodes !== undefined) {
-    const list = b.failDeployNodes;
-    if (!Array.isArray(list) || list.some((x) => typeof x !== 'string')) {
-      throw new HttpError(400, 'failDeployNodes must be an array of node FQDNs');
+  const fqdns = (v: unknown, where: string): string[] => {
+    if (!Array.isArray(v) || v.some((x) => typeof x !== 'string')) {
+      throw new HttpError(400, `${where} must be an array of node FQDNs`);
     }
-    actions.push(() => faults.failDeployNodes(list as string[]));
+    return v as string[];
+  };
+  if (b.failDeployNodes !== undefined) {
+    const f = b.failDeployNodes;
+    if (Array.isArray(f)) {
+      const list = fqdns(f, 'failDeployNodes');
+      actions.push(() => faults.failDeployNodes(list));
+    } else {
+      const o = (f ?? {}) as Record<string, unknown>;
+      const list = fqdns(o.nodes, 'failDeployNodes.nodes');
+      const times = o.times ?? 1;
+      if (times !== 'always' && (!Number.isInteger(times) || (times as number) < 1)) {
+        throw new HttpError(400, 'failDeployNodes.times must be a whole number of deployments or "always"');
+      }
+      const n = times === 'always' ? Number.POSITIVE_INFINITY : (times as number);
+      actions.push(() => faults.failDeployNodes(list, n));
+    }
+  }
+  if (b.refuseVlanMoves !== undefined) {
+    const list = fqdns(b.refuseVlanMoves, 'refuseVlanMoves');
+    actions.push(() => faults.refuseVlanMoves(list));
   }
   for (const act of actions) act();
   return { status: 204 };

@@ -5,8 +5,6 @@ import { parseResources, type ResourceRequest, ResourceSyntaxError } from '../g5
 import type { DeploymentSubmission, JobSubmission } from '../g5k/types.js';
 import { SchedulerError } from './api-error.js';
 
-const QUEUES = ['default', 'production', 'besteffort'];
-
 function optionalString(body: Record<string, unknown>, key: string): string | undefined {
   const v = body[key];
   if (v === undefined || v === null) return undefined;
@@ -42,9 +40,6 @@ export function checkSubmission(body: unknown): JobSubmission {
   }
   if (!s.command?.trim() && s.reservation === undefined) {
     throw new SchedulerError(400, 'command is required unless the job is a reservation');
-  }
-  if (s.queue !== undefined && !QUEUES.includes(s.queue)) {
-    throw new SchedulerError(400, `unknown queue '${s.queue}' (known: ${QUEUES.join(', ')})`);
   }
   return s;
 }
@@ -94,9 +89,13 @@ export function checkDeployment(body: unknown): DeploymentSubmission {
   if (b.vlan !== undefined && b.vlan !== '' && !Number.isInteger(Number(b.vlan))) {
     throw new SchedulerError(400, `vlan "${b.vlan}" is not a VLAN id`);
   }
+  if (b.key !== undefined && typeof b.key !== 'string') {
+    throw new SchedulerError(400, 'key must be a public key or its URL');
+  }
   return {
     nodes: [...new Set(nodes as string[])],
     environment: b.environment,
     vlan: b.vlan as string | undefined,
+    key: b.key as string | undefined,
   };
 }

@@ -32,7 +32,7 @@ export abstract class BaseCommand extends Command {
     } else if (err.oclif?.exit !== undefined) {
       // Flag parsing and usage errors from oclif.
       code = err.oclif.exit === 0 ? 0 : ExitCode.badInput;
-      message = err.message.split('\n')[0];
+      message = oclifMessage(err.message);
       if (code === 0) return;
     } else {
       code = ExitCode.internal;
@@ -43,4 +43,18 @@ export abstract class BaseCommand extends Command {
     if (this.jsonEnabled()) this.logJson({ error: { message, exitCode: code } });
     process.exitCode = code;
   }
+}
+
+/**
+ * oclif's parse errors span lines ("Parsing --window \n\tExpected an integer greater than or equal
+ * to 1 but received: 0\nSee more help with --help"): one line naming the flag and the cause.
+ */
+export function oclifMessage(text: string): string {
+  const lines = text
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l && !/^See more help/.test(l) && !/^The following errors? occurred:$/.test(l));
+  const parsing = /^Parsing (--?\S+)$/.exec(lines[0] ?? '');
+  if (parsing && lines[1]) return `${parsing[1]}: ${lines[1].charAt(0).toLowerCase()}${lines[1].slice(1)}`;
+  return lines.join(' ');
 }

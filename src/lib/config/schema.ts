@@ -162,6 +162,17 @@ export const testbedConfigSchema = z.strictObject({
         .default('kavlan'),
     })
     .prefault({}),
+  // provider g5k: the Kadeploy environment every reserved machine is reinstalled with, and how
+  // many more deployments a machine that came back KO gets before it counts as lost.
+  reinstall: z
+    .strictObject({
+      environment: z
+        .string()
+        .regex(/^\S+$/, { error: 'expected an environment name (name or name@user) or its URL' })
+        .default('debian12-min'),
+      redeploys: nonNegativeInt('deployments again of a machine that came back KO').default(2),
+    })
+    .prefault({}),
   sites: z.array(site).min(1, { error: 'a testbed needs at least one site' }),
   vms: vms.prefault({}),
   services: services.prefault({}),

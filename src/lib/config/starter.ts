@@ -17,7 +17,14 @@ ${
 }
 walltime: "2:00:00"           # reservation length, H[:MM[:SS]]
 vlan:
-  type: kavlan                # kavlan-local | kavlan | kavlan-global | none
+  type: kavlan                # kavlan-local | kavlan | kavlan-global | none${
+    local
+      ? ''
+      : `
+reinstall:                    # every reserved machine is reinstalled (a deploy job), then put in the VLAN
+  environment: debian12-min   # Kadeploy environment: name, name@user or a description URL
+  redeploys: 2                # deployments again of a machine that came back KO; then it is lost`
+  }
 sites:
   - name: nancy
     # vms: 8                  # VMs wanted at this site (default: vms.count, split by capacity)

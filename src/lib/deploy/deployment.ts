@@ -53,11 +53,17 @@ export interface DeployResult extends Deployment {
 export function parseWindow(text: string, flag: string): Window {
   const m = /^(\d+):(\d+(?:\.\d+)?)$/.exec(text.trim());
   if (!m || Number(m[1]) < 1) throw new InputError(`${flag}: "${text}" is not SIZE:SECONDS, e.g. 50:10`);
+  if (Number(m[2]) > 3600)
+    throw new InputError(`${flag}: a pause of ${m[2]} s between windows is more than an hour`);
   return { size: Number(m[1]), sleepMs: Number(m[2]) * 1000 };
 }
 
 /** Everything a deployment needs, checked; throws one clear InputError and touches nothing. */
 export async function checkDeployRequest(req: DeployRequest) {
+  // the flags first: a bad one is named even when the testbed is not set up
+  const window = req.rebootWindow ? parseWindow(req.rebootWindow, '--reboot-window') : undefined;
+  if (req.breakpoint) parseBreakpoint(req.breakpoint);
+  if (req.steps) parseSteps(req.steps);
   const { store, state, keyFile, nodes } = await openTestbed(req.testbed, req.nodeFile);
   let workflow: Workflow = mergeWorkflow(defaultWorkflow(), req.steps ? parseSteps(req.steps) : {});
   if (req.broadcast && !req.steps?.includes('BroadcastEnv|')) {
@@ -67,8 +73,6 @@ export async function checkDeployRequest(req: DeployRequest) {
       parseSteps(`BroadcastEnv|${name}:1:${workflow.BroadcastEnv[0].timeoutMs / 1000}`),
     );
   }
-  const window = req.rebootWindow ? parseWindow(req.rebootWindow, '--reboot-window') : undefined;
-  if (req.breakpoint) parseBreakpoint(req.breakpoint);
   const env = await getEnvironment(req.env, req.envVersion);
   if (!req.steps?.includes('BroadcastEnv|')) {
     // not given: BroadcastEnv's budget follows the work (nodes, bytes), never below the default's

@@ -54,6 +54,10 @@ export function defaultWorkflow(): Workflow {
 }
 
 const wholeNumber = /^\d+$/;
+/** Retries of one step instance at most. */
+export const maxRetries = 10;
+/** A step's timeout at most: a day (a job's walltime is shorter anyway). */
+export const maxTimeoutSeconds = 86_400;
 
 function parseInstance(text: string, macro: MacroStep, source: string): StepInstance {
   const fields = text.split(':').map((f) => f.trim());
@@ -74,8 +78,17 @@ function parseInstance(text: string, macro: MacroStep, source: string): StepInst
   if (!wholeNumber.test(retries) || !Number.isSafeInteger(Number(retries))) {
     throw new InputError(`${source}: ${name} retries "${retries}" must be a whole number >= 0`);
   }
+  // Each retry re-runs the macro-step on every failed node: past a few it only hides a broken step.
+  if (Number(retries) > maxRetries) {
+    throw new InputError(`${source}: ${name} retries ${retries} is more than ${maxRetries}`);
+  }
   if (!wholeNumber.test(timeout) || !Number.isSafeInteger(Number(timeout)) || Number(timeout) === 0) {
     throw new InputError(`${source}: ${name} timeout "${timeout}" must be a whole number of seconds > 0`);
+  }
+  if (Number(timeout) > maxTimeoutSeconds) {
+    throw new InputError(
+      `${source}: ${name} timeout ${timeout} s is more than a day (${maxTimeoutSeconds} s)`,
+    );
   }
   return { name: name as InstanceName, macro, retries: Number(retries), timeoutMs: Number(timeout) * 1000 };
 }

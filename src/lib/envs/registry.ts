@@ -10,6 +10,7 @@ import { z } from 'zod';
 import { writeFileAtomic } from '../atomic-file.js';
 import { InputError } from '../errors.js';
 import { formatPath, readInputText, readTextIfExists } from '../input-file.js';
+import { withFileLock } from '../state/file-lock.js';
 import { envsDir } from '../state/layout.js';
 import { type EnvironmentDescription, parseEnvironmentText } from './schema.js';
 
@@ -70,14 +71,19 @@ async function readJson(file: string, what: string): Promise<unknown | null> {
   }
 }
 
-// Read-modify-write of one file is serialised within this process; separate processes are not
-// locked against each other (registrations are rare and interactive).
+// Read-modify-write of the registry and rights files: serialised within this process, and
+// across processes by a lock file beside them (two `env add` at once must both land).
 let queue: Promise<unknown> = Promise.resolve();
 function serialised<T>(fn: () => Promise<T>): Promise<T> {
-  const run = queue.then(fn, fn);
+  const locked = () =>
+    withFileLock(join(envsDir(), 'registry.lock'), 'the environment registry', 'env', registryLockWaitMs, fn);
+  const run = queue.then(locked, locked);
   queue = run.catch(() => {});
   return run;
 }
+
+/** How long a registry change waits for another process's (registrations hash images: seconds). */
+const registryLockWaitMs = 120_000;
 
 interface RegistryFile {
   version: 1;

@@ -19,9 +19,11 @@ import type {
   VlanItem,
   VlanNodesAnswer,
 } from './types.js';
+import { type ReservableVlan, reservableVlans } from './vlans.js';
 
 export { G5kApiError } from './http.js';
 export { type JobResources, jobResources } from './job-resources.js';
+export { type ReservableVlan, reservableVlans } from './vlans.js';
 
 export interface G5kClientOptions extends HttpOptions {
   /** Clock used for wait deadlines; injectable alongside `sleep`. */
@@ -50,7 +52,8 @@ export interface DeployOutcome {
 
 export interface DeploymentWaitOptions {
   timeoutMs?: number;
-  pollMs?: number;
+  /** One delay, or a backoff schedule whose last delay repeats. Default 10 s. */
+  pollMs?: number | number[];
   onPoll?: (d: G5kDeployment) => void;
 }
 
@@ -94,8 +97,9 @@ export class G5kClient {
     return this.http.getJson(`/sites/${seg(site)}`);
   }
 
+  /** Every cluster, production ones too: the API hides those outside admin,default unless asked. */
   getClusters(site: string): Promise<ClusterDoc[]> {
-    return this.http.getAll(`/sites/${seg(site)}/clusters`);
+    return this.http.getAll(`/sites/${seg(site)}/clusters`, { queues: 'all' });
   }
 
   getCluster(site: string, cluster: string): Promise<ClusterDoc> {
@@ -212,8 +216,14 @@ export class G5kClient {
 
   // KaVLAN
 
+  /** The site's VLAN list as the API gives it, DEFAULT and remote global VLANs included. */
   getVlans(site: string): Promise<VlanItem[]> {
     return this.http.getAll(`/sites/${seg(site)}/vlans`);
+  }
+
+  /** The KaVLANs a job of this site can reserve (see `reservableVlans`). */
+  async getReservableVlans(site: string): Promise<ReservableVlan[]> {
+    return reservableVlans(await this.getVlans(site));
   }
 
   getVlanNodes(site: string, id: number | string): Promise<VlanNodeItem[]> {
@@ -266,7 +276,7 @@ export class G5kClient {
       () => this.getDeployment(site, uid),
       (d) => FINAL_DEPLOYMENT_STATES.includes(d.status),
       {
-        schedule: [opts.pollMs ?? 10_000],
+        schedule: Array.isArray(opts.pollMs) ? opts.pollMs : [opts.pollMs ?? 10_000],
         timeoutMs: opts.timeoutMs ?? 2 * 3600_000,
         sleep: this.sleep,
         now: this.now,
@@ -281,7 +291,11 @@ export class G5kClient {
   async deploy(
     site: string,
     d: DeploymentSubmission,
-    opts: DeploymentWaitOptions & { maxTries?: number } = {},
+    opts: DeploymentWaitOptions & {
+      maxTries?: number;
+      /** After each deployment: the nodes it deployed, OK and KO (with why), so callers can record them. */
+      onTry?: (tried: { ok: string[]; ko: Record<string, string> }) => Promise<void> | void;
+    } = {},
   ): Promise<DeployOutcome> {
     const maxTries = Math.max(1, opts.maxTries ?? 3);
     const ok: string[] = [];
@@ -303,11 +317,14 @@ export class G5kClient {
         throw err;
       }
       ko = {};
+      const tried: string[] = [];
       for (const node of pending) {
         const r = done.result?.[node];
-        if (r?.state === 'OK') ok.push(node);
+        if (r?.state === 'OK') tried.push(node);
         else ko[node] = koReason(done, r);
       }
+      ok.push(...tried);
+      await opts.onTry?.({ ok: tried, ko });
       pending = Object.keys(ko);
       if (pending.length > 0) this.log.warn(`deployment ${done.uid}: ${pending.length} node(s) KO`);
       // Someone else cancelled it: redeploying would work against them.

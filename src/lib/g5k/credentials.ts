@@ -10,28 +10,47 @@ import { InputError } from '../errors.js';
 export interface Credentials {
   username: string;
   password: string;
+  /**
+   * `verify_ssl` of the file: false skips the TLS certificate check; a CA bundle (its text, read
+   * from the path the file gave) checks against it. Absent: the system's CAs.
+   */
+  tls?: { verify: false } | { ca: string };
 }
 
 export const CREDENTIALS_FILE = '.grid5000.yml';
+/** The file Grid'5000's Python tools (python-grid5000, EnOSlib) read. */
+export const PYTHON_CREDENTIALS_FILE = '.python-grid5000.yaml';
 
+/**
+ * Credentials from, in order: G5K_USER/G5K_PASSWORD, `~/.grid5000.yml`, `~/.python-grid5000.yaml`;
+ * null when none is there (inside Grid'5000 the API needs none).
+ */
 export async function loadCredentials(
   opts: { env?: NodeJS.ProcessEnv; home?: string } = {},
 ): Promise<Credentials | null> {
   const env = opts.env ?? process.env;
   if (env.G5K_USER && env.G5K_PASSWORD) return { username: env.G5K_USER, password: env.G5K_PASSWORD };
+  for (const name of [CREDENTIALS_FILE, PYTHON_CREDENTIALS_FILE]) {
+    const file = join(opts.home ?? homedir(), name);
+    const text = await readOptional(file);
+    if (text === null) continue;
+    const creds = await parseCredentialsFile(file, text);
+    if (creds) return creds;
+  }
+  return null;
+}
 
-  const file = join(opts.home ?? homedir(), CREDENTIALS_FILE);
-  let text: string;
+async function readOptional(file: string): Promise<string | null> {
   try {
-    text = await readFile(file, 'utf8');
+    return await readFile(file, 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw new InputError(`${file}: cannot read (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
   }
-  return parseCredentialsFile(file, text);
 }
 
-function parseCredentialsFile(file: string, text: string): Credentials {
+/** Null for a file with neither login nor password (as used inside Grid'5000, for verify_ssl only). */
+async function parseCredentialsFile(file: string, text: string): Promise<Credentials | null> {
   let doc: unknown;
   try {
     doc = parse(text);
@@ -49,6 +68,7 @@ function parseCredentialsFile(file: string, text: string): Credentials {
     throw new InputError(`${file}: expected a mapping with "username" and "password"`);
   }
   const record = doc as Record<string, unknown>;
+  if (record.username === undefined && record.password === undefined) return null;
   const field = (key: 'username' | 'password'): string => {
     const v = record[key];
     // An unquoted all-digit password reads as a number in YAML.
@@ -56,8 +76,18 @@ function parseCredentialsFile(file: string, text: string): Credentials {
     if (typeof v === 'number') return String(v);
     throw new InputError(`${file}: "${key}" is missing or not a string`);
   };
-  // `uri` and `verify_ssl` (used by other Grid'5000 tools) are ignored on purpose.
-  return { username: field('username'), password: field('password') };
+  // `uri` (used by other Grid'5000 tools) is ignored on purpose: the config's api.url says where.
+  const creds: Credentials = { username: field('username'), password: field('password') };
+  const verify = record.verify_ssl;
+  if (verify === false) creds.tls = { verify: false };
+  else if (typeof verify === 'string' && verify !== '') {
+    const ca = await readOptional(verify);
+    if (ca === null) throw new InputError(`${file}: verify_ssl: CA bundle ${verify} does not exist`);
+    creds.tls = { ca };
+  } else if (verify !== undefined && verify !== null && verify !== true) {
+    throw new InputError(`${file}: verify_ssl must be true, false or the path of a CA bundle`);
+  }
+  return creds;
 }
 
 /** Removes the password, in every encoding a request could carry it, from `text`. */

@@ -108,6 +108,7 @@ export class G5kHttp {
           json: opts.json,
           searchParams: opts.query,
           retry: { limit: 0 },
+          https: this.tlsOptions(),
           timeout: { request: this.timeoutMs },
           throwHttpErrors: false,
           responseType: 'text',
@@ -138,6 +139,13 @@ export class G5kHttp {
         redact(`cannot reach the testbed API at ${printableUrl(this.baseUrl)}: ${code}`, this.creds),
       );
     }
+  }
+
+  /** verify_ssl of the credentials file, as got wants it. */
+  private tlsOptions(): { rejectUnauthorized?: boolean; certificateAuthority?: string } | undefined {
+    const tls = this.creds?.tls;
+    if (!tls) return undefined;
+    return 'ca' in tls ? { certificateAuthority: tls.ca } : { rejectUnauthorized: false };
   }
 
   /** GET a single document, checking that it is a JSON object. */
@@ -199,8 +207,11 @@ export class G5kHttp {
   }
 
   private statusError(method: Method, path: string, res: ApiResponse, attempts: number): G5kApiError {
-    const apiMessage = redact(bodyMessage(res.body), this.creds);
     const title = STATUS_CODES[res.status] ?? 'Error';
+    const apiMessage = redact(
+      bodyMessage(res.body, res.headers['content-type'], res.status, title),
+      this.creds,
+    );
     const after = attempts > 1 ? ` (after ${attempts} attempts)` : '';
     const detail = apiMessage ? `: ${apiMessage}` : '';
     return new G5kApiError(
@@ -223,14 +234,22 @@ function errorCode(err: unknown): string {
   return typeof e.name === 'string' ? e.name : 'unknown error';
 }
 
-/** The API's `message` field when the body is JSON, else the raw text, shortened. */
-function bodyMessage(body: string): string {
+/**
+ * What an error body says, on one line: the `message` of a JSON body, else the text (the real
+ * API answers errors as text/plain, the status carrying the meaning), without a repeat of the
+ * status line it may start with and without the tags of an HTML page, shortened.
+ */
+function bodyMessage(body: string, contentType: string | undefined, status: number, title: string): string {
   try {
     const parsed = JSON.parse(body) as { message?: unknown };
     if (typeof parsed?.message === 'string') return parsed.message;
   } catch {
-    // not JSON: fall through to the raw text
+    // not JSON: read it as text
   }
-  const text = body.replace(/\s+/g, ' ').trim();
+  let text = body;
+  if (/^text\/html\b/i.test(contentType ?? '')) text = text.replace(/<[^>]*>/g, ' ');
+  text = text.replace(/\s+/g, ' ').trim();
+  const statusLine = new RegExp(`^(?:${status}\\s*)?${title.replace(/[^\w ]/g, '.')}\\b\\s*[:.-]?\\s*`, 'i');
+  text = text.replace(statusLine, '');
   return text.length > 200 ? `${text.slice(0, 200)}…` : text;
 }

@@ -66,6 +66,8 @@ export interface ClusterDoc {
   type: 'cluster';
   model?: string;
   created_at?: string;
+  /** OAR queues whose jobs may get this cluster's nodes, e.g. `["admin", "production"]`. */
+  queues?: string[];
   links?: Link[];
   [extra: string]: unknown;
 }
@@ -143,6 +145,9 @@ export interface G5kDeployment {
   site_uid: string;
   user_uid: string;
   environment: string;
+  /** The KaVLAN the nodes' primary NICs were moved into, when one was asked for. */
+  vlan?: string;
+  key?: string;
   nodes: string[];
   status: DeploymentStatus;
   result: Record<string, { macro: string | null; micro: string | null; state: 'OK' | 'KO' }>;
@@ -165,9 +170,16 @@ export interface DeploymentSubmission {
   reboot_kexec_timeout?: number;
 }
 
+/** The reservable KaVLAN types. */
+export type KavlanType = 'kavlan-local' | 'kavlan' | 'kavlan-global';
+
+/**
+ * An entry of a site's VLAN list: besides the reservable KaVLANs the API lists the production
+ * network (`DEFAULT`, type `NULL`) and other sites' global VLANs (`kavlan-global-remote`).
+ */
 export interface VlanItem {
   uid: string;
-  type: 'kavlan-local' | 'kavlan' | 'kavlan-global';
+  type: KavlanType | 'kavlan-global-remote' | 'NULL';
 }
 
 export type VlanNodesAnswer = Record<

@@ -80,6 +80,20 @@ export interface SitePlan {
   serviceNodes: ServiceNodePlan[];
   hosts: HostPlan[];
   vms: VmPlan[];
+  /** The site's reserved KaVLAN (provider g5k, set by setup's KaVLAN phase; see planner/vlan.ts). */
+  vlan?: VlanPlan | null;
+  /** The VMs' default gateway when it is not `gateway` (inside a routed or global VLAN). */
+  vmGateway?: string;
+  /** The VMs' resolvers: the site's DNS service nodes, else the VLAN's gateway. */
+  vmDns?: string[];
+}
+
+export interface VlanPlan {
+  id: number;
+  type: string;
+  /** From the site document's `kavlans`; null when it does not list this VLAN. */
+  network: string | null;
+  gateway: string | null;
 }
 
 export interface Plan {

@@ -19,6 +19,11 @@ export interface ProviderSession {
   apiUrl: string;
   /** Domain of node FQDNs in the API's inventory. */
   inventoryDomain: string;
+  /**
+   * Who the API knows us as, to find our jobs again by name and user: the credentials' login,
+   * else `api.user`, else the login on this machine (on a frontend it is the Grid'5000 one).
+   */
+  user: string | undefined;
   /** Poll schedule for job waits: the embedded API is fast, the real one must not be hammered. */
   pollMs: number[];
   close(): Promise<void>;
@@ -47,6 +52,8 @@ export function localInventorySpec(config: TestbedConfig, source: string): Synth
           const hw = cluster.hardware!;
           return {
             uid: cluster.name,
+            // As on Grid'5000, a cluster's queues say which jobs may get it.
+            queues: [...new Set(['admin', cluster.queue ?? config.queue])],
             hardware: {
               procs: hw.procs,
               cores: hw.cores,
@@ -74,6 +81,7 @@ export async function openSession(config: TestbedConfig, opts: SessionOptions): 
         : (inUrl ?? (await urlCredentialsOfSource(opts.source, apiUrl)) ?? (await loadCredentials()));
     return {
       provider: 'g5k',
+      user: credentials?.username ?? config.api.user ?? process.env.USER,
       client: new G5kClient({
         baseUrl: apiUrl,
         credentials,
@@ -88,16 +96,18 @@ export async function openSession(config: TestbedConfig, opts: SessionOptions): 
     };
   }
   const inventory = synthesizeInventory(localInventorySpec(config, opts.source));
+  const user = config.api.user ?? process.env.USER ?? 'kabootstrap';
   const server: ApiServer = await startApiServer({
     inventory,
     port: 0,
-    user: config.api.user ?? process.env.USER ?? 'kabootstrap',
+    user,
     stateFile: opts.stateDir ? new TestbedLayout(opts.stateDir).apiStateFile : undefined,
     launchDelaySeconds: 0.2,
     deployDelaySeconds: 0.5,
   });
   return {
     provider: 'local',
+    user,
     client: new G5kClient({
       baseUrl: server.url,
       credentials: null,

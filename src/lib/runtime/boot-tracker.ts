@@ -11,6 +11,8 @@ export const bootStates = [
   'script',
   'kernel',
   'initrd',
+  // the kernel runs (its host says so; no service node sees this step)
+  'booting',
   'ssh',
   'failed',
 ] as const;
@@ -40,10 +42,35 @@ export interface VmBoot {
   attempts: number;
   /** Why earlier attempts failed, oldest first. */
   earlier: string[];
+  /** When it last moved forward (its launch included); null before its launch. */
+  advancedAt: number | null;
+}
+
+/**
+ * When a boot is given up: a fixed deadline power-cycles VMs that are only queued behind their
+ * peers (4552 VMs share a few service nodes and cores), so the deadline follows progress.
+ */
+export interface BootDeadlines {
+  /** Every VM has at least this long from its launch. */
+  bootTimeoutMs: number;
+  /**
+   * Past that, a VM keeps its time while it, or the VMs around it, moved forward within this long:
+   * one that moves is not dead, and one whose peers move is waiting for its turn.
+   */
+  stallMs: number;
+  /** And never longer than this from its launch. */
+  maxBootMs: number;
+}
+
+/** The usual rule from a boot timeout: a stall as long as the timeout, at most four timeouts. */
+export function deadlinesFrom(bootTimeoutMs: number): BootDeadlines {
+  return { bootTimeoutMs, stallMs: bootTimeoutMs, maxBootMs: 4 * bootTimeoutMs };
 }
 
 export class BootTracker {
   private readonly byMac = new Map<string, VmBoot>();
+  /** When any VM last moved forward. */
+  private anyAdvancedAt: number | null = null;
 
   constructor(vms: { name: string; mac: string }[]) {
     for (const v of vms) {
@@ -56,6 +83,7 @@ export class BootTracker {
         reason: null,
         attempts: 1,
         earlier: [],
+        advancedAt: null,
       });
     }
   }
@@ -65,11 +93,38 @@ export class BootTracker {
     if (!vm || vm.state === 'ssh' || vm.state === 'failed') return;
     if (state !== 'failed' && rank(state) <= rank(vm.state)) return;
     vm.state = state;
+    if (state !== 'failed') this.advanced(vm, t);
     if (state === 'launched') vm.launchedAt = t;
     if (state === 'ssh' || state === 'failed') {
       vm.doneAt = t;
       vm.reason = reason;
     }
+  }
+
+  private advanced(vm: VmBoot, t: number): void {
+    vm.advancedAt = Math.max(vm.advancedAt ?? t, t);
+    this.anyAdvancedAt = Math.max(this.anyAdvancedAt ?? t, t);
+  }
+
+  /** Where its host says the VM is (emulated hosts know the steps no service node sees). */
+  hostReports(mac: string, state: string, t: number): void {
+    if ((bootStates as readonly string[]).includes(state) && state !== 'failed' && state !== 'ssh') {
+      this.move(mac, state as BootState, t);
+    }
+  }
+
+  /**
+   * When to give up this VM's current boot: no sooner than bootTimeoutMs after its launch, later
+   * while it or its peers keep moving forward, never later than maxBootMs after its launch.
+   */
+  deadline(mac: string, rule: BootDeadlines): number {
+    const vm = this.byMac.get(mac);
+    if (!vm || vm.launchedAt === null) return Number.POSITIVE_INFINITY;
+    const progress = Math.max(vm.advancedAt ?? vm.launchedAt, this.anyAdvancedAt ?? vm.launchedAt);
+    return Math.min(
+      vm.launchedAt + rule.maxBootMs,
+      Math.max(vm.launchedAt + rule.bootTimeoutMs, progress + rule.stallMs),
+    );
   }
 
   launched(mac: string, t: number): void {
@@ -102,6 +157,7 @@ export class BootTracker {
     vm.reason = null;
     vm.doneAt = null;
     vm.launchedAt = t;
+    this.advanced(vm, t);
   }
 
   get(mac: string): VmBoot | undefined {
@@ -151,4 +207,12 @@ export class BootTracker {
     }
     return Math.max(0, Math.round(left / 1000));
   }
+}
+
+/** Why a boot was given up without SSH: how long it ran, its last step, since when it stood still. */
+export function noSshReason(vm: VmBoot, now: number): string {
+  const s = (ms: number) => Math.round(ms / 1000);
+  const ran = vm.launchedAt === null ? '' : ` after ${s(now - vm.launchedAt)} s`;
+  const still = vm.advancedAt === null ? '' : `, no progress for ${s(now - vm.advancedAt)} s`;
+  return `no SSH${ran} (last step: ${vm.state}${still})`;
 }

@@ -90,6 +90,8 @@ export interface VmRuntime {
   readonly name: RuntimeName;
   readonly tuning: RuntimeTuning;
   readonly localTwin: LocalTwin;
+  /** Debian packages a VM host needs for this runtime (checked, and installed when missing, over SSH). */
+  readonly hostPackages: readonly string[];
   /**
    * The VM-hosts phase: what the hosts need before their VMs can start. `vms` false: setup stops
    * after this phase (a runtime may then skip what only the VMs need).

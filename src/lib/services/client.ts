@@ -4,6 +4,7 @@
 // which lasts until its signal aborts) and every failure is one ServiceError line naming what was
 // asked, of which URL, and why: the service node's own message, or the HTTP status, or the cause.
 // With the testbed's control secret, every request carries it as a bearer token.
+import { setTimeout as sleep } from 'node:timers/promises';
 import { ExitCode, KbError } from '../errors.js';
 import type { BootProfile, EnvBoot } from './config.js';
 import type { BootEvent } from './events.js';
@@ -13,6 +14,8 @@ export class ServiceError extends KbError {
     message: string,
     /** The HTTP status the service node answered; undefined when it did not answer. */
     readonly status?: number,
+    /** A 503's Retry-After, in ms. */
+    readonly retryAfterMs?: number,
   ) {
     super(message, status === undefined ? ExitCode.unreachable : ExitCode.testbed);
   }
@@ -142,17 +145,30 @@ export class ServiceClient {
     opts: RequestOptions = {},
   ): Promise<'stored' | 'present'> {
     const what = `upload ${rel} to ${this.url}`;
-    const r = await this.request(
-      what,
-      `/files/${rel}`,
-      {
-        method: 'PUT',
-        body,
-        headers: { 'if-none-match': '*', 'content-type': 'application/octet-stream' },
-      },
-      { timeoutMs: serviceTimeouts.uploadMs, ...opts },
-      [412],
-    );
+    const timeoutMs = opts.timeoutMs ?? serviceTimeouts.uploadMs;
+    const deadline = Date.now() + timeoutMs;
+    let r: Response;
+    // A service node receiving its limit of uploads at once answers 503: wait and try again.
+    for (;;) {
+      try {
+        r = await this.request(
+          what,
+          `/files/${rel}`,
+          {
+            method: 'PUT',
+            body,
+            headers: { 'if-none-match': '*', 'content-type': 'application/octet-stream' },
+          },
+          { ...opts, timeoutMs: Math.max(1, deadline - Date.now()) },
+          [412],
+        );
+        break;
+      } catch (e) {
+        const wait = e instanceof ServiceError && e.status === 503 ? (e.retryAfterMs ?? 1000) : null;
+        if (wait === null || Date.now() + wait >= deadline || opts.signal?.aborted) throw e;
+        await sleep(wait);
+      }
+    }
     await r.body?.cancel();
     return r.status === 412 ? 'present' : 'stored';
   }
@@ -187,7 +203,12 @@ export class ServiceClient {
     try {
       message = ((await r.json()) as { message?: string }).message ?? message;
     } catch {}
-    throw new ServiceError(`${what}: ${message}`, r.status);
+    const retryAfter = Number(r.headers.get('retry-after'));
+    throw new ServiceError(
+      `${what}: ${message}`,
+      r.status,
+      Number.isFinite(retryAfter) && retryAfter > 0 ? Math.min(retryAfter, 30) * 1000 : undefined,
+    );
   }
 
   private async json(what: string, r: Response): Promise<unknown> {

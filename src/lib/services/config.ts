@@ -165,6 +165,14 @@ export const serviceNodeConfigSchema = z.strictObject({
     .int()
     .positive()
     .default(512 * 1024 * 1024),
+  /** Bytes all stored environment files (httpRoot/envs) may take together, uploads under way counted. */
+  uploadQuotaBytes: z
+    .number()
+    .int()
+    .positive()
+    .default(4 * 1024 * 1024 * 1024),
+  /** Uploads received at once; past it, 503 with Retry-After (the client waits and tries again). */
+  uploadsAtOnce: z.number().int().positive().default(4),
 });
 
 export type ServiceNodeConfig = z.infer<typeof serviceNodeConfigSchema>;

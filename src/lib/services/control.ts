@@ -7,7 +7,7 @@
 // GET /health must carry `Authorization: Bearer <secret>` (else 401): the port is reachable by
 // whoever shares the service node's networks, and a profile decides which kernel nodes boot.
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import { mkdir, open, realpath, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, open, readdir, realpath, rename, rm, stat } from 'node:fs/promises';
 import { createServer, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { basename, dirname, join, resolve, sep } from 'node:path';
@@ -33,10 +33,16 @@ export function uploadDirOf(config: Pick<ServiceNodeConfig, 'httpRoot' | 'upload
  * with nothing written: any other path (`..`, absolute, encoded), a body over uploadMaxBytes, a
  * body whose sha256 is not the path's. With `if-none-match: *`, an existing file is kept (412).
  */
-async function putFile(ctx: RoleContext, req: IncomingMessage, rawRel: string, reply: Reply) {
-  const refuse = (status: number, message: string) => {
+async function putFile(
+  ctx: RoleContext,
+  req: IncomingMessage,
+  rawRel: string,
+  reply: Reply,
+  gate: UploadGate,
+) {
+  const refuse = (status: number, message: string, headers: Record<string, string> = {}) => {
     // an unread body would otherwise keep the connection busy: close it after the answer
-    reply(status, { message }, { connection: 'close' });
+    reply(status, { message }, { connection: 'close', ...headers });
   };
   if (!envFilePattern.test(rawRel)) {
     return refuse(
@@ -49,6 +55,55 @@ async function putFile(ctx: RoleContext, req: IncomingMessage, rawRel: string, r
   if (declared !== undefined && Number(declared) > max) {
     return refuse(413, `${rawRel}: ${declared} bytes is over the ${max}-byte upload limit`);
   }
+  if (gate.active >= ctx.config.uploadsAtOnce) {
+    return refuse(503, `already ${gate.active} uploads under way: try again shortly`, { 'retry-after': '1' });
+  }
+  // Counted from here, so uploads that start together cannot each pass the quota alone.
+  const reserve = declared !== undefined ? Number(declared) : max;
+  gate.active++;
+  gate.reserved += reserve;
+  try {
+    const quota = ctx.config.uploadQuotaBytes;
+    const stored = await bytesUnder(join(ctx.config.httpRoot, 'envs'));
+    if (stored + gate.reserved > quota) {
+      return refuse(
+        507,
+        `${rawRel}: storing it would take the environment files past the ${quota}-byte quota (${stored} bytes stored)`,
+      );
+    }
+    await storeFile(ctx, req, rawRel, refuse, reply, declared, max);
+  } finally {
+    gate.active--;
+    gate.reserved -= reserve;
+  }
+}
+
+/** Uploads under way on one control endpoint, and the bytes they may still write. */
+interface UploadGate {
+  active: number;
+  reserved: number;
+}
+
+/** Bytes of the regular files under dir (a few environments: a short walk). */
+async function bytesUnder(dir: string): Promise<number> {
+  let total = 0;
+  const entries = await readdir(dir, { withFileTypes: true, recursive: true }).catch(() => []);
+  for (const e of entries) {
+    if (!e.isFile()) continue;
+    total += (await stat(join(e.parentPath, e.name)).catch(() => ({ size: 0 }))).size;
+  }
+  return total;
+}
+
+async function storeFile(
+  ctx: RoleContext,
+  req: IncomingMessage,
+  rawRel: string,
+  refuse: (status: number, message: string) => void,
+  reply: Reply,
+  declared: string | undefined,
+  max: number,
+) {
   const parts = rawRel.split('/');
   const want = parts[1];
   const name = parts.at(-1)!;
@@ -125,7 +180,9 @@ async function putFile(ctx: RoleContext, req: IncomingMessage, rawRel: string, r
       code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE' || (e as Error).message === 'aborted';
     outcome = cut
       ? { status: 400, message: `${rawRel}: upload cut short (${(e as Error).message})` }
-      : { status: 500, message: `${rawRel}: cannot store it (${(e as Error).message})` };
+      : code === 'ENOSPC' || code === 'EDQUOT'
+        ? { status: 507, message: `${rawRel}: no space left on the service node (${code})` }
+        : { status: 500, message: `${rawRel}: cannot store it (${(e as Error).message})` };
   }
   await fh.close().catch(() => {});
   await rm(tmp, { force: true });
@@ -160,6 +217,7 @@ export const FOLLOWER_BACKLOG_BYTES = 1 << 20;
 
 export async function startControl(ctx: RoleContext, roles: () => string[]): Promise<RunningRole> {
   let followers = 0;
+  const uploads: UploadGate = { active: 0, reserved: 0 };
   const secret = ctx.config.control?.secret;
   if (!secret) {
     ctx.logger.warn(
@@ -192,7 +250,7 @@ export async function startControl(ctx: RoleContext, roles: () => string[]): Pro
     // The raw path: URL parsing would resolve `..` and percent-escapes before we could refuse them.
     const rawPath = (req.url ?? '/').split(/[?#]/)[0];
     if (req.method === 'PUT' && rawPath.startsWith('/files/')) {
-      putFile(ctx, req, rawPath.slice('/files/'.length), json).catch((e) =>
+      putFile(ctx, req, rawPath.slice('/files/'.length), json, uploads).catch((e) =>
         json(500, { message: `upload failed: ${(e as Error).message}` }, { connection: 'close' }),
       );
       return;

@@ -35,7 +35,7 @@ export function serviceNodeConfigs(plan: Plan, layout: ServiceLayout): ServiceNo
         domain: plan.domain,
         ip: sn.ip,
         interface: 'vlan0',
-        network: { subnet: site.network, gateway: site.gateway, dns: [sn.ip] },
+        network: { subnet: site.network, gateway: site.vmGateway ?? site.gateway, dns: [sn.ip] },
         roles: sn.roles as ServiceNodeInput['roles'],
         broadcast: broadcastOf(site.network),
         tftpRoot: files.tftpRoot,

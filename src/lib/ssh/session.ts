@@ -2,7 +2,7 @@
 // output is collected or read line by line, OpenSSH stream-local forwarding (QEMU's QMP socket)
 // and tunnels to further nodes (exec tree). One timeout rule for every command: a command not done
 // in time is killed (signal KILL, channel closed) and the connection stays usable.
-import type { Duplex } from 'node:stream';
+import type { Duplex, Readable } from 'node:stream';
 import ssh2 from 'ssh2';
 import type { CommandResult, TimedResult } from './result.js';
 
@@ -78,6 +78,8 @@ export interface RunOptions {
   onLine?: (line: string) => void;
   /** Aborting kills the command as a timeout does. */
   signal?: AbortSignal;
+  /** Fed to the command's stdin, which is then closed (a file sent as `cat > f` or `tar -x` reads it). */
+  stdin?: Readable | Buffer;
 }
 
 /** An open SSH connection; `SshSession.connect` opens one. */
@@ -211,7 +213,7 @@ export class SshSession {
   /** The one way a command runs; never rejects. */
   run(command: string, opts: RunOptions = {}): Promise<TimedResult> {
     const start = Date.now();
-    const { timeoutMs, onLine, signal } = opts;
+    const { timeoutMs, onLine, signal, stdin } = opts;
     return new Promise((resolve) => {
       const r: TimedResult = { code: null, stdout: '', stderr: '', ms: 0 };
       let done = false;
@@ -288,6 +290,12 @@ export class SshSession {
           });
           s.on('error', () => {});
           s.on('close', () => finish('channel closed without an exit status'));
+          if (Buffer.isBuffer(stdin)) s.end(stdin);
+          else if (stdin) {
+            // a local read error ends the command's input: it then fails on a short archive or file
+            stdin.on('error', () => s.end());
+            stdin.pipe(s);
+          }
         });
       } catch (e) {
         finish(`${EXEC_FAILED}${(e as Error).message}`);

@@ -1,7 +1,7 @@
 // Where kabootstrap keeps its files, in one place: on the controller the state root
 // (KABOOTSTRAP_HOME, default ./.kabootstrap), the environment registry under it, and per testbed
 // its state, lock, control secret, SSH key pair and sshd files, service node roots, env-boot cache, API state,
-// deployment stats, emulated host groups and an experiment's stage record; the experiments'
+// deployment stats, emulated host groups, a twin's machines and an experiment's stage record; the experiments'
 // reports and scaled images, which outlive their testbed; on VM hosts, the VMs' run directories and disks.
 // Pure path arithmetic: nothing here touches the disk.
 import { join, resolve } from 'node:path';
@@ -31,6 +31,45 @@ export function experimentsDir(): string {
 export const hostRunRoot = '/run/kabootstrap';
 export const hostDiskRoot = '/dev/shm/kabootstrap';
 
+/**
+ * On a service node installed over SSH (provider g5k): per testbed, the package it runs and, as on
+ * the controller for a local one, each service node's directory under `services/`.
+ */
+export const serviceNodeRoot = '/var/lib/kabootstrap';
+
+export function remoteServiceLayout(root: string, testbed: string) {
+  const dir = join(root, testbed);
+  return {
+    dir,
+    /** The package bundle, unpacked (testbed/service-bundle.ts). */
+    packageDir: join(dir, 'package'),
+    serviceNode: (host: string, site: string) => serviceNodeFilesIn(join(dir, 'services'), host, site),
+  };
+}
+
+/** A service node's files under a services directory (the controller's, or a service node's own). */
+function serviceNodeFilesIn(servicesDir: string, host: string, site: string): ServiceNodeFiles {
+  const dir = join(servicesDir, `${host.split('.')[0]}-${site}`);
+  const httpRoot = join(dir, 'http');
+  const dnsmasqDir = join(dir, 'dnsmasq');
+  return {
+    dir,
+    tftpRoot: join(dir, 'tftp'),
+    httpRoot,
+    uploadDir: join(dir, 'uploads'),
+    deployKernel: join(httpRoot, ...deployKernelPath.split('/')),
+    deployInitrd: join(httpRoot, ...deployInitrdPath.split('/')),
+    config: join(dir, 'service.json'),
+    log: join(dir, 'service.log'),
+    pid: join(dir, 'service.pid'),
+    dnsmasqDir,
+    dnsmasqConf: join(dnsmasqDir, 'dnsmasq.conf'),
+    dnsmasqLog: join(dnsmasqDir, 'dnsmasq.log'),
+    dnsmasqPid: join(dnsmasqDir, 'dnsmasq.foreground.pid'),
+    radvdDir: join(dir, 'radvd'),
+  };
+}
+
 /** Under a service node's HTTP root (and so its URL path): the deployment environment's boot files. */
 export const deployKernelPath = 'deploy/vmlinuz';
 export const deployInitrdPath = 'deploy/initrd.img';
@@ -50,6 +89,16 @@ export interface SshLayout {
   logFile(ns: string): string;
   /** The home directory a host's SSH sessions see (empty at setup: no rc file of this machine). */
   homeDir(ns: string): string;
+}
+
+/** A site's twin (`testbed api -c`): the key it installs when told of none, and each machine's files. */
+export interface TwinLayout {
+  dir: string;
+  /** Made when the twin is given no --key: its machines accept the public half until a deployment installs another. */
+  clientKey: string;
+  clientPublicKey: string;
+  /** A machine's own files (host key, authorized keys, sshd config, pid, log, home): a reinstall wipes them. */
+  machineDir(ns: string): string;
 }
 
 /** One service node's files: its served roots, upload staging, daemon config, log and pid, dnsmasq's and radvd's run dirs. */
@@ -88,6 +137,8 @@ export class TestbedLayout {
   readonly controlSecret: string;
   readonly ssh: SshLayout;
   readonly servicesDir: string;
+  /** What service nodes installed over SSH run: the package and a node binary (testbed/service-bundle.ts). */
+  readonly serviceBundle: string;
   /** The kernels and initrds taken out of environment images for classical boots. */
   readonly envBootCache: string;
   /** The embedded Grid'5000 API's jobs and deployments (local provider). */
@@ -97,6 +148,9 @@ export class TestbedLayout {
   readonly emulatedDir: string;
   /** `experiment run`'s record of the stages it finished on this testbed (what a re-run skips). */
   readonly experimentFile: string;
+  /** setup's outcome for each VM (answering, or failed with a reason): what `status` compares against. */
+  readonly vmsFile: string;
+  readonly twin: TwinLayout;
 
   constructor(readonly dir: string) {
     this.stateFile = join(dir, 'state.json');
@@ -117,11 +171,20 @@ export class TestbedLayout {
       homeDir: (ns) => join(ssh, 'home', ns),
     };
     this.servicesDir = join(dir, 'services');
+    this.serviceBundle = join(dir, 'service-bundle.tar.gz');
     this.envBootCache = join(dir, 'env-boot');
     this.apiStateFile = join(dir, 'api-state.json');
     this.deploymentsDir = join(dir, 'deployments');
     this.emulatedDir = join(dir, 'emulated');
     this.experimentFile = join(dir, 'experiment.json');
+    this.vmsFile = join(dir, 'vms.json');
+    const twin = join(dir, 'twin');
+    this.twin = {
+      dir: twin,
+      clientKey: join(twin, 'id_ed25519'),
+      clientPublicKey: join(twin, 'id_ed25519.pub'),
+      machineDir: (ns) => join(twin, 'machines', ns),
+    };
   }
 
   /** The layout of a testbed by name, under the state root. */
@@ -131,25 +194,7 @@ export class TestbedLayout {
 
   /** The service node on `host` (FQDN or short name) serving `site`: services/<short>-<site>. */
   serviceNode(host: string, site: string): ServiceNodeFiles {
-    const dir = join(this.servicesDir, `${host.split('.')[0]}-${site}`);
-    const httpRoot = join(dir, 'http');
-    const dnsmasqDir = join(dir, 'dnsmasq');
-    return {
-      dir,
-      tftpRoot: join(dir, 'tftp'),
-      httpRoot,
-      uploadDir: join(dir, 'uploads'),
-      deployKernel: join(httpRoot, ...deployKernelPath.split('/')),
-      deployInitrd: join(httpRoot, ...deployInitrdPath.split('/')),
-      config: join(dir, 'service.json'),
-      log: join(dir, 'service.log'),
-      pid: join(dir, 'service.pid'),
-      dnsmasqDir,
-      dnsmasqConf: join(dnsmasqDir, 'dnsmasq.conf'),
-      dnsmasqLog: join(dnsmasqDir, 'dnsmasq.log'),
-      dnsmasqPid: join(dnsmasqDir, 'dnsmasq.foreground.pid'),
-      radvdDir: join(dir, 'radvd'),
-    };
+    return serviceNodeFilesIn(this.servicesDir, host, site);
   }
 
   emulatedGroup(site: string): EmulatedGroupFiles {

@@ -1,15 +1,12 @@
 // A testbed's state on the controller: state.json (what was created, for status and teardown,
 // written atomically and in order), the lock one command at a time holds, and resource records.
-import { randomUUID } from 'node:crypto';
-import { chmod, link, mkdir, readFile, rm, rmdir, stat, writeFile } from 'node:fs/promises';
-import { hostname } from 'node:os';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { chmod, mkdir, readFile, rm, rmdir } from 'node:fs/promises';
 import { writeFileAtomic } from '../atomic-file.js';
 import type { TestbedConfig } from '../config/schema.js';
-import { InputError, LockedError } from '../errors.js';
+import { InputError } from '../errors.js';
 import { withoutUrlPassword } from '../g5k/credentials.js';
-import { isAlive } from '../pid.js';
 import type { Plan } from '../planner/plan.js';
+import { FileLock } from './file-lock.js';
 import { stateRoot, TestbedLayout } from './layout.js';
 
 // Where the paths are defined; re-exported for importers of the store.
@@ -19,13 +16,28 @@ export type ResourceStatus = 'creating' | 'created' | 'released' | 'failed';
 
 export interface ResourceRecord {
   kind: 'job' | string;
-  /** Stable key: for a job `<site>/<uid>`, or `<site>/pending/<name>` until the API answers. */
+  /** Stable key: for a job `<site>/<uid>`, or `<site>/pending/<queue>` until the API answers. */
   key: string;
   site?: string;
   status: ResourceStatus;
   data: Record<string, unknown>;
   createdAt: string;
   updatedAt: string;
+}
+
+/** One reserved machine after setup's reinstall phase (provider g5k), keyed by its FQDN. */
+export interface MachineRecord {
+  site: string;
+  /** `ok`: deployed (a resumed setup does not deploy it again); `ko`: still KO after its redeploys. */
+  state: 'ok' | 'ko';
+  /** Deployments it went through, over every setup run. */
+  deployments: number;
+  /** Why its last deployment failed. */
+  reason?: string;
+  /** The KaVLAN its primary NIC was put into, if any. */
+  vlan: number | null;
+  /** Where later phases reach it over SSH: `<node>-kavlan-<id>.<site>.<domain>` inside a VLAN. */
+  address: string;
 }
 
 export interface TestbedState {
@@ -35,11 +47,22 @@ export interface TestbedState {
   configSource: string;
   /** The config as it was at setup, so teardown works even if the file changed or is gone. */
   config: TestbedConfig;
-  phase: 'new' | 'reserving' | 'reserved' | 'discovered' | 'network' | 'ready' | 'failed';
+  phase:
+    | 'new'
+    | 'reserving'
+    | 'reserved'
+    | 'discovered'
+    | 'reinstalled'
+    | 'vlan'
+    | 'network'
+    | 'ready'
+    | 'failed';
   apiUrl: string | null;
   resources: ResourceRecord[];
   plan: Plan | null;
   discovered: Record<string, { nodes: string[]; vlans: number[]; subnets: string[] }>;
+  /** Provider g5k: each reserved machine's reinstall, by FQDN (absent before that phase). */
+  machines?: Record<string, MachineRecord>;
   createdAt: string;
   updatedAt: string;
 }
@@ -49,14 +72,13 @@ export class StateStore {
   readonly layout: TestbedLayout;
   readonly dir: string;
   readonly file: string;
-  private lockFile: string;
-  private locked = false;
+  private fileLock: FileLock;
 
   constructor(readonly name: string) {
     this.layout = TestbedLayout.of(name);
     this.dir = this.layout.dir;
     this.file = this.layout.stateFile;
-    this.lockFile = this.layout.lockFile;
+    this.fileLock = new FileLock(this.layout.lockFile, `testbed ${name}`);
   }
 
   async read(): Promise<TestbedState | null> {
@@ -97,72 +119,20 @@ export class StateStore {
     return next;
   }
 
-  /**
-   * Takes the testbed's lock or says who holds it. The lock file appears whole (a hard link of a
-   * file already written), so a reader never sees it half-written. A lock left by a dead process
-   * of this host is taken over, one process at a time (the takeover file), and only if it is still
-   * the one judged dead: two commands that find the same stale lock never both go on. A lock of
-   * another host is never taken: its process cannot be checked from here.
-   */
+  /** Takes the testbed's lock or says who holds it (see FileLock: whole, dead holders taken over alone). */
   async lock(command: string): Promise<void> {
     await this.makeDir();
-    const mine = JSON.stringify({
-      pid: process.pid,
-      host: hostname(),
-      command,
-      since: new Date().toISOString(),
-    });
-    const draft = `${this.lockFile}.${process.pid}.${randomUUID()}`;
-    const takeover = `${this.lockFile}.takeover`;
-    await writeFile(draft, mine, { mode: 0o600 });
-    try {
-      for (let attempt = 0; attempt < 50; attempt++) {
-        if (await linkOnce(draft, this.lockFile)) {
-          this.locked = true;
-          return;
-        }
-        const raw = await readFile(this.lockFile, 'utf8').catch(() => null);
-        if (raw === null) continue; // released meanwhile: try again
-        const holder = parseHolder(raw);
-        if (holder && holder.host !== hostname()) {
-          throw new LockedError(
-            `testbed ${this.name} is busy: '${holder.command}' (pid ${holder.pid}) on host ${holder.host} has held its lock since ${holder.since}; if it no longer runs there, remove ${this.lockFile}`,
-          );
-        }
-        if (holder && isAlive(holder.pid)) {
-          throw new LockedError(
-            `testbed ${this.name} is busy: '${holder.command}' (pid ${holder.pid}) has held its lock since ${holder.since}`,
-          );
-        }
-        // dead holder (or an unreadable lock): take it over, alone
-        if (!(await linkOnce(draft, takeover))) {
-          await dropIfOlder(takeover, TAKEOVER_STALE_MS);
-          await sleep(20 + Math.random() * 30);
-          continue;
-        }
-        try {
-          const again = await readFile(this.lockFile, 'utf8').catch(() => null);
-          if (again === raw) await rm(this.lockFile, { force: true });
-        } finally {
-          await rm(takeover, { force: true });
-        }
-      }
-      throw new LockedError(`testbed ${this.name}: could not take the lock ${this.lockFile}`);
-    } finally {
-      await rm(draft, { force: true });
-    }
+    await this.fileLock.acquire(command);
   }
 
   async unlock(): Promise<void> {
-    if (!this.locked) return;
-    this.locked = false;
-    await rm(this.lockFile, { force: true });
+    await this.fileLock.release();
   }
 
   /** Removes the whole testbed directory: only once everything recorded was released. */
   async destroy(): Promise<void> {
     await rm(this.dir, { recursive: true, force: true });
-    this.locked = false;
+    this.fileLock.forget();
     // The root goes too once no testbed is left in it; rmdir refuses a non-empty one.
     await rmdir(stateRoot()).catch(() => {});
   }
@@ -210,41 +180,6 @@ export function upsertResource(
   const created = { ...rec, createdAt: now, updatedAt: now };
   state.resources.push(created);
   return created;
-}
-
-/** A takeover file older than this was left by a process that died while taking over. */
-const TAKEOVER_STALE_MS = 10_000;
-
-interface LockHolder {
-  pid: number;
-  host: string;
-  command: string;
-  since: string;
-}
-
-function parseHolder(raw: string): LockHolder | null {
-  try {
-    const h = JSON.parse(raw) as LockHolder;
-    return typeof h.pid === 'number' && typeof h.host === 'string' ? h : null;
-  } catch {
-    return null;
-  }
-}
-
-/** Creates `to` as a link to `from`, atomically; false if `to` exists. */
-async function linkOnce(from: string, to: string): Promise<boolean> {
-  try {
-    await link(from, to);
-    return true;
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'EEXIST') return false;
-    throw e;
-  }
-}
-
-async function dropIfOlder(file: string, ms: number): Promise<void> {
-  const st = await stat(file).catch(() => null);
-  if (st && Date.now() - st.mtimeMs > ms) await rm(file, { force: true });
 }
 
 /** What is wrong with a state file's shape, if anything: a hand-edited or foreign file stops here. */

@@ -18,13 +18,9 @@ import { type ServiceNodeConfig, serviceNodeConfigSchema } from '../services/con
 import { renderDnsmasqConfig, splitRoles } from '../services/dnsmasq/config.js';
 import { findDnsmasq } from '../services/dnsmasq/process.js';
 import { serviceNodeConfigs } from '../services/from-plan.js';
-import { ensureControlSecret, readControlSecret, writePrivateFile } from '../state/control-secret.js';
+import { ensureControlSecret, writePrivateFile } from '../state/control-secret.js';
 import type { ServiceNodeFiles } from '../state/layout.js';
-import {
-  recordServiceNodeStarted,
-  recordServiceNodeStarting,
-  serviceNodesOf,
-} from '../state/service-nodes.js';
+import { recordServiceNodeStarted, recordServiceNodeStarting } from '../state/service-nodes.js';
 import type { StateStore, TestbedState } from '../state/store.js';
 
 export interface ServiceProbe {
@@ -138,10 +134,4 @@ export async function probeService(name: string, url: string, secret: string | n
   } catch (e) {
     return { name, url, ok: false, detail: (e as Error).message };
   }
-}
-
-/** Health of every service node the state records as started. */
-export async function probeServiceNodes(store: StateStore, state: TestbedState): Promise<ServiceProbe[]> {
-  const secret = await readControlSecret(store.layout.controlSecret);
-  return Promise.all(serviceNodesOf(state).map((s) => probeService(s.name, s.url, secret)));
 }

@@ -8,9 +8,11 @@ import { loadFixture, NANCY_POOL } from './fixtures.js';
 
 const T0 = 1_700_000_000;
 const fq = (node: string, site = 'nancy') => `${node}.${site}.grid5000.fr`;
+// nancy's clusters are production ones in the fixture, as on Grid'5000.
 const job = (resources: string, extra: Record<string, unknown> = {}) => ({
   resources,
   command: 'sleep 31536000',
+  queue: 'production',
   ...extra,
 });
 
@@ -84,7 +86,12 @@ describe('Scheduler: job lifecycle', () => {
 
   it('fills every Job field, with a one-hour default walltime', () => {
     const s = new Scheduler(inv);
-    const j = s.submit('rennes', job('nodes=1', { name: 'kb', types: ['deploy'], project: 'p' }), 'bob', T0);
+    const j = s.submit(
+      'rennes',
+      job('nodes=1', { name: 'kb', types: ['deploy'], project: 'p', queue: 'default' }),
+      'bob',
+      T0,
+    );
     assert.deepEqual(
       { ...j, events: [], links: [] },
       {
@@ -145,13 +152,23 @@ describe('Scheduler: job lifecycle', () => {
   it('does not start a reservation before its date', () => {
     const s = new Scheduler(inv, { launchDelay: 0 });
     const at = Date.UTC(2030, 0, 2, 3, 4, 5) / 1000;
-    const j = s.submit('nancy', { resources: 'nodes=1', reservation: '2030-01-02 03:04:05' }, 'alice', T0);
+    const j = s.submit(
+      'nancy',
+      { resources: 'nodes=1', reservation: '2030-01-02 03:04:05', queue: 'production' },
+      'alice',
+      T0,
+    );
     assert.equal(j.scheduled_at, at);
     s.advance(at - 1);
     assert.equal(s.getJob('nancy', j.uid).state, 'waiting');
     s.advance(at);
     assert.equal(s.getJob('nancy', j.uid).state, 'running');
-    const now = s.submit('nancy', { resources: 'nodes=1', reservation: 'now' }, 'alice', at + 10);
+    const now = s.submit(
+      'nancy',
+      { resources: 'nodes=1', reservation: 'now', queue: 'production' },
+      'alice',
+      at + 10,
+    );
     s.advance(at + 10);
     assert.equal(s.getJob('nancy', now.uid).state, 'running');
   });
@@ -177,7 +194,7 @@ describe('Scheduler: job lifecycle', () => {
       ],
     });
     const s = new Scheduler(synth);
-    s.submit('x', job('nodes=10'), 'alice', T0);
+    s.submit('x', job('nodes=10', { queue: 'default' }), 'alice', T0);
     s.advance(T0);
     const nodes = s.getJob('x', 1000).assigned_nodes;
     assert.deepEqual(
@@ -207,6 +224,35 @@ describe('Scheduler: job lifecycle', () => {
 });
 
 describe('Scheduler: exclusive resources', () => {
+  it("gives a job only nodes of its queue's clusters", () => {
+    const hardware = { procs: 1, cores: 2, threads: 2, ramBytes: 2 ** 30, diskBytes: 2 ** 30 };
+    const node = (uid: string, i: number) => ({ uid, ip: `192.0.2.${i}`, mac: `52:54:00:00:00:1${i}` });
+    const synth = synthesizeInventory({
+      domain: 'lab.test',
+      sites: [
+        {
+          uid: 'x',
+          clusters: [
+            { uid: 'a', hardware, nodes: [node('a-1', 1), node('a-2', 2)] },
+            { uid: 'p', queues: ['admin', 'production'], hardware, nodes: [node('p-1', 3)] },
+          ],
+        },
+      ],
+    });
+    const s = new Scheduler(synth, { launchDelay: 0 });
+    assert.throws(
+      () => s.submit('x', job('nodes=3', { queue: 'default' }), 'alice', T0),
+      refusal(400, /^not enough resources: cluster 'a' at x has 2 nodes, 3 requested$/),
+    );
+    const def = s.submit('x', job('nodes=1', { queue: 'default' }), 'alice', T0);
+    const prod = s.submit('x', job('nodes=1', { queue: 'production' }), 'alice', T0);
+    const admin = s.submit('x', job('nodes=1', { queue: 'admin' }), 'alice', T0);
+    s.advance(T0);
+    assert.deepEqual(s.getJob('x', def.uid).assigned_nodes, ['a-1.x.lab.test']);
+    assert.deepEqual(s.getJob('x', prod.uid).assigned_nodes, ['p-1.x.lab.test']);
+    assert.deepEqual(s.getJob('x', admin.uid).assigned_nodes, ['a-2.x.lab.test']);
+  });
+
   it('makes a second job wait for nodes until the first is cancelled, then gives it the freed ones', () => {
     const s = new Scheduler(inv, { launchDelay: 1 });
     const a = s.submit('nancy', job("{cluster='grappe'}/nodes=3"), 'alice', T0);
@@ -262,13 +308,46 @@ describe('Scheduler: exclusive resources', () => {
     }
   });
 
-  it('never hands the block holding the pool gateway out', () => {
+  it('hands out only the first three /16 of a /14 g5ksubnet', () => {
     const s = new Scheduler(inv, { launchDelay: 0 });
-    s.submit('nancy', job('slash_22=255'), 'alice', T0);
+    assert.throws(
+      () => s.submit('nancy', job('slash_22=193'), 'alice', T0),
+      refusal(400, /has 192 reservable \/22 blocks, 193 requested$/),
+    );
+    assert.throws(
+      () => s.submit('nancy', job('slash_16=4'), 'alice', T0),
+      refusal(400, /has 3 reservable \/16/),
+    );
+    s.submit('nancy', job('slash_22=192'), 'alice', T0);
     s.advance(T0);
     const subnets = s.getJob('nancy', 1000).resources_by_type.subnets;
-    assert.equal(subnets.length, 255);
-    assert.ok(!subnets.includes('10.147.252.0/22'));
+    assert.equal(subnets.length, 192);
+    const reservable = parsePrefix('10.144.0.0/15');
+    const third = parsePrefix('10.146.0.0/16');
+    for (const cidr of subnets) {
+      const p = parsePrefix(cidr);
+      assert.ok(
+        containsPrefix(reservable, p) || containsPrefix(third, p),
+        `${cidr} is in the site's last /16`,
+      );
+    }
+  });
+
+  it('never hands the block holding the pool gateway out', () => {
+    const synth = synthesizeInventory({
+      domain: 'lab.test',
+      sites: [{ uid: 'x', g5ksubnet: { network: '10.0.0.0/20', gateway: '10.0.15.254' }, clusters: [] }],
+    });
+    const s = new Scheduler(synth, { launchDelay: 0 });
+    const blocks = (n: number) => job(`slash_22=${n}`, { queue: 'default' });
+    assert.throws(() => s.submit('x', blocks(4), 'alice', T0), refusal(400, /has 3 reservable/));
+    s.submit('x', blocks(3), 'alice', T0);
+    s.advance(T0);
+    assert.deepEqual(s.getJob('x', 1000).resources_by_type.subnets, [
+      '10.0.0.0/22',
+      '10.0.4.0/22',
+      '10.0.8.0/22',
+    ]);
   });
 
   it('keeps every resource exclusive through a random run of submissions, cancels and time', () => {
@@ -349,6 +428,33 @@ describe('Scheduler: refusals', () => {
       message: /^not enough resources: the parts of the request together need more than nancy has/,
     },
     {
+      name: 'a production cluster in the default queue',
+      body: job("{cluster='grappe'}/nodes=1", { queue: 'default' }),
+      status: 400,
+      message:
+        /^cluster 'grappe' at nancy is not in queue 'default' \(grappe's queues: abaca, admin, production\); submit it with one of those queues$/,
+    },
+    {
+      name: 'a host of a production cluster in the default queue',
+      body: job("{host in ('graffiti-1')}/nodes=1", { queue: 'default' }),
+      status: 400,
+      message:
+        /^host 'graffiti-1' at nancy is not in queue 'default' \(graffiti's queues: production, admin\)/,
+    },
+    {
+      name: 'a queue without a cluster at the site',
+      body: job('nodes=1', { queue: 'default' }),
+      status: 400,
+      message: /^queue 'default' has no cluster at nancy$/,
+    },
+    {
+      name: 'a queue the site does not know',
+      site: 'rennes',
+      body: job('nodes=1'),
+      status: 400,
+      message: /^unknown queue 'production' at rennes \(known: admin, besteffort, default\)$/,
+    },
+    {
       name: 'an unknown cluster',
       body: job("{cluster='nope'}/nodes=1"),
       status: 400,
@@ -394,7 +500,7 @@ describe('Scheduler: refusals', () => {
     {
       name: 'a subnet where there is no pool',
       site: 'bare',
-      body: job('slash_22=1'),
+      body: job('slash_22=1', { queue: 'default' }),
       status: 400,
       message: /^not enough resources: bare has no g5ksubnet pool$/,
     },

@@ -13,9 +13,11 @@ import { loadFixture, manualClock, REFERENCE_DIR } from './fixtures.js';
 const ITEM = 'application/vnd.grid5000.item+json; charset=utf-8';
 const COLLECTION = 'application/vnd.grid5000.collection+json; charset=utf-8';
 const fq = (node: string, site = 'nancy') => `${node}.${site}.grid5000.fr`;
+// nancy's clusters are production ones in the fixture, as on Grid'5000.
 const sleepJob = (resources: string, extra: Record<string, unknown> = {}) => ({
   resources,
   command: 'sleep 31536000',
+  queue: 'production',
   ...extra,
 });
 
@@ -60,11 +62,12 @@ async function call(
     body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
   });
   const text = await res.text();
-  const plain = res.headers.get('content-type')?.startsWith('text/plain');
+  // Errors come as text/plain, documents as JSON.
+  const json = /json/.test(res.headers.get('content-type') ?? '');
   return {
     status: res.status,
     headers: res.headers,
-    body: text && !plain ? JSON.parse(text) : text || undefined,
+    body: text ? (json ? JSON.parse(text) : text) : undefined,
   };
 }
 
@@ -137,11 +140,21 @@ describe('API server: reference documents', () => {
       withoutLinks(page.body.items[0]),
       await readJson('data/grid5000/sites/nancy/clusters/grappe/nodes/grappe-2.json'),
     );
-    const clusters = await call(server, 'GET', '/3.0/sites/nancy/clusters');
+    // Production clusters are listed only when asked for, as on the real API.
+    const hidden = await call(server, 'GET', '/3.0/sites/nancy/clusters');
+    assert.equal(hidden.body.total, 0);
+    const listed = await call(server, 'GET', '/3.0/sites/rennes/clusters');
+    assert.deepEqual(
+      listed.body.items.map((c: { uid: string }) => c.uid),
+      ['paravance'],
+    );
+    const clusters = await call(server, 'GET', '/3.0/sites/nancy/clusters?queues=all');
     assert.deepEqual(
       clusters.body.items.map((c: { uid: string }) => c.uid),
       ['graffiti', 'grappe'],
     );
+    const production = await call(server, 'GET', '/3.0/sites/nancy/clusters?queues=admin,production');
+    assert.equal(production.body.total, 1, 'grappe is in abaca too');
     assert.equal(clusters.body.items[1].links[2].href, '/3.0/sites/nancy/clusters/grappe/nodes');
     const root = await call(server, 'GET', '/stable/');
     assert.deepEqual(root.body.links[1], {
@@ -186,10 +199,9 @@ describe('API server: reference documents', () => {
     it(`answers ${status} to ${method} ${path}${body === undefined ? '' : ` ${JSON.stringify(body)}`}`, async () => {
       const res = await call(server, method, path, body);
       assert.equal(res.status, status);
-      assert.equal(res.headers.get('content-type'), 'application/json; charset=utf-8');
-      assert.equal(res.body.code, status);
-      assert.match(res.body.message, message);
-      assert.equal(typeof res.body.title, 'string');
+      // As the real API: a text/plain body saying why, the status saying what.
+      assert.equal(res.headers.get('content-type'), 'text/plain; charset=utf-8');
+      assert.match(res.body.trimEnd(), message);
       if (status === 405) assert.ok(res.headers.get('allow'));
     });
   }
@@ -255,7 +267,8 @@ describe('API server: jobs', () => {
     assert.equal(status.body.nodes[fq('grappe-1')].reservations[0].uid, a.body.uid);
     assert.equal(status.body.nodes[fq('grappe-4')].soft, 'free');
     assert.equal(status.body.vlans['16'].soft, 'free');
-    assert.equal(Object.keys(status.body.subnets).length, 255);
+    // The first three /16 of nancy's /14.
+    assert.equal(Object.keys(status.body.subnets).length, 192);
 
     const del = await call(server, 'DELETE', `/stable/sites/nancy/jobs/${a.body.uid}`);
     assert.equal(del.status, 202);
@@ -266,7 +279,7 @@ describe('API server: jobs', () => {
 
     const again = await call(server, 'DELETE', `/stable/sites/nancy/jobs/${a.body.uid}`);
     assert.equal(again.status, 400);
-    assert.match(again.body.message, /already killed/);
+    assert.match(again.body, /already killed/);
   });
 
   it('ends a job in error when failNextJobs is set through the admin route', async () => {
@@ -276,14 +289,19 @@ describe('API server: jobs', () => {
       failNextJobs: { count: 1, message: 'no node answered' },
     });
     assert.equal(admin.status, 204);
-    const res = await call(server, 'POST', '/stable/sites/rennes/jobs', sleepJob('nodes=1'));
+    const res = await call(
+      server,
+      'POST',
+      '/stable/sites/rennes/jobs',
+      sleepJob('nodes=1', { queue: 'default' }),
+    );
     clock.add(5);
     const job = (await call(server, 'GET', `/stable/sites/rennes/jobs/${res.body.uid}`)).body;
     assert.equal(job.state, 'error');
     assert.equal(job.message, 'no node answered');
     const bad = await call(server, 'POST', '/_admin/faults', { failEverything: true });
     assert.equal(bad.status, 400);
-    assert.match(bad.body.message, /unknown fault failEverything/);
+    assert.match(bad.body, /unknown fault failEverything/);
   });
 });
 
@@ -305,7 +323,7 @@ describe('API server: faults', () => {
     assert.equal((await call(server, 'GET', '/stable/sites/nancy')).status, 200);
     const first = await call(server, 'GET', '/stable/sites/nancy/jobs');
     assert.equal(first.status, 500);
-    assert.equal(first.body.code, 500);
+    assert.match(first.body, /^injected failure/);
     assert.equal((await call(server, 'GET', '/stable/sites/nancy/jobs')).status, 500);
     assert.equal((await call(server, 'GET', '/stable/sites/nancy/jobs')).status, 200);
   });
@@ -333,8 +351,22 @@ describe('API server: KaVLAN and deployments', () => {
       sleepJob("{cluster='grappe'}/nodes=2+{type='kavlan-global'}/vlan=1"),
     );
     const vlans = await call(server, 'GET', '/stable/sites/nancy/vlans');
-    assert.equal(vlans.body.total, 10);
-    assert.deepEqual(withoutLinks(vlans.body.items[9]), {
+    // As on the real API: DEFAULT, the site's own VLANs, then other sites' global VLANs.
+    assert.equal(vlans.body.total, 22);
+    assert.deepEqual(vlans.body.items[0], { uid: 'DEFAULT', type: 'NULL' });
+    assert.deepEqual(vlans.body.items[10], { uid: '10', type: 'kavlan-global-remote' });
+    assert.deepEqual(
+      vlans.body.items.filter((v: { type: string }) => v.type === 'kavlan-global-remote').length,
+      11,
+    );
+    const client = new G5kClient({ baseUrl: server.url });
+    assert.deepEqual(
+      (await client.getReservableVlans('nancy')).map((v) => `${v.id} ${v.type}`),
+      [1, 2, 3, 4, 5, 6, 7, 8, 9, 16].map(
+        (id) => `${id} ${id <= 3 ? 'kavlan-local' : id < 10 ? 'kavlan' : 'kavlan-global'}`,
+      ),
+    );
+    assert.deepEqual(withoutLinks(vlans.body.items.find((v: { uid: string }) => v.uid === '16')), {
       uid: '16',
       type: 'kavlan-global',
       dhcpd: 'running',
@@ -365,7 +397,7 @@ describe('API server: KaVLAN and deployments', () => {
       server,
       'POST',
       '/stable/sites/rennes/jobs',
-      sleepJob('nodes=3', { types: ['deploy'] }),
+      sleepJob('nodes=3', { types: ['deploy'], queue: 'default' }),
     );
     const nodes = (await call(server, 'GET', `/stable/sites/rennes/jobs/${job.body.uid}`)).body
       .assigned_nodes;
@@ -415,7 +447,77 @@ describe('API server: KaVLAN and deployments', () => {
       basic('eve', 'x'),
     );
     assert.equal(outsider.status, 403);
-    assert.match(outsider.body.message, /not in a running deploy job of eve/);
+    assert.match(outsider.body, /not in a running deploy job of eve/);
+  });
+});
+
+describe('API server: deployments into a KaVLAN, with faults', () => {
+  it('records the environment and VLAN, moves OK nodes into it; KO n times, for good, refused moves', async () => {
+    const server = await start({ launchDelaySeconds: 0, deployDelaySeconds: 0, admin: true });
+    const job = await call(
+      server,
+      'POST',
+      '/stable/sites/nancy/jobs',
+      sleepJob("{cluster='grappe'}/nodes=4+{type='kavlan'}/vlan=1", {
+        types: ['deploy'],
+        queue: 'production',
+      }),
+    );
+    const got = (await call(server, 'GET', `/stable/sites/nancy/jobs/${job.body.uid}`)).body;
+    const nodes: string[] = got.assigned_nodes;
+    const vlan = got.resources_by_type.vlans[0];
+    const set = await call(server, 'POST', '/_admin/faults', {
+      failDeployNodes: { nodes: [nodes[0]], times: 2 },
+      refuseVlanMoves: [nodes[2]],
+    });
+    assert.equal(set.status, 204);
+    assert.equal(
+      (
+        await call(server, 'POST', '/_admin/faults', {
+          failDeployNodes: { nodes: [nodes[1]], times: 'always' },
+        })
+      ).status,
+      204,
+    );
+    const bad = await call(server, 'POST', '/_admin/faults', {
+      failDeployNodes: { nodes: [nodes[1]], times: 0 },
+    });
+    assert.equal(bad.status, 400);
+    assert.match(bad.body, /failDeployNodes.times must be a whole number of deployments or "always"/);
+
+    const deploy = async (which: string[]) => {
+      const posted = await call(server, 'POST', '/stable/sites/nancy/deployments', {
+        nodes: which,
+        environment: 'debian12-min',
+        key: 'ssh-ed25519 AAAA test',
+        vlan,
+      });
+      assert.equal(posted.status, 201);
+      return posted.body;
+    };
+    const first = await deploy(nodes);
+    assert.equal(first.environment, 'debian12-min');
+    assert.equal(first.vlan, vlan);
+    assert.equal(first.key, 'ssh-ed25519 AAAA test');
+    assert.deepEqual(
+      nodes.map((n) => first.result[n].state),
+      ['KO', 'KO', 'OK', 'OK'],
+    );
+    const members = async () =>
+      (await call(server, 'GET', `/stable/sites/nancy/vlans/${vlan}/nodes`)).body.items.map(
+        (i: { uid: string }) => i.uid,
+      );
+    // nodes[2] was deployed OK but KaVLAN refused to move it.
+    assert.deepEqual(await members(), [nodes[3]]);
+    const refused = await call(server, 'POST', `/stable/sites/nancy/vlans/${vlan}/nodes`, [nodes[2]]);
+    assert.equal(refused.body[nodes[2]].status, 'unchanged', 'the real API reports a refusal as unchanged');
+    assert.deepEqual(await members(), [nodes[3]]);
+
+    const second = await deploy([nodes[0], nodes[1]]);
+    assert.deepEqual([second.result[nodes[0]].state, second.result[nodes[1]].state], ['KO', 'KO']);
+    const third = await deploy([nodes[0], nodes[1]]);
+    assert.deepEqual([third.result[nodes[0]].state, third.result[nodes[1]].state], ['OK', 'KO']);
+    assert.deepEqual(await members(), [nodes[0], nodes[3]]);
   });
 });
 
@@ -475,8 +577,7 @@ describe('API server: authentication', () => {
     const anonymous = await call(server, 'GET', '/stable/sites');
     assert.equal(anonymous.status, 401);
     assert.match(anonymous.headers.get('www-authenticate') ?? '', /^Basic/);
-    assert.match(anonymous.headers.get('content-type') ?? '', /^text\/plain/);
-    assert.match(anonymous.body, /^authentication required/);
+    assert.equal(anonymous.body, 'authentication required\n');
     assert.equal(
       (await call(server, 'GET', '/stable/sites', undefined, basic('alice', 'wrong'))).status,
       401,

@@ -21,6 +21,7 @@ describe('testbed config', () => {
     assert.equal(c.vms.count, 'auto');
     assert.deepEqual(c.services.roles, ['dhcp', 'tftp', 'http', 'dns']);
     assert.equal(c.network.prefix, '10.213.0.0/16');
+    assert.deepEqual(c.reinstall, { environment: 'debian12-min', redeploys: 2 });
   });
 
   it('loads the shipped recipes', async () => {
@@ -99,6 +100,16 @@ sites:
       /^config t\.yaml: not valid YAML: Excessive alias count/,
     ],
     ['a missing name', base.replace('name: t\n', ''), /^config t\.yaml: name: is required$/],
+    [
+      'a negative redeploy count',
+      base + 'reinstall: { redeploys: -1 }\n',
+      /^config t\.yaml: reinstall\.redeploys: must be 0 or more/,
+    ],
+    [
+      'an environment with a space',
+      base + 'reinstall: { environment: "a b" }\n',
+      /reinstall\.environment: expected an environment name/,
+    ],
   ];
   for (const [what, yaml, re] of bad) {
     it(`refuses ${what} with one line naming the field`, () => {

@@ -92,6 +92,12 @@ describe('parseSteps', () => {
     ['fractional timeout', 'BootNewEnv|BootNewEnvKexec:1:1.5', /timeout "1.5"/],
     ['exponent timeout', 'BootNewEnv|BootNewEnvKexec:1:1e3', /timeout "1e3"/],
     ['word timeout', 'BootNewEnv|BootNewEnvKexec:1:abc', /timeout "abc"/],
+    [
+      'absurd retries',
+      'BootNewEnv|BootNewEnvKexec:99999999:150',
+      /^--steps: BootNewEnvKexec retries 99999999 is more than 10$/,
+    ],
+    ['a timeout past a day', 'BootNewEnv|BootNewEnvKexec:1:86401', /timeout 86401 s is more than a day/],
   ];
   for (const [what, text, message] of bad) {
     it(`rejects ${what}`, () => {

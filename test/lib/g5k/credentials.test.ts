@@ -25,7 +25,7 @@ describe('credentials', () => {
     assert.deepEqual(creds, { username: 'alice', password: 'pw' });
   });
 
-  it('reads ~/.grid5000.yml, ignoring uri and verify_ssl', async () => {
+  it('reads ~/.grid5000.yml, ignoring uri, with verify_ssl', async () => {
     await writeFile(
       join(home, '.grid5000.yml'),
       'uri: https://api.grid5000.fr/\nusername: bob\npassword: "p: w#1"\nverify_ssl: false\n',
@@ -33,6 +33,82 @@ describe('credentials', () => {
     assert.deepEqual(await loadCredentials({ env: { G5K_USER: 'only-user' }, home }), {
       username: 'bob',
       password: 'p: w#1',
+      tls: { verify: false },
+    });
+  });
+
+  describe('~/.python-grid5000.yaml', () => {
+    let pyHome: string;
+    before(async () => {
+      pyHome = await mkdtemp(join(tmpdir(), 'kb-creds-py-'));
+    });
+    after(() => rm(pyHome, { recursive: true, force: true }));
+    const py = (text: string) => writeFile(join(pyHome, '.python-grid5000.yaml'), text);
+
+    it('is read when ~/.grid5000.yml is absent, with verify_ssl', async () => {
+      await py('username: carol\npassword: "s3cr#t"\nverify_ssl: false\n');
+      assert.deepEqual(await loadCredentials({ env: {}, home: pyHome }), {
+        username: 'carol',
+        password: 's3cr#t',
+        tls: { verify: false },
+      });
+      await py('username: carol\npassword: s3cr\nverify_ssl: true\n');
+      assert.deepEqual(await loadCredentials({ env: {}, home: pyHome }), {
+        username: 'carol',
+        password: 's3cr',
+      });
+    });
+
+    it('comes after the environment and ~/.grid5000.yml', async () => {
+      await py('username: carol\npassword: s3cr\n');
+      assert.equal(
+        (await loadCredentials({ env: { G5K_USER: 'a', G5K_PASSWORD: 'b' }, home: pyHome }))?.username,
+        'a',
+      );
+      const both = await mkdtemp(join(tmpdir(), 'kb-creds-both-'));
+      try {
+        await writeFile(join(both, '.grid5000.yml'), 'username: bob\npassword: x\n');
+        await writeFile(join(both, '.python-grid5000.yaml'), 'username: carol\npassword: y\n');
+        assert.equal((await loadCredentials({ env: {}, home: both }))?.username, 'bob');
+      } finally {
+        await rm(both, { recursive: true, force: true });
+      }
+    });
+
+    it('reads the CA bundle verify_ssl names, and names a missing one without the password', async () => {
+      const ca = join(pyHome, 'ca.pem');
+      await writeFile(ca, '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n');
+      await py(`username: carol\npassword: Sup3rSecret\nverify_ssl: ${ca}\n`);
+      assert.deepEqual((await loadCredentials({ env: {}, home: pyHome }))?.tls, {
+        ca: '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n',
+      });
+      await py('username: carol\npassword: Sup3rSecret\nverify_ssl: /nonexistent/ca.pem\n');
+      await assert.rejects(loadCredentials({ env: {}, home: pyHome }), (e: unknown) => {
+        assert.ok(e instanceof InputError);
+        assert.equal(
+          e.message,
+          `${join(pyHome, '.python-grid5000.yaml')}: verify_ssl: CA bundle /nonexistent/ca.pem does not exist`,
+        );
+        return true;
+      });
+      await py('username: carol\npassword: Sup3rSecret\nverify_ssl: 3\n');
+      await assert.rejects(
+        loadCredentials({ env: {}, home: pyHome }),
+        (e: unknown) =>
+          e instanceof InputError && /verify_ssl must be/.test(e.message) && !e.message.includes('Sup3r'),
+      );
+    });
+
+    it("gives null for a file without login (inside Grid'5000), and names a half-filled one", async () => {
+      await py('verify_ssl: false\n');
+      assert.equal(await loadCredentials({ env: {}, home: pyHome }), null);
+      await py('username: carol\n');
+      await assert.rejects(
+        loadCredentials({ env: {}, home: pyHome }),
+        (e: unknown) =>
+          e instanceof InputError &&
+          e.message === `${join(pyHome, '.python-grid5000.yaml')}: "password" is missing or not a string`,
+      );
     });
   });
 

@@ -1,7 +1,14 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { createServer as createHttpsServer, type Server } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import { TestbedError, UnreachableError } from '../../../src/lib/errors.js';
-import { G5kClient } from '../../../src/lib/g5k/client.js';
+import { G5kApiError, G5kClient } from '../../../src/lib/g5k/client.js';
+import type { Credentials } from '../../../src/lib/g5k/credentials.js';
 import { closedPort, fakeTime, type Loopback, recordingLogger, send, startLoopback } from './loopback.js';
 
 const site = { uid: 'nancy', type: 'site', links: [] };
@@ -68,6 +75,38 @@ describe('G5kClient HTTP behaviour', () => {
     });
     assert.equal(api.seen.length, 1);
     assert.deepEqual(time.sleeps, []);
+  });
+
+  it("reports a text/plain error body, the real API's way, on one line without repeating the status", async () => {
+    api.handle((_r, res) =>
+      send(res, 400, "Bad Request\nYour job is invalid:\n  cluster 'grappe' is not in queue 'default'\n", {
+        'content-type': 'text/plain; charset=utf-8',
+      }),
+    );
+    await assert.rejects(client().submitJob('nancy', { resources: 'nodes=1' }), (e: unknown) => {
+      assert.ok(e instanceof G5kApiError);
+      assert.equal(
+        e.message,
+        "POST /sites/nancy/jobs: 400 Bad Request: Your job is invalid: cluster 'grappe' is not in queue 'default'",
+      );
+      assert.equal(e.status, 400);
+      return true;
+    });
+    api.handle((_r, res) => send(res, 404, 'unknown site atlantis\n', { 'content-type': 'text/plain' }));
+    await assert.rejects(
+      client().getSite('atlantis'),
+      (e: unknown) =>
+        e instanceof G5kApiError && e.message === 'GET /sites/atlantis: 404 Not Found: unknown site atlantis',
+    );
+    api.handle((_r, res) =>
+      send(res, 403, '<html><body><h1>Forbidden</h1><p>not yours</p></body></html>', {
+        'content-type': 'text/html',
+      }),
+    );
+    await assert.rejects(
+      client().getSite('nancy'),
+      (e: unknown) => e instanceof G5kApiError && e.message === 'GET /sites/nancy: 403 Forbidden: not yours',
+    );
   });
 
   it('falls back to the raw body, shortened, when a 4xx is not JSON', async () => {
@@ -148,6 +187,8 @@ describe('G5kClient HTTP behaviour', () => {
       clusters.map((c) => c.uid),
       ['a', 'b', 'c', 'd', 'e'],
     );
+    // Production clusters are hidden from the list unless asked for.
+    assert.ok(api.seen.every((s) => new URL(s.url, 'http://x').searchParams.get('queues') === 'all'));
     assert.deepEqual(
       api.seen.map((s) => new URL(s.url, 'http://x').searchParams.get('offset')),
       ['0', '2', '4'],
@@ -217,5 +258,46 @@ describe('G5kClient against an unreachable API', () => {
     });
     await assert.rejects(c.submitJob('nancy', { resources: 'nodes=1' }), UnreachableError);
     assert.equal(time.sleeps.length, 2);
+  });
+});
+
+describe('G5kClient TLS as verify_ssl says', () => {
+  let dir: string;
+  let server: Server;
+  let url: string;
+  let cert: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'kb-tls-'));
+    // A self-signed certificate for 127.0.0.1, made for this test only.
+    execFileSync(
+      'openssl',
+      [
+        ...['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'],
+        ...['-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-days', '1'],
+        ...['-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem')],
+      ],
+      { stdio: 'ignore' },
+    );
+    cert = await readFile(join(dir, 'cert.pem'), 'utf8');
+    server = createHttpsServer({ key: await readFile(join(dir, 'key.pem')), cert }, (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(site));
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    url = `https://127.0.0.1:${(server.address() as AddressInfo).port}/stable`;
+  });
+  after(async () => {
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await rm(dir, { recursive: true, force: true });
+  });
+  const login = { username: 'alice', password: 'pw' };
+  const over = (tls?: Credentials['tls']) =>
+    new G5kClient({ baseUrl: url, credentials: { ...login, ...(tls ? { tls } : {}) }, retry: { limit: 0 } });
+
+  it('refuses an unknown certificate by default, accepts it with verify_ssl false or its CA', async () => {
+    await assert.rejects(over().getSite('nancy'), (e: unknown) => e instanceof UnreachableError);
+    assert.equal((await over({ verify: false }).getSite('nancy')).uid, 'nancy');
+    assert.equal((await over({ ca: cert }).getSite('nancy')).uid, 'nancy');
   });
 });

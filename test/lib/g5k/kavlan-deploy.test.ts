@@ -35,6 +35,23 @@ describe('G5kClient KaVLAN', () => {
     assert.deepEqual(await client.getVlanNodes('nancy', 4), [{ uid: 'grappe-1.nancy.grid5000.fr' }]);
   });
 
+  it("never picks DEFAULT or another site's global VLAN among the reservable ones", async () => {
+    const items = [
+      { uid: 'DEFAULT', type: 'NULL' },
+      { uid: '4', type: 'kavlan' },
+      { uid: '1', type: 'kavlan-local' },
+      { uid: '16', type: 'kavlan-global' },
+      { uid: '17', type: 'kavlan-global-remote' },
+    ];
+    api.handle((_r, res) => send(res, 200, { total: items.length, offset: 0, items, links: [] }));
+    assert.equal((await client.getVlans('nancy')).length, 5, 'the list is given as the API says');
+    assert.deepEqual(await client.getReservableVlans('nancy'), [
+      { id: 1, type: 'kavlan-local' },
+      { id: 4, type: 'kavlan' },
+      { id: 16, type: 'kavlan-global' },
+    ]);
+  });
+
   it('moves NICs into a VLAN', async () => {
     const answer = {
       'grappe-1-eth0.nancy.grid5000.fr': { status: 'success', message: 'ok' },

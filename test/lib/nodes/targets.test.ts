@@ -47,5 +47,6 @@ describe('deployment targets', () => {
     assert.deepEqual(parseWindow('8:0.5', '--reboot-window'), { size: 8, sleepMs: 500 });
     for (const bad of ['50', '0:10', 'a:b', '50:-1'])
       assert.throws(() => parseWindow(bad, '--reboot-window'), /--reboot-window: ".*" is not SIZE:SECONDS/);
+    assert.throws(() => parseWindow('5:7200', '--reboot-window'), /more than an hour/);
   });
 });

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { BootTracker } from '../../../src/lib/runtime/boot-tracker.js';
+import { BootTracker, noSshReason } from '../../../src/lib/runtime/boot-tracker.js';
 
 const vms = [
   { name: 'vm-a-1', mac: '00:16:3e:00:00:01' },
@@ -55,5 +55,62 @@ describe('boot tracker', () => {
     );
     t.sshUp(vms[0].mac, 3000);
     assert.equal(t.get(vms[0].mac)?.state, 'ssh');
+  });
+});
+
+describe('boot deadlines that follow progress', () => {
+  const rule = { bootTimeoutMs: 60_000, stallMs: 30_000, maxBootMs: 240_000 };
+  const [a, b, c] = vms.map((v) => v.mac);
+
+  it('gives every VM its boot timeout from its launch, and nothing before the launch', () => {
+    const t = new BootTracker(vms);
+    assert.equal(t.deadline(a, rule), Number.POSITIVE_INFINITY);
+    t.launched(a, 1000);
+    assert.equal(t.deadline(a, rule), 61_000);
+  });
+
+  it('holds off the deadline of a VM that moves forward, and of one whose peers do (queued for its turn)', () => {
+    const t = new BootTracker(vms);
+    for (const m of [a, b, c]) t.launched(m, 0);
+    // a moves on late: its own progress keeps it
+    t.event({ t: 50_000, type: 'http.initrd', mac: a });
+    assert.equal(t.deadline(a, rule), 80_000);
+    // c has not moved since its launch, but its peers did: it waits its turn
+    assert.equal(t.deadline(c, rule), 80_000);
+    // the host says where a is now, a step no service node sees
+    t.hostReports(a, 'booting', 70_000);
+    assert.equal(t.get(a)?.state, 'booting');
+    assert.equal(t.deadline(a, rule), 100_000);
+    // a later report of an earlier step is not progress
+    t.hostReports(a, 'kernel', 90_000);
+    assert.equal(t.deadline(a, rule), 100_000);
+    t.sshUp(b, 95_000);
+    assert.equal(t.deadline(c, rule), 125_000, 'a peer reaching SSH is progress too');
+  });
+
+  it('never past maxBootMs from the launch, however the others move', () => {
+    const t = new BootTracker(vms);
+    t.launched(a, 0);
+    t.launched(b, 0);
+    const steps: [string, number][] = [
+      ['dhcp', 50],
+      ['script', 100],
+      ['kernel', 150],
+      ['initrd', 200],
+      ['booting', 230],
+    ];
+    for (const [step, s] of steps) t.hostReports(b, step, s * 1000);
+    assert.equal(t.deadline(b, rule), 240_000, 'b itself keeps moving, and still stops at the cap');
+    assert.equal(t.deadline(a, rule), 240_000);
+  });
+
+  it('a power reset starts the clock again; the reason says how long it stood still', () => {
+    const t = new BootTracker(vms);
+    t.launched(a, 0);
+    t.event({ t: 5000, type: 'http.kernel', mac: a });
+    t.failed(a, 70_000, noSshReason(t.get(a)!, 70_000));
+    assert.equal(t.get(a)?.reason, 'no SSH after 70 s (last step: kernel, no progress for 65 s)');
+    t.retry(a, 80_000);
+    assert.equal(t.deadline(a, rule), 140_000);
   });
 });

@@ -1,8 +1,8 @@
 // The SSH session's rules on a real loopback server: a command not done in time is killed (KILL,
 // channel closed) while the connection stays usable; a connection whose socket never opens is
-// given up after the connect timeout, with the one-line reason.
+// given up after the connect timeout, with the one-line reason; stdin takes a buffer or a stream.
 import assert from 'node:assert/strict';
-import { Duplex } from 'node:stream';
+import { Duplex, Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import ssh2 from 'ssh2';
 import { generateHostKey, parseAuthorizedKey } from '../../../src/lib/emulated/ssh.js';
@@ -34,6 +34,17 @@ async function startServer() {
         const ch = accept();
         ch.once('close', () => closed.push(info.command));
         ch.resume();
+        if (info.command === 'wc -c') {
+          let bytes = 0;
+          ch.on('data', (d: Buffer) => {
+            bytes += d.length;
+          });
+          ch.once('end', () => {
+            ch.write(`${bytes}\n`);
+            ch.exit(0);
+            ch.end();
+          });
+        }
         if (info.command === 'hostname') {
           ch.write('loopback\n');
           ch.exit(0);
@@ -79,6 +90,19 @@ describe('ssh session', { timeout: 30_000 }, () => {
       assert.equal(again.code, 0);
       assert.equal(again.stdout, 'loopback\n');
       assert.equal(server.connections(), 1);
+    } finally {
+      s.close();
+    }
+  });
+
+  it("feeds a buffer or a stream to a command's stdin and closes it", async () => {
+    const s = await SshSession.connect({ host, privateKey: keys.private });
+    try {
+      const buffer = await s.run('wc -c', { stdin: Buffer.alloc(100_000, 1), timeoutMs: 5_000 });
+      assert.deepEqual([buffer.code, buffer.stdout], [0, '100000\n']);
+      const chunks = Array.from({ length: 50 }, () => Buffer.alloc(4096, 2));
+      const stream = await s.run('wc -c', { stdin: Readable.from(chunks), timeoutMs: 5_000 });
+      assert.deepEqual([stream.code, stream.stdout], [0, `${50 * 4096}\n`]);
     } finally {
       s.close();
     }

@@ -18,6 +18,7 @@ async function session(): Promise<{ api: ApiServer; session: ProviderSession }> 
     api,
     session: {
       provider: 'g5k',
+      user: 'me',
       client,
       apiUrl: api.url,
       inventoryDomain: 'grid5000.fr',
@@ -27,7 +28,7 @@ async function session(): Promise<{ api: ApiServer; session: ProviderSession }> 
   };
 }
 
-const job = { resources: 'nodes=1', command: 'sleep 1000', name: 'kabootstrap-t' };
+const job = { resources: 'nodes=1', command: 'sleep 1000', name: 'kabootstrap-t', queue: 'production' };
 
 describe('submitJobOnce', () => {
   it('takes the job the lost answer created, not an older one of the same name, nor one of another user', async () => {

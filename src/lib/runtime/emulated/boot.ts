@@ -12,7 +12,7 @@ import { execOnce } from '../../ssh/pool.js';
 import type { SshSession } from '../../ssh/session.js';
 import { identifies, waitForSsh } from '../../ssh/wait.js';
 import type { TestbedState } from '../../state/store.js';
-import type { BootTracker, VmBoot } from '../boot-tracker.js';
+import { type BootTracker, deadlinesFrom, noSshReason, type VmBoot } from '../boot-tracker.js';
 import { followBoots } from '../follow-boots.js';
 import { byHost } from '../runtime.js';
 import { window } from './hosts.js';
@@ -109,6 +109,8 @@ async function waitRound(
         for (const vm of list) {
           const s = status.get(vm.name);
           if (s?.state === 'ssh') hostSaysUp.add(vm.mac);
+          else if (s && s.state !== 'failed' && s.state !== 'hung')
+            tracker.hostReports(vm.mac, s.state, Date.now());
           else if ((s?.state === 'failed' || s?.state === 'hung') && s.reason) {
             tracker.failed(vm.mac, Date.now(), s.reason);
           }
@@ -119,18 +121,15 @@ async function waitRound(
     }
   };
   const following = followHosts();
-  const launchedAt = (vm: VmPlan) => tracker.get(vm.mac)!.launchedAt;
+  const rule = deadlinesFrom(bootTimeoutMs);
   try {
     await waitForSsh(vms, {
       exec: (vm, command, t) => execOnce({ host: vm.ip, privateKey, timeoutMs: t }, command, t),
       command: 'kb-agent identify',
       // this VM's agent, not something else on its address
       check: (vm, r) => identifies({ name: vm.name, mac: vm.mac, ip: vm.ip }, r.stdout),
-      // each boot's own deadline, counted from its (latest) power-on
-      deadline: (vm) => {
-        const t = launchedAt(vm);
-        return t === null ? Number.POSITIVE_INFINITY : t + bootTimeoutMs;
-      },
+      // each boot's own deadline, from its (latest) power-on, held off while boots move forward
+      deadline: (vm) => tracker.deadline(vm.mac, rule),
       intervalMs: 1000,
       probeTimeoutMs: 10_000,
       window,
@@ -138,12 +137,7 @@ async function waitRound(
       givenUp: (vm) => tracker.get(vm.mac)!.state === 'failed',
       onUp: (vm) => tracker.sshUp(vm.mac, Date.now()),
       // (a VM already failed stays failed with its own reason)
-      onDown: (vm) =>
-        tracker.failed(
-          vm.mac,
-          Date.now(),
-          `no SSH after ${Math.round(bootTimeoutMs / 1000)} s (last step: ${tracker.get(vm.mac)!.state})`,
-        ),
+      onDown: (vm) => tracker.failed(vm.mac, Date.now(), noSshReason(tracker.get(vm.mac)!, Date.now())),
     });
   } finally {
     waiting = false;

@@ -37,6 +37,9 @@ export function emulatedRuntime(config: TestbedConfig): VmRuntime {
       lowerBoundMs: (imageBytes) => lowerBoundMs(imageBytes, scale),
     },
     localTwin: { hostLayout: 'per-site' },
+    // The host group is this package's own process (shipped like a service node's); its emulated
+    // hosts' addresses go on the host with ip, and TakTuk runs on them.
+    hostPackages: ['iproute2', 'procps', 'taktuk'],
     prepareHosts,
     power: emulatedPower,
   };

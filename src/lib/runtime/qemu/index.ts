@@ -31,6 +31,9 @@ export function qemuRuntime(config: TestbedConfig): VmRuntime {
         "BroadcastEnvTaktuk: the qemu runtime's deployment environment has no taktuk (use chain, tree or star)",
     },
     localTwin: { hostLayout: 'per-host', maxHosts: maxLocalHosts },
+    // QEMU and its NICs' iPXE ROMs; ip for the bridge and taps. The boot images are built on the
+    // controller (busybox-static, cpio stay there).
+    hostPackages: ['qemu-system-x86', 'ipxe-qemu', 'iproute2', 'procps'],
     prepareHosts: (ctx, opts) => prepareHosts(ctx, opts.vms),
     power: (host, action, vms) => qemuPower(host, config.name, action, vms),
   };

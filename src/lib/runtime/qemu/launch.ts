@@ -12,7 +12,7 @@ import type { SshSession } from '../../ssh/session.js';
 import { waitForSsh } from '../../ssh/wait.js';
 import { readControlSecret } from '../../state/control-secret.js';
 import { type StateStore, type TestbedState, upsertResource } from '../../state/store.js';
-import type { BootTracker, VmBoot } from '../boot-tracker.js';
+import { type BootTracker, deadlinesFrom, noSshReason, type VmBoot } from '../boot-tracker.js';
 import { followBoots } from '../follow-boots.js';
 import { byHost } from '../runtime.js';
 import { type HostVm, powerOn, prepareHostScript, type QemuOptions } from './host.js';
@@ -104,12 +104,14 @@ async function waitForBoot(
   tracker: BootTracker,
   timeoutMs: number,
 ): Promise<void> {
-  const state = () => tracker.vms().find((v) => v.mac === vm.mac)!.state;
+  const state = () => tracker.get(vm.mac)!.state;
+  const rule = deadlinesFrom(timeoutMs);
   const answers = await waitForSsh([vm], {
     exec: (v, command, t) => execOnce({ host: v.ip, privateKey, timeoutMs: Math.min(t, 20_000) }, command, t),
     command: 'kb-agent identify',
     check: (v, r) => (r.stdout.includes(v.mac) ? null : 'another system answered'),
-    deadline: Date.now() + timeoutMs,
+    // from its launch, held off while the boots move forward (TCG guests queue for the CPU)
+    deadline: (v) => tracker.deadline(v.mac, rule),
     intervalMs: 1000,
     probeTimeoutMs: 10_000,
     // Probing before the kernel is even fetched only adds load; the events say when to start.
@@ -117,9 +119,5 @@ async function waitForBoot(
     onUp: (v) => tracker.sshUp(v.mac, Date.now()),
   });
   if (answers.get(vm)?.ok) return;
-  tracker.failed(
-    vm.mac,
-    Date.now(),
-    `no SSH after ${Math.round(timeoutMs / 1000)} s (last step: ${state()})`,
-  );
+  tracker.failed(vm.mac, Date.now(), noSshReason(tracker.get(vm.mac)!, Date.now()));
 }

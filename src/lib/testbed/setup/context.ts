@@ -35,6 +35,9 @@ export interface PlannedContext extends SetupContext {
   plan: Plan;
 }
 
+/** What the SSH-only phases (host preparation, service nodes over SSH) need: no API session. */
+export type SshPhaseContext = Pick<PlannedContext, 'store' | 'state' | 'plan' | 'progress' | 'logger'>;
+
 /** From the machines phase on: the local testbed's namespaces, bridges and addresses. */
 export interface MachinesContext extends PlannedContext {
   topology: Topology;

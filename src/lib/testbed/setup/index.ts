@@ -1,9 +1,10 @@
 // `setup`: builds a testbed as named phases, in order, each resuming from what the state records
-// (each module says how): reserve (submit the jobs and wait for them), discover and plan,
-// machines (the local provider's network), service nodes, then VM hosts and VMs. Holds the
-// lock, the first-run cleanup and the result the command renders.
+// (each module says how): reserve (submit the jobs and wait for them), discover and plan; then on
+// g5k reinstall and KaVLAN; on the local provider machines (its network), service nodes, VM
+// hosts and VMs. Holds the lock, the first-run cleanup and the result the command renders.
 import type { LoadedConfig } from '../../config/load.js';
 import { TestbedError } from '../../errors.js';
+import { type JobResources, jobResources } from '../../g5k/job-resources.js';
 import type { SshProbe } from '../../netns/ssh-check.js';
 import type { Plan } from '../../planner/plan.js';
 import { openSession, type ProviderSession } from '../../provider/session.js';
@@ -14,14 +15,27 @@ import type { TestbedContext } from '../context.js';
 import { jobRecords } from '../reserve.js';
 import type { ServiceProbe } from '../service-nodes.js';
 import { recordPhase, type SetupContext, type SetupOptions } from './context.js';
+import { joinVlans, type VlanOutcome } from './kavlan.js';
 import { buildMachines, buildsLocalMachines, checkMachinesPossible } from './machines.js';
 import { discoverAndPlan } from './plan.js';
+import { type MachineOutcome, reinstallMachines } from './reinstall.js';
 import { reserve } from './reserve.js';
 import { startServiceNodes } from './service-nodes.js';
 import { prepareVmHosts } from './vm-hosts.js';
 import { launchVms } from './vms.js';
 
 export type { SetupOptions } from './context.js';
+export { setupExitCode } from './outcome.js';
+
+/** What the reinstall phase lost and how the plan was changed (provider g5k). */
+export interface LossReport {
+  /** VM hosts still KO after their redeploys. */
+  lostHosts: string[];
+  replacedServiceNodes: { site: string; lost: string; by: string | null }[];
+  moved: { vm: string; from: string; to: string }[];
+  /** VMs left out of the plan (no room on the site's other hosts), with the host they were planned on. */
+  unplaced: { vm: string; host: string }[];
+}
 
 export interface SetupResult {
   hosts: SshProbe[];
@@ -37,8 +51,14 @@ export interface SetupResult {
   apiUrl: string;
   phase: TestbedState['phase'];
   resumed: boolean;
-  jobs: { site: string; uid: number; state: string }[];
+  /** One per site and queue, with what that job was given. */
+  jobs: { site: string; queue: string; uid: number; state: string; resources: JobResources }[];
   discovered: TestbedState['discovered'];
+  /** Provider g5k: each reserved machine's reinstall (empty otherwise). */
+  machines: MachineOutcome[];
+  loss: LossReport | null;
+  /** Provider g5k: each site's KaVLAN, its DHCP stopped and its members checked. */
+  vlans: VlanOutcome[];
   plan: Plan;
 }
 
@@ -104,7 +124,24 @@ async function runPhases(ctx: SetupContext, resumed: boolean): Promise<SetupResu
   const { state, options } = ctx;
   const config = state.config;
   const reservation = await reserve(ctx);
-  const plan = await discoverAndPlan(ctx, reservation);
+  let plan = await discoverAndPlan(ctx, reservation);
+  let machineOutcomes: MachineOutcome[] = [];
+  let loss: LossReport | null = null;
+  let vlans: VlanOutcome[] = [];
+  // On g5k (the local provider still builds its machines below), the reserved machines are
+  // reinstalled and put into the VLAN; the later phases are not built for g5k yet.
+  if (config.provider === 'g5k' && !options.reserveOnly) {
+    const reinstalled = await reinstallMachines({ ...ctx, plan }, reservation);
+    machineOutcomes = reinstalled.machines;
+    const r = reinstalled.replan;
+    loss = {
+      lostHosts: r.lostHosts,
+      replacedServiceNodes: r.replacedServiceNodes,
+      moved: r.moved,
+      unplaced: r.unplaced.map((vm) => ({ vm: vm.name, host: vm.host })),
+    };
+    ({ plan, vlans } = await joinVlans({ ...ctx, plan: reinstalled.plan }, reservation.refs));
+  }
   let hosts: SshProbe[] = [];
   let services: ServiceProbe[] = [];
   let vms: VmBoot[] = [];
@@ -138,8 +175,17 @@ async function runPhases(ctx: SetupContext, resumed: boolean): Promise<SetupResu
     apiUrl: ctx.session.apiUrl,
     phase: state.phase,
     resumed,
-    jobs: Object.entries(reservation.jobs).map(([site, j]) => ({ site, uid: j.uid, state: j.state })),
+    jobs: reservation.jobs.map(({ site, job }) => ({
+      site,
+      queue: job.queue,
+      uid: job.uid,
+      state: job.state,
+      resources: jobResources(job),
+    })),
     discovered: state.discovered,
+    machines: machineOutcomes,
+    loss,
+    vlans,
     plan,
   };
 }

@@ -1,23 +1,23 @@
 // setup's first phase: read the reference documents, plan on the candidate hosts to know what
-// to ask for, reserve it (one job per site) and wait until every job runs.
-// Resume: a job whose submission answer was lost is found again by its name (resolvePending),
-// a site with a recorded job is not submitted again (submitJobs), and the recorded jobs are
-// waited for again (a running one answers at once).
+// to ask for, reserve it (one job per site and queue) and wait until every job runs.
+// Resume: a job whose submission answer was lost is found again by its name and user
+// (resolvePending), a site's queue with a recorded job is not submitted again (submitJobs), and
+// the recorded jobs are waited for again (a running one answers at once).
 import { TestbedError } from '../../errors.js';
 import type { Job } from '../../g5k/types.js';
 import type { Plan } from '../../planner/plan.js';
 import { countStates } from '../../progress.js';
 import { referencePlan } from '../plan.js';
 import type { SiteReference } from '../reference.js';
-import { resolvePending, submitJobs, waitForJobs } from '../reserve.js';
+import { resolvePending, type SiteJob, submitJobs, waitForJobs } from '../reserve.js';
 import { recordPhase, type SetupContext } from './context.js';
 
 export interface Reservation {
   refs: SiteReference[];
   /** The plan on the candidate hosts: what was asked for, per site. */
   preliminary: Plan;
-  /** Each site's job, running. */
-  jobs: Record<string, Job>;
+  /** Every job, running: one per site and queue. */
+  jobs: SiteJob[];
 }
 
 /**
@@ -34,12 +34,12 @@ export async function reserve(ctx: SetupContext): Promise<Reservation> {
       onSubmitted: (site, job) => step.status(`${site}: job ${job.uid} ${job.state}`),
     });
   });
-  const latest = new Map<string, Job>();
+  const latest = new Map<number, Job>();
   const jobs = await progress
     .step('Wait for the jobs to run', (step) =>
       waitForJobs(session, state, ctx.options.waitTimeoutMs, {
-        onPoll: (site, job) => {
-          latest.set(site, job);
+        onPoll: (_site, job) => {
+          latest.set(job.uid, job);
           step.status(countStates([...latest.values()].map((j) => j.state)));
         },
       }),
