@@ -1,4 +1,5 @@
 import { Flags } from '@oclif/core';
+import { loadUsers } from '../../lib/api/auth.js';
 import { type Inventory, loadReferenceDir, synthesizeInventory } from '../../lib/api/inventory.js';
 import { type ApiServer, startApiServer } from '../../lib/api/server.js';
 import { BaseCommand } from '../../lib/cli/base.js';
@@ -19,10 +20,17 @@ job ends and when the twin stops (SIGTERM/SIGINT). A machine accepts the public 
 installs the key it carries; a deployment also wipes the machine's files and records its
 environment, and a VLAN move puts its NIC on that VLAN's bridge. --no-machines serves the records only.
 
+--users FILE makes every request need the Basic login of a user of FILE with its password (one
+"user: password" line each; # starts a comment); a wrong or missing login gets 401. Without it,
+the API trusts the login it is sent (anyone who reaches the port may act as anyone), so it
+listens on loopback by default. A job's walltime may not exceed its nodes' max_walltime (168h
+when the reference gives none).
+
 Runs until interrupted. With --json, prints {"url", ...} once listening.`;
   static examples = [
     '<%= config.bin %> testbed api --reference ./reference-repository --port 8800',
     'sudo <%= config.bin %> testbed api -c recipes/local-small.yaml --key ~/.ssh/id_ed25519.pub',
+    '<%= config.bin %> testbed api --reference ./reference-repository --users ./api-users',
   ];
   static flags = {
     reference: Flags.string({
@@ -50,6 +58,9 @@ Runs until interrupted. With --json, prints {"url", ...} once listening.`;
       default: 1,
       min: 0,
       description: 'Seconds a deployment spends waiting, then processing.',
+    }),
+    users: Flags.string({
+      description: 'File of "user: password" lines: requests need one of these Basic logins.',
     }),
     admin: Flags.boolean({ description: 'Enable POST /_admin/faults (fault injection for tests).' }),
   };
@@ -79,6 +90,7 @@ Runs until interrupted. With --json, prints {"url", ...} once listening.`;
       launchDelaySeconds: flags['launch-delay'],
       deployDelaySeconds: flags['deploy-delay'],
       admin: flags.admin,
+      users: flags.users ? await loadUsers(flags.users) : undefined,
     };
     let inventory: Inventory;
     let server: ApiServer;

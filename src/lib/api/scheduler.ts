@@ -33,6 +33,7 @@ import { type DeploymentQuery, Deployments, type DeploymentWork } from './deploy
 import type { Inventory } from './inventory.js';
 import { type JobRecord, parseSchedulerState, type SchedulerState } from './scheduler-state.js';
 import { checkSubmission, parseReservation, withProperties } from './submissions.js';
+import { checkMaxWalltime } from './walltime.js';
 
 export { SchedulerError } from './api-error.js';
 export type { DeploymentQuery, DeploymentWork } from './deployments.js';
@@ -148,6 +149,7 @@ export class Scheduler {
     }
     const walltime = request.walltimeSeconds ?? DEFAULT_WALLTIME;
     if (walltime < 1) throw new SchedulerError(400, 'walltime must be at least 1 second');
+    checkMaxWalltime(index, request, walltime);
     const notBefore = s.reservation === undefined ? now : Math.max(now, parseReservation(s.reservation, now));
     const uid = this.nextJobUid++;
     const job: Job = {

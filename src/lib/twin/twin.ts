@@ -4,6 +4,7 @@
 // directory, until a deployment installs another.
 import { access, mkdir, readFile } from 'node:fs/promises';
 import { execa } from 'execa';
+import type { ApiUsers } from '../api/auth.js';
 import { type Inventory, synthesizeInventory } from '../api/inventory.js';
 import { type ApiServer, startApiServer } from '../api/server.js';
 import type { TestbedConfig } from '../config/schema.js';
@@ -26,6 +27,8 @@ export interface TwinOptions {
   launchDelaySeconds?: number;
   deployDelaySeconds?: number;
   admin?: boolean;
+  /** Logins and passwords the API checks (testbed api --users); none: it trusts the login sent. */
+  users?: ApiUsers;
   /** Where a machine change that failed is reported. */
   onError?: (err: Error) => void;
 }
@@ -100,6 +103,7 @@ export async function startTwin(opts: TwinOptions): Promise<Twin> {
       launchDelaySeconds: opts.launchDelaySeconds,
       deployDelaySeconds: opts.deployDelaySeconds,
       admin: opts.admin,
+      users: opts.users,
       machines,
       onMachineError: opts.onError,
     });
