@@ -80,7 +80,12 @@ export interface SshLayout {
   /** The controller's private key every host and node accepts; its public half is `${clientKey}.pub`. */
   clientKey: string;
   clientPublicKey: string;
+  /** The host keys pinned for the testbed's hosts and VMs (OpenSSH known_hosts, 0600; ssh/known-hosts.ts). */
+  knownHosts: string;
+  /** The local twin's sshd host key. */
   hostKey: string;
+  /** The deployment environment's dropbear host key (dropbear format), the same at every VM boot. */
+  deployHostKey: string;
   config: string;
   authorizedKeys: string;
   runDir: string;
@@ -112,9 +117,11 @@ export interface ServiceNodeFiles {
   radvdDir: string;
 }
 
-/** One emulated host group (one per site): its config, log and TakTuk command shims. */
+/** One emulated host group (one per site): its config, SSH host key, log and TakTuk command shims. */
 export interface EmulatedGroupFiles {
   config: string;
+  /** The private host key its hosts and VMs present (0600), pinned in the known hosts. */
+  hostKey: string;
   log: string;
   commandDir: string;
 }
@@ -151,6 +158,8 @@ export class TestbedLayout {
       dir: ssh,
       clientKey: join(ssh, 'id_ed25519'),
       clientPublicKey: join(ssh, 'id_ed25519.pub'),
+      knownHosts: join(ssh, 'known_hosts'),
+      deployHostKey: join(ssh, 'deploy_dropbear_ed25519_host_key'),
       hostKey: join(ssh, 'ssh_host_ed25519_key'),
       config: join(ssh, 'sshd_config'),
       authorizedKeys: join(ssh, 'authorized_keys'),
@@ -182,6 +191,7 @@ export class TestbedLayout {
   emulatedGroup(site: string): EmulatedGroupFiles {
     return {
       config: join(this.emulatedDir, `${site}.json`),
+      hostKey: join(this.emulatedDir, `${site}.host_key`),
       log: join(this.emulatedDir, `${site}.log`),
       commandDir: join(this.emulatedDir, `${site}.commands`),
     };
