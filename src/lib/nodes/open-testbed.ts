@@ -21,6 +21,6 @@ export async function openTestbed(testbed: string, nodeFile?: string): Promise<O
   if (!state) throw new TestbedError(`testbed ${testbed} is not set up: run 'kabootstrap setup' first`);
   const names = nodeFile ? await readNodeFile(nodeFile) : null;
   const nodes = selectNodes(testbedNodes(state), names, `-f ${nodeFile}`, testbed);
-  const knownHosts = KnownHosts.at(store.layout.ssh.knownHosts);
+  const knownHosts = KnownHosts.at(store.layout.knownHosts);
   return { store, state, keyFile: store.layout.ssh.clientKey, knownHosts, nodes };
 }

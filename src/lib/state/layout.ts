@@ -80,12 +80,7 @@ export interface SshLayout {
   /** The controller's private key every host and node accepts; its public half is `${clientKey}.pub`. */
   clientKey: string;
   clientPublicKey: string;
-  /** The host keys pinned for the testbed's hosts and VMs (OpenSSH known_hosts, 0600; ssh/known-hosts.ts). */
-  knownHosts: string;
-  /** The local twin's sshd host key. */
   hostKey: string;
-  /** The deployment environment's dropbear host key (dropbear format), the same at every VM boot. */
-  deployHostKey: string;
   config: string;
   authorizedKeys: string;
   runDir: string;
@@ -133,6 +128,10 @@ export class TestbedLayout {
   /** The service nodes' control endpoint secret (mode 0600): every request but GET /health carries it. */
   readonly controlSecret: string;
   readonly ssh: SshLayout;
+  /** The host keys pinned for the testbed's hosts and VMs (OpenSSH known_hosts, 0600; ssh/known-hosts.ts). */
+  readonly knownHosts: string;
+  /** The deployment environment's dropbear host key (dropbear format), the same at every VM boot. */
+  readonly deployHostKey: string;
   readonly servicesDir: string;
   /** What service nodes installed over SSH run: the package and a node binary (testbed/service-bundle.ts). */
   readonly serviceBundle: string;
@@ -158,8 +157,6 @@ export class TestbedLayout {
       dir: ssh,
       clientKey: join(ssh, 'id_ed25519'),
       clientPublicKey: join(ssh, 'id_ed25519.pub'),
-      knownHosts: join(ssh, 'known_hosts'),
-      deployHostKey: join(ssh, 'deploy_dropbear_ed25519_host_key'),
       hostKey: join(ssh, 'ssh_host_ed25519_key'),
       config: join(ssh, 'sshd_config'),
       authorizedKeys: join(ssh, 'authorized_keys'),
@@ -168,6 +165,8 @@ export class TestbedLayout {
       logFile: (ns) => join(runDir, `${ns}.log`),
       homeDir: (ns) => join(ssh, 'home', ns),
     };
+    this.knownHosts = join(ssh, 'known_hosts');
+    this.deployHostKey = join(ssh, 'deploy_dropbear_ed25519_host_key');
     this.servicesDir = join(dir, 'services');
     this.serviceBundle = join(dir, 'service-bundle.tar.gz');
     this.envBootCache = join(dir, 'env-boot');

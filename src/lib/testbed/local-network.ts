@@ -53,7 +53,7 @@ export async function buildLocalNetwork(
   const files = await ensureSshFiles(store.layout);
   // the sshd's key is ours: pinned for every address it answers on before any contact
   const sshdHosts = topo.namespaces.filter((n) => !isHostGroup(n));
-  await KnownHosts.at(files.knownHosts).pin(
+  await KnownHosts.at(store.layout.knownHosts).pin(
     sshdHosts.map((h) => ({ address: knownHostsAddress(h.ip), node: h.fqdn })),
     await readFile(`${files.hostKey}.pub`, 'utf8'),
   );
@@ -83,7 +83,7 @@ export async function buildLocalNetwork(
 export async function probeHosts(store: StateStore, state: TestbedState): Promise<SshProbe[]> {
   const hosts = state.resources.filter((r) => r.kind === 'netns' && r.status === 'created' && r.data.ip);
   const key = store.layout.ssh.clientKey;
-  const knownHosts = KnownHosts.at(store.layout.ssh.knownHosts);
+  const knownHosts = KnownHosts.at(store.layout.knownHosts);
   const first = await Promise.all(hosts.map((h) => probeSsh(h.data.ip as string, key, 10_000, knownHosts)));
   // a machine busy with other work can be slow to fork a command: those that timed out get one
   // more, longer try before they count as down

@@ -126,7 +126,7 @@ export async function testbedStatus(
   const probe = opts.probe
     ? {
         privateKey: await readFile(store.layout.ssh.clientKey).catch(() => null),
-        knownHosts: KnownHosts.at(store.layout.ssh.knownHosts),
+        knownHosts: KnownHosts.at(store.layout.knownHosts),
         deadline,
         window: opts.window ?? DEFAULT_STATUS_WINDOW,
         probeTimeoutMs: DEFAULT_PROBE_TIMEOUT_MS,

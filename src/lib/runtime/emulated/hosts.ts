@@ -66,7 +66,7 @@ export async function startEmulatedHosts(ctx: RuntimeContext): Promise<EmulatedH
   const { store, state, plan, topology: topo, progress } = ctx;
   await placePlaceholders(store, plan);
   const groups = topo.namespaces.filter(isHostGroup);
-  const knownHosts = KnownHosts.at(store.layout.ssh.knownHosts);
+  const knownHosts = KnownHosts.at(store.layout.knownHosts);
   await progress.step(`Start ${groups.length} emulated host group(s)`, async (step) => {
     let n = 0;
     for (const g of groups) {

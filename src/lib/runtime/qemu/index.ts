@@ -48,14 +48,14 @@ async function prepareHosts(ctx: RuntimeContext, vms: boolean): Promise<VmHosts>
   const env = await progress.step('Build the deployment environment image', () =>
     buildDeployEnv({
       keyFile: store.layout.ssh.clientKey,
-      hostKeyFile: store.layout.ssh.deployHostKey,
+      hostKeyFile: store.layout.deployHostKey,
       logger,
     }),
   );
   // every boot of the deployment environment presents the key baked in: pinned for each VM
   if (env.hostPublicKey) {
     const vmNodes = plan.sites.flatMap((s) => s.vms);
-    await KnownHosts.at(store.layout.ssh.knownHosts).pin(
+    await KnownHosts.at(store.layout.knownHosts).pin(
       vmNodes.map((vm) => ({ address: knownHostsAddress(vm.ip), node: vm.name })),
       env.hostPublicKey,
     );

@@ -37,7 +37,7 @@ export async function launchVms(
 ): Promise<VmBoot[]> {
   const vms = plan.sites.flatMap((s) => s.vms);
   const key = store.layout.ssh.clientKey;
-  const knownHosts = KnownHosts.at(store.layout.ssh.knownHosts);
+  const knownHosts = KnownHosts.at(store.layout.knownHosts);
   const hostIp = new Map(topo.namespaces.map((n) => [n.fqdn, n.ip]));
   const sessions = new Map<string, SshSession>();
   try {

@@ -102,7 +102,7 @@ export async function installServiceNodesOverSsh(
             host: address,
             node: input.name,
             privateKey,
-            knownHosts: KnownHosts.at(store.layout.ssh.knownHosts),
+            knownHosts: KnownHosts.at(store.layout.knownHosts),
             timeoutMs: 20_000,
           });
           await install(session, input);

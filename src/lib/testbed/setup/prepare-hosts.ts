@@ -119,7 +119,7 @@ export async function prepareHostsOverSsh(
         line.status(`${++finished}/${hosts.length} ready`);
         return;
       }
-      const target = sshTarget(address, opts.keyFile, KnownHosts.at(ctx.store.layout.ssh.knownHosts));
+      const target = sshTarget(address, opts.keyFile, KnownHosts.at(ctx.store.layout.knownHosts));
       const run = (args: (string | number)[], timeoutMs = 120_000) =>
         target.exec(
           `sh -c ${sq(script)} prepare-vm-host ${args.map((a) => sq(String(a))).join(' ')}`,

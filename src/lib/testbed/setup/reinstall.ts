@@ -49,7 +49,7 @@ export async function reinstallMachines(
   const config = state.config;
   const { environment, redeploys } = config.reinstall;
   const key = await testbedPublicKey(store.layout);
-  const knownHosts = KnownHosts.at(store.layout.ssh.knownHosts);
+  const knownHosts = KnownHosts.at(store.layout.knownHosts);
   state.machines ??= {};
   const machines = state.machines;
   const sites = Object.entries(state.discovered);
