@@ -1,6 +1,6 @@
 // Where kabootstrap keeps its files, in one place: on the controller the state root
 // (KABOOTSTRAP_HOME, default ./.kabootstrap), the environment registry under it, and per testbed
-// its state, lock, control secret, SSH key pair and sshd files, service node roots, env-boot cache, API state,
+// its state, lock, control secret, SSH key pair, pinned host keys and sshd files, service node roots, env-boot cache, API state,
 // deployment stats, emulated host groups and an experiment's stage record; the experiments'
 // reports and scaled images, which outlive their testbed; on VM hosts, the VMs' run directories and disks.
 // Pure path arithmetic: nothing here touches the disk.
