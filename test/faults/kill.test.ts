@@ -9,7 +9,8 @@ import { existsSync, readFileSync, readlinkSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, before, beforeEach, describe, it } from 'node:test';
+import { Client } from 'ssh2';
 import type { VmBoot } from '../../src/lib/runtime/boot-tracker.js';
 import type { TestbedState } from '../../src/lib/state/store.js';
 import { bin, kb, root } from '../helpers/cli.js';
@@ -31,25 +32,19 @@ interface Killed {
 }
 
 /**
- * Runs the binary and SIGKILLs it once its stderr matches `when` (or `when` ms after its start),
- * then calls `then` (the fault injected at that moment). Bounded: killed after 120 s in any case.
+ * Runs the binary and SIGKILLs it once its stderr matches `when` (or `when` ms after its start).
+ * Bounded: killed after 120 s in any case.
  */
-function killDuring(
-  args: string[],
-  env: NodeJS.ProcessEnv,
-  when: RegExp | number,
-  then: () => void | Promise<void> = () => {},
-): Promise<Killed> {
+function killDuring(args: string[], env: NodeJS.ProcessEnv, when: RegExp | number): Promise<Killed> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [bin, ...args], { cwd: root, env: { ...process.env, ...env } });
     let stderr = '';
     let stdout = '';
     let fired = false;
-    const fire = async () => {
+    const fire = () => {
       if (fired) return;
       fired = true;
       child.kill('SIGKILL');
-      await then();
     };
     const bound = setTimeout(() => child.kill('SIGKILL'), 120_000);
     const timer = typeof when === 'number' ? setTimeout(fire, when) : null;
@@ -58,7 +53,7 @@ function killDuring(
     });
     child.stderr.on('data', (d) => {
       stderr += d;
-      if (when instanceof RegExp && when.test(stderr)) void fire();
+      if (when instanceof RegExp && when.test(stderr)) fire();
     });
     child.on('exit', (code, signal) => {
       clearTimeout(bound);
@@ -74,12 +69,19 @@ function faultDuring(
   env: NodeJS.ProcessEnv,
   when: RegExp,
   fault: () => void | Promise<void>,
-): Promise<{ code: number | null; stdout: string; stderr: string; fired: boolean }> {
+): Promise<{
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  fired: boolean;
+  faultError: Error | null;
+}> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [bin, ...args], { cwd: root, env: { ...process.env, ...env } });
     let stderr = '';
     let stdout = '';
     let fired = false;
+    let faultError: Error | null = null;
     const bound = setTimeout(() => child.kill('SIGKILL'), 180_000);
     child.stdout.on('data', (d) => {
       stdout += d;
@@ -88,12 +90,17 @@ function faultDuring(
       stderr += d;
       if (!fired && when.test(stderr)) {
         fired = true;
-        void fault();
+        // a fault that fails is the test's failure, not an uncaught exception of the runner
+        Promise.resolve()
+          .then(fault)
+          .catch((e) => {
+            faultError = e as Error;
+          });
       }
     });
     child.on('exit', (code) => {
       clearTimeout(bound);
-      resolve({ code, stdout, stderr, fired });
+      resolve({ code, stdout, stderr, fired, faultError });
     });
   });
 }
@@ -149,6 +156,8 @@ describe('fault campaign: processes killed (built binary, emulated VMs)', { skip
   before(async () => {
     home = await mkdtemp(join(tmpdir(), 'kb-fault-kill-'));
     env = { KABOOTSTRAP_HOME: join(home, `.kabootstrap-${name}`) };
+    // a run of this file that crashed may have left its namespaces: teardown without a state sweeps them by name
+    await kb(['teardown', '-n', name, '-q'], { env, timeoutMs: 60_000 });
     cfg = join(home, `${name}.yaml`);
     await writeFile(
       cfg,
@@ -188,6 +197,11 @@ filesystem: ext4
     );
     const add = await kb(['env', 'add', join(home, 'mini.yaml'), '--json', '-q'], { env });
     assert.equal(add.code, 0, add.stderr);
+  });
+
+  // Each case starts from nothing, even after an earlier case failed half-way.
+  beforeEach(async () => {
+    await kb(['teardown', '-n', name, '-q'], { env, timeoutMs: 60_000 });
   });
 
   after(async () => {
@@ -258,7 +272,8 @@ filesystem: ext4
         );
     const bound = Date.now() + 3000;
     while (listening().length && Date.now() < bound) await new Promise((r) => setTimeout(r, 100));
-    assert.deepEqual(listening(), [], 'no receiver of the killed put still listens');
+    const left = listening();
+    assert.deepEqual(left, [], `receivers of the killed put still listen: ${left.join(' | ')}`);
     const r = await kb(['put', '-c', cfg, file, '/tmp/big.bin', '--json', '-q'], { env, timeoutMs: 120_000 });
     assert.equal(r.code, 0, r.stderr);
     const p = JSON.parse(r.stdout);
@@ -281,6 +296,7 @@ filesystem: ext4
       killedPid = daemonPid(supervisor);
       if (killedPid) process.kill(killedPid, 'SIGKILL');
     });
+    assert.equal(r.faultError, null);
     assert.ok(r.fired && killedPid, `the daemon was found and killed: ${r.stderr.slice(-2000)}`);
     assert.equal(r.code, 0, r.stderr.slice(-3000));
     const result = JSON.parse(r.stdout) as { vms: VmBoot[] };
@@ -313,20 +329,46 @@ filesystem: ext4
     const host = status.machines.find((m) => m.name.startsWith('grappe-1.'))!;
     const dying = status.vms.filter((v) => v.host === host.name);
     assert.ok(dying.length > 0 && dying.length < vmCount / 2, `${dying.length} VMs on ${host.name}`);
-    // The emulated host and its VMs are addresses of the site's group namespace: the host dies
-    // when nothing sent from them leaves it any more (a blackhole rule for each address; the VMs'
-    // addresses come and go as they reboot, the rules stay), as for a machine whose power went.
+    // The host dies: its VMs stop at once (`kb-host power off`, as its power went), then it leaves
+    // the network (its address removed from the site's group namespace; nothing answers there).
     const ns = `kb-${name}-emu-${host.site}`;
+    const privateKey = await readFile(join(env.KABOOTSTRAP_HOME!, name, 'ssh', 'id_ed25519'));
     const t0 = Date.now();
     const r = await faultDuring(
       ['deploy', '-c', cfg, '-e', 'mini', '--json'],
       env,
       /\d+ SetDeploymentEnv, ETA/,
-      () => {
-        for (const a of [host.address, ...dying.map((v) => v.ip)])
-          execFileSync('ip', ['-n', ns, 'rule', 'add', 'from', a, 'blackhole', 'pref', '100']);
+      async () => {
+        // its own command, over its SSH (ssh2 directly: nothing of the controller's pool stays open here)
+        const off = await new Promise<{ code: number; err: string }>((resolve, reject) => {
+          const c = new Client();
+          c.on('error', reject);
+          c.on('ready', () =>
+            c.exec('kb-host power off', (e, stream) => {
+              if (e) return reject(e);
+              let err = '';
+              stream.stderr.on('data', (d: Buffer) => {
+                err += d;
+              });
+              stream.on('data', () => {});
+              stream.on('close', (code: number) => {
+                c.end();
+                resolve({ code, err });
+              });
+            }),
+          );
+          c.connect({ host: host.address, username: 'root', privateKey, readyTimeout: 10_000 });
+        });
+        assert.equal(off.code, 0, off.err);
+        const addrs = execFileSync('ip', ['-n', ns, '-o', '-4', 'addr'], { encoding: 'utf8' });
+        const m = addrs.match(
+          new RegExp(`^\\d+: (\\S+)\\s+inet (${host.address.replace(/\./g, '\\.')}/\\d+)`, 'm'),
+        );
+        assert.ok(m, `${host.address} in ${ns}`);
+        execFileSync('ip', ['-n', ns, 'addr', 'del', m[2], 'dev', m[1]]);
       },
     );
+    assert.equal(r.faultError, null);
     assert.ok(r.fired, r.stderr.slice(-2000));
     assert.equal(r.code, 6, r.stderr.slice(-3000)); // partial: the dead host's VMs are KO
     const dep = JSON.parse(r.stdout) as {

@@ -68,6 +68,10 @@ export async function serveSsh(
       setImmediate(() => {
         for (const c of execs) c.resume();
       });
+      // and a channel ssh2 no longer tracked gets its 'close' from here (the set forgets it on the first)
+      setTimeout(() => {
+        for (const c of execs) c.emit('close');
+      }, 200).unref();
     });
     client.on('error', () => {});
     client.on('authentication', (auth) => {
