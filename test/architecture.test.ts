@@ -23,6 +23,7 @@ export const layers: string[][] = [
   ['api', 'services', 'envs', 'recipes'],
   ['provider'],
   ['nodes', 'netns'],
+  ['twin'],
   ['exec'],
   ['broadcast'],
   ['emulated'],

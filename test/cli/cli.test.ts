@@ -203,6 +203,19 @@ sites: [{ name: nancy, clusters: [{ name: grappe, hosts: 2, queue: production }]
     assert.equal(JSON.parse(down.stdout).releasedJobs, 1);
   });
 
+  it('refuses a users file it cannot read or parse with one line, without its text', async () => {
+    const users = join(work, 'api-users');
+    await writeFile(users, 'alice secret-in-a-bad-line\n');
+    for (const [file, message] of [
+      [users, `kabootstrap: ${users}: line 1 is not "user: password"`],
+      [join(work, 'no-users'), `kabootstrap: ${join(work, 'no-users')}: cannot read the users file (ENOENT)`],
+    ]) {
+      const r = await kb(['testbed', 'api', '--reference', referenceFixture, '--port', '0', '--users', file]);
+      assert.equal(r.code, 2);
+      assert.equal(r.stderr.trim(), message);
+    }
+  });
+
   it('refuses a malformed reference document with one line naming the file', async () => {
     const r = await kb([
       'testbed',

@@ -8,6 +8,8 @@ import { root } from './cli.js';
 
 export interface RunningDaemon {
   ports: Record<string, number>;
+  /** The daemon's own pid (`ip netns exec` execs it in place). */
+  pid: number;
   stderr(): string;
   /** True while the process is alive (a crash shows here). */
   alive(): boolean;
@@ -52,6 +54,7 @@ export async function daemonInNs(ns: string, config: ServiceNodeInput): Promise<
   });
   return {
     ports,
+    pid: child.pid!,
     stderr: () => err,
     alive: () => !exited,
     stop: async () => {

@@ -20,6 +20,7 @@ import { bootMarker } from '../../src/lib/images/initramfs.js';
 import { type Accel, probeKvm, qemuNetbootCommand } from '../../src/lib/images/qemu.js';
 import type { Logger } from '../../src/lib/log.js';
 import type { ServiceNodeInput } from '../../src/lib/services/config.js';
+import { publicKeyOf } from '../../src/lib/ssh/known-hosts.js';
 import { root } from '../helpers/cli.js';
 import { daemonInNs, type RunningDaemon } from '../helpers/daemon.js';
 import { needTools } from '../helpers/netns.js';
@@ -41,6 +42,7 @@ const [host, keyFile, command, deadline] = process.argv.slice(1);
 const privateKey = readFileSync(keyFile);
 const once = () => new Promise((resolve, reject) => {
   const c = new ssh2.Client();
+  let hostKey = '';
   const timer = setTimeout(() => { c.end(); reject(new Error('ssh timeout')); }, 15000);
   c.on('ready', () => {
     const at = Date.now();
@@ -50,11 +52,12 @@ const once = () => new Promise((resolve, reject) => {
       let errOut = '';
       stream.on('data', (d) => { out += d; });
       stream.stderr.on('data', (d) => { errOut += d; });
-      stream.on('close', (code) => { clearTimeout(timer); c.end(); resolve({ at, out, err: errOut, code }); });
+      stream.on('close', (code) => { clearTimeout(timer); c.end(); resolve({ at, out, err: errOut, code, hostKey }); });
     });
   });
   c.on('error', (e) => { clearTimeout(timer); reject(e); });
-  c.connect({ host, port: 22, username: 'root', privateKey, readyTimeout: 10000 });
+  const hostVerifier = (k) => { hostKey = k.toString('base64'); return true; };
+  c.connect({ host, port: 22, username: 'root', privateKey, readyTimeout: 10000, hostVerifier });
 });
 let last = '';
 while (Date.now() < Number(deadline)) {
@@ -70,6 +73,8 @@ interface SshAnswer {
   out: string;
   err: string;
   code: number;
+  /** The host key the node presented (base64 blob). */
+  hostKey: string;
 }
 
 /** Logs in from the namespace and runs one command; resolves null on failure (message in .error). */
@@ -128,6 +133,8 @@ describe('deployment environment over the network, SSH and the node agent', {
     env = await buildDeployEnv({
       kernel,
       keyFile: join(work, 'controller'),
+      // the testbed's dropbear key, baked in: every boot presents it
+      hostKeyFile: join(work, 'deploy_host_key'),
       cacheDir: join(work, 'cache'),
       logger,
     });
@@ -218,6 +225,9 @@ describe('deployment environment over the network, SSH and the node agent', {
     assert.equal(id.kernel, env.kernelRelease);
     assert.equal(typeof id.uptime, 'number');
     assert.match(serial, new RegExp(`${bootMarker} hostname=${node.hostname} mac=${node.mac} ip=${node.ip}`));
+    // dropbear presents the host key baked into the image, the one the controller pins
+    assert.ok(env.hostPublicKey);
+    assert.equal(answer.hostKey, publicKeyOf(env.hostPublicKey).blob);
 
     // The key published over HTTP works too, and the agent's report is JSON.
     const viaHttpKey = await sshInNs(t.service, node.ip, httpKey(), 'kb-agent report', Date.now() + 30_000);

@@ -171,7 +171,7 @@ function plural(n: number, word: string): string {
   return `${n} ${word}${n === 1 ? '' : 's'}`;
 }
 
-function nodeMatches(node: IndexedNode, filter: ResourceFilter): boolean {
+export function nodeMatches(node: IndexedNode, filter: ResourceFilter): boolean {
   return filter.every(({ key, values }) =>
     key === 'cluster'
       ? values.includes(node.cluster)

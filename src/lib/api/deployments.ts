@@ -23,6 +23,18 @@ export interface DeploymentHost {
   changed(): void;
 }
 
+/**
+ * A deployment held in `processing` until the machines behind the API are reinstalled (the twin):
+ * which nodes to reinstall (those no fault marked KO) and with what.
+ */
+export interface DeploymentWork {
+  site: string;
+  uid: string;
+  nodes: { address: string; fqdn: string }[];
+  environment: string;
+  key?: string;
+}
+
 export interface DeploymentQuery {
   user?: string;
   status?: string[];
@@ -32,6 +44,8 @@ export class Deployments {
   private readonly records = new Map<string, DeploymentRecord>();
   /** Node → how many of its next deployments come back KO (Infinity: all); not persisted. */
   private readonly faults = new Map<string, number>();
+  /** Deployments waiting for their machines' reinstall; not persisted (nor are the machines). */
+  private readonly held = new Map<string, DeploymentWork>();
   private readonly delay: number;
   private readonly linkPrefix: string;
   private readonly newId: () => string;
@@ -45,8 +59,8 @@ export class Deployments {
     this.newId = opts.newId ?? randomUUID;
   }
 
-  /** `t` is the scheduler's current time. */
-  submit(site: string, body: unknown, user: string, t: number): G5kDeployment {
+  /** `t` is the scheduler's current time; `hold` keeps it processing until `release`. */
+  submit(site: string, body: unknown, user: string, t: number, opts: { hold?: boolean } = {}): G5kDeployment {
     const index = this.host.index(site);
     const d = checkDeployment(body);
     if (d.vlan !== undefined && d.vlan !== '') {
@@ -86,6 +100,10 @@ export class Deployments {
       ],
     };
     this.records.set(uid, { nextAt: t + this.delay, ko, deployment });
+    if (opts.hold) {
+      const nodesToDo = nodes.filter((n) => !ko.includes(n.address));
+      this.held.set(uid, { site, uid, nodes: nodesToDo, environment: d.environment, key: d.key });
+    }
     this.host.changed();
     return structuredClone(deployment);
   }
@@ -113,10 +131,25 @@ export class Deployments {
     const d = this.record(site, uid).deployment;
     if (d.status === 'waiting' || d.status === 'processing') {
       d.status = 'canceled';
+      this.held.delete(uid);
       d.updated_at = Math.floor(t);
       this.host.changed();
     }
     return structuredClone(d);
+  }
+
+  /** The work of a held deployment, or null when it is not held (any more). */
+  work(uid: string): DeploymentWork | null {
+    const w = this.held.get(uid);
+    return w ? structuredClone(w) : null;
+  }
+
+  /** Lets a held deployment finish; `failed` nodes (as submitted) come back KO. */
+  release(uid: string, failed: string[]): void {
+    const rec = this.records.get(uid);
+    if (!this.held.delete(uid) || !rec) return;
+    rec.ko.push(...failed.filter((f) => !rec.ko.includes(f)));
+    this.host.changed();
   }
 
   /** Each node's next `times` deployments come back KO (Infinity: every one). */
@@ -141,6 +174,7 @@ export class Deployments {
     for (const rec of this.records.values()) {
       const d = rec.deployment;
       if (rec.nextAt > t) continue;
+      if (d.status === 'processing' && this.held.has(d.uid)) continue;
       if (d.status === 'waiting') {
         d.status = 'processing';
         rec.nextAt = t + this.delay;
@@ -164,7 +198,9 @@ export class Deployments {
   nextEventAfter(t: number): number | null {
     let next: number | null = null;
     for (const rec of this.records.values()) {
-      const active = rec.deployment.status === 'waiting' || rec.deployment.status === 'processing';
+      const active =
+        rec.deployment.status === 'waiting' ||
+        (rec.deployment.status === 'processing' && !this.held.has(rec.deployment.uid));
       if (active && rec.nextAt > t && (next === null || rec.nextAt < next)) next = rec.nextAt;
     }
     return next;

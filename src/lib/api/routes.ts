@@ -3,6 +3,7 @@
 
 import type { Collection, Link } from '../g5k/types.js';
 import { clusterQueues, type Inventory, type InventoryCluster, type InventorySite } from './inventory.js';
+import type { MachineSync } from './machines.js';
 import type { Scheduler } from './scheduler.js';
 
 export type Method = 'GET' | 'POST' | 'PUT' | 'DELETE';
@@ -18,6 +19,8 @@ export interface RouteContext {
   now: number;
   inventory: Inventory;
   scheduler: Scheduler;
+  /** The machines behind the API, when it is a site's twin. */
+  machines?: MachineSync;
   /** The request body parsed as JSON (undefined when empty). */
   body(): Promise<unknown>;
 }
@@ -241,9 +244,13 @@ const routes: Route[] = [
   {
     pattern: ['sites', ':site', 'status'],
     methods: {
-      GET: (ctx) => {
+      GET: async (ctx) => {
         site(ctx);
         const status = ctx.scheduler.siteStatus(ctx.params.site);
+        // A twin tells whether each reserved node's machine really runs.
+        for (const [fqdn, hard] of (await ctx.machines?.hardStates()) ?? []) {
+          if (status.nodes[fqdn]) status.nodes[fqdn].hard = hard;
+        }
         const body: Record<string, unknown> = { uid: ctx.now };
         if (ctx.query.get('nodes') !== 'no') body.nodes = status.nodes;
         if (ctx.query.get('vlans') === 'yes') body.vlans = status.vlans;
@@ -373,7 +380,10 @@ const routes: Route[] = [
       POST: async (ctx) => {
         site(ctx);
         const s = ctx.params.site;
-        const d = ctx.scheduler.submitDeployment(s, await ctx.body(), ctx.user, ctx.now);
+        const d = ctx.scheduler.submitDeployment(s, await ctx.body(), ctx.user, ctx.now, {
+          hold: ctx.machines !== undefined,
+        });
+        ctx.machines?.deploymentSubmitted(d.uid);
         const path = deploymentPath(s, d.uid);
         return {
           ...item(withLinks(ctx, d, path), 201),

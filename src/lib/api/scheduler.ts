@@ -29,13 +29,14 @@ import {
   withinQueue,
 } from './allocation.js';
 import { SchedulerError } from './api-error.js';
-import { type DeploymentQuery, Deployments } from './deployments.js';
+import { type DeploymentQuery, Deployments, type DeploymentWork } from './deployments.js';
 import type { Inventory } from './inventory.js';
 import { type JobRecord, parseSchedulerState, type SchedulerState } from './scheduler-state.js';
 import { checkSubmission, parseReservation, withProperties } from './submissions.js';
+import { checkMaxWalltime } from './walltime.js';
 
 export { SchedulerError } from './api-error.js';
-export type { DeploymentQuery } from './deployments.js';
+export type { DeploymentQuery, DeploymentWork } from './deployments.js';
 export type { DeploymentRecord, JobRecord, SchedulerState } from './scheduler-state.js';
 
 export interface SchedulerOptions {
@@ -52,6 +53,14 @@ export interface JobQuery {
   states?: string[];
   name?: string;
   user?: string;
+}
+
+/** A node of a running job, the machine behind it, and the VLAN its primary NIC is in. */
+export interface RunningMachine {
+  site: string;
+  uid: string;
+  fqdn: string;
+  vlan: { id: number; type: VlanItem['type'] } | null;
 }
 
 interface Nic {
@@ -140,6 +149,7 @@ export class Scheduler {
     }
     const walltime = request.walltimeSeconds ?? DEFAULT_WALLTIME;
     if (walltime < 1) throw new SchedulerError(400, 'walltime must be at least 1 second');
+    checkMaxWalltime(index, request, walltime);
     const notBefore = s.reservation === undefined ? now : Math.max(now, parseReservation(s.reservation, now));
     const uid = this.nextJobUid++;
     const job: Job = {
@@ -530,13 +540,33 @@ export class Scheduler {
   // -------------------------------------------------------------------------------------------
   // Deployments
 
-  /** Every listed node must be in a running `deploy` job of `user`. */
-  submitDeployment(site: string, body: unknown, user: string, now: number): G5kDeployment {
+  /**
+   * Every listed node must be in a running `deploy` job of `user`. Those OK join the deployment's
+   * `vlan` when it ends. `hold` keeps it processing until `releaseDeployment`.
+   */
+  submitDeployment(
+    site: string,
+    body: unknown,
+    user: string,
+    now: number,
+    opts: { hold?: boolean } = {},
+  ): G5kDeployment {
     this.advance(now);
-    const uid = this.deploys.submit(site, body, user, this.time).uid;
+    const uid = this.deploys.submit(site, body, user, this.time, opts).uid;
     // A 0 s delay finishes it at once.
     this.advance(now);
     return this.deploys.get(site, uid);
+  }
+
+  /** What a held deployment still has to reinstall, or null. */
+  deploymentWork(uid: string): DeploymentWork | null {
+    return this.deploys.work(uid);
+  }
+
+  /** Lets a held deployment finish; `failed` nodes (as submitted) come back KO. */
+  releaseDeployment(uid: string, failed: string[], now: number): void {
+    this.deploys.release(uid, failed);
+    this.advance(now);
   }
 
   getDeployment(site: string, uid: string): G5kDeployment {
@@ -560,6 +590,33 @@ export class Scheduler {
    */
   failDeployNodes(fqdns: string[], times = 1): void {
     this.deploys.failNodes(fqdns, times);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Machines
+
+  /** The nodes of every running job, each with the VLAN its primary NIC is in (null: production). */
+  runningMachines(): RunningMachine[] {
+    const out: RunningMachine[] = [];
+    for (const rec of this.jobs.values()) {
+      if (rec.job.state !== 'running') continue;
+      const { byName } = this.nicsOf(rec.site);
+      const members = this.vlanMembers.get(rec.site);
+      for (const fqdn of rec.job.assigned_nodes) {
+        const nic = byName.get(fqdn);
+        if (!nic) continue;
+        const id = members?.get(nic.key);
+        const type =
+          id === undefined ? undefined : this.vlans(rec.site).find((v) => v.uid === String(id))?.type;
+        out.push({
+          site: rec.site,
+          uid: nic.node.uid,
+          fqdn,
+          vlan: id === undefined || !type ? null : { id, type },
+        });
+      }
+    }
+    return out;
   }
 
   // -------------------------------------------------------------------------------------------

@@ -1,10 +1,13 @@
 // The embedded Grid'5000-compatible API over node:http. No background timers: the scheduler is
-// moved forward to the clock at the start of every request, so close() is immediate.
+// moved forward to the clock at the start of every request, so close() is immediate. A twin
+// (with `machines`) is the exception: it ticks, to remove the machines of a job that ran out of
+// walltime while nobody asked.
 
-import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { type ApiUsers, checkLogin } from './auth.js';
 import type { Inventory } from './inventory.js';
+import { type MachineHooks, MachineSync } from './machines.js';
 import { HttpError, matchRoute, type RouteContext, type RouteResult } from './routes.js';
 import { Scheduler, SchedulerError, type SchedulerOptions } from './scheduler.js';
 import { loadScheduler, StateSaver } from './state-file.js';
@@ -19,6 +22,8 @@ export interface ApiServerOptions {
   user?: string;
   /** When set, every request needs this HTTP Basic login. */
   credentials?: { username: string; password: string };
+  /** When set, every request needs the Basic login of one of these users with its password. */
+  users?: ApiUsers;
   /** Scheduler state: loaded at start when it exists, saved after every change. */
   stateFile?: string;
   launchDelaySeconds?: number;
@@ -27,11 +32,31 @@ export interface ApiServerOptions {
   admin?: boolean;
   /** UNIX time in seconds. */
   clock?: () => number;
+  /**
+   * The machines behind the API (a site's twin): brought up and removed with their jobs,
+   * reinstalled by deployments, moved between VLANs. Without it, nodes are only records.
+   */
+  machines?: MachineHooks;
+  /** How often a twin looks for jobs that ended on their own (walltime). Default 1000 ms. */
+  machinesTickMs?: number;
+  /** Where a twin reports a machine change that failed. */
+  onMachineError?: (err: Error) => void;
 }
 
 export interface ApiFaults {
-  /** The next `count` non-admin requests whose path starts with `pathPrefix` answer `status`. */
-  failRequests(count: number, status?: number, pathPrefix?: string): void;
+  /**
+   * The next `count` non-admin requests whose path starts with `pathPrefix` answer `status`,
+   * with a `Retry-After` of `retryAfter` seconds when given.
+   */
+  failRequests(count: number, status?: number, pathPrefix?: string, retryAfter?: number): void;
+  /** The next `count` non-admin requests whose path starts with `pathPrefix` wait `ms` first. */
+  delayRequests(count: number, ms: number, pathPrefix?: string): void;
+  /**
+   * The next `count` non-admin requests with this method whose path starts with `pathPrefix`
+   * are carried out, then their connection is destroyed before the answer: the client cannot
+   * tell whether, say, its job was created.
+   */
+  dropAnswers(count: number, method?: string, pathPrefix?: string): void;
   failNextJobs(count: number, message: string): void;
   /** The nodes' next `times` deployments come back KO (default 1; Infinity: for good). */
   failDeployNodes(fqdns: string[], times?: number): void;
@@ -92,28 +117,15 @@ async function readBody(req: IncomingMessage): Promise<unknown> {
   }
 }
 
-const digest = (s: string) => createHash('sha256').update(s).digest();
-
-/** The Basic login sent, checked against `expected` when it is set; null means 401. */
-function basicLogin(req: IncomingMessage, expected?: { username: string; password: string }): string | null {
-  const m = /^Basic\s+(\S+)$/i.exec(req.headers.authorization ?? '');
-  const decoded = m ? Buffer.from(m[1], 'base64').toString('utf8') : null;
-  const colon = decoded?.indexOf(':') ?? -1;
-  const [login, password] =
-    decoded && colon >= 0 ? [decoded.slice(0, colon), decoded.slice(colon + 1)] : [null, null];
-  if (!expected) return login;
-  if (login === null || password === null) return null;
-  // Hashing first makes the comparison constant-time whatever the lengths.
-  const ok =
-    timingSafeEqual(digest(login), digest(expected.username)) &&
-    timingSafeEqual(digest(password), digest(expected.password));
-  return ok ? login : null;
-}
-
 /** Errors are plain text, as on the real API: the status carries the meaning, the body says why. */
 function errorResult(status: number, message: string, headers?: Record<string, string>): RouteResult {
   return { status, kind: 'text', body: `${message}\n`, headers };
 }
+
+/** 401 as Grid'5000's front answers it: a plain-text line and the Basic challenge. */
+const UNAUTHORIZED: RouteResult = errorResult(401, 'authentication required', {
+  'www-authenticate': 'Basic realm="Grid5000"',
+});
 
 function send(res: ServerResponse, result: RouteResult): void {
   const headers: Record<string, string> = { ...result.headers };
@@ -140,11 +152,25 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     ? await loadScheduler(opts.stateFile, opts.inventory, schedulerOptions)
     : new Scheduler(opts.inventory, schedulerOptions);
   const saver = opts.stateFile ? new StateSaver(opts.stateFile, scheduler) : null;
-  const failing = { count: 0, status: 503, pathPrefix: '' };
+  const failing = { count: 0, status: 503, pathPrefix: '', retryAfter: undefined as number | undefined };
+  const delaying = { count: 0, ms: 0, pathPrefix: '' };
+  const dropping = { count: 0, method: 'POST', pathPrefix: '' };
+  const users: ApiUsers | undefined =
+    opts.users ??
+    (opts.credentials ? new Map([[opts.credentials.username, opts.credentials.password]]) : undefined);
+  const machines = opts.machines
+    ? new MachineSync(scheduler, opts.machines, clock, opts.onMachineError)
+    : undefined;
 
   const faults: ApiFaults = {
-    failRequests(count, status = 503, pathPrefix = '') {
-      Object.assign(failing, { count, status, pathPrefix });
+    failRequests(count, status = 503, pathPrefix = '', retryAfter = undefined) {
+      Object.assign(failing, { count, status, pathPrefix, retryAfter });
+    },
+    delayRequests(count, ms, pathPrefix = '') {
+      Object.assign(delaying, { count, ms, pathPrefix });
+    },
+    dropAnswers(count, method = 'POST', pathPrefix = '') {
+      Object.assign(dropping, { count, method: method.toUpperCase(), pathPrefix });
     },
     failNextJobs: (count, message) => scheduler.failNextJobs(count, message),
     failDeployNodes: (fqdns, times) => scheduler.failDeployNodes(fqdns, times),
@@ -156,16 +182,23 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     const { prefix, rest } = splitPrefix(url.pathname);
     const segments = segmentsOf(rest);
     const admin = segments[0] === '_admin';
+    if (!admin && delaying.count > 0 && url.pathname.startsWith(delaying.pathPrefix)) {
+      delaying.count--;
+      await new Promise((resolve) => setTimeout(resolve, delaying.ms));
+    }
     if (!admin && failing.count > 0 && url.pathname.startsWith(failing.pathPrefix)) {
       failing.count--;
-      return errorResult(failing.status, `injected failure (${failing.count} more to come)`);
+      const retry =
+        failing.retryAfter === undefined ? undefined : { 'retry-after': String(failing.retryAfter) };
+      return errorResult(failing.status, `injected failure (${failing.count} more to come)`, retry);
     }
-    const login = basicLogin(req, opts.credentials);
-    if (opts.credentials && login === null) {
-      return errorResult(401, 'authentication required', { 'www-authenticate': 'Basic realm="Grid5000"' });
-    }
+    const check = checkLogin(req, users);
+    if (!check.ok) return UNAUTHORIZED;
+    const login = check.login;
     const now = clock();
     scheduler.advance(now);
+    // a job seen running has its machines up before anyone is told it runs
+    await machines?.reconcile().catch((err) => opts.onMachineError?.(err as Error));
     if (admin && opts.admin) return adminRoute(req, segments, faults);
     const match = matchRoute(req.method ?? 'GET', segments);
     if (match.kind === 'none') return errorResult(404, `no such resource: ${req.method} ${url.pathname}`);
@@ -183,6 +216,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
       now,
       inventory: opts.inventory,
       scheduler,
+      machines,
       body: () => readBody(req),
     };
     return match.handler(ctx);
@@ -208,7 +242,20 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
         );
       }
     }
-    if (!res.destroyed) send(res, result);
+    if (res.destroyed) return;
+    const url = req.url ?? '/';
+    if (
+      dropping.count > 0 &&
+      req.method === dropping.method &&
+      !splitPrefix(url).rest.startsWith('/_admin') &&
+      url.startsWith(dropping.pathPrefix)
+    ) {
+      // The request was carried out; the client never learns how it went.
+      dropping.count--;
+      req.socket.destroy();
+      return;
+    }
+    send(res, result);
   }
 
   const server = createServer((req, res) => {
@@ -226,6 +273,13 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     });
   });
   const port = (server.address() as AddressInfo).port;
+  // No request may come when a job reaches its walltime: a twin looks by itself.
+  const tick = machines
+    ? setInterval(() => {
+        scheduler.advance(clock());
+        machines.reconcile().catch((err) => opts.onMachineError?.(err as Error));
+      }, opts.machinesTickMs ?? 1000)
+    : undefined;
   const hostInUrl = host.includes(':') ? `[${host}]` : host;
 
   return {
@@ -234,34 +288,48 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     scheduler,
     faults,
     close: async () => {
+      clearInterval(tick);
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeIdleConnections();
       });
+      await machines?.settled();
       await saver?.settled();
     },
   };
 }
 
 /**
- * POST /_admin/faults: `{failRequests: {count, status, pathPrefix}}`, `{failNextJobs: {count, message}}`,
- * `{failDeployNodes: [...]}` (KO once) or `{failDeployNodes: {nodes: [...], times: N | "always"}}`,
- * `{refuseVlanMoves: [...]}`.
+ * POST /_admin/faults: `{failRequests: {count, status, pathPrefix, retryAfter}}`,
+ * `{delayRequests: {count, ms, pathPrefix}}`, `{dropAnswers: {count, method, pathPrefix}}`,
+ * `{failNextJobs: {count, message}}`, `{failDeployNodes: [...]}` (KO once) or
+ * `{failDeployNodes: {nodes: [...], times: N | "always"}}`, `{refuseVlanMoves: [...]}`.
  */
+const ADMIN_FAULTS = [
+  'failRequests',
+  'delayRequests',
+  'dropAnswers',
+  'failNextJobs',
+  'failDeployNodes',
+  'refuseVlanMoves',
+];
+
+function pathPrefix(f: Record<string, unknown>, where: string): string | undefined {
+  if (f.pathPrefix !== undefined && typeof f.pathPrefix !== 'string') {
+    throw new HttpError(400, `${where}.pathPrefix must be a string`);
+  }
+  return f.pathPrefix as string | undefined;
+}
+
 async function adminRoute(req: IncomingMessage, segments: string[], faults: ApiFaults): Promise<RouteResult> {
   if (segments.length !== 2 || segments[1] !== 'faults') return errorResult(404, `no such admin resource`);
   if (req.method !== 'POST') return errorResult(405, `${req.method} is not allowed here`, { allow: 'POST' });
   const body = await readBody(req);
   if (body === null || typeof body !== 'object' || Array.isArray(body)) {
-    throw new HttpError(
-      400,
-      'expected a JSON object with failRequests, failNextJobs, failDeployNodes or refuseVlanMoves',
-    );
+    throw new HttpError(400, `expected a JSON object with ${ADMIN_FAULTS.join(', ')}`);
   }
   const b = body as Record<string, unknown>;
-  const unknown = Object.keys(b).filter(
-    (k) => !['failRequests', 'failNextJobs', 'failDeployNodes', 'refuseVlanMoves'].includes(k),
-  );
+  const unknown = Object.keys(b).filter((k) => !ADMIN_FAULTS.includes(k));
   if (unknown.length) throw new HttpError(400, `unknown fault ${unknown.join(', ')}`);
   const count = (v: unknown, where: string): number => {
     if (!Number.isInteger(v) || (v as number) < 0)
@@ -276,11 +344,33 @@ async function adminRoute(req: IncomingMessage, segments: string[], faults: ApiF
     if (!Number.isInteger(status) || (status as number) < 400 || (status as number) > 599) {
       throw new HttpError(400, 'failRequests.status must be an HTTP error status (400-599)');
     }
-    if (f.pathPrefix !== undefined && typeof f.pathPrefix !== 'string') {
-      throw new HttpError(400, 'failRequests.pathPrefix must be a string');
+    const prefix = pathPrefix(f, 'failRequests');
+    if (f.retryAfter !== undefined && !(Number.isInteger(f.retryAfter) && (f.retryAfter as number) >= 0)) {
+      throw new HttpError(400, 'failRequests.retryAfter must be a whole number of seconds');
     }
     const n = count(f.count, 'failRequests');
-    actions.push(() => faults.failRequests(n, status as number, f.pathPrefix as string | undefined));
+    actions.push(() => faults.failRequests(n, status as number, prefix, f.retryAfter as number | undefined));
+  }
+  if (b.delayRequests !== undefined) {
+    const f = (b.delayRequests ?? {}) as Record<string, unknown>;
+    if (!Number.isInteger(f.ms) || (f.ms as number) < 0 || (f.ms as number) > 600_000) {
+      throw new HttpError(400, 'delayRequests.ms must be a whole number of milliseconds up to 600000');
+    }
+    const prefix = pathPrefix(f, 'delayRequests');
+    const n = count(f.count, 'delayRequests');
+    actions.push(() => faults.delayRequests(n, f.ms as number, prefix));
+  }
+  if (b.dropAnswers !== undefined) {
+    const f = (b.dropAnswers ?? {}) as Record<string, unknown>;
+    if (
+      f.method !== undefined &&
+      !['GET', 'POST', 'PUT', 'DELETE'].includes(String(f.method).toUpperCase())
+    ) {
+      throw new HttpError(400, 'dropAnswers.method must be GET, POST, PUT or DELETE');
+    }
+    const prefix = pathPrefix(f, 'dropAnswers');
+    const n = count(f.count, 'dropAnswers');
+    actions.push(() => faults.dropAnswers(n, f.method as string | undefined, prefix));
   }
   if (b.failNextJobs !== undefined) {
     const f = (b.failNextJobs ?? {}) as Record<string, unknown>;

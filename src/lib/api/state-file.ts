@@ -1,7 +1,8 @@
 // Where the embedded API keeps its scheduler state between runs. Writes go to a temporary file
 // in the same folder, then a rename: a crash leaves the old state or the new one, never half.
 
-import { readFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { writeFileAtomic } from '../atomic-file.js';
 import { InputError } from '../errors.js';
 import type { Inventory } from './inventory.js';
@@ -45,7 +46,13 @@ export class StateSaver {
     if (revision === this.savedRevision) return this.chain;
     this.savedRevision = revision;
     const text = `${JSON.stringify(this.scheduler.toJSON())}\n`;
-    const write = this.chain.catch(() => undefined).then(() => writeFileAtomic(this.file, text));
+    const write = this.chain
+      .catch(() => undefined)
+      .then(async () => {
+        // A directory made for the jobs is private: job names, users and commands are in it.
+        await mkdir(dirname(this.file), { recursive: true, mode: 0o700 });
+        await writeFileAtomic(this.file, text);
+      });
     // A failed write must be retried by the next save, whatever the revision then.
     this.chain = write.catch((err) => {
       this.savedRevision = -1;

@@ -61,7 +61,7 @@ async function run(
   validate(nodes, source, opts);
   const t0 = Date.now();
   const src = await openSource(source);
-  const pool = opts.sshPool ?? new SshPool({ privateKey: opts.privateKey });
+  const pool = opts.sshPool ?? new SshPool({ privateKey: opts.privateKey, knownHosts: opts.knownHosts });
   const Protocol = (opts.resumable ?? true) ? ResumableBroadcast : PlainBroadcast;
   return new Protocol(nodes, source, opts, topology, src, pool, t0).run();
 }

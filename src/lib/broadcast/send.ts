@@ -4,6 +4,7 @@
 import { readFile } from 'node:fs/promises';
 import type { Logger } from '../log.js';
 import type { DeployNode } from '../nodes/targets.js';
+import type { KnownHosts } from '../ssh/known-hosts.js';
 import type { SshPool } from '../ssh/pool.js';
 import type { BroadcastMethod } from './methods.js';
 import { chainOrder } from './order.js';
@@ -20,6 +21,8 @@ let nextPort = 0;
 
 export interface SendOptions {
   keyFile: string;
+  /** The testbed's pinned host keys: a node presenting another key gets nothing. */
+  knownHosts?: KnownHosts;
   /** The emulated agent speaks the resumable protocol; the busybox agent only the plain chain. */
   resumable: boolean;
   logger: Logger;
@@ -53,6 +56,7 @@ export async function sendFile(
 ): Promise<BroadcastReport> {
   const common = {
     privateKey: await readFile(opts.keyFile),
+    ...(opts.knownHosts ? { knownHosts: opts.knownHosts } : {}),
     port: broadcastPorts.first + (nextPort++ % broadcastPorts.count),
     stallMs: opts.stallMs,
     ringBytes: opts.ringBytes,

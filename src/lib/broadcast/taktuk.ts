@@ -5,11 +5,14 @@
 // Nodes TakTuk never reached get a second run of their own (runTaktuk), the file fed to them alone.
 import { runTaktuk, taktukInputArgs } from '../exec/taktuk.js';
 import type { NodeExecResult } from '../exec/types.js';
+import type { KnownHosts } from '../ssh/known-hosts.js';
 import { modeArgs } from './receiver.js';
 import type { BroadcastMode, BroadcastNode, BroadcastReport, BroadcastSource, NodeReport } from './types.js';
 
 export interface TaktukBroadcastOptions {
   privateKey: string | Buffer;
+  /** The testbed's pinned host keys, handed to TakTuk's ssh (StrictHostKeyChecking=yes). */
+  knownHosts?: KnownHosts;
   mode: BroadcastMode;
   /** Whole broadcast (default 10 min). */
   timeoutMs?: number;
@@ -55,6 +58,7 @@ export async function broadcastTaktuk(
   const command = receiverCommand(source, opts.mode);
   const run = await runTaktuk(targets, (ts, o) => taktukInputArgs(ts, command, source.path, o), {
     privateKey: opts.privateKey,
+    ...(opts.knownHosts ? { knownHosts: opts.knownHosts } : {}),
     window: opts.window,
     timeoutMs: opts.timeoutMs ?? 600_000,
     propagate: opts.propagate,

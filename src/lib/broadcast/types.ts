@@ -1,5 +1,6 @@
 // The image broadcast's public shapes: the nodes, the image, the options of each topology and the
 // report, shared by the controller's topologies (send.ts) and the TakTuk broadcast (taktuk.ts).
+import type { KnownHosts } from '../ssh/known-hosts.js';
 import type { SshPool } from '../ssh/pool.js';
 import type { BroadcastMethod } from './methods.js';
 
@@ -17,6 +18,8 @@ export type BroadcastMode = 'store' | { extract: string } | { write: string };
 export interface BroadcastOptions {
   /** The testbed's private key (the nodes accept it for root). */
   privateKey: string | Buffer;
+  /** The testbed's pinned host keys (for the pool made here when none is given). */
+  knownHosts?: KnownHosts;
   /** TCP port the receivers listen on. */
   port: number;
   mode: BroadcastMode;

@@ -64,7 +64,7 @@ export async function checkDeployRequest(req: DeployRequest) {
   const window = req.rebootWindow ? parseWindow(req.rebootWindow, '--reboot-window') : undefined;
   if (req.breakpoint) parseBreakpoint(req.breakpoint);
   if (req.steps) parseSteps(req.steps);
-  const { store, state, keyFile, nodes } = await openTestbed(req.testbed, req.nodeFile);
+  const { store, state, keyFile, knownHosts, nodes } = await openTestbed(req.testbed, req.nodeFile);
   let workflow: Workflow = mergeWorkflow(defaultWorkflow(), req.steps ? parseSteps(req.steps) : {});
   if (req.broadcast && !req.steps?.includes('BroadcastEnv|')) {
     const name = broadcastStep(req.broadcast);
@@ -109,7 +109,7 @@ export async function checkDeployRequest(req: DeployRequest) {
   }
   // null: a testbed set up before there were secrets, whose service nodes ask for none
   const controlSecret = await readControlSecret(store.layout.controlSecret);
-  return { store, state, keyFile, env, nodes, workflow, window, envBoot, controlSecret };
+  return { store, state, keyFile, knownHosts, env, nodes, workflow, window, envBoot, controlSecret };
 }
 
 /** A broadcast instance's timeout: its own, or what the work needs at the floors if that is more. */
@@ -149,13 +149,13 @@ export async function deployTestbed(
   req: DeployRequest,
   ctx: { logger: Logger; progress: Progress },
 ): Promise<DeployResult> {
-  const { store, state, keyFile, env, nodes, workflow, window, envBoot, controlSecret } =
+  const { store, state, keyFile, knownHosts, env, nodes, workflow, window, envBoot, controlSecret } =
     await checkDeployRequest(req);
   await store.lock('deploy');
-  const pool = new SshPool({ privateKey: await readFile(keyFile) });
+  const pool = new SshPool({ privateKey: await readFile(keyFile), knownHosts });
   const runtime = runtimeFor(state.config);
   const tuning = runtime.tuning;
-  const power = hostPower({ runtime, keyFile });
+  const power = hostPower({ runtime, keyFile, knownHosts });
   // Emulated boots run at the model's time scale: so do the pauses between reboot windows.
   const scale = tuning.timeScale;
   const runtimeTimeout = tuning.rebootTimeoutMs;
@@ -167,6 +167,7 @@ export async function deployTestbed(
     const driver = createDriver({
       nodes: byName,
       pool,
+      knownHosts,
       power,
       env,
       envBoot,
@@ -174,6 +175,7 @@ export async function deployTestbed(
       broadcast: (method, list, bctx) =>
         broadcastImage(method, list, env, {
           keyFile,
+          knownHosts,
           // bounded by the step: its time left and its abort
           timeoutMs: bctx.timeoutMs,
           signal: bctx.signal,

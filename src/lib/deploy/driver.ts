@@ -10,6 +10,7 @@ import type { DeployNode } from '../nodes/targets.js';
 import type { PowerControl } from '../runtime/power.js';
 import { ServiceClient } from '../services/client.js';
 import { sq } from '../shell.js';
+import { type KnownHosts, knownHostsAddress } from '../ssh/known-hosts.js';
 import type { SshPool } from '../ssh/pool.js';
 import { identifies, waitForSsh } from '../ssh/wait.js';
 import { envBootOf, uploadOnce } from './env-boot.js';
@@ -30,6 +31,11 @@ const stagedKeys = '/run/kb/keys';
 export interface DriverDeps {
   nodes: Map<string, DeployNode>;
   pool: SshPool;
+  /**
+   * The pool's pinned host keys: a node rebooting into the deployed system may present that
+   * system's own key, which is learned then (the deployment environment's key still passes).
+   */
+  knownHosts?: KnownHosts;
   power: PowerControl;
   env: RegisteredEnvironment;
   /** The image to the nodes; `ctx` bounds it: the step's abort signal and the time left in it. */
@@ -176,6 +182,8 @@ export function createDriver(deps: DriverDeps): WorkflowDriver {
     const end = t0 + ctx.timeoutMs;
     const span = Math.min(PROBE_SPAN_MS, ctx.timeoutMs);
     const firstProbe = new Map<string, number>();
+    if (env === 'deployed')
+      await deps.knownHosts?.expectNewKey(names.map((n) => knownHostsAddress(node(n).ip)));
     const answers = await waitForSsh(names, {
       exec: (name, command, timeoutMs) => {
         if (!firstProbe.has(name)) firstProbe.set(name, Date.now());

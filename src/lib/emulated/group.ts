@@ -56,6 +56,11 @@ export interface EmulatedGroupOptions {
   vms: EmulatedVmSpec[];
   /** The testbed's public key, OpenSSH one-line format. */
   authorizedKey: string;
+  /**
+   * The private host key every host and VM of the group presents (the controller made it and
+   * pinned it); one of its own when absent.
+   */
+  hostKey?: string;
   model?: BootModel;
   faults?: FaultSpec;
   seed?: number | string;
@@ -185,7 +190,7 @@ const VM_STATES: readonly VmState[] = [
 export class EmulatedGroup implements HostControl {
   private readonly model: BootModel;
   private readonly seed: number | string;
-  private readonly hostKey = generateHostKey();
+  private readonly hostKey: string;
   private readonly vms: Vm[];
   private readonly byName: Map<string, Vm>;
   private readonly limiter: Limiter;
@@ -222,6 +227,7 @@ export class EmulatedGroup implements HostControl {
     faults: Map<string, Fault>,
     private readonly dhcp: DhcpClient,
   ) {
+    this.hostKey = opts.hostKey ?? generateHostKey();
     this.model = opts.model ?? defaultModel;
     this.seed = opts.seed ?? 1;
     this.limiter = new Limiter(opts.concurrency ?? 64);

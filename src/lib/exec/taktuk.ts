@@ -27,12 +27,21 @@ export function findTaktuk(path = process.env.PATH ?? ''): string | null {
   return findExecutable('taktuk', path);
 }
 
-/** An ssh command line TakTuk can use as its connector, non-interactive and key-only. */
-export function sshConnector(keyFile: string, connectTimeoutMs = DEFAULT_CONNECT_TIMEOUT_MS): string {
+/**
+ * An ssh command line TakTuk can use as its connector, non-interactive and key-only. With a
+ * known_hosts file only the host keys it holds are accepted (a changed or unknown key fails that
+ * node); without one, any key is (throwaway peers only).
+ */
+export function sshConnector(
+  keyFile: string,
+  connectTimeoutMs = DEFAULT_CONNECT_TIMEOUT_MS,
+  knownHostsFile?: string,
+): string {
   return [
     'ssh',
-    '-o StrictHostKeyChecking=no',
-    '-o UserKnownHostsFile=/dev/null',
+    `-o StrictHostKeyChecking=${knownHostsFile ? 'yes' : 'no'}`,
+    `-o UserKnownHostsFile=${knownHostsFile ?? '/dev/null'}`,
+    '-o GlobalKnownHostsFile=/dev/null',
     '-o BatchMode=yes',
     '-o LogLevel=ERROR',
     `-o ConnectTimeout=${Math.max(1, Math.ceil(connectTimeoutMs / 1000))}`,
@@ -327,6 +336,12 @@ export async function runTaktuk(
   try {
     const keyFile = join(dir, 'id');
     await writeFile(keyFile, opts.privateKey, { mode: 0o600 });
+    let knownHostsFile: string | undefined;
+    if (opts.knownHosts) {
+      await opts.knownHosts.load();
+      knownHostsFile = join(dir, 'known_hosts');
+      await writeFile(knownHostsFile, opts.knownHosts.toOpenSsh(), { mode: 0o600 });
+    }
     const results: NodeExecResult[] = [];
     const attempts = new Array<number>(targets.length).fill(0);
     const runs: TaktukRun['runs'] = [];
@@ -340,7 +355,7 @@ export async function runTaktuk(
         bin,
         todo.map((i) => targets[i]),
         build,
-        keyFile,
+        { keyFile, knownHostsFile },
         opts,
       );
       runs.push({
@@ -375,7 +390,7 @@ async function runOnce(
   bin: string,
   targets: ExecTarget[],
   build: (targets: ExecTarget[], o: TaktukArgsOptions) => string[],
-  keyFile: string,
+  files: { keyFile: string; knownHostsFile?: string },
   opts: TaktukExecOptions,
 ): Promise<OneRun> {
   const start = Date.now();
@@ -387,7 +402,7 @@ async function runOnce(
     opts.timeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS,
   );
   const args = build(targets, {
-    connector: opts.connector ?? sshConnector(keyFile, connectTimeoutMs),
+    connector: opts.connector ?? sshConnector(files.keyFile, connectTimeoutMs, files.knownHostsFile),
     window: opts.window,
     connectTimeoutS: t.connectorS,
     propagate: opts.propagate,

@@ -114,6 +114,7 @@ export function treeExec(
   const connectConfig = {
     username: opts.username ?? 'root',
     privateKey: opts.privateKey,
+    ...(opts.knownHosts ? { knownHosts: opts.knownHosts } : {}),
     timeoutMs: connectTimeoutMs,
     // A relay that hangs without closing would keep its queue forever; keepalives notice it.
     keepaliveIntervalMs: 5_000,
@@ -199,7 +200,12 @@ export function treeExec(
     parent.children.add(n);
     all.add(n);
     connecting++;
-    const dest = { ...connectConfig, host: item.target.ip, port: item.target.port ?? 22 };
+    const dest = {
+      ...connectConfig,
+      host: item.target.ip,
+      port: item.target.port ?? 22,
+      node: item.target.name,
+    };
     let opening: Promise<SshSession>;
     if (parent === root) {
       const sock = netConnect({ host: item.target.ip, port: item.target.port ?? 22 });

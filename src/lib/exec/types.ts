@@ -1,5 +1,6 @@
 // Shared shapes for running one command on many nodes (flat, tree, taktuk) and the tagged,
 // per-node output every method prints.
+import type { KnownHosts } from '../ssh/known-hosts.js';
 import type { CommandResult } from '../ssh/result.js';
 
 export interface ExecTarget {
@@ -21,6 +22,8 @@ export interface NodeExecResult extends CommandResult {
 
 export interface ExecOptions {
   privateKey: string | Buffer;
+  /** The testbed's pinned host keys: a node presenting another key is refused. */
+  knownHosts?: KnownHosts;
   username?: string;
   /** Flat: nodes connecting or running at once. Tree: direct connections of the controller. */
   window?: number;

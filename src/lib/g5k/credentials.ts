@@ -121,3 +121,36 @@ export function printableUrl(url: string): string {
     return url;
   }
 }
+
+/**
+ * The login and password given inside a URL (`https://user:secret@host/`), and the URL without
+ * them: requests carry the login in a header, never in a URL that could be printed.
+ */
+export function splitUrlCredentials(url: string): { url: string; credentials: Credentials | null } {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return { url, credentials: null };
+  }
+  if (!u.username && !u.password) return { url, credentials: null };
+  const credentials =
+    u.username && u.password
+      ? { username: decodeURIComponent(u.username), password: decodeURIComponent(u.password) }
+      : null;
+  u.username = '';
+  u.password = '';
+  return { url: u.toString(), credentials };
+}
+
+/** The URL without the password it may carry (the login is kept): fit to record in a state. */
+export function withoutUrlPassword(url: string): string {
+  try {
+    const u = new URL(url);
+    if (!u.password) return url;
+    u.password = '';
+    return u.toString();
+  } catch {
+    return url;
+  }
+}

@@ -86,6 +86,11 @@ export class G5kHttp {
     this.random = opts.random ?? Math.random;
   }
 
+  /** The Basic login sent, if any: who the API knows the jobs' owner as. */
+  get login(): string | undefined {
+    return this.creds?.username;
+  }
+
   async request(method: Method, path: string, opts: RequestOptions = {}): Promise<ApiResponse> {
     const idempotent = opts.idempotent ?? method !== 'POST';
     const headers: Record<string, string> = { accept: 'application/json' };

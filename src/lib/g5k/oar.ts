@@ -84,7 +84,8 @@ function parseCount(text: string, what: string): number {
 export function parseResources(text: string): ResourceRequest {
   let body = text.trim();
   let walltimeSeconds: number | null = null;
-  const wm = /,\s*walltime\s*=\s*([\d:]+)\s*$/.exec(body);
+  // Anything after `walltime=` is the walltime, so that a malformed one is named as such.
+  const wm = /,\s*walltime\s*=([^{}']*)$/.exec(body);
   if (wm) {
     walltimeSeconds = parseWalltime(wm[1]);
     body = body.slice(0, wm.index);

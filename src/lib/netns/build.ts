@@ -15,7 +15,9 @@ export function requireRoot(what: string): void {
 }
 
 /** Refuses a testbed prefix that overlaps a route or an address already on this machine. */
-export async function checkPrefixFree(topo: Topology): Promise<void> {
+export async function checkPrefixFree(
+  topo: Pick<Topology, 'prefix'> & { controller: { link: string } },
+): Promise<void> {
   const clashes = overlappingRoutes(
     topo.prefix,
     [...(await routes()), ...(await addresses())],

@@ -18,13 +18,39 @@ async function exists(p: string): Promise<boolean> {
   );
 }
 
-/** The testbed's client key, host key and sshd config, made once per testbed. */
-export async function ensureSshFiles(layout: TestbedLayout): Promise<SshFiles> {
+export async function requireSshd(): Promise<void> {
   if (!(await exists(sshdBinary))) {
     throw new InputError(
       `${sshdBinary} is missing: install openssh-server (recipes/install/debian-packages.sh)`,
     );
   }
+  // sshd's privilege separation directory; Debian makes it at boot, a container may not have it.
+  await mkdir('/run/sshd', { recursive: true, mode: 0o755 });
+}
+
+/** An sshd config: root logs in with a key of `authorizedKeys` only. */
+export function sshdConfig(hostKey: string, authorizedKeys: string): string {
+  return [
+    'Port 22',
+    `HostKey ${hostKey}`,
+    `AuthorizedKeysFile ${authorizedKeys}`,
+    'PermitRootLogin prohibit-password',
+    'PasswordAuthentication no',
+    'KbdInteractiveAuthentication no',
+    'UsePAM no',
+    // The testbed directory may sit under a group-writable tree (a CI checkout).
+    'StrictModes no',
+    'PrintMotd no',
+    'UseDNS no',
+    'MaxStartups 100:30:200',
+    'Subsystem sftp internal-sftp',
+    '',
+  ].join('\n');
+}
+
+/** The testbed's client key, host key and sshd config, made once per testbed. */
+export async function ensureSshFiles(layout: TestbedLayout): Promise<SshFiles> {
+  await requireSshd();
   const files = layout.ssh;
   await mkdir(files.runDir, { recursive: true });
   for (const [key, comment] of [
@@ -35,27 +61,7 @@ export async function ensureSshFiles(layout: TestbedLayout): Promise<SshFiles> {
       await execa('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', comment, '-f', key]);
   }
   await writeFile(files.authorizedKeys, await readFile(files.clientPublicKey));
-  await writeFile(
-    files.config,
-    [
-      'Port 22',
-      `HostKey ${files.hostKey}`,
-      `AuthorizedKeysFile ${files.authorizedKeys}`,
-      'PermitRootLogin prohibit-password',
-      'PasswordAuthentication no',
-      'KbdInteractiveAuthentication no',
-      'UsePAM no',
-      // The testbed directory may sit under a group-writable tree (a CI checkout).
-      'StrictModes no',
-      'PrintMotd no',
-      'UseDNS no',
-      'MaxStartups 100:30:200',
-      'Subsystem sftp internal-sftp',
-      '',
-    ].join('\n'),
-  );
-  // sshd's privilege separation directory; Debian makes it at boot, a container may not have it.
-  await mkdir('/run/sshd', { recursive: true, mode: 0o755 });
+  await writeFile(files.config, sshdConfig(files.hostKey, files.authorizedKeys));
   return files;
 }
 

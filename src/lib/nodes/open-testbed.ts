@@ -1,6 +1,7 @@
 // What exec, put, reboot and deploy start from: the testbed's state (it must be set up), the
 // testbed's SSH key and the VMs to act on (all, or those a node file names).
 import { TestbedError } from '../errors.js';
+import { KnownHosts } from '../ssh/known-hosts.js';
 import { StateStore, type TestbedState } from '../state/store.js';
 import { type DeployNode, readNodeFile, selectNodes, testbedNodes } from './targets.js';
 
@@ -9,6 +10,8 @@ export interface OpenTestbed {
   state: TestbedState;
   /** The private key every node and host accepts. */
   keyFile: string;
+  /** The host keys pinned for its hosts and VMs. */
+  knownHosts: KnownHosts;
   nodes: DeployNode[];
 }
 
@@ -18,5 +21,6 @@ export async function openTestbed(testbed: string, nodeFile?: string): Promise<O
   if (!state) throw new TestbedError(`testbed ${testbed} is not set up: run 'kabootstrap setup' first`);
   const names = nodeFile ? await readNodeFile(nodeFile) : null;
   const nodes = selectNodes(testbedNodes(state), names, `-f ${nodeFile}`, testbed);
-  return { store, state, keyFile: store.layout.ssh.clientKey, nodes };
+  const knownHosts = KnownHosts.at(store.layout.knownHosts);
+  return { store, state, keyFile: store.layout.ssh.clientKey, knownHosts, nodes };
 }

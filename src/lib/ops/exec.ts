@@ -19,11 +19,16 @@ export interface ExecRequest {
 }
 
 export async function execOnTestbed(req: ExecRequest): Promise<ExecOutcome> {
-  const { nodes, keyFile } = await openTestbed(req.testbed, req.nodeFile);
+  const { nodes, keyFile, knownHosts } = await openTestbed(req.testbed, req.nodeFile);
   const targets = nodes.map((n) => ({ name: n.name, ip: n.ip }));
-  const opts = { privateKey: await readFile(keyFile), window: req.window, timeoutMs: req.timeoutMs };
+  const privateKey = await readFile(keyFile);
+  const opts = { privateKey, knownHosts, window: req.window, timeoutMs: req.timeoutMs };
   if (req.method === 'tree') return treeExec(targets, req.command, opts);
+  // TakTuk's ssh reads the pinned keys straight from the store (an OpenSSH known_hosts file)
   if (req.method === 'taktuk')
-    return taktukExec(targets, req.command, { ...opts, connector: sshConnector(keyFile) });
+    return taktukExec(targets, req.command, {
+      ...opts,
+      connector: sshConnector(keyFile, undefined, knownHosts.file),
+    });
   return flatExec(targets, req.command, opts);
 }

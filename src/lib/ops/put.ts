@@ -35,7 +35,7 @@ export async function putOnTestbed(
       `put: ${req.file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`,
     );
   }
-  const { state, nodes, keyFile } = await openTestbed(req.testbed, req.nodeFile);
+  const { state, nodes, keyFile, knownHosts } = await openTestbed(req.testbed, req.nodeFile);
   const { sha256 } = await hashFile(req.file);
   const report = await sendFile(
     req.method,
@@ -44,6 +44,7 @@ export async function putOnTestbed(
     { write: req.dest },
     {
       keyFile,
+      knownHosts,
       // the protocol the nodes' agent speaks, and how slow a receiver may be
       ...runtimeFor(state.config).tuning.broadcast,
       logger,

@@ -37,10 +37,10 @@ export function rebootedCheck(mac: string, sinceMs: number, stdout: string): str
 }
 
 export async function rebootNodes(req: RebootRequest): Promise<RebootResult[]> {
-  const { state, nodes, keyFile } = await openTestbed(req.testbed, req.nodeFile);
-  const pool = new SshPool({ privateKey: await readFile(keyFile) });
+  const { state, nodes, keyFile, knownHosts } = await openTestbed(req.testbed, req.nodeFile);
+  const pool = new SshPool({ privateKey: await readFile(keyFile), knownHosts });
   const runtime = runtimeFor(state.config);
-  const power = hostPower({ runtime, keyFile });
+  const power = hostPower({ runtime, keyFile, knownHosts });
   const t0 = Date.now();
   const failed = new Map<string, string>();
   try {

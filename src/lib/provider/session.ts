@@ -4,9 +4,10 @@
 // exactly the same code path: HTTP through G5kClient.
 import { type SyntheticInventorySpec, synthesizeInventory } from '../api/inventory.js';
 import { type ApiServer, startApiServer } from '../api/server.js';
+import { loadConfig } from '../config/load.js';
 import type { TestbedConfig } from '../config/schema.js';
 import { G5kClient } from '../g5k/client.js';
-import { loadCredentials, printableUrl } from '../g5k/credentials.js';
+import { type Credentials, loadCredentials, printableUrl, splitUrlCredentials } from '../g5k/credentials.js';
 import type { Logger } from '../log.js';
 import { testbedDomain } from '../planner/plan.js';
 import { TestbedLayout } from '../state/layout.js';
@@ -73,8 +74,11 @@ export function localInventorySpec(config: TestbedConfig, source: string): Synth
 
 export async function openSession(config: TestbedConfig, opts: SessionOptions): Promise<ProviderSession> {
   if (config.provider === 'g5k') {
-    const credentials = config.api.credentials === 'none' ? null : await loadCredentials();
-    const apiUrl = config.api.url!;
+    const { url: apiUrl, credentials: inUrl } = splitUrlCredentials(config.api.url!);
+    const credentials =
+      config.api.credentials === 'none'
+        ? null
+        : (inUrl ?? (await urlCredentialsOfSource(opts.source, apiUrl)) ?? (await loadCredentials()));
     return {
       provider: 'g5k',
       user: credentials?.username ?? config.api.user ?? process.env.USER,
@@ -115,4 +119,19 @@ export async function openSession(config: TestbedConfig, opts: SessionOptions): 
     pollMs: [100, 200, 400],
     close: () => server.close(),
   };
+}
+
+/**
+ * A state records api.url without its password: a later command finds it again in the config
+ * file the testbed was set up from, if that file still names the same API.
+ */
+async function urlCredentialsOfSource(source: string, apiUrl: string): Promise<Credentials | null> {
+  try {
+    const { config } = await loadConfig(source);
+    if (!config.api.url) return null;
+    const split = splitUrlCredentials(config.api.url);
+    return split.url === apiUrl ? split.credentials : null;
+  } catch {
+    return null;
+  }
 }

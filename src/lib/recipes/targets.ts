@@ -1,6 +1,7 @@
 // Targets a recipe runs on: a local network namespace (ip netns exec), or a host over SSH.
 import { readFile } from 'node:fs/promises';
 import { execa } from 'execa';
+import type { KnownHosts } from '../ssh/known-hosts.js';
 import { execOnce } from '../ssh/pool.js';
 import type { Target } from './recipe.js';
 
@@ -18,8 +19,11 @@ export function nsTarget(ns: string): Target {
   };
 }
 
-/** One SSH connection per command: recipes and probes run few commands, far apart. */
-export function sshTarget(host: string, keyFile: string): Target {
+/**
+ * One SSH connection per command: recipes and probes run few commands, far apart. With
+ * `knownHosts`, the host's key is checked against the testbed's pinned keys.
+ */
+export function sshTarget(host: string, keyFile: string, knownHosts?: KnownHosts): Target {
   return {
     name: `root@${host}`,
     async exec(command, timeoutMs) {
@@ -29,7 +33,11 @@ export function sshTarget(host: string, keyFile: string): Target {
       } catch (e) {
         return { code: null, stdout: '', stderr: '', error: `cannot read the key: ${(e as Error).message}` };
       }
-      return execOnce({ host, privateKey, timeoutMs: Math.min(timeoutMs, 20_000) }, command, timeoutMs);
+      return execOnce(
+        { host, privateKey, knownHosts, timeoutMs: Math.min(timeoutMs, 20_000) },
+        command,
+        timeoutMs,
+      );
     },
   };
 }

@@ -2,6 +2,7 @@
 // `kabootstrap reboot` need, whatever the runtime: the VMs grouped by host, one SSH connection
 // per host (kept until close), then the runtime's own power control on it (runtime.power).
 import { readFile } from 'node:fs/promises';
+import type { KnownHosts } from '../ssh/known-hosts.js';
 import { openSession } from '../ssh/pool.js';
 import type { SshSession } from '../ssh/session.js';
 import { byHost, type PowerAction, type PowerOutcome, type VmRuntime } from './runtime.js';
@@ -21,13 +22,23 @@ export interface PowerControl {
   close(): void;
 }
 
-export function hostPower(opts: { runtime: VmRuntime; keyFile: string }): PowerControl {
+export function hostPower(opts: {
+  runtime: VmRuntime;
+  keyFile: string;
+  knownHosts?: KnownHosts;
+}): PowerControl {
   const sessions = new Map<string, Promise<SshSession>>();
   const session = (n: PowerTarget) => {
     let s = sessions.get(n.host);
     if (!s) {
       s = readFile(opts.keyFile).then((privateKey) =>
-        openSession({ host: n.hostIp, privateKey, timeoutMs: 15_000 }),
+        openSession({
+          host: n.hostIp,
+          node: n.host,
+          privateKey,
+          knownHosts: opts.knownHosts,
+          timeoutMs: 15_000,
+        }),
       );
       s.catch(() => sessions.delete(n.host));
       sessions.set(n.host, s);

@@ -6,6 +6,7 @@
 // timeout counted from when it gets its slot. Thousands opened at once would each take a share of
 // the same CPU and all time out together ("Timed out while waiting for handshake").
 import { availableParallelism } from 'node:os';
+import type { KnownHosts } from './known-hosts.js';
 import type { TimedResult } from './result.js';
 import { type ConnectOptions, DEFAULT_COMMAND_TIMEOUT_MS, SshSession, timedOn } from './session.js';
 
@@ -108,6 +109,8 @@ export interface SshTarget {
 
 export interface PoolOptions {
   privateKey: string | Buffer;
+  /** The testbed's pinned host keys (see ConnectOptions.knownHosts). */
+  knownHosts?: KnownHosts;
   username?: string;
   connectTimeoutMs?: number;
   /** The handshake gate (default: the process's). */
@@ -149,6 +152,7 @@ export class SshPool {
         username: this.opts.username ?? 'root',
         privateKey: this.opts.privateKey,
         timeoutMs: this.opts.connectTimeoutMs,
+        ...(this.opts.knownHosts ? { knownHosts: this.opts.knownHosts } : {}),
       },
       this.opts.gate,
     ).then(

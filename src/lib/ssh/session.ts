@@ -4,6 +4,7 @@
 // in time is killed (signal KILL, channel closed) and the connection stays usable.
 import type { Duplex, Readable } from 'node:stream';
 import ssh2 from 'ssh2';
+import { type KnownHosts, knownHostsAddress } from './known-hosts.js';
 import type { CommandResult, TimedResult } from './result.js';
 
 const { Client } = ssh2;
@@ -69,6 +70,13 @@ export interface ConnectOptions {
   /** Keepalives notice a peer that hangs without closing. */
   keepaliveIntervalMs?: number;
   keepaliveCountMax?: number;
+  /**
+   * The testbed's pinned host keys: the key presented is checked (learned at first contact) and a
+   * changed one refused before anything runs. Absent: any key is taken (tests, throwaway peers).
+   */
+  knownHosts?: KnownHosts;
+  /** The node's name, for a refusal's message. */
+  node?: string;
 }
 
 export interface RunOptions {
@@ -108,14 +116,30 @@ export class SshSession {
       const conn = new Client();
       let settled = false;
       let tunnel: ssh2.ClientChannel | undefined;
+      // ssh2 reports a refused key as "Host denied": the store's reason replaces it
+      let refused: Error | undefined;
       const fail = (err: Error & { level?: string }) => {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
         conn.end();
         tunnel?.close();
-        reject(new SshConnectError(connectError(err), err.level));
+        if (refused) reject(new SshConnectError(`ssh: ${refused.message}`, 'host-key'));
+        else reject(new SshConnectError(connectError(err), err.level));
       };
+      const known = opts.knownHosts;
+      const address = knownHostsAddress(opts.host, port);
+      const hostVerifier = known
+        ? (key: Buffer, verify: (ok: boolean) => void) => {
+            known.verify(address, key, opts.node).then(
+              () => verify(true),
+              (e: Error) => {
+                refused = e;
+                verify(false);
+              },
+            );
+          }
+        : undefined;
       const timer = setTimeout(() => {
         fail(
           Object.assign(new Error(`connect timeout after ${seconds(timeoutMs)} s`), {
@@ -141,6 +165,7 @@ export class SshSession {
           username: opts.username ?? 'root',
           privateKey: opts.privateKey,
           readyTimeout: timeoutMs,
+          ...(hostVerifier ? { hostVerifier } : {}),
           ...(sock ? { sock } : {}),
           ...(opts.keepaliveIntervalMs
             ? { keepaliveInterval: opts.keepaliveIntervalMs, keepaliveCountMax: opts.keepaliveCountMax ?? 3 }

@@ -1,7 +1,8 @@
 // Where kabootstrap keeps its files, in one place: on the controller the state root
 // (KABOOTSTRAP_HOME, default ./.kabootstrap), the environment registry under it, and per testbed
-// its state, lock, control secret, SSH key pair and sshd files, service node roots, env-boot cache, API state,
-// deployment stats, emulated host groups and an experiment's stage record; the experiments'
+// its state, lock, control secret, SSH key pair, pinned host keys and sshd files, service node roots,
+// env-boot cache, API state, deployment stats, emulated host groups, a twin's machines and an
+// experiment's stage record; the experiments'
 // reports and scaled images, which outlive their testbed; on VM hosts, the VMs' run directories and disks.
 // Pure path arithmetic: nothing here touches the disk.
 import { join, resolve } from 'node:path';
@@ -91,6 +92,16 @@ export interface SshLayout {
   homeDir(ns: string): string;
 }
 
+/** A site's twin (`testbed api -c`): the key it installs when told of none, and each machine's files. */
+export interface TwinLayout {
+  dir: string;
+  /** Made when the twin is given no --key: its machines accept the public half until a deployment installs another. */
+  clientKey: string;
+  clientPublicKey: string;
+  /** A machine's own files (host key, authorized keys, sshd config, pid, log, home): a reinstall wipes them. */
+  machineDir(ns: string): string;
+}
+
 /** One service node's files: its served roots, upload staging, daemon config, log and pid, dnsmasq's and radvd's run dirs. */
 export interface ServiceNodeFiles {
   dir: string;
@@ -112,9 +123,11 @@ export interface ServiceNodeFiles {
   radvdDir: string;
 }
 
-/** One emulated host group (one per site): its config, log and TakTuk command shims. */
+/** One emulated host group (one per site): its config, SSH host key, log and TakTuk command shims. */
 export interface EmulatedGroupFiles {
   config: string;
+  /** The private host key its hosts and VMs present (0600), pinned in the known hosts. */
+  hostKey: string;
   log: string;
   commandDir: string;
 }
@@ -126,6 +139,10 @@ export class TestbedLayout {
   /** The service nodes' control endpoint secret (mode 0600): every request but GET /health carries it. */
   readonly controlSecret: string;
   readonly ssh: SshLayout;
+  /** The host keys pinned for the testbed's hosts and VMs (OpenSSH known_hosts, 0600; ssh/known-hosts.ts). */
+  readonly knownHosts: string;
+  /** The deployment environment's dropbear host key (dropbear format), the same at every VM boot. */
+  readonly deployHostKey: string;
   readonly servicesDir: string;
   /** What service nodes installed over SSH run: the package and a node binary (testbed/service-bundle.ts). */
   readonly serviceBundle: string;
@@ -140,6 +157,7 @@ export class TestbedLayout {
   readonly experimentFile: string;
   /** setup's outcome for each VM (answering, or failed with a reason): what `status` compares against. */
   readonly vmsFile: string;
+  readonly twin: TwinLayout;
 
   constructor(readonly dir: string) {
     this.stateFile = join(dir, 'state.json');
@@ -159,6 +177,8 @@ export class TestbedLayout {
       logFile: (ns) => join(runDir, `${ns}.log`),
       homeDir: (ns) => join(ssh, 'home', ns),
     };
+    this.knownHosts = join(ssh, 'known_hosts');
+    this.deployHostKey = join(ssh, 'deploy_dropbear_ed25519_host_key');
     this.servicesDir = join(dir, 'services');
     this.serviceBundle = join(dir, 'service-bundle.tar.gz');
     this.envBootCache = join(dir, 'env-boot');
@@ -167,6 +187,13 @@ export class TestbedLayout {
     this.emulatedDir = join(dir, 'emulated');
     this.experimentFile = join(dir, 'experiment.json');
     this.vmsFile = join(dir, 'vms.json');
+    const twin = join(dir, 'twin');
+    this.twin = {
+      dir: twin,
+      clientKey: join(twin, 'id_ed25519'),
+      clientPublicKey: join(twin, 'id_ed25519.pub'),
+      machineDir: (ns) => join(twin, 'machines', ns),
+    };
   }
 
   /** The layout of a testbed by name, under the state root. */
@@ -182,6 +209,7 @@ export class TestbedLayout {
   emulatedGroup(site: string): EmulatedGroupFiles {
     return {
       config: join(this.emulatedDir, `${site}.json`),
+      hostKey: join(this.emulatedDir, `${site}.host_key`),
       log: join(this.emulatedDir, `${site}.log`),
       commandDir: join(this.emulatedDir, `${site}.commands`),
     };

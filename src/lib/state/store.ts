@@ -1,9 +1,10 @@
 // A testbed's state on the controller: state.json (what was created, for status and teardown,
 // written atomically and in order), the lock one command at a time holds, and resource records.
-import { mkdir, readFile, rm, rmdir } from 'node:fs/promises';
+import { chmod, mkdir, readFile, rm, rmdir } from 'node:fs/promises';
 import { writeFileAtomic } from '../atomic-file.js';
 import type { TestbedConfig } from '../config/schema.js';
 import { InputError } from '../errors.js';
+import { withoutUrlPassword } from '../g5k/credentials.js';
 import type { Plan } from '../planner/plan.js';
 import { FileLock } from './file-lock.js';
 import { stateRoot, TestbedLayout } from './layout.js';
@@ -101,10 +102,16 @@ export class StateStore {
 
   private writing: Promise<void> = Promise.resolve();
 
+  /** The testbed's directory is its owner's alone (0700): keys, secrets and the state live there. */
+  private async makeDir(): Promise<void> {
+    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    await chmod(this.dir, 0o700);
+  }
+
   /** Writes are queued: concurrent steps (service nodes started in parallel) share one temp file. */
   write(state: TestbedState): Promise<void> {
     const next = this.writing.then(async () => {
-      await mkdir(this.dir, { recursive: true });
+      await this.makeDir();
       state.updatedAt = new Date().toISOString();
       await writeFileAtomic(this.file, `${JSON.stringify(state, null, 2)}\n`);
     });
@@ -114,6 +121,7 @@ export class StateStore {
 
   /** Takes the testbed's lock or says who holds it (see FileLock: whole, dead holders taken over alone). */
   async lock(command: string): Promise<void> {
+    await this.makeDir();
     await this.fileLock.acquire(command);
   }
 
@@ -137,7 +145,10 @@ export function newState(config: TestbedConfig, configSource: string): TestbedSt
     name: config.name,
     provider: config.provider,
     configSource,
-    config,
+    // A password written in api.url stays in the config file: the state only names the login.
+    config: config.api.url
+      ? { ...config, api: { ...config.api, url: withoutUrlPassword(config.api.url) } }
+      : config,
     phase: 'new',
     apiUrl: null,
     resources: [],

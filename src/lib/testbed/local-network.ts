@@ -1,5 +1,6 @@
 // The local provider's testbed network on this machine: namespaces for hosts and service nodes,
-// VLAN bridges, the controller's veth and route, and sshd on every host.
+// VLAN bridges, the controller's veth and route, and sshd on every host (its host key pinned).
+import { readFile } from 'node:fs/promises';
 
 import { InputError } from '../errors.js';
 import { buildNetwork, requireRoot } from '../netns/build.js';
@@ -12,6 +13,7 @@ import type { Plan } from '../planner/plan.js';
 import type { Progress } from '../progress.js';
 import { localLayout } from '../provider/local-layout.js';
 import { runtimeFor } from '../runtime/index.js';
+import { KnownHosts, knownHostsAddress } from '../ssh/known-hosts.js';
 import { type StateStore, type TestbedState, upsertResource } from '../state/store.js';
 
 /** The namespaces laid out as the runtime asks, within the number of hosts it runs locally. */
@@ -49,6 +51,12 @@ export async function buildLocalNetwork(
     (step) => buildNetwork(store, state, topo, (done, total) => step.status(`${done}/${total} namespaces`)),
   );
   const files = await ensureSshFiles(store.layout);
+  // the sshd's key is ours: pinned for every address it answers on before any contact
+  const sshdHosts = topo.namespaces.filter((n) => !isHostGroup(n));
+  await KnownHosts.at(store.layout.knownHosts).pin(
+    sshdHosts.map((h) => ({ address: knownHostsAddress(h.ip), node: h.fqdn })),
+    await readFile(`${files.hostKey}.pub`, 'utf8'),
+  );
   await progress.step('Start sshd on every host', async (step) => {
     let started = 0;
     // A host group's hosts answer SSH from its process, not from an sshd.
@@ -75,10 +83,11 @@ export async function buildLocalNetwork(
 export async function probeHosts(store: StateStore, state: TestbedState): Promise<SshProbe[]> {
   const hosts = state.resources.filter((r) => r.kind === 'netns' && r.status === 'created' && r.data.ip);
   const key = store.layout.ssh.clientKey;
-  const first = await Promise.all(hosts.map((h) => probeSsh(h.data.ip as string, key)));
+  const knownHosts = KnownHosts.at(store.layout.knownHosts);
+  const first = await Promise.all(hosts.map((h) => probeSsh(h.data.ip as string, key, 10_000, knownHosts)));
   // a machine busy with other work can be slow to fork a command: those that timed out get one
   // more, longer try before they count as down
   return Promise.all(
-    first.map((p) => (p.ok || !/timeout/.test(p.detail) ? p : probeSsh(p.host, key, 30_000))),
+    first.map((p) => (p.ok || !/timeout/.test(p.detail) ? p : probeSsh(p.host, key, 30_000, knownHosts))),
   );
 }

@@ -12,6 +12,7 @@ import { naturalCompare } from '../natural-order.js';
 import type { Plan, SitePlan } from '../planner/plan.js';
 import type { ProviderSession } from '../provider/session.js';
 import { type ResourceRecord, type StateStore, type TestbedState, upsertResource } from '../state/store.js';
+import { submitJobOnce } from './job-submission.js';
 
 export function jobName(config: TestbedConfig): string {
   return `kabootstrap-${config.name}`;
@@ -138,13 +139,17 @@ export async function submitJobs(
       await store.write(state);
       let job: Job;
       try {
-        job = await session.client.submitJob(site.name, {
-          resources,
-          command: 'sleep 31536000',
-          types: ['deploy'],
-          name: jobName(config),
-          ...where,
-        });
+        job = await submitJobOnce(
+          session,
+          site.name,
+          { resources, command: 'sleep 31536000', types: ['deploy'], name: jobName(config), ...where },
+          {
+            user: session.user,
+            known: state.resources.flatMap((r) =>
+              r.kind === 'job' && typeof r.data.uid === 'number' ? [r.data.uid] : [],
+            ),
+          },
+        );
       } catch (e) {
         if (e instanceof TestbedError && e.status !== undefined && e.status < 500) {
           // Refused: nothing was created for this job.

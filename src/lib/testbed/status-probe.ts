@@ -3,6 +3,7 @@
 // deadline, a window at a time. What the deadline cut short comes back as null (not probed), so
 // thousands of VMs cost at most the deadline, never a hang.
 import { eachLimited } from '../concurrency.js';
+import type { KnownHosts } from '../ssh/known-hosts.js';
 import { handshakes, openSession } from '../ssh/pool.js';
 import type { CommandResult } from '../ssh/result.js';
 import { connectError, type SshSession } from '../ssh/session.js';
@@ -17,6 +18,8 @@ export interface ProbeAnswer {
 
 export interface ProbeOptions {
   privateKey: string | Buffer;
+  /** The testbed's pinned host keys: a changed key is reported, nothing is run there. */
+  knownHosts?: KnownHosts;
   /** When to stop probing (ms since the epoch): unprobed items come back null. */
   deadline: number;
   /** Probes in flight at once (never more than the handshake gate's slots). */
@@ -79,7 +82,14 @@ async function probeOne<T>(
   const { host, port } = address(item);
   let s: SshSession;
   try {
-    s = await openSession({ host, port, username: 'root', privateKey: opts.privateKey, timeoutMs: budget() });
+    s = await openSession({
+      host,
+      port,
+      username: 'root',
+      privateKey: opts.privateKey,
+      knownHosts: opts.knownHosts,
+      timeoutMs: budget(),
+    });
   } catch (e) {
     return { ok: false, detail: connectError(e) };
   }

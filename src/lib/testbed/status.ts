@@ -7,6 +7,7 @@ import { readFile } from 'node:fs/promises';
 import type { Plan } from '../planner/plan.js';
 import { localLayout } from '../provider/local-layout.js';
 import { openSession } from '../provider/session.js';
+import { KnownHosts } from '../ssh/known-hosts.js';
 import { readControlSecret } from '../state/control-secret.js';
 import { serviceNodesOf } from '../state/service-nodes.js';
 import { StateStore, type TestbedState } from '../state/store.js';
@@ -125,6 +126,7 @@ export async function testbedStatus(
   const probe = opts.probe
     ? {
         privateKey: await readFile(store.layout.ssh.clientKey).catch(() => null),
+        knownHosts: KnownHosts.at(store.layout.knownHosts),
         deadline,
         window: opts.window ?? DEFAULT_STATUS_WINDOW,
         probeTimeoutMs: DEFAULT_PROBE_TIMEOUT_MS,
@@ -207,6 +209,7 @@ function probeOrSay<T extends { address: string }>(
   items: T[],
   probe: {
     privateKey: Buffer | null;
+    knownHosts: KnownHosts;
     deadline: number;
     window: number;
     probeTimeoutMs: number;

@@ -4,7 +4,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { InputError } from '../../../src/lib/errors.js';
-import { loadCredentials, printableUrl, redact } from '../../../src/lib/g5k/credentials.js';
+import {
+  loadCredentials,
+  printableUrl,
+  redact,
+  splitUrlCredentials,
+  withoutUrlPassword,
+} from '../../../src/lib/g5k/credentials.js';
 
 describe('credentials', () => {
   let home: string;
@@ -158,5 +164,30 @@ describe('credentials', () => {
     );
     assert.equal(printableUrl('https://api.example/stable/'), 'https://api.example/stable/');
     assert.equal(printableUrl('not a url'), 'not a url');
+  });
+});
+
+describe('credentials inside an API URL', () => {
+  it('are taken out of the URL the requests use', () => {
+    assert.deepEqual(splitUrlCredentials('https://alice:s3cr%40t@api.example/stable'), {
+      url: 'https://api.example/stable',
+      credentials: { username: 'alice', password: 's3cr@t' },
+    });
+    assert.deepEqual(splitUrlCredentials('https://alice@api.example/stable'), {
+      url: 'https://api.example/stable',
+      credentials: null,
+    });
+    assert.deepEqual(splitUrlCredentials('https://api.example/stable'), {
+      url: 'https://api.example/stable',
+      credentials: null,
+    });
+  });
+
+  it('leave only the login in what a state records', () => {
+    assert.equal(
+      withoutUrlPassword('https://alice:s3cret@api.example/stable'),
+      'https://alice@api.example/stable',
+    );
+    assert.equal(withoutUrlPassword('https://api.example/stable'), 'https://api.example/stable');
   });
 });

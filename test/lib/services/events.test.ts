@@ -20,4 +20,21 @@ describe('boot event log', () => {
     assert.equal(log.recent().length, 6);
     assert.equal(seen, 6);
   });
+
+  it('keeps one malformed-packet error per sender and interval, and says how many it held back', (t) => {
+    t.mock.timers.enable({ apis: ['Date'], now: 1_000_000 });
+    const log = new EventLog();
+    for (let i = 0; i < 500; i++)
+      log.emitEvent({ type: 'dhcp.error', mac: null, detail: `malformed packet: byte ${i}` });
+    for (let i = 0; i < 50; i++)
+      log.emitEvent({ type: 'tftp.error', mac: null, ip: '10.0.0.7', detail: `x${i}: unknown opcode` });
+    log.emitEvent({ type: 'tftp.error', mac: null, ip: '10.0.0.8', detail: 'y: unknown opcode' });
+    assert.deepEqual(
+      log.recent().map((e) => e.detail),
+      ['malformed packet: byte 0', 'x0: unknown opcode', 'y: unknown opcode'],
+    );
+    t.mock.timers.tick(5000);
+    log.emitEvent({ type: 'dhcp.error', mac: null, detail: 'malformed packet: late' });
+    assert.equal(log.recent().at(-1)?.detail, 'malformed packet: late (and 499 more held back)');
+  });
 });

@@ -13,7 +13,7 @@ import { buildCacheDir } from '../cache-dir.js';
 import { type DebianKernel, getDebianKernel } from '../debian-kernel.js';
 import { bootMarker, findBusybox, isStaticElf, planModules, virtioModules } from '../initramfs.js';
 import { defaultCacheDir, formatBytes, MissingToolError, vmImagesDir } from '../tools.js';
-import { controllerKey } from './keys.js';
+import { controllerKey, deployHostKey, deployHostKeyPath } from './keys.js';
 import { binaryWithLibs, InputHash, packCpioGz, type StagedFile, stageBusyboxRoot } from './stage.js';
 
 /** Bump when the image layout changes, so images built by older code are not reused. */
@@ -39,6 +39,11 @@ export interface DeployEnvOptions {
   cacheDir?: string;
   /** The controller's key (private key or .pub); default: a key kept under the cache dir. */
   keyFile?: string;
+  /**
+   * The dropbear host key every boot presents (dropbear format, made when missing): the testbed's,
+   * pinned by the controller. Without it each boot makes a key of its own (nothing to pin).
+   */
+  hostKeyFile?: string;
   /** An already fetched kernel; fetched with getDebianKernel() otherwise. */
   kernel?: DebianKernel;
   busybox?: string;
@@ -61,6 +66,8 @@ export interface DeployEnv {
   /** The private key whose public half is baked in as /root/.ssh/authorized_keys. */
   keyFile: string;
   publicKey: string;
+  /** The baked-in host key's public line, when `hostKeyFile` was given. */
+  hostPublicKey: string | null;
   /** Every path in the initramfs, sorted. */
   contents: string[];
   modules: string[];
@@ -82,6 +89,7 @@ export async function buildDeployEnv(opts: DeployEnvOptions = {}): Promise<Deplo
   const cacheDir = opts.cacheDir ?? defaultCacheDir;
   const kernel = opts.kernel ?? (await getDebianKernel({ cacheDir, logger: log }));
   const key = await controllerKey({ keyFile: opts.keyFile, cacheDir });
+  const hostKey = opts.hostKeyFile ? await deployHostKey(opts.hostKeyFile) : null;
 
   const busyboxPath = opts.busybox ?? (await findBusybox());
   const busybox = await readFile(busyboxPath);
@@ -117,6 +125,7 @@ export async function buildDeployEnv(opts: DeployEnvOptions = {}): Promise<Deplo
       mode: 0o644,
     },
   );
+  if (hostKey) files.push({ path: deployHostKeyPath, data: hostKey.data, mode: 0o600 });
   for (const m of plan.modules) files.push({ path: `/lib/modules/${m.name}.ko`, data: m.data, mode: 0o644 });
 
   const h = new InputHash().add('builder', builderVersion).add('busybox', busybox);
@@ -137,6 +146,7 @@ export async function buildDeployEnv(opts: DeployEnvOptions = {}): Promise<Deplo
     kernelRelease: m.kernelRelease,
     keyFile: key.privateKeyFile,
     publicKey: key.publicKey,
+    hostPublicKey: hostKey?.publicKey ?? null,
     contents: m.contents,
     modules: m.modules,
     missingTools: m.missingTools,

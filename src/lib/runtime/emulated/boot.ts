@@ -8,6 +8,7 @@ import type { Logger } from '../../log.js';
 import type { Plan, VmPlan } from '../../planner/plan.js';
 import type { Progress } from '../../progress.js';
 import { sq } from '../../shell.js';
+import type { KnownHosts } from '../../ssh/known-hosts.js';
 import { execOnce } from '../../ssh/pool.js';
 import type { SshSession } from '../../ssh/session.js';
 import { identifies, waitForSsh } from '../../ssh/wait.js';
@@ -18,11 +19,18 @@ import { byHost } from '../runtime.js';
 import { window } from './hosts.js';
 import { hostPowerCommand } from './power.js';
 
+/** What an SSH probe of a VM logs in with and checks the VM's host key against. */
+export interface VmLogin {
+  privateKey: Buffer;
+  knownHosts?: KnownHosts;
+}
+
 export async function bootAll(
   state: TestbedState,
   plan: Plan,
   sessions: Map<string, SshSession>,
-  privateKey: Buffer,
+  /** The testbed's key, and the host keys pinned for the VMs. */
+  login: VmLogin,
   /** The testbed's control secret, for the service nodes' event streams. */
   controlSecret: string | null,
   bootTimeoutMs: number,
@@ -38,13 +46,13 @@ export async function bootAll(
     { progress, logger, what: 'emulated VMs', controlSecret },
     async (tracker) => {
       await power(sessions, byHost(vms), 'on', tracker);
-      await waitRound(vms, sessions, privateKey, tracker, bootTimeoutMs);
+      await waitRound(vms, sessions, login, tracker, bootTimeoutMs);
       for (let round = 1; round <= retries; round++) {
         const failed = vms.filter((vm) => tracker.get(vm.mac)?.state === 'failed');
         if (failed.length === 0) break;
         logger.info(`retry ${round}: power-cycling ${failed.length} failed VM(s)`);
         await power(sessions, byHost(failed), 'reset', tracker);
-        await waitRound(failed, sessions, privateKey, tracker, bootTimeoutMs);
+        await waitRound(failed, sessions, login, tracker, bootTimeoutMs);
       }
     },
   );
@@ -83,7 +91,7 @@ async function power(
 async function waitRound(
   vms: VmPlan[],
   sessions: Map<string, SshSession>,
-  privateKey: Buffer,
+  login: VmLogin,
   tracker: BootTracker,
   bootTimeoutMs: number,
 ): Promise<void> {
@@ -124,7 +132,7 @@ async function waitRound(
   const rule = deadlinesFrom(bootTimeoutMs);
   try {
     await waitForSsh(vms, {
-      exec: (vm, command, t) => execOnce({ host: vm.ip, privateKey, timeoutMs: t }, command, t),
+      exec: (vm, command, t) => execOnce({ host: vm.ip, node: vm.name, ...login, timeoutMs: t }, command, t),
       command: 'kb-agent identify',
       // this VM's agent, not something else on its address
       check: (vm, r) => identifies({ name: vm.name, mac: vm.mac, ip: vm.ip }, r.stdout),

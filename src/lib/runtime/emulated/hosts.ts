@@ -2,20 +2,24 @@
 // nodes, one emulated host group per site (a Node process in the site's namespace playing the
 // site's hosts and VMs, src/lib/emulated/), then the check that every emulated host answers SSH.
 // The SSH sessions opened by the check are kept: the VMs phase powers and follows VMs through them.
+// Each group's host key is made here and pinned for its hosts' and VMs' addresses before it starts.
 // Resume: a group whose recorded pid is alive is not started again.
 import { spawn } from 'node:child_process';
 import { openSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { writeFileAtomic } from '../../atomic-file.js';
 import { eachLimited } from '../../concurrency.js';
 import type { EmulatedGroupOptions } from '../../emulated/group.js';
 import { defaultModel } from '../../emulated/model.js';
+import { generateHostKey } from '../../emulated/ssh.js';
 import { TestbedError } from '../../errors.js';
 import { parsePrefix } from '../../net/ipv4.js';
 import { type HostNs, isHostGroup } from '../../netns/topology.js';
 import { isAlive } from '../../pid.js';
 import type { Plan, VmPlan } from '../../planner/plan.js';
+import { KnownHosts, knownHostsAddress } from '../../ssh/known-hosts.js';
 import { openSession } from '../../ssh/pool.js';
 import type { SshSession } from '../../ssh/session.js';
 import { type StateStore, type TestbedState, upsertResource } from '../../state/store.js';
@@ -31,7 +35,30 @@ export const window = 16;
 export interface EmulatedHosts {
   sessions: Map<string, SshSession>;
   privateKey: Buffer;
+  /** The testbed's pinned host keys, the groups' among them. */
+  knownHosts: KnownHosts;
   count: number;
+}
+
+/**
+ * The group's host key, made once (0600) and kept across resumes, pinned for every address the
+ * group answers SSH on: its hosts' and its VMs'. Returns the private key.
+ */
+export async function pinGroupHostKey(
+  file: string,
+  knownHosts: KnownHosts,
+  nodes: readonly { name: string; ip: string }[],
+): Promise<string> {
+  let key = await readFile(file, 'utf8').catch(() => '');
+  if (!key) {
+    key = generateHostKey();
+    await writeFileAtomic(file, key);
+  }
+  await knownHosts.pin(
+    nodes.map((n) => ({ address: knownHostsAddress(n.ip), node: n.name })),
+    key,
+  );
+  return key;
 }
 
 /** Starts the groups and checks their hosts; on failure the sessions opened are closed again. */
@@ -39,9 +66,13 @@ export async function startEmulatedHosts(ctx: RuntimeContext): Promise<EmulatedH
   const { store, state, plan, topology: topo, progress } = ctx;
   await placePlaceholders(store, plan);
   const groups = topo.namespaces.filter(isHostGroup);
+  const knownHosts = KnownHosts.at(store.layout.knownHosts);
   await progress.step(`Start ${groups.length} emulated host group(s)`, async (step) => {
     let n = 0;
     for (const g of groups) {
+      const vms = plan.sites.find((s) => s.name === g.site)?.vms ?? [];
+      const hostNodes = (g.hosts ?? []).map((h) => ({ name: h.fqdn, ip: h.ip }));
+      await pinGroupHostKey(store.layout.emulatedGroup(g.site).hostKey, knownHosts, [...hostNodes, ...vms]);
       await startGroup(store, state, plan, g);
       step.status(`${++n}/${groups.length} listening`);
     }
@@ -55,7 +86,13 @@ export async function startEmulatedHosts(ctx: RuntimeContext): Promise<EmulatedH
       const down: string[] = [];
       await eachLimited(hosts, window, async (h) => {
         try {
-          const s = await openSession({ host: h.ip, privateKey, timeoutMs: 15_000 });
+          const s = await openSession({
+            host: h.ip,
+            node: h.fqdn,
+            privateKey,
+            knownHosts,
+            timeoutMs: 15_000,
+          });
           const r = await s.exec('hostname', 10_000);
           if (r.stdout.trim() !== h.fqdn) {
             s.close();
@@ -77,7 +114,7 @@ export async function startEmulatedHosts(ctx: RuntimeContext): Promise<EmulatedH
     for (const s of sessions.values()) s.close();
     throw e;
   }
-  return { sessions, privateKey, count: hosts.length };
+  return { sessions, privateKey, knownHosts, count: hosts.length };
 }
 
 async function placePlaceholders(store: StateStore, plan: Plan): Promise<void> {
@@ -117,6 +154,7 @@ async function startGroup(store: StateStore, state: TestbedState, plan: Plan, g:
   const { transient, reboot, ...rates } = em.faults;
   const config: Omit<EmulatedGroupOptions, 'authorizedKey'> & {
     authorizedKeyFile: string;
+    hostKeyFile: string;
     progressMs: number;
   } = {
     interface: 'vlan0',
@@ -130,6 +168,7 @@ async function startGroup(store: StateStore, state: TestbedState, plan: Plan, g:
       host: vm.host,
     })),
     authorizedKeyFile: store.layout.ssh.clientPublicKey,
+    hostKeyFile: files.hostKey,
     seed: em.seed,
     model: { ...defaultModel, timeScale: em.timeScale },
     faults: { rates, transient, rebootHang: reboot },

@@ -66,7 +66,7 @@ async function prepareHosts(ctx: RuntimeContext): Promise<VmHosts> {
         state,
         plan,
         hosts.sessions,
-        hosts.privateKey,
+        { privateKey: hosts.privateKey, knownHosts: hosts.knownHosts },
         controlSecret,
         bootTimeoutMs,
         retries,

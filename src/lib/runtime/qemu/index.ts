@@ -10,6 +10,7 @@ import { buildDeployEnv } from '../../images/deploy-env/build.js';
 import { pciRomIds, virtioRom } from '../../images/firmware.js';
 import { buildInitramfs } from '../../images/initramfs.js';
 import { probeKvm } from '../../images/qemu.js';
+import { KnownHosts, knownHostsAddress } from '../../ssh/known-hosts.js';
 import type { RuntimeContext, VmHosts, VmRuntime } from '../runtime.js';
 import { qemuPower } from './host.js';
 import { launchVms } from './launch.js';
@@ -45,8 +46,20 @@ async function prepareHosts(ctx: RuntimeContext, vms: boolean): Promise<VmHosts>
   const nothing = { emulatedHosts: 0, close() {} };
   if (!vms) return { ...nothing, accel: null, launchVms: async () => [] };
   const env = await progress.step('Build the deployment environment image', () =>
-    buildDeployEnv({ keyFile: store.layout.ssh.clientKey, logger }),
+    buildDeployEnv({
+      keyFile: store.layout.ssh.clientKey,
+      hostKeyFile: store.layout.deployHostKey,
+      logger,
+    }),
   );
+  // every boot of the deployment environment presents the key baked in: pinned for each VM
+  if (env.hostPublicKey) {
+    const vmNodes = plan.sites.flatMap((s) => s.vms);
+    await KnownHosts.at(store.layout.knownHosts).pin(
+      vmNodes.map((vm) => ({ address: knownHostsAddress(vm.ip), node: vm.name })),
+      env.hostPublicKey,
+    );
+  }
   for (const site of plan.sites) {
     for (const sn of site.serviceNodes) {
       const files = store.layout.serviceNode(sn.host, site.name);

@@ -7,6 +7,7 @@ import type { Logger } from '../../log.js';
 import type { Topology } from '../../netns/topology.js';
 import type { Plan, VmPlan } from '../../planner/plan.js';
 import type { Progress } from '../../progress.js';
+import { KnownHosts } from '../../ssh/known-hosts.js';
 import { execOnce, openSession } from '../../ssh/pool.js';
 import type { SshSession } from '../../ssh/session.js';
 import { waitForSsh } from '../../ssh/wait.js';
@@ -36,6 +37,7 @@ export async function launchVms(
 ): Promise<VmBoot[]> {
   const vms = plan.sites.flatMap((s) => s.vms);
   const key = store.layout.ssh.clientKey;
+  const knownHosts = KnownHosts.at(store.layout.knownHosts);
   const hostIp = new Map(topo.namespaces.map((n) => [n.fqdn, n.ip]));
   const sessions = new Map<string, SshSession>();
   try {
@@ -50,7 +52,9 @@ export async function launchVms(
         for (const [host, list] of byHost(vms)) {
           const session = await openSession({
             host: hostIp.get(host)!,
+            node: host,
             privateKey,
+            knownHosts,
             timeoutMs: 15_000,
           });
           sessions.set(host, session);
@@ -81,7 +85,7 @@ export async function launchVms(
                 await powerOn(sessions.get(vm.host)!, state.name, hostVms.get(vm.mac)!, opts.qemu);
                 tracker.launched(vm.mac, Date.now());
                 upsertResource(state, { kind: 'vm', key: `vm/${vm.name}`, status: 'created', data: {} });
-                waits.push(waitForBoot(vm, privateKey, tracker, opts.bootTimeoutMs));
+                waits.push(waitForBoot(vm, { privateKey, knownHosts }, tracker, opts.bootTimeoutMs));
               } catch (e) {
                 tracker.failed(vm.mac, Date.now(), `did not start: ${(e as Error).message}`);
               }
@@ -100,14 +104,15 @@ export async function launchVms(
 /** Until the VM's own agent answers SSH (its MAC in `kb-agent identify`) or its time is up. */
 async function waitForBoot(
   vm: VmPlan,
-  privateKey: Buffer,
+  login: { privateKey: Buffer; knownHosts: KnownHosts },
   tracker: BootTracker,
   timeoutMs: number,
 ): Promise<void> {
   const state = () => tracker.get(vm.mac)!.state;
   const rule = deadlinesFrom(timeoutMs);
   const answers = await waitForSsh([vm], {
-    exec: (v, command, t) => execOnce({ host: v.ip, privateKey, timeoutMs: Math.min(t, 20_000) }, command, t),
+    exec: (v, command, t) =>
+      execOnce({ host: v.ip, node: v.name, ...login, timeoutMs: Math.min(t, 20_000) }, command, t),
     command: 'kb-agent identify',
     check: (v, r) => (r.stdout.includes(v.mac) ? null : 'another system answered'),
     // from its launch, held off while the boots move forward (TCG guests queue for the CPU)

@@ -18,6 +18,7 @@ import { loadRecipe, runRecipe, type Target } from '../../recipes/recipe.js';
 import { serviceNodeConfigSchema } from '../../services/config.js';
 import { serviceNodeConfigs } from '../../services/from-plan.js';
 import { sq } from '../../shell.js';
+import { KnownHosts } from '../../ssh/known-hosts.js';
 import { openSession } from '../../ssh/pool.js';
 import type { SshSession } from '../../ssh/session.js';
 import { ensureControlSecret } from '../../state/control-secret.js';
@@ -97,7 +98,13 @@ export async function installServiceNodesOverSsh(
       else {
         let session: SshSession | null = null;
         try {
-          session = await openSession({ host: address, privateKey, timeoutMs: 20_000 });
+          session = await openSession({
+            host: address,
+            node: input.name,
+            privateKey,
+            knownHosts: KnownHosts.at(store.layout.knownHosts),
+            timeoutMs: 20_000,
+          });
           await install(session, input);
           probes[i] = await probeService(input.name, url, controlSecret);
         } catch (e) {

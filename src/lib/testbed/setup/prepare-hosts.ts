@@ -13,6 +13,7 @@ import { packageRoot } from '../../package-root.js';
 import { sshTarget } from '../../recipes/targets.js';
 import { runtimeFor } from '../../runtime/index.js';
 import { sq } from '../../shell.js';
+import { KnownHosts } from '../../ssh/known-hosts.js';
 import type { CommandResult } from '../../ssh/result.js';
 import { hostDiskRoot } from '../../state/layout.js';
 import { upsertResource } from '../../state/store.js';
@@ -118,7 +119,7 @@ export async function prepareHostsOverSsh(
         line.status(`${++finished}/${hosts.length} ready`);
         return;
       }
-      const target = sshTarget(address, opts.keyFile);
+      const target = sshTarget(address, opts.keyFile, KnownHosts.at(ctx.store.layout.knownHosts));
       const run = (args: (string | number)[], timeoutMs = 120_000) =>
         target.exec(
           `sh -c ${sq(script)} prepare-vm-host ${args.map((a) => sq(String(a))).join(' ')}`,

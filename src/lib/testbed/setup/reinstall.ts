@@ -7,10 +7,13 @@
 // lost service node is replaced by a host of its site.
 // Resume: each deployment's outcome is recorded in the state (`machines`); a machine recorded
 // OK is not deployed again, a lost one gets a new round of deployments.
+// A machine deployed OK has a fresh system and so a new SSH host key: the keys pinned for it are
+// forgotten, and the next contact learns the new one.
 import { vlanNodeAddress } from '../../g5k/client.js';
 import { vmCapacity } from '../../planner/capacity.js';
 import type { HostPlan, Plan } from '../../planner/plan.js';
 import { type Replan, replanAfterLoss } from '../../planner/replan.js';
+import { KnownHosts } from '../../ssh/known-hosts.js';
 import type { MachineRecord, TestbedState } from '../../state/store.js';
 import { testbedPublicKey } from '../testbed-key.js';
 import { type PlannedContext, recordPhase } from './context.js';
@@ -46,6 +49,7 @@ export async function reinstallMachines(
   const config = state.config;
   const { environment, redeploys } = config.reinstall;
   const key = await testbedPublicKey(store.layout);
+  const knownHosts = KnownHosts.at(store.layout.knownHosts);
   state.machines ??= {};
   const machines = state.machines;
   const sites = Object.entries(state.discovered);
@@ -79,6 +83,12 @@ export async function reinstallMachines(
                   address: machineAddress(node, site, vlan, session.inventoryDomain),
                 };
               }
+              await knownHosts.forget(
+                ok.flatMap((node) => {
+                  const address = machines[node].address;
+                  return address && address !== node ? [node, address] : [node];
+                }),
+              );
               // Written after every deployment: a resumed setup deploys only what is not OK.
               await store.write(state);
               show();

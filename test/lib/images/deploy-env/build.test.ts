@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -15,6 +15,7 @@ import {
   markerPort,
   renderDeployInit,
 } from '../../../../src/lib/images/deploy-env/build.js';
+import { deployHostKey } from '../../../../src/lib/images/deploy-env/keys.js';
 import { parseLdd } from '../../../../src/lib/images/deploy-env/stage.js';
 import { buildTestEnv } from '../../../../src/lib/images/deploy-env/test-env.js';
 import { bootMarker } from '../../../../src/lib/images/initramfs.js';
@@ -41,6 +42,34 @@ describe('renderDeployInit', () => {
     assert.match(init, /dropbear -s -p 22/);
     assert.match(init, new RegExp(`nc -ll -p ${markerPort}`));
     assert.doesNotMatch(init, /poweroff/);
+  });
+
+  it('makes a dropbear host key only when the image carries none', () => {
+    const init = renderDeployInit({ modules: [] });
+    assert.match(
+      init,
+      /\[ -s \/etc\/dropbear\/dropbear_ed25519_host_key \] \|\|\n\s*dropbearkey -t ed25519 -f \/etc\/dropbear\/dropbear_ed25519_host_key/,
+    );
+  });
+});
+
+describe('deployHostKey', { skip: has('dropbearkey') ? false : 'needs dropbearkey' }, () => {
+  it('makes the testbed host key once (0600) and gives the public line dropbear will present', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'kb-deploy-host-key-'));
+    try {
+      const file = join(dir, 'ssh', 'deploy_dropbear_ed25519_host_key');
+      const first = await deployHostKey(file);
+      assert.equal((await stat(file)).mode & 0o777, 0o600);
+      assert.match(first.publicKey, /^ssh-ed25519 AAAA[A-Za-z0-9+/=]+$/);
+      assert.ok(first.data.equals(await readFile(file)));
+      const shown = execFileSync('dropbearkey', ['-y', '-f', file], { encoding: 'utf8' });
+      assert.ok(shown.includes(first.publicKey));
+      const again = await deployHostKey(file);
+      assert.equal(again.publicKey, first.publicKey);
+      assert.ok(again.data.equals(first.data));
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
 
@@ -93,6 +122,23 @@ describe('image builds', { skip, timeout: 300_000 }, () => {
     assert.equal(second.buildMs, 0);
     // The initramfs is a gzip stream.
     assert.equal((await readFile(first.initrd)).readUInt16BE(0), 0x1f8b);
+  });
+
+  it("bakes the testbed's dropbear host key in, so every boot presents the one the controller pins", async () => {
+    const file = join(cacheDir, 'testbed-ssh', 'deploy_dropbear_ed25519_host_key');
+    const env = await buildDeployEnv({ cacheDir, kernel, hostKeyFile: file });
+    assert.ok(env.contents.includes('/etc/dropbear/dropbear_ed25519_host_key'));
+    assert.equal(env.hostPublicKey, (await deployHostKey(file)).publicKey);
+    const baked = execFileSync(
+      'sh',
+      ['-c', `zcat ${env.initrd} | cpio -i --quiet --to-stdout etc/dropbear/dropbear_ed25519_host_key`],
+      { cwd: cacheDir },
+    );
+    assert.ok(baked.equals(await readFile(file)), 'the image carries another host key');
+    // another testbed's key is another image
+    const other = await buildDeployEnv({ cacheDir, kernel, hostKeyFile: join(cacheDir, 'other', 'key') });
+    assert.notEqual(other.hash, env.hash);
+    assert.notEqual(other.hostPublicKey, env.hostPublicKey);
   });
 
   it('builds the tiny test environment reproducibly, with a description matching recipes/envs/tiny.yaml', async () => {

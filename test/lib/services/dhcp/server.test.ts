@@ -313,7 +313,10 @@ describe('dhcp server in network namespaces', { skip }, () => {
     const again = rawClient([good], { rounds: 3, intervalMs: 1000 });
     assert.equal(parsePacket(again.replies.get(0x40000000)!).yiaddr, planned.get(UDHCPC_MAC));
     const errors = events().filter((e) => e.type === 'dhcp.error');
-    assert.ok(errors.length - errorsBefore >= 7, JSON.stringify(errors.slice(errorsBefore)));
+    // each is told, except that a sender with no planned MAC is told once per interval
+    const fresh = errors.slice(errorsBefore);
+    assert.ok(fresh.length >= 1, JSON.stringify(fresh));
+    assert.ok(fresh.filter((e) => e.mac === null).length <= 1, JSON.stringify(fresh));
     assert.ok(errors.every((e) => /^malformed packet: /.test(e.detail ?? '')));
   });
 

@@ -1,0 +1,70 @@
+// Where a site's twin puts its machines on this machine (pure): one namespace per node of the
+// config, its address and MAC from the local layout, a fabric namespace whose `prod` bridge is
+// the production network (the router at its third address), VLAN bridges `kv<id>` made when a
+// machine first joins one, and the controller's veth with a route to the whole prefix.
+import type { TestbedConfig } from '../config/schema.js';
+import { intToIp, parsePrefix } from '../net/ipv4.js';
+import { nsPrefix, testbedTag } from '../netns/topology.js';
+import { localLayout } from '../provider/local-layout.js';
+
+export interface TwinMachine {
+  uid: string;
+  fqdn: string;
+  site: string;
+  ip: string;
+  mac: string;
+  ns: string;
+  /** Its veth's peer in the fabric namespace. */
+  peer: string;
+}
+
+export interface TwinPlan {
+  name: string;
+  prefix: string;
+  fabricNs: string;
+  /** The production network's router, in the fabric. */
+  router: string;
+  /** Prefix length of the production network. */
+  prodLength: number;
+  controller: { link: string; peer: string; address: string; route: { dst: string; via: string } };
+  /** By FQDN. */
+  machines: Map<string, TwinMachine>;
+}
+
+export const prodBridge = 'prod';
+export const vlanBridge = (id: number) => `kv${id}`;
+
+export function twinPlan(config: TestbedConfig, source: string): TwinPlan {
+  const layout = localLayout(config, source);
+  const prod = parsePrefix(layout.infra);
+  const router = intToIp(prod.base + 2);
+  const machines = new Map<string, TwinMachine>();
+  let k = 0;
+  for (const site of layout.sites) {
+    for (const h of site.hosts) {
+      machines.set(h.fqdn, {
+        uid: h.uid,
+        fqdn: h.fqdn,
+        site: h.site,
+        ip: h.ip,
+        mac: h.mac,
+        ns: `${nsPrefix(config.name)}${h.uid}-${h.site}`,
+        peer: `m${k++}`,
+      });
+    }
+  }
+  return {
+    name: config.name,
+    prefix: config.network.prefix,
+    fabricNs: `${nsPrefix(config.name)}fabric`,
+    router,
+    prodLength: prod.length,
+    controller: {
+      link: `kb${testbedTag(config.name)}c`,
+      peer: 'ctl',
+      address: `${layout.controllerIp}/${prod.length}`,
+      route: { dst: config.network.prefix, via: router },
+    },
+    machines,
+  };
+}
