@@ -59,7 +59,20 @@ export async function serveSsh(
   };
   const server = new Server({ hostKeys: [opts.hostKey] }, (client) => {
     clients.add(client);
-    client.on('close', () => clients.delete(client));
+    const execs = new Set<ssh2.ServerChannel>();
+    client.on('close', () => {
+      clients.delete(client);
+      // ssh2 emits a channel's 'close' only once its input was read to the end: a command that
+      // never reads its stdin (a receiver) would not learn that its controller went away (killed)
+      // and would listen forever. Read what is left, after ssh2 ended each channel's input.
+      setImmediate(() => {
+        for (const c of execs) c.resume();
+      });
+      // and a channel ssh2 no longer tracked gets its 'close' from here (the set forgets it on the first)
+      setTimeout(() => {
+        for (const c of execs) c.emit('close');
+      }, 200).unref();
+    });
     client.on('error', () => {});
     client.on('authentication', (auth) => {
       if (auth.method !== 'publickey') return auth.reject(['publickey']);
@@ -86,6 +99,8 @@ export async function serveSsh(
         const session = acceptSession();
         session.on('exec', (accept, _reject, info) => {
           const c = accept();
+          execs.add(c);
+          c.once('close', () => execs.delete(c));
           const ch: Channel = {
             write: (d) => c.write(d),
             stderr: c.stderr,

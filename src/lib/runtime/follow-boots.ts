@@ -1,5 +1,6 @@
 // What both runtimes do while their VMs boot: the service nodes' event streams feed one boot
 // tracker, and the progress step shows its counts and ETA until the work is done.
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from '../log.js';
 import type { VmPlan } from '../planner/plan.js';
 import type { Progress } from '../progress.js';
@@ -21,12 +22,20 @@ export async function followBoots(
 ): Promise<VmBoot[]> {
   const tracker = new BootTracker(vms);
   const abort = new AbortController();
-  // each stream until aborted; reconnects are not needed on loopback routes
-  const following = serviceNodesOf(state).map((s) =>
-    new ServiceClient(s.url, { secret: ctx.controlSecret }).followEvents((e) => tracker.event(e), {
-      signal: abort.signal,
-    }),
-  );
+  // Each stream until aborted. A stream that breaks (its daemon crashed and its supervisor started
+  // it again) is followed again: the boots it tells of go on, and a lost stream must not fail them.
+  const follow = async (url: string) => {
+    const client = new ServiceClient(url, { secret: ctx.controlSecret });
+    while (!abort.signal.aborted) {
+      try {
+        await client.followEvents((e) => tracker.event(e), { signal: abort.signal });
+      } catch (e) {
+        ctx.logger.debug(`${(e as Error).message}; following it again`);
+      }
+      await sleep(500, undefined, { signal: abort.signal }).catch(() => {});
+    }
+  };
+  const following = serviceNodesOf(state).map((s) => follow(s.url));
   try {
     return await ctx.progress.step(title, async (step) => {
       const started = Date.now();

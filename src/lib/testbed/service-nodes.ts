@@ -1,6 +1,7 @@
 // Service nodes of the local testbed: write each one's config from the plan (with the testbed's
 // control secret, made here on the first setup; so the config is its owner's only), then run the
-// service-node recipe inside its namespace (the daemon starts detached; its pid is recorded).
+// service-node recipe inside its namespace (the daemon starts detached under its supervisor, whose
+// pid is recorded).
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { eachLimited } from '../concurrency.js';
@@ -118,6 +119,8 @@ export async function writeServiceNodeFiles(
     ...extra,
     node: process.execPath,
     cli: join(packageRoot, 'bin', 'run.js'),
+    // restarts the daemon if it crashes or is killed (a crashed service node stalls every boot)
+    supervisor: join(packageRoot, 'recipes', 'service-node', 'supervise.sh'),
     config: file,
     tftpRoot: config.tftpRoot,
     httpRoot: config.httpRoot,

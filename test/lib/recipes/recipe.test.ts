@@ -13,6 +13,7 @@ const vars = {
   logFile: '/s/service.log',
   pidFile: '/s/service.pid',
   controlPort: 8067,
+  supervisor: '/k/recipes/service-node/supervise.sh',
 };
 
 /** Records commands; fails the ones matching `fail` a given number of times. */
@@ -45,7 +46,13 @@ describe('recipes', () => {
         assert.doesNotMatch(cmd, /\{\{|\}\}/);
       }
       const start = renderStep(recipe.steps.find((s) => s.name === 'start')!.run, vars);
-      assert.match(start, /service run --config "\/s\/service\.json" >"\/s\/service\.log" 2>&1/);
+      if (file === 'service-node/local.yaml') {
+        // under its supervisor, the log appended across restarts
+        assert.match(
+          start,
+          /nohup sh "\/k\/recipes\/service-node\/supervise\.sh" "\/usr\/bin\/node" "\/k\/bin\/run\.js" service run --config "\/s\/service\.json" >>"\/s\/service\.log" 2>&1/,
+        );
+      } else assert.match(start, /service run --config "\/s\/service\.json" >"\/s\/service\.log" 2>&1/);
     });
   }
 
