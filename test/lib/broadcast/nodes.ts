@@ -6,6 +6,7 @@ import { startSshServer } from '../../../src/lib/emulated/agent/server.js';
 import type { AgentVm } from '../../../src/lib/emulated/agent/vm.js';
 import type { Fault } from '../../../src/lib/emulated/model.js';
 import { generateHostKey, parseAuthorizedKey, type SshServerHandle } from '../../../src/lib/emulated/ssh.js';
+import { testKeyPair } from '../../helpers/keys.js';
 
 export interface TestNodes {
   nodes: { name: string; ip: string }[];
@@ -24,7 +25,7 @@ function parsable<T>(make: () => T, privateOf: (k: T) => string): T {
 
 export async function startNodes(group: number, count: number, faults: Record<string, Fault> = {}) {
   const keys = parsable(
-    () => ssh2.utils.generateKeyPairSync('ed25519'),
+    () => testKeyPair(),
     (k) => k.private,
   );
   const authorized = parseAuthorizedKey(keys.public);

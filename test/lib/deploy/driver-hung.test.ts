@@ -3,7 +3,6 @@
 // driver's waitReboot over real SSH with 24 emulated agents on loopback, one of them hung.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import ssh2 from 'ssh2';
 import { createDriver, HUNG, hungAfterMs } from '../../../src/lib/deploy/driver.js';
 import { startSshServer } from '../../../src/lib/emulated/agent/server.js';
 import { generateHostKey, parseAuthorizedKey, type SshServerHandle } from '../../../src/lib/emulated/ssh.js';
@@ -11,6 +10,7 @@ import type { RegisteredEnvironment } from '../../../src/lib/envs/registry.js';
 import type { DeployNode } from '../../../src/lib/nodes/targets.js';
 import { SshPool } from '../../../src/lib/ssh/pool.js';
 import { fakeAgentVm } from '../../helpers/agent-vm.js';
+import { testKeyPair } from '../../helpers/keys.js';
 
 describe('hungAfterMs', () => {
   it('is infinite until the quorum is back, or for too few nodes to compare', () => {
@@ -31,7 +31,7 @@ describe('hungAfterMs', () => {
 });
 
 describe('driver waitReboot gives up a hung node from its peers', { timeout: 150_000 }, () => {
-  const keys = ssh2.utils.generateKeyPairSync('ed25519');
+  const keys = testKeyPair();
   const authorized = parseAuthorizedKey(keys.public);
   const hostKey = generateHostKey();
   const env = { description: { name: 'tiny', version: 1 } } as unknown as RegisteredEnvironment;
@@ -96,7 +96,7 @@ describe('driver waitReboot gives up a hung node from its peers', { timeout: 150
 });
 
 describe('driver waitReboot probes every node before giving it up', { timeout: 60_000 }, () => {
-  const keys = ssh2.utils.generateKeyPairSync('ed25519');
+  const keys = testKeyPair();
   const authorized = parseAuthorizedKey(keys.public);
   const hostKey = generateHostKey();
   const env = { description: { name: 'tiny', version: 1 } } as unknown as RegisteredEnvironment;

@@ -4,7 +4,6 @@
 // that the answering system booted after the reboot was asked for.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import ssh2 from 'ssh2';
 import { createDriver } from '../../../src/lib/deploy/driver.js';
 import { startSshServer } from '../../../src/lib/emulated/agent/server.js';
 import { generateHostKey, parseAuthorizedKey, type SshServerHandle } from '../../../src/lib/emulated/ssh.js';
@@ -13,8 +12,9 @@ import type { DeployNode } from '../../../src/lib/nodes/targets.js';
 import { rebootedCheck } from '../../../src/lib/ops/reboot.js';
 import { SshPool } from '../../../src/lib/ssh/pool.js';
 import { fakeAgentVm } from '../../helpers/agent-vm.js';
+import { testKeyPair } from '../../helpers/keys.js';
 
-const keys = ssh2.utils.generateKeyPairSync('ed25519');
+const keys = testKeyPair();
 const authorized = parseAuthorizedKey(keys.public);
 const hostKey = generateHostKey();
 const env = { description: { name: 'tiny', version: 1 } } as unknown as RegisteredEnvironment;

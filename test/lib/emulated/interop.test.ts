@@ -3,8 +3,8 @@
 // in the client namespace (2 injected as "fails to boot"); a controller script there checks SSH.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import ssh2 from 'ssh2';
 import type { BootEvent } from '../../../src/lib/services/events.js';
+import { testKeyPair } from '../../helpers/keys.js';
 import { needTools } from '../../helpers/netns.js';
 import { type Bench, type ClientResult, KERNEL_BYTES, startBench } from './setup.js';
 
@@ -113,7 +113,7 @@ describe('emulated VMs boot from the service daemon and serve SSH', { skip }, ()
   });
 
   it('rejects another key', () => {
-    const other = ssh2.utils.generateKeyPairSync('ed25519');
+    const other = testKeyPair();
     const r: ClientResult = bench.client({
       privateKey: other.private,
       exec: [{ ip: bench.vms[0].ip, command: 'true' }],

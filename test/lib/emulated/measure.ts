@@ -6,8 +6,8 @@
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import ssh2 from 'ssh2';
 import { daemonInNs } from '../../helpers/daemon.js';
+import { testKeyPair } from '../../helpers/keys.js';
 import { nsPair } from '../../helpers/netns.js';
 
 const N = Number(process.argv[2] ?? 100);
@@ -53,7 +53,7 @@ try {
     nodes: vms.map((v) => ({ mac: v.mac, ip: v.ip, hostname: v.name, fqdn: `${v.name}.nancy.grid5000.fr` })),
   });
   daemon.stop = d.stop;
-  const keys = ssh2.utils.generateKeyPairSync('ed25519');
+  const keys = testKeyPair();
   const config = join(dir, 'group.json');
   await writeFile(
     config,

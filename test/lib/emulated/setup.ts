@@ -5,11 +5,11 @@ import type { ChildProcess } from 'node:child_process';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import ssh2 from 'ssh2';
 import type { EmulatedGroupOptions, VmOutcome } from '../../../src/lib/emulated/group.js';
 import type { FaultSpec } from '../../../src/lib/emulated/model.js';
 import type { BootEvent } from '../../../src/lib/services/events.js';
 import { daemonInNs, type RunningDaemon } from '../../helpers/daemon.js';
+import { testKeyPair } from '../../helpers/keys.js';
 import { type NsPair, nsPair } from '../../helpers/netns.js';
 
 export const KERNEL_BYTES = 300_000;
@@ -69,7 +69,7 @@ export async function startBench(opts: {
     await rm(dir, { recursive: true, force: true });
   };
   try {
-    const keys = ssh2.utils.generateKeyPairSync('ed25519');
+    const keys = testKeyPair();
     const vms: EmulatedGroupOptions['vms'] = Array.from({ length: opts.n }, (_, k) => {
       const i = k + 1;
       return {

@@ -1,7 +1,3 @@
-// Emulated nodes for the exec tests: one SSH server per node on its own loopback address
-// (127.77.<subnet>.<i>, port 22), so no namespace is needed. `emulated` nodes run the VM agent;
-// `scripted` ones understand `sleep <ms>` and `hang` and count the commands running at once.
-import ssh2 from 'ssh2';
 import { startSshServer } from '../../../src/lib/emulated/agent/server.js';
 import { done } from '../../../src/lib/emulated/channel.js';
 import {
@@ -12,6 +8,7 @@ import {
 } from '../../../src/lib/emulated/ssh.js';
 import type { ExecTarget } from '../../../src/lib/exec/types.js';
 import { fakeAgentVm } from '../../helpers/agent-vm.js';
+import { testKeyPair } from '../../helpers/keys.js';
 
 export interface Nodes {
   targets: ExecTarget[];
@@ -27,7 +24,7 @@ export interface Nodes {
   close(): Promise<void>;
 }
 
-const keys = ssh2.utils.generateKeyPairSync('ed25519');
+const keys = testKeyPair();
 const hostKey = generateHostKey();
 const authorized = parseAuthorizedKey(keys.public);
 const forwardTo = (ip: string, port: number) => port === 22 && ip.startsWith('127.77.');

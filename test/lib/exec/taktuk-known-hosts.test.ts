@@ -12,9 +12,10 @@ import ssh2 from 'ssh2';
 import { generateHostKey, parseAuthorizedKey } from '../../../src/lib/emulated/ssh.js';
 import { sshConnector } from '../../../src/lib/exec/taktuk.js';
 import { KnownHosts, knownHostsAddress } from '../../../src/lib/ssh/known-hosts.js';
+import { testKeyPair } from '../../helpers/keys.js';
 
 const has = spawnSync('sh', ['-c', 'command -v ssh']).status === 0;
-const client = ssh2.utils.generateKeyPairSync('ed25519');
+const client = testKeyPair();
 const authorized = parseAuthorizedKey(client.public);
 const host = '127.0.0.1';
 

@@ -12,8 +12,9 @@ import { generateHostKey, parseAuthorizedKey } from '../../../src/lib/emulated/s
 import { fingerprint, KnownHosts, publicKeyOf } from '../../../src/lib/ssh/known-hosts.js';
 import { execOnce, SshPool } from '../../../src/lib/ssh/pool.js';
 import { SshConnectError, SshSession } from '../../../src/lib/ssh/session.js';
+import { testKeyPair } from '../../helpers/keys.js';
 
-const keys = ssh2.utils.generateKeyPairSync('ed25519');
+const keys = testKeyPair();
 const authorized = parseAuthorizedKey(keys.public);
 const host = '127.0.0.1';
 

@@ -7,8 +7,9 @@ import { describe, it } from 'node:test';
 import ssh2 from 'ssh2';
 import { generateHostKey, parseAuthorizedKey } from '../../../src/lib/emulated/ssh.js';
 import { HandshakeGate, handshakes, openSession, SshPool } from '../../../src/lib/ssh/pool.js';
+import { testKeyPair } from '../../helpers/keys.js';
 
-const keys = ssh2.utils.generateKeyPairSync('ed25519');
+const keys = testKeyPair();
 const authorized = parseAuthorizedKey(keys.public);
 /** Each handshake's share of the server's one "CPU". */
 const HANDSHAKE_MS = 60;

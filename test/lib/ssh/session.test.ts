@@ -7,8 +7,9 @@ import { after, before, describe, it } from 'node:test';
 import ssh2 from 'ssh2';
 import { generateHostKey, parseAuthorizedKey } from '../../../src/lib/emulated/ssh.js';
 import { SshSession } from '../../../src/lib/ssh/session.js';
+import { testKeyPair } from '../../helpers/keys.js';
 
-const keys = ssh2.utils.generateKeyPairSync('ed25519');
+const keys = testKeyPair();
 const authorized = parseAuthorizedKey(keys.public);
 const host = '127.79.1.1';
 
@@ -140,7 +141,7 @@ describe('ssh session', { timeout: 30_000 }, () => {
   });
 
   it('describes a refused key and a closed port in one line', async () => {
-    const other = ssh2.utils.generateKeyPairSync('ed25519');
+    const other = testKeyPair();
     await assert.rejects(
       SshSession.connect({ host, privateKey: other.private, timeoutMs: 5_000 }),
       /^SshConnectError: ssh authentication refused: /,

@@ -3,7 +3,6 @@
 // probes are retried at the interval until the deadline, and the last reason is reported.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import ssh2 from 'ssh2';
 import { done } from '../../../src/lib/emulated/channel.js';
 import {
   generateHostKey,
@@ -13,8 +12,9 @@ import {
 } from '../../../src/lib/emulated/ssh.js';
 import { SshPool } from '../../../src/lib/ssh/pool.js';
 import { identifies, waitForSsh } from '../../../src/lib/ssh/wait.js';
+import { testKeyPair } from '../../helpers/keys.js';
 
-const keys = ssh2.utils.generateKeyPairSync('ed25519');
+const keys = testKeyPair();
 const authorized = parseAuthorizedKey(keys.public);
 const hostKey = generateHostKey();
 

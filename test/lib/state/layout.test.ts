@@ -60,6 +60,7 @@ describe('state layout', () => {
       config: join(d, 'emulated', 'nancy.json'),
       log: join(d, 'emulated', 'nancy.log'),
       commandDir: join(d, 'emulated', 'nancy.commands'),
+      hostKey: join(d, 'emulated', 'nancy.host_key'),
     });
   });
 

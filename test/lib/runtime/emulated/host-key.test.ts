@@ -6,14 +6,14 @@ import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import ssh2 from 'ssh2';
 import { type HostControl, startHostServer } from '../../../../src/lib/emulated/host.js';
 import { generateHostKey, parseAuthorizedKey } from '../../../../src/lib/emulated/ssh.js';
 import { pinGroupHostKey } from '../../../../src/lib/runtime/emulated/hosts.js';
 import { KnownHosts, publicKeyOf } from '../../../../src/lib/ssh/known-hosts.js';
 import { execOnce } from '../../../../src/lib/ssh/pool.js';
+import { testKeyPair } from '../../../helpers/keys.js';
 
-const client = ssh2.utils.generateKeyPairSync('ed25519');
+const client = testKeyPair();
 const host = { name: 'grappe-1.nancy.test', ip: '127.0.0.1' };
 const vms = [
   { name: 'vm-1', ip: '10.0.0.11' },
