@@ -7,7 +7,8 @@
 // same wire with neither, so the figures compare the faults alone.
 // Each exchange must still finish, byte for byte, within a bound derived from its protocol's
 // recovery (stated next to each bound) on top of 10× the clean run.
-// The broadcast chain is not here: its tests run on loopback agents, not across namespaces.
+// The broadcast chain runs between emulated agents (chain-node.ts) in both namespaces, so each of
+// its hops server → client → server → client crosses the wire.
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFileSync, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -15,8 +16,11 @@ import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import type { BroadcastReport, NodeReport } from '../../src/lib/broadcast/types.js';
 import type { BootEvent } from '../../src/lib/services/events.js';
+import { root } from '../helpers/cli.js';
 import { daemonInNs, type RunningDaemon } from '../helpers/daemon.js';
+import { testKeyPair } from '../helpers/keys.js';
 import { type NsPair, needTools, nsPair } from '../helpers/netns.js';
 import { pairService } from '../helpers/service-config.js';
 
@@ -32,8 +36,17 @@ const TFTP_TIMEOUT_S = 3;
 const TFTP_BLKSIZE = 1468;
 const tftpFile = randomBytes(64 * 1024 + 17);
 const httpFile = randomBytes(2 * 1024 * 1024 + 5);
+const chainImage = randomBytes(1024 * 1024 + 3);
+/** Each namespace's second address, for a chain whose every hop crosses the wire. */
+const SECOND = { server: `${PREFIX}.11`, client: `${PREFIX}.12` };
+/** Reno/CUBIC under random loss p moves about MSS/RTT × 1.22/√p (Mathis et al. 1997), ≈ 79 kB/s here; BBR does better. */
+const LOSS_LIMITED_RATE = (1448 / RTT_S) * (1.22 / Math.sqrt(LOSS));
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const ip = (...args: string[]) => execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+
+type ChainReport = Pick<BroadcastReport, 'ok' | 'ko'> & {
+  nodes: Pick<NodeReport, 'node' | 'sha256' | 'resumed' | 'ok' | 'error'>[];
+};
 
 /** Wall-clock seconds of `fn`. */
 async function timed(fn: () => unknown): Promise<number> {
@@ -150,6 +163,10 @@ describe('lossy, slow VLAN (5% loss, 50 ms each way)', { skip, timeout: 300_000 
     await mkdir(join(dir, 'out'));
     await writeFile(join(dir, 'tftp', 'pxe.bin'), tftpFile);
     await writeFile(join(dir, 'http', 'image.tar.zst'), httpFile);
+    await writeFile(join(dir, 'chain.img'), chainImage);
+    const keys = testKeyPair();
+    await writeFile(join(dir, 'id'), keys.private, { mode: 0o600 });
+    await writeFile(join(dir, 'id.pub'), keys.public);
     script = join(dir, 'udhcpc.sh');
     await writeFile(script, '#!/bin/sh\necho "event=$1"\nenv | grep -E "^(ip|serverid)="\n');
     await chmod(script, 0o755);
@@ -234,6 +251,99 @@ describe('lossy, slow VLAN (5% loss, 50 ms each way)', { skip, timeout: 300_000 
       .map((l) => JSON.parse(l) as BootEvent);
   }
 
+  /** A chain-node.ts process: resolves `ready` on its ready line; `report()` is its last line at exit. */
+  function chainNode(ns: string, what: string, args: string[]) {
+    const child = pair.spawn(ns, [
+      'sh',
+      '-c',
+      'cd "$0" && exec "$@"',
+      root,
+      process.execPath,
+      '--import',
+      'tsx',
+      join(import.meta.dirname, 'chain-node.ts'),
+      ...args,
+    ]);
+    let out = '';
+    let err = '';
+    child.stderr?.on('data', (d) => {
+      err += d;
+    });
+    child.stdout?.on('data', (d) => {
+      out += d;
+    });
+    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+    const ready = new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${what} not ready after 20 s: ${err}`)), 20_000);
+      const check = () => {
+        if (out.startsWith('ready\n')) {
+          clearTimeout(timer);
+          resolve();
+        }
+      };
+      child.stdout?.on('data', check);
+      exited.then((code) => {
+        clearTimeout(timer);
+        reject(new Error(`${what} exited ${code}: ${err}`));
+      });
+    });
+    ready.catch(() => {});
+    const report = async (timeoutMs: number): Promise<string> => {
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new Error(`${what}: no report after ${timeoutMs} ms: ${err}`)),
+          timeoutMs,
+        );
+      });
+      try {
+        await Promise.race([exited, late]);
+      } finally {
+        clearTimeout(timer);
+      }
+      return out.trim().split('\n').pop() ?? '';
+    };
+    const stop = () => {
+      child.kill('SIGTERM');
+      setTimeout(() => child.kill('SIGKILL'), 3000).unref();
+      return exited;
+    };
+    return { ready, report, stop };
+  }
+
+  /** The chain server .1 → client .2 → server .11 → client .12 (each hop over the wire): its report and seconds. */
+  async function chain(): Promise<{ seconds: number; report: ChainReport }> {
+    ip('-n', pair.server, 'addr', 'replace', `${SECOND.server}/24`, 'dev', pair.serverIf);
+    ip('-n', pair.client, 'addr', 'replace', `${SECOND.client}/24`, 'dev', pair.clientIf);
+    const agents = chainNode(pair.client, 'client agents', ['agents', dir, pair.clientIp, SECOND.client]);
+    try {
+      await agents.ready;
+      const order = [pair.serverIp, pair.clientIp, SECOND.server, SECOND.client].join(',');
+      const t0 = process.hrtime.bigint();
+      const controller = chainNode(pair.server, 'chain controller', [
+        'chain',
+        dir,
+        join(dir, 'chain.img'),
+        order,
+        `${pair.serverIp},${SECOND.server}`,
+      ]);
+      try {
+        const last = await controller.report(280_000);
+        return { seconds: Number(process.hrtime.bigint() - t0) / 1e9, report: JSON.parse(last) };
+      } finally {
+        await controller.stop();
+      }
+    } finally {
+      await agents.stop();
+    }
+  }
+
+  function assertChainWhole(report: ChainReport) {
+    assert.equal(report.ko, 0, JSON.stringify(report.nodes));
+    assert.equal(report.ok, 4);
+    for (const n of report.nodes) assert.equal(n.sha256, sha256(chainImage), n.node);
+  }
+
   it('clean link: DHCP, TFTP and HTTP, timed', async () => {
     let lease = '';
     let got: Buffer = Buffer.alloc(0);
@@ -251,6 +361,13 @@ describe('lossy, slow VLAN (5% loss, 50 ms each way)', { skip, timeout: 300_000 
     assert.equal(sha256(got), sha256(httpFile));
     const f = (k: string) => `${clean[k].toFixed(2)} s`;
     figures.push(`clean: dhcp ${f('dhcp')}, tftp ${f('tftp')}, http ${f('http')}`);
+  });
+
+  it('clean link: the broadcast chain over four nodes, timed', async () => {
+    const { seconds, report } = await chain();
+    assertChainWhole(report);
+    clean.chain = seconds;
+    figures.push(`clean: chain ${seconds.toFixed(2)} s`);
   });
 
   describe('with 5% loss and 50 ms delay each way', () => {
@@ -288,10 +405,7 @@ describe('lossy, slow VLAN (5% loss, 50 ms each way)', { skip, timeout: 300_000 
     });
 
     it('HTTP: byte-identical, within 10× clean + 3× the TCP loss-limited time + 10 s', async () => {
-      // Reno/CUBIC under random loss p moves about MSS/RTT × 1.22/√p (Mathis et al. 1997),
-      // ≈ 79 kB/s here; BBR does better.
-      const rate = (1448 / RTT_S) * (1.22 / Math.sqrt(LOSS));
-      const bound = 10 * clean.http + (3 * httpFile.length) / rate + 10;
+      const bound = 10 * clean.http + (3 * httpFile.length) / LOSS_LIMITED_RATE + 10;
       let got: Buffer = Buffer.alloc(0);
       const s = await timed(async () => {
         got = await http(join(dir, 'out', 'netem.img'));
@@ -299,6 +413,20 @@ describe('lossy, slow VLAN (5% loss, 50 ms each way)', { skip, timeout: 300_000 
       figures.push(`http ${s.toFixed(2)} s (bound ${bound.toFixed(1)} s)`);
       assert.equal(sha256(got), sha256(httpFile));
       assert.ok(s <= bound, `HTTP took ${s.toFixed(2)} s, bound ${bound.toFixed(1)} s`);
+    });
+
+    it('the chain: every node byte-identical, within 10× clean + 3× a hop at the loss-limited rate + the stall cut-outs', async () => {
+      // The hops are pipelined, so the slowest hop sets the pace; a hop that stalls past the 3 s
+      // stall limit is cut out and its node resumed from the source, which costs at most that again.
+      const bound = 10 * clean.chain + (3 * chainImage.length) / LOSS_LIMITED_RATE + 10;
+      const { seconds, report } = await chain();
+      const resumed = report.nodes.reduce((n, r) => n + r.resumed, 0);
+      figures.push(`chain ${seconds.toFixed(2)} s (bound ${bound.toFixed(1)} s, ${resumed} resumed)`);
+      assertChainWhole(report);
+      assert.ok(
+        seconds <= bound + resumed * 6,
+        `the chain took ${seconds.toFixed(2)} s, bound ${bound.toFixed(1)} s`,
+      );
     });
 
     it('the daemon logged each TFTP transfer once, whole (the extra transfer of a resent request timed out), and is still up', () => {
