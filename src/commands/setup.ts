@@ -13,7 +13,9 @@ export default class Setup extends BaseCommand {
   static description = `With --dry-run, prints the plan (per site and per host) and reserves nothing.
 Re-running setup resumes from the state recorded in .kabootstrap/<name>/.
 With provider g5k the reserved machines are then reinstalled (reinstall.environment, KO ones
-redeployed reinstall.redeploys times) and put into the KaVLAN, whose DHCP is stopped.
+redeployed reinstall.redeploys times) and put into the KaVLAN, whose DHCP is stopped; over SSH the
+VM hosts are prepared (bridge, tmpfs, packages, KVM) and the service nodes installed and checked.
+--until vlan|hosts|services stops after that phase (a later setup resumes from it).
 Exit codes: 0 done; 2 bad input; 3 the testbed API refused or failed (a machine not in its VLAN);
 6 partial: VMs are missing (not placed after machines were lost, or not up); 8 machines were lost
 (still KO after their redeploys) but every VM was re-planned onto the others.`;
@@ -28,6 +30,11 @@ Exit codes: 0 done; 2 bad input; 3 the testbed API refused or failed (a machine 
     'dry-run': Flags.boolean({ description: 'Print the plan only; reserve and record nothing.' }),
     'reserve-only': Flags.boolean({
       description: 'Stop once hosts, VLANs and subnets are reserved and discovered.',
+    }),
+    until: Flags.string({
+      options: ['vlan', 'hosts', 'services'],
+      description:
+        'Provider g5k: stop after this phase (KaVLAN, VM hosts prepared, service nodes answering).',
     }),
     hosts: Flags.boolean({
       description: 'With the human output, also print one table per site listing its hosts.',
@@ -66,6 +73,7 @@ Exit codes: 0 done; 2 bad input; 3 the testbed API refused or failed (a machine 
         reserveOnly: flags['reserve-only'],
         vms: flags.vms,
         retries: flags.retries,
+        until: flags.until as 'vlan' | 'hosts' | 'services' | undefined,
       },
       ctx,
     );
@@ -119,6 +127,20 @@ Exit codes: 0 done; 2 bad input; 3 the testbed API refused or failed (a machine 
     for (const v of result.vlans) {
       this.log(
         `KaVLAN ${v.vlan} (${v.type}) at ${v.site}: DHCP stopped, ${v.members} machine(s) in it, VMs' gateway ${v.gateway ?? 'the site gateway'}`,
+      );
+    }
+    if (result.preparedHosts.length) {
+      this.log(
+        table(
+          ['VM host', 'address', 'accel', 'bridged NIC', 'changed'],
+          result.preparedHosts.map((h) => [
+            h.host,
+            h.address,
+            h.accel ?? '-',
+            h.nic ?? '-',
+            h.resumed ? '(prepared earlier)' : h.changed.join('; ') || 'nothing',
+          ]),
+        ),
       );
     }
     if (result.hosts.length) {

@@ -58,9 +58,11 @@ export function nodeFacts(doc: NodeDoc, site: string, domain = 'grid5000.fr', cl
     rateBps: typeof a.rate === 'number' ? a.rate : null,
     driver: a.driver || null,
   });
+  const primary = primaryNic(doc);
   return {
     uid: doc.uid,
-    fqdn: `${doc.uid}.${site}.${domain}`,
+    // the document names the node by its primary NIC's address; `domain` only when it does not
+    fqdn: primary.network_address || `${doc.uid}.${site}.${domain}`,
     site,
     cluster: cluster ?? clusterOf(doc.uid),
     procs: doc.architecture.nb_procs,
@@ -72,7 +74,7 @@ export function nodeFacts(doc: NodeDoc, site: string, domain = 'grid5000.fr', cl
       sizeBytes: s.size,
       kind: s.storage ?? 'unknown',
     })),
-    primary: nic(primaryNic(doc)),
+    primary: nic(primary),
     usableNics: usableNics(doc).map(nic),
     virtualization: Boolean(doc.supported_job_types?.virtual),
   };

@@ -76,7 +76,13 @@ export function sshdPidFile(files: SshFiles, ns: string): string {
  * (slave: nothing it mounts reaches this machine) where root's home is the host's own empty
  * directory, as on a freshly installed machine.
  */
-export async function startSshd(files: SshFiles, ns: string, address: string): Promise<number> {
+export async function startSshd(
+  files: SshFiles,
+  ns: string,
+  address: string,
+  /** Directories that get an empty tmpfs of their own in that mount namespace (a machine's own disk). */
+  privateDirs: readonly string[] = [],
+): Promise<number> {
   const pidFile = sshdPidFile(files, ns);
   const home = files.homeDir(ns);
   await mkdir(home, { recursive: true, mode: 0o700 });
@@ -92,10 +98,12 @@ export async function startSshd(files: SshFiles, ns: string, address: string): P
       'slave',
       'sh',
       '-c',
-      'mount --bind "$1" "$2" && shift 2 && exec "$@"',
+      `mount --bind "$1" "$2" && shift 2 && n=$1 && shift && while [ "$n" -gt 0 ]; do mkdir -p "$1" && mount -t tmpfs -o mode=0755 kabootstrap-machine "$1" && shift && n=$((n - 1)); done && exec "$@"`,
       'sh',
       home,
       userInfo().homedir,
+      String(privateDirs.length),
+      ...privateDirs,
       sshdBinary,
       '-f',
       files.config,

@@ -54,6 +54,8 @@ export interface TestbedState {
     | 'discovered'
     | 'reinstalled'
     | 'vlan'
+    | 'hosts'
+    | 'services'
     | 'network'
     | 'ready'
     | 'failed';

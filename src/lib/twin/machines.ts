@@ -2,7 +2,7 @@
 // them (`MachineHooks`). A machine is a network namespace whose eth0 sits on the fabric's `prod`
 // bridge, with its own sshd (own host key, own authorized keys, own home as root's home). Its
 // files live in one directory, which a reinstall wipes. Needs root.
-import { access, mkdir, rm, writeFile } from 'node:fs/promises';
+import { access, mkdir, rm, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import type { MachineHooks, MachineNode, MachineVlan } from '../api/machines.js';
@@ -13,8 +13,15 @@ import { type SshFiles, sshdConfig, startSshd } from '../netns/sshd.js';
 import { killAll } from '../netns/teardown.js';
 import { nsPrefix } from '../netns/topology.js';
 import { isAlive } from '../pid.js';
-import type { TwinLayout } from '../state/layout.js';
+import { hostDiskRoot, hostRunRoot, serviceNodeRoot, type TwinLayout } from '../state/layout.js';
 import { prodBridge, type TwinMachine, type TwinPlan, vlanBridge } from './plan.js';
+
+/**
+ * Where kabootstrap writes on a machine (service node package and config, VM run files and disks):
+ * each machine gets an empty tmpfs of its own there, so machines sharing this machine's files do
+ * not see each other's, a reinstall wipes them, and they are gone with the machine.
+ */
+const machineDirs = [serviceNodeRoot, hostRunRoot, hostDiskRoot];
 
 interface Running {
   machine: TwinMachine;
@@ -165,6 +172,8 @@ export class TwinMachines implements MachineHooks {
       await ip(['link', 'del', this.plan.controller.link], { allowFail: true });
     }
     await rm(join(this.layout.dir, 'machines'), { recursive: true, force: true });
+    // their mount points, made on this machine's files by the first machine, unless in use
+    for (const d of machineDirs) await rmdir(d).catch(() => undefined);
   }
 
   /** A fresh system: wiped files, a new host key, `key` authorized, sshd started. */
@@ -191,7 +200,7 @@ export class TwinMachines implements MachineHooks {
     if (environment !== null) await writeFile(join(dir, 'environment'), `${environment}\n`);
     const r = this.running.get(m.fqdn)!;
     r.sshdPid = null;
-    r.sshdPid = await startSshd(files, m.ns, m.ip);
+    r.sshdPid = await startSshd(files, m.ns, m.ip, machineDirs);
   }
 
   private async remove(m: TwinMachine): Promise<void> {

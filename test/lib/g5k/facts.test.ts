@@ -172,13 +172,16 @@ describe('node facts', () => {
     });
   });
 
-  it('takes an explicit cluster and domain, and reads virtualization off', () => {
+  it('takes an explicit cluster, the FQDN its document gives (else the domain), and reads virtualization off', () => {
     const doc = grappe1();
     doc.supported_job_types = { deploy: true, virtual: false };
     const facts = nodeFacts(doc, 'nancy', 'testbed.local', 'grappe-gpu');
     assert.equal(facts.cluster, 'grappe-gpu');
-    assert.equal(facts.fqdn, 'grappe-1.nancy.testbed.local');
+    // the document's primary NIC names the node; the domain is for documents that do not
+    assert.equal(facts.fqdn, 'grappe-1.nancy.grid5000.fr');
     assert.equal(facts.virtualization, false);
+    for (const a of doc.network_adapters) delete a.network_address;
+    assert.equal(nodeFacts(doc, 'nancy', 'testbed.local').fqdn, 'grappe-1.nancy.testbed.local');
   });
 
   it('derives the cluster from the uid', () => {

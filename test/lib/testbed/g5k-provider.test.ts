@@ -22,7 +22,7 @@ import { teardownTestbed } from '../../../src/lib/testbed/teardown.js';
 import { freshStateRoot, referenceFixture } from '../../helpers/env.js';
 
 const ctx = { logger: silentLogger, progress: silentProgress };
-const opts = { waitTimeoutMs: 20_000 };
+const opts = { waitTimeoutMs: 20_000, until: 'vlan' as const };
 
 function configFor(
   url: string,

@@ -15,7 +15,7 @@ import { teardownTestbed } from '../../../src/lib/testbed/teardown.js';
 import { freshStateRoot, referenceFixture } from '../../helpers/env.js';
 
 const ctx = { logger: silentLogger, progress: silentProgress };
-const opts = { waitTimeoutMs: 20_000 };
+const opts = { waitTimeoutMs: 20_000, until: 'vlan' as const };
 const node = (n: number) => `grappe-${n}.nancy.grid5000.fr`;
 
 // grappe-4 is the service node; grappe-1 and grappe-2 carry 2 VMs each, grappe-3 one.
@@ -59,7 +59,8 @@ describe('setup on g5k: reinstall and KaVLAN', () => {
         node(n),
         n === 4 ? 'service node' : 'host',
         'ok',
-        `grappe-${n}-kavlan-${vlan}.nancy.grid5000.fr`,
+        // not Grid'5000's API: its machines are reached at their reference document's address
+        `172.16.70.${n}`,
       ]),
     );
     const [deployment] = api.scheduler.listDeployments('nancy');
@@ -81,6 +82,21 @@ describe('setup on g5k: reinstall and KaVLAN', () => {
       },
     ]);
     assert.ok(result.plan.sites[0].vmGateway, 'the VMs have a gateway in the VLAN');
+  });
+
+  it('goes on over SSH only to machines on this machine: an API without machines is refused, nothing sent', async () => {
+    // The fixture's documents give Grid'5000's own private addresses (172.16.70.N): off this machine.
+    await assert.rejects(
+      setupTestbed(configFor(api.url), { waitTimeoutMs: 20_000 }, ctx),
+      (e: Error) =>
+        e instanceof TestbedError &&
+        /is not Grid'5000's, and 4 machine\(s\) it gave are not on this machine: grappe-4\.nancy\.grid5000\.fr \(172\.16\.70\.4\), grappe-1\.nancy\.grid5000\.fr \(172\.16\.70\.1\)/.test(
+          e.message,
+        ),
+    );
+    const state = await new StateStore('g5k-r').read();
+    assert.equal(state?.phase, 'vlan', 'the KaVLAN phase is done; a resume goes on from there');
+    assert.equal(state?.resources.filter((r) => r.kind === 'vm-host').length, 0, 'no host was contacted');
   });
 
   it('redeploys a machine KO twice, which then ends in the testbed; a resume deploys nothing', async () => {

@@ -16,6 +16,8 @@ export interface SetupOptions {
   vms?: boolean;
   /** Power resets of a VM that failed to come up, before it is reported failed (default 1). */
   retries?: number;
+  /** Provider g5k: the last phase to run (default: every phase built). */
+  until?: 'vlan' | 'hosts' | 'services';
 }
 
 export interface SetupContext {

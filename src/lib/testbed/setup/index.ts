@@ -1,9 +1,9 @@
 // `setup`: builds a testbed as named phases, in order, each resuming from what the state records
 // (each module says how): reserve (submit the jobs and wait for them), discover and plan; then on
-// g5k reinstall and KaVLAN; on the local provider machines (its network), service nodes, VM
-// hosts and VMs. Holds the lock, the first-run cleanup and the result the command renders.
+// g5k reinstall, KaVLAN, then VM hosts and service nodes over SSH; on the local provider machines
+// (its network), service nodes, VM hosts and VMs. Holds the lock, the first-run cleanup and the result the command renders.
 import type { LoadedConfig } from '../../config/load.js';
-import { TestbedError } from '../../errors.js';
+import { InputError, TestbedError } from '../../errors.js';
 import { type JobResources, jobResources } from '../../g5k/job-resources.js';
 import type { SshProbe } from '../../netns/ssh-check.js';
 import type { Plan } from '../../planner/plan.js';
@@ -17,7 +17,9 @@ import type { ServiceProbe } from '../service-nodes.js';
 import { recordPhase, type SetupContext, type SetupOptions } from './context.js';
 import { joinVlans, type VlanOutcome } from './kavlan.js';
 import { buildMachines, buildsLocalMachines, checkMachinesPossible } from './machines.js';
+import { runSshPhases } from './over-ssh.js';
 import { discoverAndPlan } from './plan.js';
+import type { HostPrepResult } from './prepare-hosts.js';
 import { type MachineOutcome, reinstallMachines } from './reinstall.js';
 import { reserve } from './reserve.js';
 import { startServiceNodes } from './service-nodes.js';
@@ -39,6 +41,8 @@ export interface LossReport {
 
 export interface SetupResult {
   hosts: SshProbe[];
+  /** Provider g5k: each VM host prepared over SSH (bridge, disk, packages, KVM). */
+  preparedHosts: HostPrepResult[];
   services: ServiceProbe[];
   /** Each VM's boot: answering SSH in the deployment environment, or failed with a reason. */
   vms: VmBoot[];
@@ -74,6 +78,11 @@ export async function setupTestbed(
 ): Promise<SetupResult> {
   // Checked before anything is reserved, so a non-root run changes nothing.
   checkMachinesPossible(loaded.config, opts);
+  if (opts.until && loaded.config.provider !== 'g5k') {
+    throw new InputError(
+      `--until ${opts.until}: the local provider builds its machines in one go; only provider g5k stops after a phase`,
+    );
+  }
   const store = new StateStore(loaded.config.name);
   await store.lock('setup');
   let session: ProviderSession | null = null;
@@ -128,8 +137,11 @@ async function runPhases(ctx: SetupContext, resumed: boolean): Promise<SetupResu
   let machineOutcomes: MachineOutcome[] = [];
   let loss: LossReport | null = null;
   let vlans: VlanOutcome[] = [];
+  let preparedHosts: HostPrepResult[] = [];
+  let services: ServiceProbe[] = [];
   // On g5k (the local provider still builds its machines below), the reserved machines are
-  // reinstalled and put into the VLAN; the later phases are not built for g5k yet.
+  // reinstalled, put into the VLAN, then prepared and given their services over SSH; the VMs'
+  // phases are not built for g5k yet.
   if (config.provider === 'g5k' && !options.reserveOnly) {
     const reinstalled = await reinstallMachines({ ...ctx, plan }, reservation);
     machineOutcomes = reinstalled.machines;
@@ -141,9 +153,9 @@ async function runPhases(ctx: SetupContext, resumed: boolean): Promise<SetupResu
       unplaced: r.unplaced.map((vm) => ({ vm: vm.name, host: vm.host })),
     };
     ({ plan, vlans } = await joinVlans({ ...ctx, plan: reinstalled.plan }, reservation.refs));
+    ({ preparedHosts, services } = await runSshPhases({ ...ctx, plan }, options.until ?? 'services'));
   }
   let hosts: SshProbe[] = [];
-  let services: ServiceProbe[] = [];
   let vms: VmBoot[] = [];
   let accel: 'kvm' | 'tcg' | null = null;
   let emulatedHosts = 0;
@@ -165,6 +177,7 @@ async function runPhases(ctx: SetupContext, resumed: boolean): Promise<SetupResu
   }
   return {
     hosts,
+    preparedHosts,
     services,
     vms,
     accel,

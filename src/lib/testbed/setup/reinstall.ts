@@ -9,13 +9,13 @@
 // OK is not deployed again, a lost one gets a new round of deployments.
 // A machine deployed OK has a fresh system and so a new SSH host key: the keys pinned for it are
 // forgotten, and the next contact learns the new one.
-import { vlanNodeAddress } from '../../g5k/client.js';
 import { vmCapacity } from '../../planner/capacity.js';
 import type { HostPlan, Plan } from '../../planner/plan.js';
 import { type Replan, replanAfterLoss } from '../../planner/replan.js';
 import { KnownHosts } from '../../ssh/known-hosts.js';
 import type { MachineRecord, TestbedState } from '../../state/store.js';
 import { testbedPublicKey } from '../testbed-key.js';
+import { machineAddress } from './addresses.js';
 import { type PlannedContext, recordPhase } from './context.js';
 import type { Reservation } from './reserve.js';
 
@@ -54,6 +54,9 @@ export async function reinstallMachines(
   const machines = state.machines;
   const sites = Object.entries(state.discovered);
   const total = sites.reduce((a, [, d]) => a + d.nodes.length, 0);
+  const docs = new Map(
+    reservation.refs.flatMap((r) => [...r.nodes].map(([fqdn, n]) => [fqdn, n.doc] as const)),
+  );
   await ctx.progress.step(`Reinstall ${total} machine(s) with ${environment}`, async (step) => {
     const show = () => {
       const all = Object.values(machines);
@@ -80,7 +83,10 @@ export async function reinstallMachines(
                   deployments: (machines[node]?.deployments ?? 0) + 1,
                   ...(reason !== undefined ? { reason } : {}),
                   vlan,
-                  address: machineAddress(node, site, vlan, session.inventoryDomain),
+                  address: machineAddress(
+                    { fqdn: node, site, vlan, doc: docs.get(node) },
+                    { url: session.apiUrl, domain: session.inventoryDomain },
+                  ),
                 };
               }
               await knownHosts.forget(
@@ -106,10 +112,6 @@ export async function reinstallMachines(
 }
 
 /** In a VLAN a machine answers as `<node>-kavlan-<id>.<site>.<domain>`; else as itself. */
-function machineAddress(fqdn: string, site: string, vlan: number | null, domain: string): string {
-  return vlan === null ? fqdn : vlanNodeAddress(fqdn, `kavlan-${vlan}`, site, domain);
-}
-
 /** Reserved machines the plan leaves idle, deployed OK: what a lost machine can be replaced by. */
 function spareHosts(state: TestbedState, plan: Plan, reservation: Reservation): Record<string, HostPlan[]> {
   const out: Record<string, HostPlan[]> = {};

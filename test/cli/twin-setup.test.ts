@@ -1,0 +1,140 @@
+// setup with provider g5k against a site's twin run as its own process (root): the jobs give
+// machines, which are reinstalled with the testbed's key, moved into the KaVLAN, then prepared
+// over SSH (the VM hosts' bridge on the NIC facing the VMs, tmpfs, packages, KVM checked) and given
+// their service node (installed over SSH, answering with the testbed's secret); a second setup
+// changes nothing; teardown releases the jobs and the twin removes the machines; nothing is left.
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { kb, kbServe } from '../helpers/cli.js';
+import { leftovers } from '../helpers/leftovers.js';
+import { needTools } from '../helpers/netns.js';
+
+const skip = needTools('sshd', 'ssh-keygen', 'ip', 'qemu-system-x86_64');
+const twinName = 'kbt-tws';
+const testbed = 'kbt-tws-g';
+const prefix = '10.235.';
+
+const twinConfig = `name: ${twinName}
+provider: local
+domain: ${twinName}.test
+network: { prefix: 10.235.0.0/16 }
+sites:
+  - name: nancy
+    clusters:
+      - name: grappe
+        hosts: 3
+        hardware: { cores: 2, threads: 2, ramMB: 4096, diskGB: 20 }
+vms: { count: 2, perHost: 1, runtime: qemu, flavour: { vcpus: 1, memoryMB: 256, diskMB: 1024 } }
+`;
+
+const inNs = (ns: string, ...cmd: string[]) =>
+  execFileSync('ip', ['netns', 'exec', ns, ...cmd], { encoding: 'utf8' });
+
+describe('setup on g5k against a twin: reinstall, KaVLAN, VM hosts and service nodes over SSH', {
+  skip,
+}, () => {
+  let home: string;
+  let env: NodeJS.ProcessEnv;
+  let twin: Awaited<ReturnType<typeof kbServe>> | null = null;
+  let cfg: string;
+
+  before(async () => {
+    home = await mkdtemp(join(tmpdir(), 'kb-tws-'));
+    env = { KABOOTSTRAP_HOME: join(home, '.kabootstrap') };
+    const twinFile = join(home, `${twinName}.yaml`);
+    await writeFile(twinFile, twinConfig);
+    twin = await kbServe(
+      ['testbed', 'api', '-c', twinFile, '--port', '0', '--launch-delay', '0', '--json'],
+      env,
+    );
+    const { url } = JSON.parse(twin.line) as { url: string };
+    cfg = join(home, `${testbed}.yaml`);
+    // one service node and two VM hosts; the VMs phase is not reached (not built for g5k yet)
+    await writeFile(
+      cfg,
+      `name: ${testbed}
+provider: g5k
+api: { url: '${url}', credentials: none, retries: 1 }
+vlan: { type: kavlan }
+vms: { count: 2, perHost: 1, runtime: qemu, flavour: { vcpus: 1, memoryMB: 256, diskMB: 1024 } }
+sites: [{ name: nancy, serviceNodes: 1, clusters: [{ name: grappe, hosts: 3 }] }]
+`,
+    );
+  });
+
+  after(async () => {
+    if (twin && twin.child.exitCode === null) {
+      twin.child.kill('SIGTERM');
+      await new Promise((r) => twin!.child.once('exit', r));
+    }
+  });
+
+  it('goes from the jobs to answering service nodes, resumes without change, and leaves nothing', async () => {
+    const setup = await kb(['setup', '-c', cfg, '--json', '-q'], { env, timeoutMs: 300_000 });
+    assert.equal(setup.code, 0, setup.stderr);
+    const result = JSON.parse(setup.stdout);
+    assert.equal(result.phase, 'services');
+    assert.ok(result.machines.every((m: { state: string }) => m.state === 'ok'));
+    assert.equal(result.vlans.length, 1);
+
+    // each VM host: its NIC in the bridge, the bridge holding its address, a tmpfs for the disks
+    assert.equal(result.preparedHosts.length, 2);
+    for (const h of result.preparedHosts) {
+      assert.equal(h.ok, true, JSON.stringify(h));
+      assert.equal(h.nic, 'eth0');
+      assert.equal(h.accel, existsKvm() ? 'kvm' : 'tcg');
+      assert.ok(h.address.startsWith(prefix), h.address);
+      const ns = `kb-${twinName}-${h.host.split('.')[0]}-nancy`;
+      assert.match(inNs(ns, 'ip', '-o', 'link', 'show', 'eth0'), /master br0/);
+      assert.match(inNs(ns, 'ip', '-o', '-4', 'addr', 'show', 'br0'), new RegExp(`inet ${h.address}/`));
+    }
+
+    // the service node answers its control endpoint, with the testbed's secret only
+    assert.equal(result.services.length, 1);
+    const [service] = result.services;
+    assert.equal(service.ok, true, JSON.stringify(service));
+    assert.ok(service.url.includes(prefix), service.url);
+    const anonymous = await fetch(`${service.url}/events?mac=52:54:00:00:00:01`);
+    assert.equal(anonymous.status, 401);
+
+    // a second setup contacts no host again and keeps the running service node
+    const again = await kb(['setup', '-c', cfg, '--json', '-q'], { env, timeoutMs: 300_000 });
+    assert.equal(again.code, 0, again.stderr);
+    const resumed = JSON.parse(again.stdout);
+    assert.equal(resumed.resumed, true);
+    assert.ok(resumed.preparedHosts.every((h: { resumed: boolean }) => h.resumed));
+    assert.deepEqual(
+      resumed.services.map((s: { url: string; ok: boolean }) => [s.url, s.ok]),
+      [[service.url, true]],
+    );
+
+    const down = await kb(['teardown', '-c', cfg, '--json', '-q'], { env, timeoutMs: 120_000 });
+    assert.equal(down.code, 0, down.stderr);
+    assert.equal(JSON.parse(down.stdout).releasedJobs, 1);
+    // the twin removes a released job's machines (and their service daemon) at once
+    const end = Date.now() + 20_000;
+    while (leftovers(twinName, prefix).some((l) => l.startsWith('kb-')) && Date.now() < end) {
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    const machinesLeft = leftovers(twinName, prefix).filter((l) => l.startsWith(`kb-${twinName}-grappe`));
+    assert.deepEqual(machinesLeft, []);
+
+    twin!.child.kill('SIGTERM');
+    assert.equal(await new Promise((r) => twin!.child.once('exit', r)), 0);
+    assert.deepEqual(leftovers(twinName, prefix), []);
+    assert.deepEqual(leftovers(testbed, prefix), []);
+  });
+});
+
+function existsKvm(): boolean {
+  try {
+    execFileSync('sh', ['-c', '[ -c /dev/kvm ] && exec 3<>/dev/kvm'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
