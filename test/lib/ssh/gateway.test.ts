@@ -17,6 +17,7 @@ import { execa } from 'execa';
 import ssh2 from 'ssh2';
 import { generateHostKey, parseAuthorizedKey } from '../../../src/lib/emulated/ssh.js';
 import { sshConnector } from '../../../src/lib/exec/taktuk.js';
+import { treeExec } from '../../../src/lib/exec/tree.js';
 import { Gateway, type GatewaySpec, gatewayInUse, useGateway } from '../../../src/lib/ssh/gateway.js';
 import { KnownHosts, publicKeyOf } from '../../../src/lib/ssh/known-hosts.js';
 import { SshPool } from '../../../src/lib/ssh/pool.js';
@@ -229,6 +230,20 @@ describe('ssh through a gateway (real sshd on loopback)', { timeout: 120_000 }, 
       gateway.load.reduce((a, b) => a + b, 0),
       30,
     );
+  });
+
+  it("opens the exec tree's first level through the gateway", async () => {
+    const gw = await startGateway(2206, join(dir, 'gw_a'));
+    const knownHosts = KnownHosts.at(join(dir, 'known_hosts_6'));
+    useGateway(new Gateway(spec(2206), { knownHosts }));
+    const targets = [0, 1, 2, 3, 4].map((i) => ({ name: `n${i}`, ip: NODE_IP, port: NODE_PORT0 + i }));
+    const { results } = await treeExec(targets, 'up', {
+      privateKey: testbedKey.private,
+      knownHosts,
+      window: 10,
+    });
+    for (const [i, r] of results.entries()) assert.equal(r.stdout.trim(), `up ${NODE_PORT0 + i}`, r.error);
+    assert.equal(await channelsIn(gw.log), 5);
   });
 
   it('refuses a gateway presenting another host key than the one pinned', async () => {
