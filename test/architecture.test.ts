@@ -119,8 +119,9 @@ describe('architecture', () => {
       grep(/new (?:ssh2\.)?Client\(/).filter((f) => !f.startsWith('lib/emulated/')),
       ['lib/ssh/session.ts'],
     );
-    // a testbed's paths come from the layout, service nodes from their records
-    assert.deepEqual(grep(/id_ed25519['"]/), ['lib/state/layout.ts']);
+    // a testbed's paths come from the layout (the gateway's default is the user's own key), service
+    // nodes from their records
+    assert.deepEqual(grep(/id_ed25519['"]/), ['lib/provider/gateway.ts', 'lib/state/layout.ts']);
     assert.deepEqual(grep(/startsWith\(['"]service\//), []);
     // callers ask the runtime (runtime/index.ts), they never test its name
     assert.deepEqual(grep(/runtime\s*[!=]==|[!=]==\s*['"](?:qemu|emulated)['"]/), []);

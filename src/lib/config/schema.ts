@@ -127,6 +127,32 @@ const environment = z
     error: 'an environment needs a description file or an image size (imageMB)',
   });
 
+// How SSH reaches the nodes: "auto" goes through access.grid5000.fr when the controller reaches
+// Grid'5000's public API with a login (it runs outside), direct otherwise; "none" is always direct.
+const gateway = z.union(
+  [
+    z.enum(['auto', 'none']),
+    z.strictObject({
+      host: z
+        .string({ error: 'expected a host name such as access.grid5000.fr' })
+        .regex(/^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$/, {
+          error: 'expected a host name such as access.grid5000.fr',
+        }),
+      /** Default: the Grid'5000 login (the API credentials'), else the login here. */
+      user: z
+        .string({ error: 'expected a login name' })
+        .regex(/^[A-Za-z0-9_][A-Za-z0-9_.-]*$/, { error: 'expected a login name' })
+        .optional(),
+      port: positiveInt('gateway SSH port')
+        .max(65535, { error: 'expected a TCP port (1 to 65535)' })
+        .default(22),
+      /** Default: the user's own key (~/.ssh/id_ed25519, id_ecdsa or id_rsa, the first there). */
+      identityFile: z.string({ error: 'expected the path of a private key' }).min(1).optional(),
+    }),
+  ],
+  { error: 'expected "auto", "none" or a mapping with host (and user, port, identityFile)' },
+);
+
 export const testbedConfigSchema = z.strictObject({
   name,
   provider: z.enum(['local', 'g5k'], { error: 'expected "local" or "g5k"' }).default('local'),
@@ -180,6 +206,7 @@ export const testbedConfigSchema = z.strictObject({
   ssh: z
     .strictObject({
       key: z.string().min(1).default('auto'),
+      gateway: gateway.default('auto'),
     })
     .prefault({}),
 });
@@ -189,3 +216,4 @@ export type SiteConfig = TestbedConfig['sites'][number];
 export type ClusterConfig = SiteConfig['clusters'][number];
 export type HardwareConfig = NonNullable<ClusterConfig['hardware']>;
 export type VmConfig = TestbedConfig['vms'];
+export type GatewayConfig = TestbedConfig['ssh']['gateway'];

@@ -10,6 +10,8 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { InputError } from '../errors.js';
 import { findExecutable } from '../executable.js';
+import { sq } from '../shell.js';
+import { type GatewaySpec, gatewayInUse, proxyCommand } from '../ssh/gateway.js';
 import { DEFAULT_COMMAND_TIMEOUT_MS, DEFAULT_CONNECT_TIMEOUT_MS } from '../ssh/session.js';
 import { checkExecWindow } from './flat.js';
 import {
@@ -30,13 +32,16 @@ export function findTaktuk(path = process.env.PATH ?? ''): string | null {
 /**
  * An ssh command line TakTuk can use as its connector, non-interactive and key-only. With a
  * known_hosts file only the host keys it holds are accepted (a changed or unknown key fails that
- * node); without one, any key is (throwaway peers only).
+ * node); without one, any key is (throwaway peers only). Through the site's gateway when the
+ * process uses one, its key checked against the same file.
  */
 export function sshConnector(
   keyFile: string,
   connectTimeoutMs = DEFAULT_CONNECT_TIMEOUT_MS,
   knownHostsFile?: string,
+  gateway: GatewaySpec | null = gatewayInUse()?.spec ?? null,
 ): string {
+  const connectS = Math.max(1, Math.ceil(connectTimeoutMs / 1000));
   return [
     'ssh',
     `-o StrictHostKeyChecking=${knownHostsFile ? 'yes' : 'no'}`,
@@ -44,7 +49,8 @@ export function sshConnector(
     '-o GlobalKnownHostsFile=/dev/null',
     '-o BatchMode=yes',
     '-o LogLevel=ERROR',
-    `-o ConnectTimeout=${Math.max(1, Math.ceil(connectTimeoutMs / 1000))}`,
+    `-o ConnectTimeout=${connectS}`,
+    ...(gateway ? [`-o ${sq(`ProxyCommand=${proxyCommand(gateway, knownHostsFile, connectS)}`)}`] : []),
     '-l root',
     `-i ${keyFile}`,
   ].join(' ');

@@ -15,6 +15,7 @@
 // controller does the handshake and the encryption for all nodes (nested once per tunnel level,
 // as the tunnel itself is an SSH channel). What is relayed is the TCP connection, not the work.
 import { connect as netConnect } from 'node:net';
+import { gatewayInUse } from '../ssh/gateway.js';
 import { openSession } from '../ssh/pool.js';
 import {
   connectError,
@@ -207,7 +208,17 @@ export function treeExec(
       node: item.target.name,
     };
     let opening: Promise<SshSession>;
-    if (parent === root) {
+    if (parent === root && gatewayInUse()) {
+      // from outside the site: the first level goes through its gateway, counted as direct
+      directLive++;
+      stats.maxDirectConnections = Math.max(stats.maxDirectConnections, directLive);
+      opening = openSession(dest);
+      const gone = () => {
+        directLive--;
+        pump();
+      };
+      opening.then((s) => s.onClose(gone), gone);
+    } else if (parent === root) {
       const sock = netConnect({ host: item.target.ip, port: item.target.port ?? 22 });
       directLive++;
       stats.maxDirectConnections = Math.max(stats.maxDirectConnections, directLive);

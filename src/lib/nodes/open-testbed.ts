@@ -1,6 +1,8 @@
 // What exec, put, reboot and deploy start from: the testbed's state (it must be set up), the
-// testbed's SSH key and the VMs to act on (all, or those a node file names).
+// testbed's SSH key and the VMs to act on (all, or those a node file names). SSH goes through the
+// site's gateway when the config says so.
 import { TestbedError } from '../errors.js';
+import { routeSsh } from '../provider/gateway.js';
 import { KnownHosts } from '../ssh/known-hosts.js';
 import { StateStore, type TestbedState } from '../state/store.js';
 import { type DeployNode, readNodeFile, selectNodes, testbedNodes } from './targets.js';
@@ -22,5 +24,6 @@ export async function openTestbed(testbed: string, nodeFile?: string): Promise<O
   const names = nodeFile ? await readNodeFile(nodeFile) : null;
   const nodes = selectNodes(testbedNodes(state), names, `-f ${nodeFile}`, testbed);
   const knownHosts = KnownHosts.at(store.layout.knownHosts);
+  await routeSsh(state.config, state.configSource, knownHosts);
   return { store, state, keyFile: store.layout.ssh.clientKey, knownHosts, nodes };
 }

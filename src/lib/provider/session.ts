@@ -74,11 +74,8 @@ export function localInventorySpec(config: TestbedConfig, source: string): Synth
 
 export async function openSession(config: TestbedConfig, opts: SessionOptions): Promise<ProviderSession> {
   if (config.provider === 'g5k') {
-    const { url: apiUrl, credentials: inUrl } = splitUrlCredentials(config.api.url!);
-    const credentials =
-      config.api.credentials === 'none'
-        ? null
-        : (inUrl ?? (await urlCredentialsOfSource(opts.source, apiUrl)) ?? (await loadCredentials()));
+    const { url: apiUrl } = splitUrlCredentials(config.api.url!);
+    const credentials = await apiCredentials(config, opts.source);
     return {
       provider: 'g5k',
       user: credentials?.username ?? config.api.user ?? process.env.USER,
@@ -119,6 +116,13 @@ export async function openSession(config: TestbedConfig, opts: SessionOptions): 
     pollMs: [100, 200, 400],
     close: () => server.close(),
   };
+}
+
+/** The g5k API's Basic auth login: in the URL, in the config file, or the user's files; null inside. */
+export async function apiCredentials(config: TestbedConfig, source: string): Promise<Credentials | null> {
+  if (config.provider !== 'g5k' || config.api.credentials === 'none' || !config.api.url) return null;
+  const { url, credentials: inUrl } = splitUrlCredentials(config.api.url);
+  return inUrl ?? (await urlCredentialsOfSource(source, url)) ?? (await loadCredentials());
 }
 
 /**

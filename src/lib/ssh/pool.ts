@@ -6,6 +6,7 @@
 // timeout counted from when it gets its slot. Thousands opened at once would each take a share of
 // the same CPU and all time out together ("Timed out while waiting for handshake").
 import { availableParallelism } from 'node:os';
+import { gatewayInUse } from './gateway.js';
 import type { KnownHosts } from './known-hosts.js';
 import type { TimedResult } from './result.js';
 import { type ConnectOptions, DEFAULT_COMMAND_TIMEOUT_MS, SshSession, timedOn } from './session.js';
@@ -83,10 +84,12 @@ export const handshakes = new HandshakeGate(defaultHandshakeSlots());
 
 /**
  * Opens one connection through the gate (see SshSession.connect); `opts.timeoutMs` counts from
- * when its handshake gets a slot, not from the call.
+ * when its handshake gets a slot, not from the call. A connection to a host (no socket, no relay
+ * given) goes through the site's gateway when the process uses one (`useGateway`).
  */
 export function openSession(opts: ConnectOptions, gate: HandshakeGate = handshakes): Promise<SshSession> {
-  return gate.run(() => SshSession.connect(opts));
+  const gateway = opts.sock || opts.via || opts.gateway ? undefined : gatewayInUse();
+  return gate.run(() => SshSession.connect(gateway ? { ...opts, gateway } : opts));
 }
 
 /**

@@ -67,6 +67,10 @@ export interface ConnectOptions {
   sock?: Duplex;
   /** Reach host:port through this session's connection (direct-tcpip, as `ssh -J`). */
   via?: SshSession;
+  /** Reach host:port through one of the site gateway's connections (see gateway.ts). */
+  gateway?: { tunnel(host: string, port: number): Promise<Duplex> };
+  /** An ssh-agent socket tried after the key (the user's own key for a gateway). */
+  agent?: string;
   /** Keepalives notice a peer that hangs without closing. */
   keepaliveIntervalMs?: number;
   keepaliveCountMax?: number;
@@ -115,7 +119,7 @@ export class SshSession {
     return new Promise((resolve, reject) => {
       const conn = new Client();
       let settled = false;
-      let tunnel: ssh2.ClientChannel | undefined;
+      let tunnel: Duplex | undefined;
       // ssh2 reports a refused key as "Host denied": the store's reason replaces it
       let refused: Error | undefined;
       const fail = (err: Error & { level?: string }) => {
@@ -123,7 +127,7 @@ export class SshSession {
         settled = true;
         clearTimeout(timer);
         conn.end();
-        tunnel?.close();
+        tunnel?.destroy();
         if (refused) reject(new SshConnectError(`ssh: ${refused.message}`, 'host-key'));
         else reject(new SshConnectError(connectError(err), err.level));
       };
@@ -167,18 +171,29 @@ export class SshSession {
           readyTimeout: timeoutMs,
           ...(hostVerifier ? { hostVerifier } : {}),
           ...(sock ? { sock } : {}),
+          ...(opts.agent ? { agent: opts.agent } : {}),
           ...(opts.keepaliveIntervalMs
             ? { keepaliveInterval: opts.keepaliveIntervalMs, keepaliveCountMax: opts.keepaliveCountMax ?? 3 }
             : {}),
         });
-      if (!opts.via) return start(opts.sock);
-      opts.via.tunnel(opts.host, port).then(
+      const via = opts.via ?? opts.gateway;
+      if (!via) return start(opts.sock);
+      via.tunnel(opts.host, port).then(
         (s) => {
-          if (settled) return void s.close();
+          if (settled) return void s.destroy();
           tunnel = s;
           start(s);
         },
-        (e: Error) => fail(Object.assign(e, { level: 'client-socket' })),
+        (e: Error & { level?: string }) => {
+          // a gateway's reason (its host key refused, its login) is kept as it is
+          if (e instanceof SshConnectError) {
+            if (settled) return;
+            settled = true;
+            clearTimeout(timer);
+            return reject(e);
+          }
+          fail(Object.assign(e, { level: 'client-socket' }));
+        },
       );
     });
   }

@@ -5,6 +5,7 @@
 // recorded state only, without the API or the network.
 import { readFile } from 'node:fs/promises';
 import type { Plan } from '../planner/plan.js';
+import { routeSsh } from '../provider/gateway.js';
 import { localLayout } from '../provider/local-layout.js';
 import { openSession } from '../provider/session.js';
 import { KnownHosts } from '../ssh/known-hosts.js';
@@ -123,6 +124,7 @@ export async function testbedStatus(
       )
     : recordedJobs(state);
   const deadline = Date.now() + opts.timeoutMs;
+  if (opts.probe) await routeSsh(state.config, state.configSource, KnownHosts.at(store.layout.knownHosts));
   const probe = opts.probe
     ? {
         privateKey: await readFile(store.layout.ssh.clientKey).catch(() => null),

@@ -7,9 +7,11 @@ import { InputError, TestbedError } from '../../errors.js';
 import { type JobResources, jobResources } from '../../g5k/job-resources.js';
 import type { SshProbe } from '../../netns/ssh-check.js';
 import type { Plan } from '../../planner/plan.js';
+import { routeSsh } from '../../provider/gateway.js';
 import { openSession, type ProviderSession } from '../../provider/session.js';
 import type { VmBoot } from '../../runtime/boot-tracker.js';
 import type { RuntimeName } from '../../runtime/runtime.js';
+import { KnownHosts } from '../../ssh/known-hosts.js';
 import { newState, StateStore, type TestbedState } from '../../state/store.js';
 import type { TestbedContext } from '../context.js';
 import { jobRecords } from '../reserve.js';
@@ -102,6 +104,7 @@ export async function setupTestbed(
       source: loaded.source,
       stateDir: store.dir,
     });
+    await routeSsh(state.config, loaded.source, KnownHosts.at(store.layout.knownHosts));
     return await runPhases(
       {
         store,
