@@ -28,10 +28,6 @@ function config(seed: number): string {
     name,
     domain: 'dep.test',
     prefix,
-    sites: [
-      { hosts: 4, serviceNodes: 1 },
-      { hosts: 4, serviceNodes: 1 },
-    ],
     vms: 40,
     emulated: `{ seed: ${seed}, faults: { die-mid-transfer: 0.03, reboot: 0.05 } }`,
   });

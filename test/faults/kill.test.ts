@@ -176,10 +176,6 @@ describe('fault campaign: processes killed (built binary, emulated VMs)', { skip
         name,
         domain: 'kill.test',
         prefix,
-        sites: [
-          { hosts: 4, serviceNodes: 1 },
-          { hosts: 4, serviceNodes: 1 },
-        ],
         vms: vmCount,
         emulated: '{ seed: 1 }',
         // hosts of 4 GB carry 3 VMs each: a site's VMs on three hosts, so one can die alone
