@@ -6,8 +6,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Plan } from '../../src/lib/planner/plan.js';
-import { kb, kbServe, root } from '../helpers/cli.js';
+import { kb, root } from '../helpers/cli.js';
 import { referenceFixture } from '../helpers/env.js';
+import { g5kConfig, serveTestbedApi } from '../helpers/g5k.js';
 
 let home: string;
 let work: string;
@@ -164,34 +165,16 @@ describe('local testbed reservations through the CLI', () => {
 });
 
 describe('kabootstrap testbed api', () => {
-  let server: Awaited<ReturnType<typeof kbServe>> | undefined;
+  let server: Awaited<ReturnType<typeof serveTestbedApi>> | undefined;
   after(() => server?.child.kill('SIGTERM'));
 
   it('serves a reference directory that the g5k provider reserves from', async () => {
-    server = await kbServe([
-      'testbed',
-      'api',
-      '--reference',
-      referenceFixture,
-      '--port',
-      '0',
-      '--launch-delay',
-      '0',
-      '--json',
-    ]);
+    server = await serveTestbedApi(['--json']);
     const { url } = JSON.parse(server.line);
     const sites = await (await fetch(`${url}/sites`)).json();
     assert.deepEqual(sites.items.map((s: { uid: string }) => s.uid).sort(), ['nancy', 'rennes']);
     const cfg = join(work, 'g5k.yaml');
-    await writeFile(
-      cfg,
-      `name: cli-g5k
-provider: g5k
-api: { url: '${url}', credentials: none }
-vms: { perHost: 2, flavour: { memoryMB: 512 } }
-sites: [{ name: nancy, clusters: [{ name: grappe, hosts: 2, queue: production }] }]
-`,
-    );
+    await writeFile(cfg, g5kConfig({ name: 'cli-g5k', url, api: 'credentials: none' }));
     const setup = await kb(['setup', '-c', cfg, '--reserve-only', '--json', '-q'], { env: env() });
     assert.equal(setup.code, 0, setup.stderr);
     const result = JSON.parse(setup.stdout);

@@ -5,10 +5,9 @@
 // emulated VMs run for real); stats and report read what was stored; bad input is one line and
 // changes nothing.
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -17,6 +16,7 @@ import type { Plan } from '../../src/lib/planner/plan.js';
 import { kb } from '../helpers/cli.js';
 import { emulatedConfig } from '../helpers/emulated-config.js';
 import { leftovers } from '../helpers/leftovers.js';
+import { addMiniEnvironment } from '../helpers/mini-env.js';
 import { needTools } from '../helpers/netns.js';
 
 const skip = needTools('ip', 'tar');
@@ -28,10 +28,6 @@ function config(seed: number): string {
     name,
     domain: 'dep.test',
     prefix,
-    sites: [
-      { hosts: 4, serviceNodes: 1 },
-      { hosts: 4, serviceNodes: 1 },
-    ],
     vms: 40,
     emulated: `{ seed: ${seed}, faults: { die-mid-transfer: 0.03, reboot: 0.05 } }`,
   });
@@ -68,30 +64,7 @@ describe('deployment on an emulated testbed (built binary)', { skip, timeout: 40
     await writeFile(cfg, config(seed));
     const setup = await kb(['setup', '-c', cfg, '--json', '-q'], { env, timeoutMs: 240_000 });
     assert.equal(setup.code, 0, setup.stderr);
-    // A small environment: a real tar.gz of a root with its identity file, 4 MB of noise inside.
-    const rootDir = join(home, 'root');
-    await mkdir(join(rootDir, 'etc'), { recursive: true });
-    await mkdir(join(rootDir, 'boot'), { recursive: true });
-    await writeFile(join(rootDir, 'etc', 'kb-env'), 'mini 1\n');
-    await writeFile(join(rootDir, 'boot', 'vmlinuz'), randomBytes(4 << 20));
-    // the initrd the description names: a classical boot network-boots both out of the image
-    await writeFile(join(rootDir, 'boot', 'initrd.img'), randomBytes(64 << 10));
-    execFileSync('tar', ['-czf', join(home, 'mini.tar.gz'), '-C', rootDir, '.']);
-    await writeFile(
-      join(home, 'mini.yaml'),
-      `name: mini
-version: 1
-description: test image
-author: tests
-visibility: shared
-os: linux
-image: { file: mini.tar.gz, kind: tar, compression: gzip }
-boot: { kernel: /boot/vmlinuz, initrd: /boot/initrd.img, kernel_params: "root=/dev/vda1" }
-filesystem: ext4
-`,
-    );
-    const add = await kb(['env', 'add', join(home, 'mini.yaml'), '--json', '-q'], { env });
-    assert.equal(add.code, 0, add.stderr);
+    await addMiniEnvironment(home, env);
   });
 
   after(async () => {

@@ -6,8 +6,9 @@ import { mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { bin, kb, kbServe, root } from '../helpers/cli.js';
+import { bin, kb, root } from '../helpers/cli.js';
 import { referenceFixture } from '../helpers/env.js';
+import { g5kConfig, serveTestbedApi } from '../helpers/g5k.js';
 
 const sitesDir = join(referenceFixture, 'data', 'grid5000', 'sites');
 
@@ -38,7 +39,7 @@ async function liveJobs(url: string, site: string): Promise<unknown[]> {
 }
 
 describe('kabootstrap doctor', () => {
-  const servers: Awaited<ReturnType<typeof kbServe>>[] = [];
+  const servers: Awaited<ReturnType<typeof serveTestbedApi>>[] = [];
   let work: string;
   let clusters: { inDefault: FixtureCluster; notInDefault: FixtureCluster };
   const env = { G5K_USER: '', G5K_PASSWORD: '' };
@@ -52,17 +53,7 @@ describe('kabootstrap doctor', () => {
   });
 
   async function serve(launchDelay: number): Promise<string> {
-    const s = await kbServe([
-      'testbed',
-      'api',
-      '--reference',
-      referenceFixture,
-      '--port',
-      '0',
-      '--launch-delay',
-      String(launchDelay),
-      '--json',
-    ]);
+    const s = await serveTestbedApi(['--json'], launchDelay);
     servers.push(s);
     return JSON.parse(s.line).url;
   }
@@ -71,11 +62,13 @@ describe('kabootstrap doctor', () => {
     const file = join(work, `${cluster.uid}-${servers.length}.yaml`);
     await writeFile(
       file,
-      `name: doc
-provider: g5k
-api: { url: '${url}', credentials: none }
-sites: [{ name: ${cluster.site}, clusters: [{ name: ${cluster.uid}, hosts: 1 }] }]
-`,
+      g5kConfig({
+        name: 'doc',
+        url,
+        api: 'credentials: none',
+        vms: null,
+        sites: `[{ name: ${cluster.site}, clusters: [{ name: ${cluster.uid}, hosts: 1 }] }]`,
+      }),
     );
     return file;
   }

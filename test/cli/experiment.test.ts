@@ -24,10 +24,6 @@ const config = `${emulatedConfig({
   name,
   domain: 'expr.test',
   prefix,
-  sites: [
-    { hosts: 4, serviceNodes: 1 },
-    { hosts: 4, serviceNodes: 1 },
-  ],
   vms: 40,
   emulated: '{ seed: 3, faults: { reboot: 0.02 } }',
 })}environments:

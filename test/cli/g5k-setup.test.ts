@@ -6,8 +6,8 @@ import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { kb, kbServe } from '../helpers/cli.js';
-import { referenceFixture } from '../helpers/env.js';
+import { kb } from '../helpers/cli.js';
+import { g5kConfig, serveTestbedApi } from '../helpers/g5k.js';
 
 let home: string;
 let work: string;
@@ -19,24 +19,11 @@ before(async () => {
 });
 
 describe('kabootstrap setup on g5k against a testbed api process', () => {
-  let server: Awaited<ReturnType<typeof kbServe>> | undefined;
+  let server: Awaited<ReturnType<typeof serveTestbedApi>> | undefined;
   after(() => server?.child.kill('SIGTERM'));
 
   it('reinstalls, loses a machine KO for good and exits 6 naming the VM not placed', async () => {
-    server = await kbServe([
-      'testbed',
-      'api',
-      '--reference',
-      referenceFixture,
-      '--port',
-      '0',
-      '--launch-delay',
-      '0',
-      '--deploy-delay',
-      '0',
-      '--admin',
-      '--json',
-    ]);
+    server = await serveTestbedApi(['--deploy-delay', '0', '--admin', '--json']);
     const { url } = JSON.parse(server.line);
     const fault = await fetch(`${url.replace(/\/stable$/, '')}/_admin/faults`, {
       method: 'POST',
@@ -48,13 +35,14 @@ describe('kabootstrap setup on g5k against a testbed api process', () => {
     // grappe-3 is the service node; grappe-1 carries 2 VMs, grappe-2 one of its 2.
     await writeFile(
       cfg,
-      `name: cli-g5k-reinstall
-provider: g5k
-api: { url: '${url}', credentials: none, retries: 1 }
-reinstall: { redeploys: 1 }
-vms: { perHost: 2, flavour: { memoryMB: 512 } }
-sites: [{ name: nancy, vms: 3, clusters: [{ name: grappe, queue: production, hosts: [grappe-1, grappe-2, grappe-3] }] }]
-`,
+      g5kConfig({
+        name: 'cli-g5k-reinstall',
+        url,
+        api: 'credentials: none, retries: 1',
+        sites:
+          '[{ name: nancy, vms: 3, clusters: [{ name: grappe, queue: production, hosts: [grappe-1, grappe-2, grappe-3] }] }]',
+        extra: 'reinstall: { redeploys: 1 }\n',
+      }),
     );
     const setup = await kb(['setup', '-c', cfg, '--until', 'vlan', '--json', '-q'], { env: env() });
     assert.equal(setup.code, 6, setup.stderr);

@@ -9,8 +9,9 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { loadReferenceDir } from '../../src/lib/api/inventory.js';
 import { type ApiServer, startApiServer } from '../../src/lib/api/server.js';
-import { type CliResult, kb, kbServe } from '../helpers/cli.js';
+import { type CliResult, kb } from '../helpers/cli.js';
 import { referenceFixture } from '../helpers/env.js';
+import { g5kConfig, nancyAndRennes, serveTestbedApi } from '../helpers/g5k.js';
 
 const LIVE = ['waiting', 'launching', 'running', 'hold'];
 const servers: ApiServer[] = [];
@@ -41,14 +42,12 @@ async function newCase(name: string): Promise<Case> {
   const cfg = join(work, `${name}.yaml`);
   await writeFile(
     cfg,
-    `name: ${name}
-provider: g5k
-api: { url: '${api.url}', credentials: none, user: kabootstrap, retries: 4 }
-vms: { perHost: 2, flavour: { memoryMB: 512 } }
-sites:
-  - { name: nancy, clusters: [{ name: grappe, hosts: 2, queue: production }] }
-  - { name: rennes, clusters: [{ name: paravance, hosts: 2 }] }
-`,
+    g5kConfig({
+      name,
+      url: api.url,
+      api: 'credentials: none, user: kabootstrap, retries: 4',
+      sites: nancyAndRennes,
+    }),
   );
   // Without a login the API names the owner `kabootstrap`; api.user says so, whatever $USER is.
   const env = { KABOOTSTRAP_HOME: home, HOME: home, USER: 'someone-else' };
@@ -177,13 +176,7 @@ describe('fault campaign: the testbed API', { timeout: 180_000 }, () => {
   it('the API as its own process (testbed api --admin --users): faults set over HTTP, logins checked', async () => {
     const users = join(work, 'users');
     await writeFile(users, 'bob: hunter2-fake\n', { mode: 0o600 });
-    const served = await kbServe(
-      ['testbed', 'api', '--reference', referenceFixture, '--port', '0', '--launch-delay', '0'].concat([
-        '--users',
-        users,
-        '--admin',
-      ]),
-    );
+    const served = await serveTestbedApi(['--users', users, '--admin']);
     try {
       const url = served.line.trim();
       const auth = { authorization: `Basic ${Buffer.from('bob:hunter2-fake').toString('base64')}` };
@@ -201,17 +194,7 @@ describe('fault campaign: the testbed API', { timeout: 180_000 }, () => {
       assert.equal(set.status, 204);
       const home = await mkdtemp(join(work, 'process-home-'));
       const cfg = join(work, 'process.yaml');
-      await writeFile(
-        cfg,
-        `name: process
-provider: g5k
-api: { url: '${url}', retries: 4 }
-vms: { perHost: 2, flavour: { memoryMB: 512 } }
-sites:
-  - { name: nancy, clusters: [{ name: grappe, hosts: 2, queue: production }] }
-  - { name: rennes, clusters: [{ name: paravance, hosts: 2 }] }
-`,
-      );
+      await writeFile(cfg, g5kConfig({ name: 'process', url, api: 'retries: 4', sites: nancyAndRennes }));
       const env = { KABOOTSTRAP_HOME: home, HOME: home, G5K_USER: 'bob', G5K_PASSWORD: 'hunter2-fake' };
       const jobs = async () => {
         const out: string[] = [];

@@ -6,41 +6,21 @@
 // <dir> holds the testbed key pair (id, id.pub). Prints "ready" once the servers listen.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import ssh2 from 'ssh2';
 import { broadcastChain } from '../../src/lib/broadcast/pipelines.js';
 import { startSshServer } from '../../src/lib/emulated/agent/server.js';
-import type { AgentVm } from '../../src/lib/emulated/agent/vm.js';
 import { generateHostKey, parseAuthorizedKey, type SshServerHandle } from '../../src/lib/emulated/ssh.js';
+import { fakeAgentVm } from '../helpers/agent-vm.js';
 
 const [mode, dir, ...rest] = process.argv.slice(2);
 const image = mode === 'chain' ? rest[0] : '';
 const order = mode === 'chain' ? rest[1].split(',') : [];
 const own = mode === 'chain' ? (rest[2] ?? '').split(',').filter(Boolean) : rest;
 
-function hostKey(): string {
-  // ssh2 cannot parse a few of the ed25519 keys it makes: draw again
-  for (;;) {
-    const k = generateHostKey();
-    if (!(ssh2.utils.parseKey(k) instanceof Error)) return k;
-  }
-}
-
 const authorized = parseAuthorizedKey(readFileSync(join(dir, 'id.pub'), 'utf8'));
-const key = hostKey();
+const key = generateHostKey();
 const servers: SshServerHandle[] = [];
 for (const ip of own) {
-  const vm: AgentVm = {
-    name: ip,
-    mac: '52:54:00:00:00:00',
-    ip,
-    env: 'deploy',
-    boots: 1,
-    fault: { kind: 'none' },
-    disk: { bytes: 0, sha256: null },
-    receives: [],
-    bootedAt: Date.now(),
-    reboot() {},
-  };
+  const vm = fakeAgentVm({ name: ip, mac: '52:54:00:00:00:00', ip });
   servers.push(await startSshServer(vm, { hostKey: key, authorized }));
 }
 process.stdout.write('ready\n');

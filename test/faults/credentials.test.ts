@@ -8,8 +8,8 @@ import { mkdir, mkdtemp, readdir, readFile, stat, writeFile } from 'node:fs/prom
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { kb, kbServe } from '../helpers/cli.js';
-import { referenceFixture } from '../helpers/env.js';
+import { kb } from '../helpers/cli.js';
+import { g5kConfig, serveTestbedApi } from '../helpers/g5k.js';
 
 const PASSWORD = 'Fake-G5k-Pw-7Qx2';
 const USER = 'alice';
@@ -48,20 +48,7 @@ describe('fault campaign: no credential in any log', { timeout: 120_000 }, () =>
     const users = join(work, 'users');
     await writeFile(users, `${USER}: ${PASSWORD}\n`, { mode: 0o600 });
 
-    const served = await kbServe([
-      'testbed',
-      'api',
-      '--reference',
-      referenceFixture,
-      '--port',
-      '0',
-      '--launch-delay',
-      '0',
-      '--users',
-      users,
-      '--state-file',
-      join(apiDir, 'jobs.json'),
-    ]);
+    const served = await serveTestbedApi(['--users', users, '--state-file', join(apiDir, 'jobs.json')]);
     api = served.child;
     const apiOutput: string[] = [served.line];
     api.stdout?.on('data', (d) => apiOutput.push(String(d)));
@@ -77,13 +64,7 @@ describe('fault campaign: no credential in any log', { timeout: 120_000 }, () =>
       assert.equal(r.code, expect, `${args.join(' ')}: ${r.stderr}`);
       return r;
     };
-    const config = (name: string, apiUrl: string, extra = '') =>
-      `name: ${name}
-provider: g5k
-api: { url: '${apiUrl}' }
-vms: { perHost: 2, flavour: { memoryMB: 512 } }
-sites: [{ name: nancy, clusters: [{ name: grappe, hosts: 2, queue: production }] }]
-${extra}`;
+    const config = (name: string, apiUrl: string, extra = '') => g5kConfig({ name, url: apiUrl, extra });
 
     // The password in the URL (and in ~/.grid5000.yml).
     const cfg = join(work, 'creds.yaml');

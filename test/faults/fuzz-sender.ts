@@ -6,15 +6,8 @@
 // Prints one JSON line: a SenderReport.
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
 import { readFileSync } from 'node:fs';
-import {
-  type CampaignTargets,
-  campaign,
-  dhcpFrame,
-  dnsQuery,
-  Rng,
-  rrq,
-  tftpTransferGarbage,
-} from './fuzz.js';
+import { buildPacket } from '../lib/services/dhcp/wire.js';
+import { type CampaignTargets, campaign, dnsQuery, Rng, rrq, tftpTransferGarbage } from './fuzz.js';
 
 export interface SenderJob {
   seed: number;
@@ -238,7 +231,7 @@ export async function runSender(job: SenderJob): Promise<SenderReport> {
 
   // A valid client after the storm: DISCOVER (broadcast flag) -> OFFER with the planned address.
   const xid = 0x7e000001;
-  const discover = dhcpFrame({
+  const discover = buildPacket({
     xid,
     mac: job.check.mac,
     flags: 0x8000,

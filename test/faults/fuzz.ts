@@ -2,7 +2,8 @@
 // made by mutating valid ones (bit flips, truncations, extensions, length lies, wrong op codes,
 // traversal names, compression loops...). The same seed and targets give the same packets, byte for
 // byte, so a failure is replayed with KB_FUZZ_SEED=<seed>. Written apart from src/ so it cannot share a
-// mistake with the parsers it attacks.
+// mistake with the parsers it attacks (DHCP frames come from the tests' own wire codec).
+import { type BuildOpts, buildPacket, type OptionValue } from '../lib/services/dhcp/wire.js';
 
 /** mulberry32: small, fast, and the same sequence on every platform. */
 export class Rng {
@@ -63,39 +64,7 @@ const extend = (rng: Rng, b: Buffer, max = 600) => Buffer.concat([b, rng.bytes(1
 const ip = (s: string) => s.split('.').map(Number);
 const macBytes = (mac: string) => Buffer.from(mac.replace(/:/g, ''), 'hex');
 
-type Opt = [number, number[] | Buffer | string];
-
-export function dhcpFrame(o: {
-  op?: number;
-  htype?: number;
-  hlen?: number;
-  xid: number;
-  mac: string;
-  flags?: number;
-  ciaddr?: string;
-  giaddr?: string;
-  options: Opt[];
-  end?: boolean;
-}): Buffer {
-  const head = Buffer.alloc(240);
-  head[0] = o.op ?? 1;
-  head[1] = o.htype ?? 1;
-  head[2] = o.hlen ?? 6;
-  head.writeUInt32BE(o.xid >>> 0, 4);
-  head.writeUInt16BE(o.flags ?? 0, 10);
-  Buffer.from(ip(o.ciaddr ?? '0.0.0.0')).copy(head, 12);
-  Buffer.from(ip(o.giaddr ?? '0.0.0.0')).copy(head, 24);
-  macBytes(o.mac).copy(head, 28);
-  head.writeUInt32BE(0x63825363, 236);
-  const parts = [head];
-  for (const [code, v] of o.options) {
-    const data = typeof v === 'string' ? Buffer.from(v, 'latin1') : Buffer.from(v);
-    parts.push(Buffer.from([code, data.length]), data);
-  }
-  if (o.end !== false) parts.push(Buffer.from([255]));
-  const out = Buffer.concat(parts);
-  return out.length >= 300 ? out : Buffer.concat([out, Buffer.alloc(300 - out.length)]);
-}
+type Opt = [number, OptionValue];
 
 /** A PXE ROM's parameter request list (EDK2/Intel style), as long as they send. */
 const PXE_PARAMS = [1, 2, 3, 4, 5, 6, 11, 12, 13, 15, 16, 17, 18, 22, 23, 28, 40, 41, 42, 43, 50, 51, 54];
@@ -118,7 +87,7 @@ function dhcpBase(rng: Rng, t: DhcpTarget, xid: number): { kind: string; bytes: 
   const flags = rng.chance(0.5) ? 0x8000 : 0;
   const uuid = [0, ...rng.bytes(16)];
   const arch = rng.pick([0, 6, 7, 9, 10, 11, 16, 0xffff]);
-  const shapes: [string, () => Opt[], Partial<Parameters<typeof dhcpFrame>[0]>?][] = [
+  const shapes: [string, () => Opt[], Partial<BuildOpts>?][] = [
     [
       'discover',
       () => [
@@ -190,7 +159,7 @@ function dhcpBase(rng: Rng, t: DhcpTarget, xid: number): { kind: string; bytes: 
     ],
   ];
   const [kind, opts, extra] = rng.pick(shapes);
-  return { kind, bytes: dhcpFrame({ xid, mac, flags, options: opts(), ...extra }) };
+  return { kind, bytes: buildPacket({ xid, mac, flags, options: opts(), ...extra }) };
 }
 
 const dhcpMutations: [string, (rng: Rng, b: Buffer, t: DhcpTarget) => Buffer][] = [

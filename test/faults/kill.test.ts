@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, readlinkSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, beforeEach, describe, it } from 'node:test';
@@ -16,6 +16,7 @@ import type { TestbedState } from '../../src/lib/state/store.js';
 import { bin, kb, root } from '../helpers/cli.js';
 import { emulatedConfig } from '../helpers/emulated-config.js';
 import { leftovers } from '../helpers/leftovers.js';
+import { addMiniEnvironment } from '../helpers/mini-env.js';
 import { needTools } from '../helpers/netns.js';
 
 const skip = needTools('ip', 'tar');
@@ -175,38 +176,12 @@ describe('fault campaign: processes killed (built binary, emulated VMs)', { skip
         name,
         domain: 'kill.test',
         prefix,
-        sites: [
-          { hosts: 4, serviceNodes: 1 },
-          { hosts: 4, serviceNodes: 1 },
-        ],
         vms: vmCount,
         emulated: '{ seed: 1 }',
         // hosts of 4 GB carry 3 VMs each: a site's VMs on three hosts, so one can die alone
       }).replaceAll('ramMB: 16384', 'ramMB: 4096'),
     );
-    // A small environment: a real tar.gz of a root with its kernel and initrd.
-    const rootDir = join(home, 'root');
-    await mkdir(join(rootDir, 'etc'), { recursive: true });
-    await mkdir(join(rootDir, 'boot'), { recursive: true });
-    await writeFile(join(rootDir, 'etc', 'kb-env'), 'mini 1\n');
-    await writeFile(join(rootDir, 'boot', 'vmlinuz'), randomBytes(4 << 20));
-    await writeFile(join(rootDir, 'boot', 'initrd.img'), randomBytes(64 << 10));
-    execFileSync('tar', ['-czf', join(home, 'mini.tar.gz'), '-C', rootDir, '.']);
-    await writeFile(
-      join(home, 'mini.yaml'),
-      `name: mini
-version: 1
-description: test image
-author: tests
-visibility: shared
-os: linux
-image: { file: mini.tar.gz, kind: tar, compression: gzip }
-boot: { kernel: /boot/vmlinuz, initrd: /boot/initrd.img, kernel_params: "root=/dev/vda1" }
-filesystem: ext4
-`,
-    );
-    const add = await kb(['env', 'add', join(home, 'mini.yaml'), '--json', '-q'], { env });
-    assert.equal(add.code, 0, add.stderr);
+    await addMiniEnvironment(home, env);
   });
 
   // Each case starts from nothing, even after an earlier case failed half-way.

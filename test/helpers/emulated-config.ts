@@ -5,15 +5,18 @@ export interface EmulatedConfigShape {
   domain: string;
   /** The first two octets, e.g. '10.229'. */
   prefix: string;
-  /** Hosts and service nodes of nancy, then rennes. */
-  sites: [{ hosts: number; serviceNodes: number }, { hosts: number; serviceNodes: number }];
+  /** Hosts and service nodes of nancy, then rennes; 4 hosts and 1 service node each unless given. */
+  sites?: [{ hosts: number; serviceNodes: number }, { hosts: number; serviceNodes: number }];
   vms: number;
   /** The `vms.emulated` mapping, flow style, e.g. `{ seed: 1, faults: { hang: 0.02 } }`. */
   emulated: string;
 }
 
 export function emulatedConfig(c: EmulatedConfigShape): string {
-  const [nancy, rennes] = c.sites;
+  const [nancy, rennes] = c.sites ?? [
+    { hosts: 4, serviceNodes: 1 },
+    { hosts: 4, serviceNodes: 1 },
+  ];
   return `name: ${c.name}
 provider: local
 domain: ${c.domain}

@@ -1,4 +1,4 @@
-// Test helpers: a fresh state root per test, and a config text for the g5k provider.
+// Test helpers: a fresh state root per test, and the reference fixture the embedded API serves.
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';

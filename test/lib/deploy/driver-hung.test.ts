@@ -2,15 +2,10 @@
 // after the reboot timeout sized for the slowest boot of thousands: the rule alone, then the
 // driver's waitReboot over real SSH with 24 emulated agents on loopback, one of them hung.
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import { createDriver, HUNG, hungAfterMs } from '../../../src/lib/deploy/driver.js';
-import { startSshServer } from '../../../src/lib/emulated/agent/server.js';
-import { generateHostKey, parseAuthorizedKey, type SshServerHandle } from '../../../src/lib/emulated/ssh.js';
-import type { RegisteredEnvironment } from '../../../src/lib/envs/registry.js';
+import { describe, it } from 'node:test';
+import { HUNG, hungAfterMs } from '../../../src/lib/deploy/driver.js';
 import type { DeployNode } from '../../../src/lib/nodes/targets.js';
-import { SshPool } from '../../../src/lib/ssh/pool.js';
-import { fakeAgentVm } from '../../helpers/agent-vm.js';
-import { testKeyPair } from '../../helpers/keys.js';
+import { agentsUp, callContext, deployNode, nodeAgent, probingDriver } from './agents.js';
 
 describe('hungAfterMs', () => {
   it('is infinite until the quorum is back, or for too few nodes to compare', () => {
@@ -31,58 +26,20 @@ describe('hungAfterMs', () => {
 });
 
 describe('driver waitReboot gives up a hung node from its peers', { timeout: 150_000 }, () => {
-  const keys = testKeyPair();
-  const authorized = parseAuthorizedKey(keys.public);
-  const hostKey = generateHostKey();
-  const env = { description: { name: 'tiny', version: 1 } } as unknown as RegisteredEnvironment;
   const count = 24;
-  const mac = (i: number) => `02:00:00:79:05:${i.toString(16).padStart(2, '0')}`;
   const nodes = new Map<string, DeployNode>();
-  for (let i = 1; i <= count; i++) {
-    nodes.set(`n${i}`, {
-      name: `n${i}`,
-      fqdn: `n${i}.test`,
-      ip: `127.79.5.${i}`,
-      mac: mac(i),
-      site: 's',
-      host: 'h',
-      hostIp: '',
-      serviceUrl: null,
-    });
-  }
-  const servers: SshServerHandle[] = [];
-  let pool: SshPool;
-  before(async () => {
-    // every node but the last answers in the deployment environment; the last one hangs
-    for (let i = 1; i < count; i++) {
-      const vm = fakeAgentVm({ name: `n${i}`, ip: `127.79.5.${i}`, mac: mac(i) });
-      servers.push(await startSshServer(vm, { hostKey, authorized }));
-    }
-    pool = new SshPool({ privateKey: keys.private, connectTimeoutMs: 1_000 });
-  });
-  after(async () => {
-    pool?.close();
-    await Promise.all(servers.map((s) => s.close()));
-  });
+  for (let i = 1; i <= count; i++) nodes.set(`n${i}`, deployNode(5, i));
+  // every node but the last answers in the deployment environment; the last one hangs
+  const pool = agentsUp(() => Array.from({ length: count - 1 }, (_, i) => nodeAgent(5, i + 1)), 1_000);
 
   it('fails the hung node long before the reboot timeout, with why', async () => {
-    const driver = createDriver({
-      nodes,
-      pool,
-      power: {} as never,
-      env,
-      broadcast: async () => new Map(),
-      rebootGraceMs: 0,
-      probeIntervalMs: 100,
-      hung: { ...HUNG, minMs: 1_000 },
-    });
+    const driver = probingDriver(nodes, pool(), { hung: { ...HUNG, minMs: 1_000 } });
     const t0 = Date.now();
-    const r = await driver.run({ kind: 'waitReboot', env: 'deploy' }, [...nodes.keys()], {
-      attempt: 1,
-      instance: 'x' as never,
-      signal: new AbortController().signal,
-      timeoutMs: 120_000,
-    });
+    const r = await driver.run(
+      { kind: 'waitReboot', env: 'deploy' },
+      [...nodes.keys()],
+      callContext(120_000),
+    );
     const took = Date.now() - t0;
     for (let i = 1; i < count; i++) assert.deepEqual(r.get(`n${i}`), { ok: true }, `n${i}`);
     const hung = r.get(`n${count}`) as { ok: false; reason: string };
@@ -96,57 +53,15 @@ describe('driver waitReboot gives up a hung node from its peers', { timeout: 150
 });
 
 describe('driver waitReboot probes every node before giving it up', { timeout: 60_000 }, () => {
-  const keys = testKeyPair();
-  const authorized = parseAuthorizedKey(keys.public);
-  const hostKey = generateHostKey();
-  const env = { description: { name: 'tiny', version: 1 } } as unknown as RegisteredEnvironment;
   const count = 16;
-  const mac = (i: number) => `02:00:00:79:06:${i.toString(16).padStart(2, '0')}`;
   const nodes = new Map<string, DeployNode>();
-  const servers: SshServerHandle[] = [];
-  let pool: SshPool;
-  before(async () => {
-    for (let i = 1; i <= count; i++) {
-      const ip = `127.79.6.${i}`;
-      nodes.set(`n${i}`, {
-        name: `n${i}`,
-        fqdn: `n${i}.test`,
-        ip,
-        mac: mac(i),
-        site: 's',
-        host: 'h',
-        hostIp: '',
-        serviceUrl: null,
-      });
-      servers.push(
-        await startSshServer(fakeAgentVm({ name: `n${i}`, ip, mac: mac(i) }), { hostKey, authorized }),
-      );
-    }
-    pool = new SshPool({ privateKey: keys.private, connectTimeoutMs: 5_000 });
-  });
-  after(async () => {
-    pool?.close();
-    await Promise.all(servers.map((s) => s.close()));
-  });
+  for (let i = 1; i <= count; i++) nodes.set(`n${i}`, deployNode(6, i));
+  const pool = agentsUp(() => Array.from({ length: count }, (_, i) => nodeAgent(6, i + 1)), 5_000);
 
   it('a budget shorter than one round of the probe window still reaches every node', async () => {
     // one probe at a time, each a fresh handshake: 16 rounds take far longer than 50 ms
-    const driver = createDriver({
-      nodes,
-      pool,
-      power: {} as never,
-      env,
-      broadcast: async () => new Map(),
-      rebootGraceMs: 0,
-      probeIntervalMs: 100,
-      window: 1,
-    });
-    const r = await driver.run({ kind: 'waitReboot', env: 'deploy' }, [...nodes.keys()], {
-      attempt: 1,
-      instance: 'x' as never,
-      signal: new AbortController().signal,
-      timeoutMs: 50,
-    });
+    const driver = probingDriver(nodes, pool(), { window: 1 });
+    const r = await driver.run({ kind: 'waitReboot', env: 'deploy' }, [...nodes.keys()], callContext(50));
     for (const n of nodes.keys()) assert.deepEqual(r.get(n), { ok: true }, n);
   });
 });

@@ -3,39 +3,16 @@
 // deployed system's identity); anything else is reported with what answered. And reboot's check
 // that the answering system booted after the reboot was asked for.
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import { createDriver } from '../../../src/lib/deploy/driver.js';
-import { startSshServer } from '../../../src/lib/emulated/agent/server.js';
-import { generateHostKey, parseAuthorizedKey, type SshServerHandle } from '../../../src/lib/emulated/ssh.js';
-import type { RegisteredEnvironment } from '../../../src/lib/envs/registry.js';
-import type { DeployNode } from '../../../src/lib/nodes/targets.js';
+import { describe, it } from 'node:test';
 import { rebootedCheck } from '../../../src/lib/ops/reboot.js';
-import { SshPool } from '../../../src/lib/ssh/pool.js';
 import { fakeAgentVm } from '../../helpers/agent-vm.js';
-import { testKeyPair } from '../../helpers/keys.js';
-
-const keys = testKeyPair();
-const authorized = parseAuthorizedKey(keys.public);
-const hostKey = generateHostKey();
-const env = { description: { name: 'tiny', version: 1 } } as unknown as RegisteredEnvironment;
-
-const deployNode = (i: number, mac: string): DeployNode => ({
-  name: `n${i}`,
-  fqdn: `n${i}.test`,
-  ip: `127.79.3.${i}`,
-  mac,
-  site: 's',
-  host: 'h',
-  hostIp: '',
-  serviceUrl: null,
-});
+import { agentsUp, callContext, deployNode, nodeAgent, probingDriver } from './agents.js';
 
 describe('driver waitReboot over SSH', { timeout: 30_000 }, () => {
-  const servers: SshServerHandle[] = [];
   // n1: its agent in the deployment environment; n2: the deployed system; n3: another node's
   // agent on n3's address; n4: nothing
   const vms = [
-    fakeAgentVm({ name: 'n1', ip: '127.79.3.1', mac: '02:00:00:79:03:01' }),
+    nodeAgent(3, 1),
     fakeAgentVm({
       name: 'n2',
       ip: '127.79.3.2',
@@ -46,39 +23,12 @@ describe('driver waitReboot over SSH', { timeout: 30_000 }, () => {
     fakeAgentVm({ name: 'stranger', ip: '127.79.3.3', mac: '02:00:00:79:03:99' }),
   ];
   const nodes = new Map(
-    [
-      deployNode(1, '02:00:00:79:03:01'),
-      deployNode(2, '02:00:00:79:03:02'),
-      deployNode(3, '02:00:00:79:03:03'),
-      deployNode(4, '02:00:00:79:03:04'),
-    ].map((n) => [n.name, n]),
+    [deployNode(3, 1), deployNode(3, 2), deployNode(3, 3), deployNode(3, 4)].map((n) => [n.name, n]),
   );
-  let pool: SshPool;
-  before(async () => {
-    for (const vm of vms) servers.push(await startSshServer(vm, { hostKey, authorized }));
-    pool = new SshPool({ privateKey: keys.private, connectTimeoutMs: 1_000 });
-  });
-  after(async () => {
-    pool?.close();
-    await Promise.all(servers.map((s) => s.close()));
-  });
+  const pool = agentsUp(() => vms, 1_000);
 
-  const driver = () =>
-    createDriver({
-      nodes,
-      pool,
-      power: {} as never,
-      env,
-      broadcast: async () => new Map(),
-      rebootGraceMs: 0,
-      probeIntervalMs: 100,
-    });
-  const ctx = () => ({
-    attempt: 1,
-    instance: 'x' as never,
-    signal: new AbortController().signal,
-    timeoutMs: 1_500,
-  });
+  const driver = () => probingDriver(nodes, pool());
+  const ctx = () => callContext(1_500);
 
   it('counts a node back in the deployment environment only when its own agent answers', async () => {
     const r = await driver().run({ kind: 'waitReboot', env: 'deploy' }, ['n1', 'n2', 'n3', 'n4'], ctx());

@@ -9,33 +9,10 @@ import {
   renderJson,
 } from '../../../src/lib/deploy/report.js';
 import type { Deployment, StepRecord } from '../../../src/lib/deploy/stats.js';
+import { stepRecord as step, T } from './step-record.js';
 
-const T = Date.UTC(2025, 0, 1, 12);
 const evilReason = '<script>alert("x")</script>';
 const commaReason = 'disk error, said "no space"';
-
-function step(
-  node: string,
-  macro: string,
-  instance: string,
-  micro: string,
-  attempt: number,
-  from: number,
-  to: number,
-  error?: string,
-): StepRecord {
-  return {
-    node,
-    macro,
-    instance,
-    micro,
-    attempt,
-    start: T + from,
-    durationMs: to - from,
-    outcome: error ? 'ko' : 'ok',
-    ...(error ? { error } : {}),
-  };
-}
 
 function small(): Deployment {
   const steps = [

@@ -17,44 +17,19 @@ import {
   macroSpans,
   newDeploymentId,
   retriesByNode,
-  type StepRecord,
   saveDeployment,
   slowestNodes,
 } from '../../../src/lib/deploy/stats.js';
 import { InputError } from '../../../src/lib/errors.js';
 import { testbedDir } from '../../../src/lib/state/store.js';
+import { stepRecord as rec, T } from './step-record.js';
 
-const T = Date.UTC(2025, 0, 1, 12);
 const day = 86_400_000;
 const SDE = 'SetDeploymentEnv';
 const UNT = 'SetDeploymentEnvUntrusted';
 const KEX = 'SetDeploymentEnvKexec';
 const BC = 'BroadcastEnv';
 const CH = 'BroadcastEnvChain';
-
-function rec(
-  node: string,
-  macro: string,
-  instance: string,
-  micro: string,
-  attempt: number,
-  from: number,
-  to: number,
-  error?: string,
-): StepRecord {
-  const r: StepRecord = {
-    node,
-    macro,
-    instance,
-    micro,
-    attempt,
-    start: T + from,
-    durationMs: to - from,
-    outcome: error ? 'ko' : 'ok',
-  };
-  if (error) r.error = error;
-  return r;
-}
 
 // n1: clean run. n2: first reboot times out, the retry works. n3: both reboots fail, the Kexec
 // fallback fails too, so n3 ends KO.

@@ -5,6 +5,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { connect } from 'node:net';
 import ssh2 from 'ssh2';
+import type { BootEvent } from '../../../src/lib/services/events.js';
 
 interface Job {
   privateKey: string;
@@ -14,13 +15,20 @@ interface Job {
   concurrency?: number;
 }
 
-interface ExecResult {
+export interface ExecResult {
   ip: string;
   command: string;
   code: number | null;
   stdout: string;
   stderr: string;
   error?: string;
+}
+
+/** What this script prints (one JSON line). */
+export interface ClientResult {
+  exec: ExecResult[];
+  chain?: { sha256: string; sendError: string | null; receivers: ExecResult[] };
+  events?: BootEvent[];
 }
 
 const chunks: Buffer[] = [];
@@ -83,8 +91,9 @@ async function pool<T, R>(items: T[], n: number, f: (t: T) => Promise<R>): Promi
   return out;
 }
 
-const result: Record<string, unknown> = {};
-result.exec = await pool(job.exec, job.concurrency ?? 16, (e) => sshExec(e.ip, e.command));
+const result: ClientResult = {
+  exec: await pool(job.exec, job.concurrency ?? 16, (e) => sshExec(e.ip, e.command)),
+};
 
 if (job.chain) {
   // Receivers from the last to the first, each forwarding to the next; then the data to the first.

@@ -11,26 +11,12 @@ import type { BootEvent } from '../../../src/lib/services/events.js';
 import { daemonInNs, type RunningDaemon } from '../../helpers/daemon.js';
 import { testKeyPair } from '../../helpers/keys.js';
 import { type NsPair, nsPair } from '../../helpers/netns.js';
+import type { ClientResult } from './client-main.js';
 
 export const KERNEL_BYTES = 300_000;
 export const INITRD_BYTES = 700_000;
 
-export interface ClientResult {
-  exec: {
-    ip: string;
-    command: string;
-    code: number | null;
-    stdout: string;
-    stderr: string;
-    error?: string;
-  }[];
-  chain?: {
-    sha256: string;
-    sendError: string | null;
-    receivers: { code: number | null; stdout: string; stderr: string; error?: string }[];
-  };
-  events?: BootEvent[];
-}
+export type { ClientResult } from './client-main.js';
 
 export interface Bench {
   pair: NsPair;

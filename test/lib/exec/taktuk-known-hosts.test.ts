@@ -8,43 +8,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { execa } from 'execa';
-import ssh2 from 'ssh2';
-import { generateHostKey, parseAuthorizedKey } from '../../../src/lib/emulated/ssh.js';
+import { generateHostKey } from '../../../src/lib/emulated/ssh.js';
 import { sshConnector } from '../../../src/lib/exec/taktuk.js';
 import { KnownHosts, knownHostsAddress } from '../../../src/lib/ssh/known-hosts.js';
 import { testKeyPair } from '../../helpers/keys.js';
+import { fakeSshServer } from '../../helpers/ssh-server.js';
 
 const has = spawnSync('sh', ['-c', 'command -v ssh']).status === 0;
 const client = testKeyPair();
-const authorized = parseAuthorizedKey(client.public);
 const host = '127.0.0.1';
 
-async function fakeServer(hostKey: string, port = 0) {
-  const execs: string[] = [];
-  const server = new ssh2.Server({ hostKeys: [hostKey] }, (c) => {
-    c.on('error', () => {});
-    c.on('authentication', (auth) => {
-      if (auth.method === 'publickey' && auth.key.data.equals(authorized.getPublicSSH()))
-        return auth.accept();
-      auth.reject(['publickey']);
-    });
-    c.on('session', (accept) => {
-      accept().on('exec', (ok, _no, info) => {
-        execs.push(info.command);
-        const ch = ok();
-        ch.write('ran\n');
-        ch.exit(0);
-        ch.end();
-      });
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(port, host, resolve));
-  return {
-    execs,
-    port: (server.address() as { port: number }).port,
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
-  };
-}
+const fakeServer = (hostKey: string, port = 0) => fakeSshServer(hostKey, client.public, { host, port });
 
 describe('TakTuk connector with pinned host keys', {
   skip: has ? false : 'needs ssh',

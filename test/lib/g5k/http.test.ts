@@ -5,27 +5,31 @@ import { createServer as createHttpsServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, beforeEach, describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import { TestbedError, UnreachableError } from '../../../src/lib/errors.js';
 import { G5kApiError, G5kClient } from '../../../src/lib/g5k/client.js';
 import type { Credentials } from '../../../src/lib/g5k/credentials.js';
-import { closedPort, fakeTime, type Loopback, recordingLogger, send, startLoopback } from './loopback.js';
+import {
+  closedPort,
+  type FakeTime,
+  fakeTime,
+  type Loopback,
+  recordingLogger,
+  send,
+  withLoopbackApi,
+} from './loopback.js';
 
 const site = { uid: 'nancy', type: 'site', links: [] };
 
 describe('G5kClient HTTP behaviour', () => {
   let api: Loopback;
-  let time: ReturnType<typeof fakeTime>;
+  let time: FakeTime;
   const client = (extra: Partial<ConstructorParameters<typeof G5kClient>[0]> = {}) =>
     new G5kClient({ baseUrl: api.baseUrl, sleep: time.sleep, now: time.now, random: () => 0.5, ...extra });
 
-  before(async () => {
-    api = await startLoopback();
-  });
-  after(() => api.close());
-  beforeEach(() => {
-    api.seen.length = 0;
-    time = fakeTime();
+  withLoopbackApi((a, t) => {
+    api = a;
+    time = t;
   });
 
   it('retries 503 twice then succeeds, logging each retry', async () => {

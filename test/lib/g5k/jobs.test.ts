@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
-import { after, before, beforeEach, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { TestbedError } from '../../../src/lib/errors.js';
 import { G5kClient, jobResources } from '../../../src/lib/g5k/client.js';
 import type { Job, JobState } from '../../../src/lib/g5k/types.js';
-import { fakeTime, type Loopback, send, startLoopback } from './loopback.js';
+import { type FakeTime, type Loopback, send, withLoopbackApi } from './loopback.js';
 
 function job(uid: number, state: JobState, extra: Partial<Job> = {}): Job {
   return {
@@ -34,16 +34,11 @@ function job(uid: number, state: JobState, extra: Partial<Job> = {}): Job {
 
 describe('G5kClient jobs', () => {
   let api: Loopback;
-  let time: ReturnType<typeof fakeTime>;
+  let time: FakeTime;
   let client: G5kClient;
-
-  before(async () => {
-    api = await startLoopback();
-  });
-  after(() => api.close());
-  beforeEach(() => {
-    api.seen.length = 0;
-    time = fakeTime();
+  withLoopbackApi((a, t) => {
+    api = a;
+    time = t;
     client = new G5kClient({ baseUrl: api.baseUrl, sleep: time.sleep, now: time.now });
   });
 

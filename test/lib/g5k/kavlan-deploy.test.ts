@@ -1,20 +1,23 @@
 import assert from 'node:assert/strict';
-import { after, before, beforeEach, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { TestbedError } from '../../../src/lib/errors.js';
 import { G5kClient, vlanNodeAddress } from '../../../src/lib/g5k/client.js';
 import type { DeploymentSubmission, G5kDeployment } from '../../../src/lib/g5k/types.js';
-import { fakeTime, type Loopback, recordingLogger, type Seen, send, startLoopback } from './loopback.js';
+import {
+  type FakeTime,
+  type Loopback,
+  recordingLogger,
+  type Seen,
+  send,
+  withLoopbackApi,
+} from './loopback.js';
 
 describe('G5kClient KaVLAN', () => {
   let api: Loopback;
   let client: G5kClient;
-  before(async () => {
-    api = await startLoopback();
-  });
-  after(() => api.close());
-  beforeEach(() => {
-    api.seen.length = 0;
-    client = new G5kClient({ baseUrl: api.baseUrl, sleep: fakeTime().sleep });
+  withLoopbackApi((a, t) => {
+    api = a;
+    client = new G5kClient({ baseUrl: api.baseUrl, sleep: t.sleep });
   });
 
   it('builds NIC addresses for the VLAN API', () => {
@@ -137,18 +140,14 @@ function deploymentApi(api: Loopback, fails: string[][], pollsToFinish = 2) {
 
 describe('G5kClient deployments', () => {
   let api: Loopback;
-  let time: ReturnType<typeof fakeTime>;
+  let time: FakeTime;
   let client: G5kClient;
   const nodes = ['grappe-1.nancy.grid5000.fr', 'grappe-2.nancy.grid5000.fr', 'grappe-10.nancy.grid5000.fr'];
   const sub = { nodes, environment: 'debian12-min', key: 'ssh-ed25519 AAAA test' };
 
-  before(async () => {
-    api = await startLoopback();
-  });
-  after(() => api.close());
-  beforeEach(() => {
-    api.seen.length = 0;
-    time = fakeTime();
+  withLoopbackApi((a, t) => {
+    api = a;
+    time = t;
     client = new G5kClient({ baseUrl: api.baseUrl, sleep: time.sleep, now: time.now });
   });
 

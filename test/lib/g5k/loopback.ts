@@ -2,6 +2,7 @@
 
 import { createServer, type IncomingHttpHeaders, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { after, before, beforeEach } from 'node:test';
 
 export interface Seen {
   method: string;
@@ -86,6 +87,24 @@ export function fakeTime(start = 1_000_000) {
       t += ms;
     },
   };
+}
+
+export type FakeTime = ReturnType<typeof fakeTime>;
+
+/**
+ * In the calling suite: one loopback API for all its tests; before each, its request log emptied
+ * and `set` given the API and a fresh fake clock.
+ */
+export function withLoopbackApi(set: (api: Loopback, time: FakeTime) => void): void {
+  let api: Loopback;
+  before(async () => {
+    api = await startLoopback();
+  });
+  after(() => api.close());
+  beforeEach(() => {
+    api.seen.length = 0;
+    set(api, fakeTime());
+  });
 }
 
 export function recordingLogger() {

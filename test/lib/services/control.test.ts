@@ -4,15 +4,15 @@
 
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readdir, rm, symlink } from 'node:fs/promises';
+import { mkdir, readdir, symlink } from 'node:fs/promises';
 import { request } from 'node:http';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Logger } from '../../../src/lib/log.js';
 import { startControl, uploadDirOf } from '../../../src/lib/services/control.js';
 import { startHttpServer } from '../../../src/lib/services/http/server.js';
 import type { RoleContext, RunningRole } from '../../../src/lib/services/role.js';
+import { controlNodeOnLoopback, rawPut } from '../../helpers/control-node.js';
 import { loopbackService, roleContext } from '../../helpers/service-config.js';
 
 const MAC = '00:16:3e:0a:00:02';
@@ -92,19 +92,10 @@ const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 describe('service control endpoint with a secret', () => {
   const SECRET = randomBytes(32).toString('hex');
   const bearer = { authorization: `Bearer ${SECRET}` };
-  let dir: string;
-  let httpRoot: string;
-  let ctx: RoleContext;
-  let control: RunningRole;
-  let http: RunningRole;
   const warnings: string[] = [];
-  const url = (p: string) => `http://127.0.0.1:${control.port}${p}`;
-
-  before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'kb-control-auth-'));
-    httpRoot = join(dir, 'http');
-    await mkdir(httpRoot);
-    ctx = roleContext(
+  const svc = controlNodeOnLoopback(
+    'kb-control-auth-',
+    ({ httpRoot }) =>
       loopbackService({
         name: 'svc.s.kb.test',
         roles: ['http'],
@@ -112,16 +103,11 @@ describe('service control endpoint with a secret', () => {
         control: { secret: SECRET },
         nodes: [{ mac: MAC, ip: '10.0.0.2', hostname: 'vm-s-1', fqdn: 'vm-s-1.s.kb.test' }],
       }),
-    );
-    ctx.logger = { ...ctx.logger, warn: (m) => warnings.push(m) };
-    http = await startHttpServer(ctx);
-    control = await startControl(ctx, () => ['http', 'control']);
-  });
-  after(async () => {
-    await control.close();
-    await http.close();
-    await rm(dir, { recursive: true, force: true });
-  });
+    (ctx) => {
+      ctx.logger = { ...ctx.logger, warn: (m) => warnings.push(m) };
+    },
+  );
+  const url = (p: string) => `http://127.0.0.1:${svc.control.port}${p}`;
 
   const kernel = Buffer.from('a kernel for the secret test\n'.repeat(20));
   const kernelUrl = `/files/envs/${sha(kernel)}/kernel`;
@@ -133,7 +119,7 @@ describe('service control endpoint with a secret', () => {
         (await fetch(url(`/nodes/${MAC}/profile`), { method: 'PUT', headers, body: '{"profile":"local"}' }))
           .status,
     ],
-    ['PUT upload', async (headers) => (await putRaw(control.port, kernelUrl, kernel, headers)).status],
+    ['PUT upload', async (headers) => (await rawPut(svc.control.port, kernelUrl, kernel, headers)).status],
     ['GET events', async (headers) => (await fetch(url('/events'), { headers })).status],
     [
       'GET events?follow=1',
@@ -155,8 +141,8 @@ describe('service control endpoint with a secret', () => {
     const body = await r.text();
     assert.equal(body.trim().split('\n').length, 1, 'a one-line error');
     assert.match(JSON.parse(body).message, /missing or wrong control secret/);
-    assert.equal(ctx.backend.getByMac(MAC)?.profile, 'deploy');
-    assert.deepEqual(await readdir(httpRoot), [], 'nothing uploaded');
+    assert.equal(svc.ctx.backend.getByMac(MAC)?.profile, 'deploy');
+    assert.deepEqual(await readdir(svc.httpRoot), [], 'nothing uploaded');
   });
 
   it('refuses a wrong secret, or the right one under another scheme', async () => {
@@ -172,14 +158,14 @@ describe('service control endpoint with a secret', () => {
       for (const [name, call] of routes)
         assert.equal(await call(headers), 401, `${name} ${headers.authorization}`);
     }
-    assert.equal(ctx.backend.getByMac(MAC)?.profile, 'deploy');
-    assert.deepEqual(await readdir(httpRoot), []);
+    assert.equal(svc.ctx.backend.getByMac(MAC)?.profile, 'deploy');
+    assert.deepEqual(await readdir(svc.httpRoot), []);
   });
 
   it('obeys the right secret', async () => {
     for (const [name, call] of routes.slice(0, 4))
       assert.equal(await call(bearer), name === 'PUT upload' ? 201 : 200, name);
-    assert.equal(ctx.backend.getByMac(MAC)?.profile, 'local');
+    assert.equal(svc.ctx.backend.getByMac(MAC)?.profile, 'local');
     // the scheme is case-insensitive (RFC 9110 §11.1)
     const lower = await fetch(url(`/events?mac=${MAC}`), { headers: { authorization: `bearer ${SECRET}` } });
     assert.equal(lower.status, 200);
@@ -232,42 +218,29 @@ describe('service control endpoint without a secret (an older config)', () => {
 });
 
 describe('service control endpoint uploads', () => {
-  let dir: string;
-  let httpRoot: string;
-  let ctx: RoleContext;
-  let control: RunningRole;
-  let http: RunningRole;
-
-  before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'kb-control-upload-'));
-    httpRoot = join(dir, 'http');
-    await mkdir(httpRoot);
-    ctx = roleContext(loopbackService({ roles: ['http'], httpRoot, tftpRoot: join(dir, 'tftp') }));
-    http = await startHttpServer(ctx);
-    control = await startControl(ctx, () => ['http', 'control']);
-  });
-  after(async () => {
-    await control.close();
-    await http.close();
-    await rm(dir, { recursive: true, force: true });
-  });
+  const svc = controlNodeOnLoopback('kb-control-upload-', ({ dir, httpRoot }) =>
+    loopbackService({ roles: ['http'], httpRoot, tftpRoot: join(dir, 'tftp') }),
+  );
 
   it('stages beside httpRoot by default', () => {
-    assert.equal(uploadDirOf(ctx.config), join(dir, 'http.uploads'));
-    assert.equal(uploadDirOf({ httpRoot: `${httpRoot}/`, uploadDir: undefined }), join(dir, 'http.uploads'));
-    assert.equal(uploadDirOf({ httpRoot, uploadDir: '/x/up' }), '/x/up');
+    assert.equal(uploadDirOf(svc.ctx.config), join(svc.dir, 'http.uploads'));
+    assert.equal(
+      uploadDirOf({ httpRoot: `${svc.httpRoot}/`, uploadDir: undefined }),
+      join(svc.dir, 'http.uploads'),
+    );
+    assert.equal(uploadDirOf({ httpRoot: svc.httpRoot, uploadDir: '/x/up' }), '/x/up');
   });
 
   it('keeps a file being uploaded out of the served tree until it is whole', async () => {
     const body = Buffer.alloc(64 * 1024, 7);
     const path = `/files/envs/${sha(body)}/kernel`;
-    const served = async () => (await fetch(`http://127.0.0.1:${http.port}${path}`)).status;
+    const served = async () => (await fetch(`http://127.0.0.1:${svc.http.port}${path}`)).status;
     let midway: { status: number; tree: string[]; staged: string[] } | null = null;
     const done = new Promise<number>((resolve, reject) => {
       const req = request(
         {
           host: '127.0.0.1',
-          port: control.port,
+          port: svc.control.port,
           method: 'PUT',
           path,
           headers: { 'content-length': String(body.length) },
@@ -283,8 +256,8 @@ describe('service control endpoint uploads', () => {
           // the first part is on the service node: none of it is under httpRoot, where it would be served
           midway = {
             status: await served(),
-            tree: await readdir(httpRoot, { recursive: true }),
-            staged: await readdir(uploadDirOf(ctx.config)),
+            tree: await readdir(svc.httpRoot, { recursive: true }),
+            staged: await readdir(uploadDirOf(svc.ctx.config)),
           };
           req.end(body.subarray(1000));
         }, 100),
@@ -297,27 +270,29 @@ describe('service control endpoint uploads', () => {
     assert.deepEqual(m.tree, []);
     assert.equal(m.staged.length, 1, 'the partial file is staged in the upload directory');
     assert.equal(await served(), 200);
-    assert.deepEqual(await readdir(uploadDirOf(ctx.config)), [], 'nothing left staged');
+    assert.deepEqual(await readdir(uploadDirOf(svc.ctx.config)), [], 'nothing left staged');
   });
 
   it('refuses an upload directory inside a served root, writing nothing', async () => {
-    await mkdir(join(dir, 'tftp'), { recursive: true });
-    await mkdir(join(dir, 'elsewhere'));
-    await symlink(join(httpRoot, 'envs'), join(dir, 'elsewhere', 'link'));
-    const tree = async () => (await readdir(dir, { recursive: true })).sort();
+    await mkdir(join(svc.dir, 'tftp'), { recursive: true });
+    await mkdir(join(svc.dir, 'elsewhere'));
+    await symlink(join(svc.httpRoot, 'envs'), join(svc.dir, 'elsewhere', 'link'));
+    const tree = async () => (await readdir(svc.dir, { recursive: true })).sort();
     const before = await tree();
     for (const uploadDir of [
-      join(httpRoot, 'staging'),
-      httpRoot,
-      join(dir, 'tftp', 'up'),
+      join(svc.httpRoot, 'staging'),
+      svc.httpRoot,
+      join(svc.dir, 'tftp', 'up'),
       // a symlink out of the served tree that points back into it
-      join(dir, 'elsewhere', 'link'),
+      join(svc.dir, 'elsewhere', 'link'),
     ]) {
-      const c = roleContext(loopbackService({ roles: [], httpRoot, tftpRoot: join(dir, 'tftp'), uploadDir }));
+      const c = roleContext(
+        loopbackService({ roles: [], httpRoot: svc.httpRoot, tftpRoot: join(svc.dir, 'tftp'), uploadDir }),
+      );
       const ctl = await startControl(c, () => ['control']);
       try {
         const body = Buffer.from('staged where it would be served');
-        const r = await putRaw(ctl.port, `/files/envs/${sha(body)}/initrd`, body);
+        const r = await rawPut(ctl.port, `/files/envs/${sha(body)}/initrd`, body);
         assert.equal(r.status, 500, uploadDir);
         assert.match(r.body.message ?? '', /is inside a served root/);
       } finally {
@@ -327,23 +302,3 @@ describe('service control endpoint uploads', () => {
     assert.deepEqual(await tree(), before);
   });
 });
-
-/** A raw PUT answering its status and JSON body. */
-function putRaw(
-  port: number,
-  path: string,
-  body: Buffer,
-  headers: Record<string, string> = {},
-): Promise<{ status: number; body: { message?: string } }> {
-  return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, method: 'PUT', path, headers }, (res) => {
-      let text = '';
-      res.on('data', (d) => {
-        text += d;
-      });
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text ? JSON.parse(text) : {} }));
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
-}

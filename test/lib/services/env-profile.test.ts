@@ -4,17 +4,14 @@
 
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdir, mkdtemp, readdir, readFile, rm, symlink } from 'node:fs/promises';
+import { mkdir, readdir, readFile, symlink } from 'node:fs/promises';
 import { request } from 'node:http';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { envBootSchema, serviceNodeConfigSchema } from '../../../src/lib/services/config.js';
-import { startControl } from '../../../src/lib/services/control.js';
-import { startHttpServer } from '../../../src/lib/services/http/server.js';
 import { bootScript } from '../../../src/lib/services/ipxe.js';
-import type { RoleContext, RunningRole } from '../../../src/lib/services/role.js';
-import { loopbackService, roleContext } from '../../helpers/service-config.js';
+import { controlNodeOnLoopback, rawPut } from '../../helpers/control-node.js';
+import { loopbackService } from '../../helpers/service-config.js';
 
 const MAC = '00:16:3e:0a:00:02';
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -102,72 +99,34 @@ describe('env profile script', () => {
   });
 });
 
-/** A raw PUT (fetch would normalise `..` and refuse some bodies), answering status and JSON. */
-function put(
-  port: number,
-  path: string,
-  body: Buffer | null,
-  headers: Record<string, string> = {},
-): Promise<{ status: number; body: { message?: string; [k: string]: unknown } }> {
-  return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, method: 'PUT', path, headers }, (res) => {
-      let text = '';
-      res.on('data', (d) => {
-        text += d;
-      });
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text ? JSON.parse(text) : {} }));
-    });
-    req.on('error', reject);
-    req.end(body ?? undefined);
-  });
-}
-
 describe('control endpoint: env boot files and the env profile', () => {
-  let dir: string;
-  let httpRoot: string;
-  let ctx: RoleContext;
-  let control: RunningRole;
-  let http: RunningRole;
-
-  before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'kb-env-profile-'));
-    httpRoot = join(dir, 'http');
-    await mkdir(httpRoot);
-    ctx = roleContext(
-      loopbackService({
-        roles: ['http'],
-        httpRoot,
-        uploadMaxBytes: 4096,
-        nodes: [{ mac: MAC, ip: '10.0.0.2', hostname: 'vm-s-1', fqdn: 'vm-s-1.s.kb.test' }],
-      }),
-    );
-    http = await startHttpServer(ctx);
-    control = await startControl(ctx, () => ['http', 'control']);
-  });
-  after(async () => {
-    await control.close();
-    await http.close();
-    await rm(dir, { recursive: true, force: true });
-  });
+  const svc = controlNodeOnLoopback('kb-env-profile-', ({ httpRoot }) =>
+    loopbackService({
+      roles: ['http'],
+      httpRoot,
+      uploadMaxBytes: 4096,
+      nodes: [{ mac: MAC, ip: '10.0.0.2', hostname: 'vm-s-1', fqdn: 'vm-s-1.s.kb.test' }],
+    }),
+  );
 
   /** Every file under httpRoot, temporary ones included: what a refused upload must not leave. */
-  const tree = async () => (await readdir(httpRoot, { recursive: true })).sort();
+  const tree = async () => (await readdir(svc.httpRoot, { recursive: true })).sort();
 
   it('stores a kernel and an initrd where the HTTP role serves them', async () => {
-    const k = await put(control.port, `/files/${kernelPath}`, KERNEL);
+    const k = await rawPut(svc.control.port, `/files/${kernelPath}`, KERNEL);
     assert.equal(k.status, 201, k.body.message);
     assert.deepEqual(k.body, { path: kernelPath, bytes: KERNEL.length, sha256: sha(KERNEL) });
-    assert.equal((await put(control.port, `/files/${initrdPath}`, INITRD)).status, 201);
-    const got = await fetch(`http://127.0.0.1:${http.port}/files/${kernelPath}`);
+    assert.equal((await rawPut(svc.control.port, `/files/${initrdPath}`, INITRD)).status, 201);
+    const got = await fetch(`http://127.0.0.1:${svc.http.port}/files/${kernelPath}`);
     assert.equal(got.status, 200);
     assert.deepEqual(Buffer.from(await got.arrayBuffer()), KERNEL);
-    assert.deepEqual(await readFile(join(httpRoot, initrdPath)), INITRD);
+    assert.deepEqual(await readFile(join(svc.httpRoot, initrdPath)), INITRD);
     // if-none-match: * keeps the copy there; without it the same bytes are written again
     assert.equal(
-      (await put(control.port, `/files/${kernelPath}`, KERNEL, { 'if-none-match': '*' })).status,
+      (await rawPut(svc.control.port, `/files/${kernelPath}`, KERNEL, { 'if-none-match': '*' })).status,
       412,
     );
-    assert.equal((await put(control.port, `/files/${kernelPath}`, KERNEL)).status, 201);
+    assert.equal((await rawPut(svc.control.port, `/files/${kernelPath}`, KERNEL)).status, 201);
   });
 
   it('refuses paths outside envs/<sha256>/kernel|initrd, writing nothing', async () => {
@@ -185,7 +144,7 @@ describe('control endpoint: env boot files and the env profile', () => {
       `/files/deploy/vmlinuz`,
       `/files/envs/${h}/kernel/x`,
     ]) {
-      const r = await put(control.port, path, KERNEL);
+      const r = await rawPut(svc.control.port, path, KERNEL);
       assert.equal(r.status, 403, `${path}: ${JSON.stringify(r.body)}`);
       assert.match(
         r.body.message ?? '',
@@ -198,18 +157,18 @@ describe('control endpoint: env boot files and the env profile', () => {
   it('refuses a body whose sha256 is not the path, writing nothing', async () => {
     const before = await tree();
     const other = Buffer.from('not the kernel the path names');
-    const r = await put(control.port, `/files/${kernelPath}`, other);
+    const r = await rawPut(svc.control.port, `/files/${kernelPath}`, other);
     assert.equal(r.status, 400);
     assert.match(r.body.message ?? '', /the body's sha256 is [0-9a-f]{64}, not the path's/);
     assert.deepEqual(await tree(), before);
-    assert.deepEqual(await readFile(join(httpRoot, kernelPath)), KERNEL, 'the old file is untouched');
+    assert.deepEqual(await readFile(join(svc.httpRoot, kernelPath)), KERNEL, 'the old file is untouched');
   });
 
   it('refuses a body over the size bound, declared or streamed, writing nothing', async () => {
     const before = await tree();
     const big = Buffer.alloc(5000, 1);
     const path = `/files/envs/${sha(big)}/initrd`;
-    const declared = await put(control.port, path, big);
+    const declared = await rawPut(svc.control.port, path, big);
     assert.equal(declared.status, 413);
     assert.match(declared.body.message ?? '', /5000 bytes is over the 4096-byte upload limit/);
     // chunked: no content-length, the bound is hit while reading
@@ -217,7 +176,7 @@ describe('control endpoint: env boot files and the env profile', () => {
       const req = request(
         {
           host: '127.0.0.1',
-          port: control.port,
+          port: svc.control.port,
           method: 'PUT',
           path,
           headers: { 'transfer-encoding': 'chunked' },
@@ -248,7 +207,7 @@ describe('control endpoint: env boot files and the env profile', () => {
     await new Promise<void>((resolve) => {
       const req = request({
         host: '127.0.0.1',
-        port: control.port,
+        port: svc.control.port,
         method: 'PUT',
         path,
         headers: { 'content-length': String(body.length) },
@@ -257,7 +216,7 @@ describe('control endpoint: env boot files and the env profile', () => {
       req.write(body.subarray(0, 1000), () =>
         setTimeout(async () => {
           // a quarter of it is on the service node: the HTTP role has no such file yet
-          midway = (await fetch(`http://127.0.0.1:${http.port}${path}`)).status;
+          midway = (await fetch(`http://127.0.0.1:${svc.http.port}${path}`)).status;
           req.destroy();
         }, 100),
       );
@@ -269,19 +228,19 @@ describe('control endpoint: env boot files and the env profile', () => {
   });
 
   it('does not follow a symlink planted under httpRoot out of it', async () => {
-    const outside = join(dir, 'outside');
+    const outside = join(svc.dir, 'outside');
     await mkdir(outside);
     const body = Buffer.from('escape');
-    await mkdir(join(httpRoot, 'envs'), { recursive: true });
-    await symlink(outside, join(httpRoot, 'envs', sha(body)));
-    const r = await put(control.port, `/files/envs/${sha(body)}/kernel`, body);
+    await mkdir(join(svc.httpRoot, 'envs'), { recursive: true });
+    await symlink(outside, join(svc.httpRoot, 'envs', sha(body)));
+    const r = await rawPut(svc.control.port, `/files/envs/${sha(body)}/kernel`, body);
     assert.equal(r.status, 403);
     assert.match(r.body.message ?? '', /leaves the served root/);
     assert.deepEqual(await readdir(outside), []);
   });
 
   it('switches a node to the env profile only with valid, uploaded files', async () => {
-    const url = `http://127.0.0.1:${control.port}/nodes/${MAC}/profile`;
+    const url = `http://127.0.0.1:${svc.control.port}/nodes/${MAC}/profile`;
     const profile = (body: unknown) => fetch(url, { method: 'PUT', body: JSON.stringify(body) });
     const env = { kernel: kernelPath, initrd: initrdPath, cmdline: 'root=/dev/vda1 console=ttyS0' };
 
@@ -309,24 +268,27 @@ describe('control endpoint: env boot files and the env profile', () => {
     const envOnLocal = await profile({ profile: 'local', env });
     assert.equal(envOnLocal.status, 400);
     // nothing changed by the refusals
-    assert.equal(ctx.backend.getByMac(MAC)?.profile, 'deploy');
+    assert.equal(svc.ctx.backend.getByMac(MAC)?.profile, 'deploy');
 
     const ok = await profile({ profile: 'env', env });
     assert.equal(ok.status, 200);
     assert.deepEqual(await ok.json(), { mac: MAC, profile: 'env', env });
-    const script = await (await fetch(`http://127.0.0.1:${http.port}/boot/${MAC}.ipxe`)).text();
+    const script = await (await fetch(`http://127.0.0.1:${svc.http.port}/boot/${MAC}.ipxe`)).text();
     assert.ok(
       script.includes(
-        `kernel http://127.0.0.1:${http.port}/files/${kernelPath} initrd=initrd root=/dev/vda1`,
+        `kernel http://127.0.0.1:${svc.http.port}/files/${kernelPath} initrd=initrd root=/dev/vda1`,
       ),
       script,
     );
     assert.ok(
-      script.includes(`initrd --name initrd http://127.0.0.1:${http.port}/files/${initrdPath}`),
+      script.includes(`initrd --name initrd http://127.0.0.1:${svc.http.port}/files/${initrdPath}`),
       script,
     );
     // back to the deployment environment
     assert.equal((await profile({ profile: 'deploy' })).status, 200);
-    assert.match(await (await fetch(`http://127.0.0.1:${http.port}/boot/${MAC}.ipxe`)).text(), /kb\.mac=/);
+    assert.match(
+      await (await fetch(`http://127.0.0.1:${svc.http.port}/boot/${MAC}.ipxe`)).text(),
+      /kb\.mac=/,
+    );
   });
 });

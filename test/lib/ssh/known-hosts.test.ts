@@ -7,44 +7,17 @@ import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import ssh2 from 'ssh2';
-import { generateHostKey, parseAuthorizedKey } from '../../../src/lib/emulated/ssh.js';
+import { generateHostKey } from '../../../src/lib/emulated/ssh.js';
 import { fingerprint, KnownHosts, publicKeyOf } from '../../../src/lib/ssh/known-hosts.js';
 import { execOnce, SshPool } from '../../../src/lib/ssh/pool.js';
 import { SshConnectError, SshSession } from '../../../src/lib/ssh/session.js';
 import { testKeyPair } from '../../helpers/keys.js';
+import { fakeSshServer } from '../../helpers/ssh-server.js';
 
 const keys = testKeyPair();
-const authorized = parseAuthorizedKey(keys.public);
 const host = '127.0.0.1';
 
-/** A bare ssh2 server with its own host key; it records each exec request it gets. */
-async function fakeServer(hostKey: string, port = 0) {
-  const execs: string[] = [];
-  const server = new ssh2.Server({ hostKeys: [hostKey] }, (client) => {
-    client.on('error', () => {});
-    client.on('authentication', (auth) => {
-      if (auth.method === 'publickey' && auth.key.data.equals(authorized.getPublicSSH()))
-        return auth.accept();
-      auth.reject(['publickey']);
-    });
-    client.on('session', (accept) => {
-      accept().on('exec', (ok, _no, info) => {
-        execs.push(info.command);
-        const ch = ok();
-        ch.write('ran\n');
-        ch.exit(0);
-        ch.end();
-      });
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(port, host, resolve));
-  return {
-    execs,
-    port: (server.address() as { port: number }).port,
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
-  };
-}
+const fakeServer = (hostKey: string, port = 0) => fakeSshServer(hostKey, keys.public, { host, port });
 
 const blobOf = (hostKey: string) => Buffer.from(publicKeyOf(hostKey).blob, 'base64');
 

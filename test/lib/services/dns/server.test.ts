@@ -4,43 +4,25 @@ import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import type dns2 from 'dns2';
 import { Packet, TCPServer, UDPServer } from 'dns2';
-import { silentLogger } from '../../../../src/lib/log.js';
-import { staticBackend } from '../../../../src/lib/services/backend.js';
-import { type ServiceNodeInput, serviceNodeConfigSchema } from '../../../../src/lib/services/config.js';
+import type { ServiceNodeInput } from '../../../../src/lib/services/config.js';
 import { startDns } from '../../../../src/lib/services/dns/server.js';
-import { EventLog } from '../../../../src/lib/services/events.js';
 import type { RoleContext, RunningRole } from '../../../../src/lib/services/role.js';
+import { roleContext } from '../../../helpers/service-config.js';
+import { graphene1, nancyDnsNode } from './nancy.js';
 
 type Resource = dns2.Packet.Resource;
 const T = Packet.TYPE;
 
 const input: ServiceNodeInput = {
+  ...nancyDnsNode,
   name: 'kb-svc.nancy.grid5000.fr',
-  site: 'nancy',
-  domain: 'nancy.grid5000.fr',
-  ip: '10.213.0.1',
-  network: { subnet: '10.213.0.0/20', gateway: '10.213.0.254', dns: ['10.213.0.1'] },
-  roles: ['dns'],
   ports: { dns: 0, events: 0 },
   bind: '127.0.0.1',
-  tftpRoot: '/srv/tftp',
-  httpRoot: '/srv/http',
-  boot: { deploy: { kernel: 'k', initrd: 'i' } },
-  nodes: [
-    {
-      mac: '00:16:3e:0a:00:02',
-      ip: '10.213.0.2',
-      hostname: 'graphene-1',
-      fqdn: 'graphene-1.nancy.grid5000.fr',
-    },
-  ],
+  nodes: [graphene1],
   dns: { records: [{ name: 'vm-1', ip: '10.213.2.10' }] },
 };
 
-function ctxFor(over: Partial<ServiceNodeInput> = {}): RoleContext {
-  const config = serviceNodeConfigSchema.parse({ ...input, ...over });
-  return { config, backend: staticBackend(config), events: new EventLog(), logger: silentLogger };
-}
+const ctxFor = (over: Partial<ServiceNodeInput> = {}): RoleContext => roleContext({ ...input, ...over });
 
 function query(name: string, type: number, edns = false): Buffer {
   const p = new Packet();

@@ -2,25 +2,14 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { type ServiceNodeInput, serviceNodeConfigSchema } from '../../../../src/lib/services/config.js';
 import { renderZone, reverseName, Zone, type ZoneRecord } from '../../../../src/lib/services/dns/zone.js';
+import { graphene1, nancyDnsNode } from './nancy.js';
 
 const zoneInput: ServiceNodeInput = {
   // Not a name in the domain: the NS becomes ns.<domain>.
+  ...nancyDnsNode,
   name: 'kb-svc',
-  site: 'nancy',
-  domain: 'nancy.grid5000.fr',
-  ip: '10.213.0.1',
-  network: { subnet: '10.213.0.0/20', gateway: '10.213.0.254', dns: ['10.213.0.1'] },
-  roles: ['dns'],
-  tftpRoot: '/srv/tftp',
-  httpRoot: '/srv/http',
-  boot: { deploy: { kernel: 'k', initrd: 'i' } },
   nodes: [
-    {
-      mac: '00:16:3e:0a:00:02',
-      ip: '10.213.0.2',
-      hostname: 'graphene-1',
-      fqdn: 'graphene-1.nancy.grid5000.fr',
-    },
+    graphene1,
     {
       mac: '00:16:3e:0a:00:03',
       ip: '10.213.1.3',

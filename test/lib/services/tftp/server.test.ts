@@ -103,6 +103,25 @@ async function firstReply(req: Buffer) {
   }
 }
 
+/**
+ * The rest of a plain RFC 1350 transfer whose first datagram is `first`: each DATA block in
+ * order, acknowledged, until a short one (20 at most); answers the file's bytes.
+ */
+async function lockstepTransfer(s: Socket, first: { msg: Buffer; port: number }): Promise<Buffer> {
+  const got: Buffer[] = [];
+  let r: { msg: Buffer; port: number } | null = first;
+  for (let block = 1; block <= 20; block++) {
+    if (block > 1) r = await recv(s);
+    assert.ok(r);
+    assert.equal(r.msg.readUInt16BE(0), 3, 'DATA');
+    assert.equal(r.msg.readUInt16BE(2), block);
+    got.push(r.msg.subarray(4));
+    s.send(packet(4, block), r.port, '127.0.0.1');
+    if (r.msg.length - 4 < 512) break;
+  }
+  return Buffer.concat(got);
+}
+
 /** The shared context with short retransmission timers. */
 function withTimers(timeoutMs: number, retries: number): RoleContext {
   return { ...ctx, config: { ...ctx.config, tftp: { timeoutMs, retries } } };
@@ -245,17 +264,9 @@ describe('TFTP server', () => {
     const s = await udpSocket();
     try {
       s.send(packet(1, 'exact.bin', 'octet'), role.port, '127.0.0.1');
-      const got: Buffer[] = [];
-      for (let block = 1; block <= 20; block++) {
-        const r = await recv(s);
-        assert.ok(r);
-        assert.equal(r.msg.readUInt16BE(0), 3, 'DATA');
-        assert.equal(r.msg.readUInt16BE(2), block);
-        got.push(r.msg.subarray(4));
-        s.send(packet(4, block), r.port, '127.0.0.1');
-        if (r.msg.length - 4 < 512) break;
-      }
-      assert.ok(Buffer.concat(got).equals(exact));
+      const first = await recv(s);
+      assert.ok(first);
+      assert.ok((await lockstepTransfer(s, first)).equals(exact));
     } finally {
       s.close();
     }
@@ -328,17 +339,7 @@ describe('TFTP server', () => {
       assert.ok(toStranger);
       assert.deepEqual([toStranger.msg.readUInt16BE(0), toStranger.msg.readUInt16BE(2)], [5, 5]);
       // The transfer carries on for its real peer.
-      const got = [first.msg.subarray(4)];
-      s.send(packet(4, 1), first.port, '127.0.0.1');
-      for (let block = 2; block <= 20; block++) {
-        const r = await recv(s);
-        assert.ok(r);
-        assert.equal(r.msg.readUInt16BE(2), block);
-        got.push(r.msg.subarray(4));
-        s.send(packet(4, block), r.port, '127.0.0.1');
-        if (r.msg.length - 4 < 512) break;
-      }
-      assert.ok(Buffer.concat(got).equals(exact));
+      assert.ok((await lockstepTransfer(s, first)).equals(exact));
     } finally {
       s.close();
       stranger.close();
