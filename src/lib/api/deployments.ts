@@ -17,6 +17,8 @@ export interface DeploymentHost {
   index(site: string): SiteIndex;
   /** FQDNs of the nodes in running `deploy` jobs of `user`. */
   deployableNodes(site: string, user: string): Set<string>;
+  /** Whether the site's VLAN list holds `id`: one of its own or another site's global VLAN. */
+  listsVlan(site: string, id: number): boolean;
   requireVlanHolder(site: string, id: number, user: string): void;
   /** Moves a deployed node's primary NIC into a VLAN (an injected refusal leaves it out). */
   joinVlan(site: string, fqdn: string, id: number): void;
@@ -65,7 +67,7 @@ export class Deployments {
     const d = checkDeployment(body);
     if (d.vlan !== undefined && d.vlan !== '') {
       const id = Number(d.vlan);
-      if (!index.vlans.some((v) => v.uid === String(id))) {
+      if (!this.host.listsVlan(site, id)) {
         throw new SchedulerError(400, `vlan ${d.vlan} is not a KaVLAN of ${site}`);
       }
       this.host.requireVlanHolder(site, id, user);

@@ -30,7 +30,7 @@ import {
 } from './allocation.js';
 import { SchedulerError } from './api-error.js';
 import { type DeploymentQuery, Deployments, type DeploymentWork } from './deployments.js';
-import type { Inventory } from './inventory.js';
+import { type Inventory, vlanType } from './inventory.js';
 import { type JobRecord, parseSchedulerState, type SchedulerState } from './scheduler-state.js';
 import { checkSubmission, parseReservation, withProperties } from './submissions.js';
 import { checkMaxWalltime } from './walltime.js';
@@ -77,6 +77,9 @@ const LIVE: JobState[] = ['launching', 'running'];
 const FINAL: JobState[] = ['error', 'terminated'];
 const DEFAULT_WALLTIME = 3600;
 
+/** A kavlan-global id (10-21): one VLAN, one membership and one DHCP state across every site. */
+const isGlobal = (id: number) => vlanType(id) === 'kavlan-global';
+
 export class Scheduler {
   private readonly launchDelay: number;
   private readonly linkPrefix: string;
@@ -115,6 +118,7 @@ export class Scheduler {
               .filter((r) => r.job.types.includes('deploy'))
               .flatMap((r) => r.job.assigned_nodes),
           ),
+        listsVlan: (site, id) => this.listedVlan(site, id) !== undefined,
         requireVlanHolder: (site, id, user) => this.requireVlanHolder(site, id, user),
         joinVlan: (site, fqdn, id) => this.joinVlan(site, fqdn, id),
         changed: () => {
@@ -344,10 +348,13 @@ export class Scheduler {
     if (!rec.alloc) return;
     const nodes = new Set(rec.alloc.nodes);
     const vlans = new Set(rec.alloc.vlans);
-    const members = this.vlanMembers.get(rec.site);
-    for (const [nic, vlan] of members ?? []) {
-      const fqdn = this.nicsOf(rec.site).byKey.get(nic)?.node.fqdn;
-      if (vlans.has(vlan) || (fqdn && nodes.has(fqdn))) members!.delete(nic);
+    for (const [site, members] of this.vlanMembers) {
+      for (const [nic, vlan] of members) {
+        const fqdn = site === rec.site ? this.nicsOf(site).byKey.get(nic)?.node.fqdn : undefined;
+        // a global VLAN's members at other sites leave it with the job that held it
+        const left = vlans.has(vlan) && (site === rec.site || isGlobal(vlan));
+        if (left || (fqdn && nodes.has(fqdn))) members.delete(nic);
+      }
     }
     const stopped = this.dhcpStopped.get(rec.site);
     for (const v of vlans) stopped?.delete(v);
@@ -399,26 +406,53 @@ export class Scheduler {
     return this.inventory.sites.get(site)!.listedVlans.map((v) => ({ ...v }));
   }
 
+  /**
+   * A VLAN as `site` knows it: one of its own, or another site's global VLAN (`kavlan-global-remote`),
+   * whose DHCP state and holder are those of the site that owns it. `job` is the holding job's uid.
+   */
   vlan(site: string, id: number): VlanItem & { dhcpd: 'running' | 'stopped'; job: number | null } {
-    const item = this.index(site).vlans.find((v) => v.uid === String(id));
+    const item = this.listedVlan(site, id);
     if (!item) throw new SchedulerError(404, `unknown VLAN ${id} at ${site}`);
-    const holder = [...this.jobs.values()].find(
-      (r) => r.site === site && LIVE.includes(r.job.state) && r.alloc?.vlans.includes(id),
-    );
-    const dhcpd = this.dhcpStopped.get(site)?.has(id) ? 'stopped' : 'running';
+    const holder = this.vlanHolder(site, id);
+    const dhcpd = this.dhcpStopped.get(this.vlanOwner(site, id))?.has(id) ? 'stopped' : 'running';
     return { ...item, dhcpd, job: holder?.job.uid ?? null };
   }
 
-  /** KaVLAN addresses of the NICs in a VLAN, in natural order. */
+  /** KaVLAN addresses of the NICs in a VLAN, in natural order; a global VLAN's, of every site. */
   vlanNodes(site: string, id: number): string[] {
     this.vlan(site, id);
-    const nics = this.nicsOf(site).byKey;
     const out: string[] = [];
-    for (const [key, vlan] of this.vlanMembers.get(site) ?? []) {
-      const nic = nics.get(key);
-      if (vlan === id && nic) out.push(nic.address);
+    for (const s of isGlobal(id) ? this.vlanMembers.keys() : [site]) {
+      const nics = this.nicsOf(s).byKey;
+      for (const [key, vlan] of this.vlanMembers.get(s) ?? []) {
+        const nic = nics.get(key);
+        if (vlan === id && nic) out.push(nic.address);
+      }
     }
     return out.sort(naturalCompare);
+  }
+
+  /** The numeric entry of a site's VLAN list for `id`: its own VLAN or a remote global one. */
+  private listedVlan(site: string, id: number): VlanItem | undefined {
+    this.index(site);
+    return this.inventory.sites.get(site)!.listedVlans.find((v) => v.uid === String(id));
+  }
+
+  /** The site whose jobs reserve VLAN `id`: `site` itself unless it is another site's global VLAN. */
+  private vlanOwner(site: string, id: number): string {
+    if (!isGlobal(id) || this.index(site).vlans.some((v) => v.uid === String(id))) return site;
+    for (const s of this.inventory.sites.keys()) {
+      if (this.index(s).vlans.some((v) => v.uid === String(id))) return s;
+    }
+    return site;
+  }
+
+  /** The live job holding VLAN `id` as `site` sees it: a global VLAN is held at the site owning it. */
+  private vlanHolder(site: string, id: number): JobRecord | undefined {
+    const owner = this.vlanOwner(site, id);
+    return [...this.jobs.values()].find(
+      (r) => r.site === owner && LIVE.includes(r.job.state) && r.alloc?.vlans.includes(id),
+    );
   }
 
   /** Moves NICs into a VLAN held by a running job of `user`; answers per address, as KaVLAN does. */
@@ -469,8 +503,10 @@ export class Scheduler {
       throw new SchedulerError(400, `dhcpd action must be "start" or "stop", not ${JSON.stringify(action)}`);
     }
     this.requireVlanHolder(site, id, user);
-    if (!this.dhcpStopped.has(site)) this.dhcpStopped.set(site, new Set());
-    const stopped = this.dhcpStopped.get(site)!;
+    // a global VLAN has one DHCP server, whichever site is asked
+    const owner = this.vlanOwner(site, id);
+    if (!this.dhcpStopped.has(owner)) this.dhcpStopped.set(owner, new Set());
+    const stopped = this.dhcpStopped.get(owner)!;
     if (action === 'stop') stopped.add(id);
     else stopped.delete(id);
     this.revision++;
@@ -483,9 +519,7 @@ export class Scheduler {
   /** A deployment's `vlan`: the node's primary NIC joins the VLAN, if a live job still holds it. */
   private joinVlan(site: string, fqdn: string, id: number): void {
     if (this.vlanRefusals.has(fqdn)) return;
-    const held = [...this.jobs.values()].some(
-      (r) => r.site === site && LIVE.includes(r.job.state) && r.alloc?.vlans.includes(id),
-    );
+    const held = this.vlanHolder(site, id) !== undefined;
     const primary = [...this.nicsOf(site).byKey.values()].find(
       (n) => n.node.fqdn === fqdn && n.address === fqdn,
     );
@@ -500,10 +534,16 @@ export class Scheduler {
     for (const f of fqdns) this.vlanRefusals.add(f);
   }
 
+  /** The real API answers 403 to anyone but the VLAN's owner, at any site a global VLAN is listed. */
   private requireVlanHolder(site: string, id: number, user: string): void {
     this.vlan(site, id);
-    if (!this.runningJobsOf(site, user).some((r) => r.alloc?.vlans.includes(id))) {
-      throw new SchedulerError(403, `KaVLAN ${id} at ${site} is not reserved by a running job of ${user}`);
+    const holder = this.vlanHolder(site, id);
+    if (holder?.job.state !== 'running' || holder.job.user !== user) {
+      const where = holder && holder.site !== site ? ` (it is ${holder.site}'s global VLAN)` : '';
+      throw new SchedulerError(
+        403,
+        `KaVLAN ${id} at ${site} is not reserved by a running job of ${user}${where}`,
+      );
     }
   }
 
@@ -606,8 +646,8 @@ export class Scheduler {
         const nic = byName.get(fqdn);
         if (!nic) continue;
         const id = members?.get(nic.key);
-        const type =
-          id === undefined ? undefined : this.vlans(rec.site).find((v) => v.uid === String(id))?.type;
+        // by id: another site's global VLAN, listed here as remote, is a global one all the same
+        const type = id === undefined ? null : vlanType(id);
         out.push({
           site: rec.site,
           uid: nic.node.uid,

@@ -686,6 +686,101 @@ describe('Scheduler: KaVLAN', () => {
   });
 });
 
+describe('Scheduler: a global KaVLAN used from another site', () => {
+  // alice's nancy job holds nancy's global VLAN 16; her rennes job holds nodes only.
+  function withGlobalVlan() {
+    const s = new Scheduler(inv, { launchDelay: 0, deployDelay: 0 });
+    s.submit(
+      'nancy',
+      job("{cluster='grappe'}/nodes=1+{type='kavlan-global'}/vlan=1", { types: ['deploy'] }),
+      'alice',
+      T0,
+    );
+    s.submit('rennes', job('nodes=2', { types: ['deploy'], queue: 'default' }), 'alice', T0);
+    s.submit('rennes', job('nodes=1', { types: ['deploy'], queue: 'default' }), 'bob', T0);
+    s.advance(T0);
+    return s;
+  }
+  const env = { environment: 'debian12-min' };
+
+  it('lets its owner deploy into it, move NICs and stop its DHCP at any site: one membership', () => {
+    const s = withGlobalVlan();
+    assert.deepEqual(s.vlan('rennes', 16), {
+      uid: '16',
+      type: 'kavlan-global-remote',
+      dhcpd: 'running',
+      job: 1000,
+    });
+    s.submitDeployment('nancy', { ...env, nodes: [fq('grappe-1')], vlan: '16' }, 'alice', T0);
+    const d = s.submitDeployment(
+      'rennes',
+      { ...env, nodes: [fq('paravance-1', 'rennes')], vlan: '16' },
+      'alice',
+      T0,
+    );
+    assert.equal(d.status, 'terminated');
+    assert.equal(d.vlan, '16');
+    const answer = s.setVlanNodes('rennes', 16, ['paravance-2'], 'alice', T0);
+    assert.equal(answer['paravance-2'].status, 'success');
+    const all = [fq('grappe-1'), fq('paravance-1', 'rennes'), fq('paravance-2', 'rennes')];
+    assert.deepEqual(s.vlanNodes('rennes', 16), all);
+    assert.deepEqual(s.vlanNodes('nancy', 16), all, 'the same L2 domain seen from its own site');
+    s.stopVlanDhcp('rennes', 16, 'alice', T0);
+    assert.equal(s.vlan('nancy', 16).dhcpd, 'stopped', 'one DHCP server for the VLAN');
+    // the twin puts a machine in another site's global VLAN on the one routed bridge
+    assert.deepEqual(s.runningMachines().find((m) => m.fqdn === fq('paravance-1', 'rennes'))?.vlan, {
+      id: 16,
+      type: 'kavlan-global',
+    });
+    // and the membership survives a restart of the API
+    const copy = Scheduler.fromJSON(inv, JSON.parse(JSON.stringify(s.toJSON())));
+    assert.deepEqual(copy.vlanNodes('rennes', 16), all);
+  });
+
+  it('refuses anyone else, at every site, and everyone once the job that held it ended', () => {
+    const s = withGlobalVlan();
+    const bobNode = s.listJobs('rennes', { user: 'bob' })[0].assigned_nodes[0];
+    const notBob = refusal(
+      403,
+      /^KaVLAN 16 at rennes is not reserved by a running job of bob \(it is nancy's global VLAN\)$/,
+    );
+    assert.throws(() => s.setVlanNodes('rennes', 16, [bobNode], 'bob', T0), notBob);
+    assert.throws(() => s.stopVlanDhcp('rennes', 16, 'bob', T0), notBob);
+    assert.throws(
+      () => s.submitDeployment('rennes', { ...env, nodes: [bobNode], vlan: '16' }, 'bob', T0),
+      notBob,
+    );
+    assert.throws(
+      () => s.setVlanNodes('nancy', 16, ['grappe-2'], 'bob', T0),
+      refusal(403, /^KaVLAN 16 at nancy is not reserved by a running job of bob$/),
+    );
+    // a global VLAN no job holds is listed, but no one's to use
+    assert.throws(
+      () => s.setVlanNodes('nancy', 17, ['grappe-1'], 'alice', T0),
+      refusal(403, /KaVLAN 17 at nancy/),
+    );
+
+    s.setVlanNodes('rennes', 16, ['paravance-1'], 'alice', T0);
+    s.stopVlanDhcp('rennes', 16, 'alice', T0);
+    s.cancel('nancy', 1000, T0 + 1);
+    assert.deepEqual(s.vlanNodes('rennes', 16), [], 'its members at other sites left with it');
+    assert.deepEqual(s.vlan('rennes', 16), {
+      uid: '16',
+      type: 'kavlan-global-remote',
+      dhcpd: 'running',
+      job: null,
+    });
+    assert.throws(
+      () => s.setVlanNodes('rennes', 16, ['paravance-1'], 'alice', T0 + 1),
+      refusal(403, /^KaVLAN 16 at rennes is not reserved by a running job of alice$/),
+    );
+    assert.throws(
+      () => s.submitDeployment('rennes', { ...env, nodes: ['paravance-1'], vlan: '16' }, 'alice', T0 + 1),
+      refusal(403, /KaVLAN 16 at rennes is not reserved by a running job of alice/),
+    );
+  });
+});
+
 describe('Scheduler: deployments', () => {
   function deployable() {
     let n = 0;

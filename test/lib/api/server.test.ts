@@ -451,6 +451,76 @@ describe('API server: KaVLAN and deployments', () => {
   });
 });
 
+describe('API server: a global KaVLAN from another site', () => {
+  it("accepts its owner's deployments, moves and DHCP stop at another site; refuses others as text/plain 403", async () => {
+    const server = await start({ launchDelaySeconds: 0, deployDelaySeconds: 0, user: 'alice' });
+    const held = await call(
+      server,
+      'POST',
+      '/stable/sites/nancy/jobs',
+      sleepJob("{cluster='grappe'}/nodes=1+{type='kavlan-global'}/vlan=1", { types: ['deploy'] }),
+    );
+    const rennes = sleepJob('nodes=1', { types: ['deploy'], queue: 'default' });
+    const mine = await call(server, 'POST', '/stable/sites/rennes/jobs', rennes);
+    const bobs = await call(server, 'POST', '/stable/sites/rennes/jobs', rennes, basic('bob', 'x'));
+    const node = (await call(server, 'GET', `/stable/sites/rennes/jobs/${mine.body.uid}`)).body
+      .assigned_nodes[0];
+    const bobNode = (await call(server, 'GET', `/stable/sites/rennes/jobs/${bobs.body.uid}`)).body
+      .assigned_nodes[0];
+
+    const listed = await call(server, 'GET', '/stable/sites/rennes/vlans');
+    assert.deepEqual(
+      listed.body.items.find((v: { uid: string }) => v.uid === '16'),
+      { uid: '16', type: 'kavlan-global-remote' },
+    );
+    const deployed = await call(server, 'POST', '/stable/sites/rennes/deployments', {
+      nodes: [node],
+      environment: 'debian12-min',
+      vlan: '16',
+    });
+    assert.equal(deployed.status, 201);
+    const members = await call(server, 'GET', '/stable/sites/rennes/vlans/16/nodes');
+    assert.equal(members.status, 200);
+    assert.deepEqual(members.body.items, [{ uid: node, vlan: '16' }]);
+    assert.deepEqual((await call(server, 'GET', '/stable/sites/nancy/vlans/16/nodes')).body.items, [
+      { uid: node, vlan: '16' },
+    ]);
+    const moved = await call(server, 'POST', '/stable/sites/rennes/vlans/16/nodes', [node]);
+    assert.deepEqual(moved.body[node].status, 'unchanged');
+    assert.equal(
+      (await call(server, 'PUT', '/stable/sites/rennes/vlans/16/dhcpd', { action: 'stop' })).status,
+      204,
+    );
+    assert.equal((await call(server, 'GET', '/stable/sites/nancy/vlans/16')).body.dhcpd, 'stopped');
+
+    const refusedAs = async (method: string, path: string, body: unknown, who: Record<string, string>) => {
+      const res = await call(server, method, path, body, who);
+      assert.equal(res.status, 403, `${method} ${path}`);
+      assert.equal(res.headers.get('content-type'), 'text/plain; charset=utf-8');
+      return res.body as string;
+    };
+    const bob = basic('bob', 'x');
+    assert.match(
+      await refusedAs('POST', '/stable/sites/rennes/vlans/16/nodes', [bobNode], bob),
+      /^KaVLAN 16 at rennes is not reserved by a running job of bob \(it is nancy's global VLAN\)/,
+    );
+    await refusedAs('PUT', '/stable/sites/rennes/vlans/16/dhcpd', { action: 'stop' }, bob);
+    await refusedAs(
+      'POST',
+      '/stable/sites/rennes/deployments',
+      { nodes: [bobNode], environment: 'debian12-min', vlan: '16' },
+      bob,
+    );
+
+    assert.equal((await call(server, 'DELETE', `/stable/sites/nancy/jobs/${held.body.uid}`)).status, 202);
+    assert.deepEqual((await call(server, 'GET', '/stable/sites/rennes/vlans/16/nodes')).body.items, []);
+    assert.match(
+      await refusedAs('POST', '/stable/sites/rennes/vlans/16/nodes', [node], {}),
+      /^KaVLAN 16 at rennes is not reserved by a running job of alice/,
+    );
+  });
+});
+
 describe('API server: deployments into a KaVLAN, with faults', () => {
   it('records the environment and VLAN, moves OK nodes into it; KO n times, for good, refused moves', async () => {
     const server = await start({ launchDelaySeconds: 0, deployDelaySeconds: 0, admin: true });
