@@ -1,15 +1,18 @@
 // setup with provider g5k against a site's twin run as its own process (root): the jobs give
 // machines, which are reinstalled with the testbed's key, moved into the KaVLAN, then prepared
 // over SSH (the VM hosts' bridge on the NIC facing the VMs, tmpfs, packages, KVM checked) and given
-// their service node (installed over SSH, answering with the testbed's secret); a second setup
-// changes nothing; teardown releases the jobs and the twin removes the machines; nothing is left.
+// their service node (installed over SSH, answering with the testbed's secret); stopped there
+// (--until services), setup resumes and launches 8 QEMU VMs on the hosts over SSH, which
+// network-boot from the service node inside the VLAN; `deploy -e tiny` makes all 8 OK; teardown
+// releases the jobs and the twin removes the machines, VMs included; nothing is left.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { kb, kbServe } from '../helpers/cli.js';
+import { kb, kbServe, root } from '../helpers/cli.js';
 import { leftovers } from '../helpers/leftovers.js';
 import { needTools } from '../helpers/netns.js';
 
@@ -26,15 +29,14 @@ sites:
   - name: nancy
     clusters:
       - name: grappe
-        hosts: 3
+        hosts: 5
         hardware: { cores: 2, threads: 2, ramMB: 4096, diskGB: 20 }
-vms: { count: 2, perHost: 1, runtime: qemu, flavour: { vcpus: 1, memoryMB: 256, diskMB: 1024 } }
 `;
 
 const inNs = (ns: string, ...cmd: string[]) =>
   execFileSync('ip', ['netns', 'exec', ns, ...cmd], { encoding: 'utf8' });
 
-describe('setup on g5k against a twin: reinstall, KaVLAN, VM hosts and service nodes over SSH', {
+describe('setup, deploy and teardown on g5k against a twin: reinstall, KaVLAN, hosts, service nodes and VMs over SSH', {
   skip,
 }, () => {
   let home: string;
@@ -53,15 +55,15 @@ describe('setup on g5k against a twin: reinstall, KaVLAN, VM hosts and service n
     );
     const { url } = JSON.parse(twin.line) as { url: string };
     cfg = join(home, `${testbed}.yaml`);
-    // one service node and two VM hosts; the VMs phase is not reached (not built for g5k yet)
+    // one service node and four VM hosts of two VMs each
     await writeFile(
       cfg,
       `name: ${testbed}
 provider: g5k
 api: { url: '${url}', credentials: none, retries: 1 }
 vlan: { type: kavlan }
-vms: { count: 2, perHost: 1, runtime: qemu, flavour: { vcpus: 1, memoryMB: 256, diskMB: 1024 } }
-sites: [{ name: nancy, serviceNodes: 1, clusters: [{ name: grappe, hosts: 3 }] }]
+vms: { count: 8, perHost: 2, runtime: qemu, flavour: { vcpus: 1, memoryMB: 256, diskMB: 1024 } }
+sites: [{ name: nancy, serviceNodes: 1, clusters: [{ name: grappe, hosts: 5 }] }]
 `,
     );
   });
@@ -73,8 +75,11 @@ sites: [{ name: nancy, serviceNodes: 1, clusters: [{ name: grappe, hosts: 3 }] }
     }
   });
 
-  it('goes from the jobs to answering service nodes, resumes without change, and leaves nothing', async () => {
-    const setup = await kb(['setup', '-c', cfg, '--json', '-q'], { env, timeoutMs: 300_000 });
+  it('goes from the jobs to 8 VMs deployed OK over the API and SSH only, and leaves nothing', async () => {
+    const setup = await kb(['setup', '-c', cfg, '--until', 'services', '--json', '-q'], {
+      env,
+      timeoutMs: 300_000,
+    });
     assert.equal(setup.code, 0, setup.stderr);
     const result = JSON.parse(setup.stdout);
     assert.equal(result.phase, 'services');
@@ -82,7 +87,7 @@ sites: [{ name: nancy, serviceNodes: 1, clusters: [{ name: grappe, hosts: 3 }] }
     assert.equal(result.vlans.length, 1);
 
     // each VM host: its NIC in the bridge, the bridge holding its address, a tmpfs for the disks
-    assert.equal(result.preparedHosts.length, 2);
+    assert.equal(result.preparedHosts.length, 4);
     for (const h of result.preparedHosts) {
       assert.equal(h.ok, true, JSON.stringify(h));
       assert.equal(h.nic, 'eth0');
@@ -101,16 +106,51 @@ sites: [{ name: nancy, serviceNodes: 1, clusters: [{ name: grappe, hosts: 3 }] }
     const anonymous = await fetch(`${service.url}/events?mac=52:54:00:00:00:01`);
     assert.equal(anonymous.status, 401);
 
-    // a second setup contacts no host again and keeps the running service node
-    const again = await kb(['setup', '-c', cfg, '--json', '-q'], { env, timeoutMs: 300_000 });
+    // setup goes on: no host contacted again, the running service node kept, the VMs launched
+    const again = await kb(['setup', '-c', cfg, '--json', '-q'], { env, timeoutMs: 900_000 });
     assert.equal(again.code, 0, again.stderr);
     const resumed = JSON.parse(again.stdout);
     assert.equal(resumed.resumed, true);
+    assert.equal(resumed.phase, 'ready');
     assert.ok(resumed.preparedHosts.every((h: { resumed: boolean }) => h.resumed));
     assert.deepEqual(
       resumed.services.map((s: { url: string; ok: boolean }) => [s.url, s.ok]),
       [[service.url, true]],
     );
+    assert.deepEqual(
+      resumed.vms.map((v: { state: string }) => v.state),
+      Array(8).fill('ssh'),
+      JSON.stringify(resumed.vms),
+    );
+    // each VM runs on its planned host (QEMU in that machine's namespace)
+    for (const h of resumed.plan.sites[0].hosts) {
+      const ns = `kb-${twinName}-${h.host.split('.')[0]}-nancy`;
+      const pids = execFileSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' }).trim().split('\n');
+      const qemus = pids.filter((pid) => {
+        try {
+          return readFileSync(`/proc/${pid}/comm`, 'utf8').startsWith('qemu-system');
+        } catch {
+          return false;
+        }
+      });
+      assert.equal(qemus.length, h.vms, h.host);
+    }
+
+    // the deployment engine over the same path: 8 OK, each VM answering as the tiny system
+    const images = await kb(['images', 'build', '-q', '--json'], { env, timeoutMs: 300_000 });
+    assert.equal(images.code, 0, images.stderr);
+    const add = await kb(['env', 'add', join(root, 'recipes/envs/tiny.yaml'), '--json', '-q'], { env });
+    assert.equal(add.code, 0, add.stderr);
+    const dep = await kb(['deploy', '-c', cfg, '-e', 'tiny', '--json', '-q'], { env, timeoutMs: 900_000 });
+    assert.equal(dep.code, 0, dep.stderr);
+    const deployed = JSON.parse(dep.stdout);
+    assert.deepEqual(
+      deployed.nodes.map((n: { node: string; outcome: string }) => `${n.node} ${n.outcome}`),
+      resumed.vms.map((v: { name: string }) => `${v.name} ok`),
+    );
+    const id = await kb(['exec', '-c', cfg, '--json', '-q', '--', 'cat /etc/kb-env'], { env });
+    assert.equal(id.code, 0, id.stderr);
+    for (const r of JSON.parse(id.stdout).results) assert.equal(r.stdout.trim(), 'tiny 1', r.node);
 
     const down = await kb(['teardown', '-c', cfg, '--json', '-q'], { env, timeoutMs: 120_000 });
     assert.equal(down.code, 0, down.stderr);

@@ -295,7 +295,8 @@ export interface SyntheticInventorySpec {
 }
 
 /** KaVLAN networks in the style of the real ones: local VLANs in 192.168/16, the others in 10.16+. */
-function kavlanNetwork(id: number): { network: string; gateway: string } {
+/** A synthetic site's KaVLAN `id`: its network and its router (the one before the last address). */
+export function kavlanNetwork(id: number): { network: string; gateway: string } {
   const base = id <= 3 ? ipToInt(`192.168.${(id - 1) * 64}.0`) : ipToInt(`10.${12 + id}.0.0`);
   const network = { base, length: 18 };
   return { network: formatPrefix(network), gateway: intToIp(lastAddress(network) - 1) };

@@ -26,8 +26,14 @@ export function testbedNodes(state: TestbedState): DeployNode[] {
       `testbed ${state.name} is not ready (phase ${state.phase}): run 'kabootstrap setup' first`,
     );
   }
-  const layout = localLayout(state.config, state.configSource);
-  const hostIp = new Map(layout.sites.flatMap((s) => s.hosts.map((h) => [h.fqdn, h.ip] as const)));
+  // reinstalled machines (provider g5k) at the address their reinstall recorded; else the local twin's
+  const hostIp = state.machines
+    ? new Map(Object.entries(state.machines).map(([fqdn, m]) => [fqdn, m.address] as const))
+    : new Map(
+        localLayout(state.config, state.configSource).sites.flatMap((s) =>
+          s.hosts.map((h) => [h.fqdn, h.ip] as const),
+        ),
+      );
   const serviceUrl = new Map(serviceNodesOf(state).map((s) => [s.name, s.url] as const));
   return state.plan.sites.flatMap((site) =>
     site.vms.map((vm) => ({

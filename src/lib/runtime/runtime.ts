@@ -26,12 +26,29 @@ export interface PowerHost {
   session: SshSession;
 }
 
-/** What setup's VM phases work on: the local testbed as built by the earlier phases. */
+/**
+ * How the VM phases reach what the earlier phases built, on either provider: the local twin's
+ * namespaces, or reinstalled machines prepared over SSH.
+ */
+export interface VmHostAccess {
+  /** Each VM host's FQDN → the address SSH reaches it at. */
+  hostAddresses: ReadonlyMap<string, string>;
+  /** The host's interface facing the VMs, for the bridge to take; null when host preparation bridged it. */
+  uplink: string | null;
+  /** KVM or TCG as host preparation found it on every host; null: tried on this machine. */
+  accel: 'kvm' | 'tcg' | null;
+  /** Puts a file under a service node's HTTP root, at `path` (relative to it, as in its URLs). */
+  putServiceFile(serviceNode: { host: string; site: string }, path: string, file: string): Promise<void>;
+}
+
+/** What setup's VM phases work on: the testbed as built by the earlier phases. */
 export interface RuntimeContext {
   store: StateStore;
   state: TestbedState;
   plan: Plan;
-  topology: Topology;
+  /** The local twin's namespaces; null for machines reached over SSH only (provider g5k). */
+  topology: Topology | null;
+  access: VmHostAccess;
   progress: Progress;
   logger: Logger;
 }

@@ -5,8 +5,10 @@
 import { access, mkdir, rm, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
+import { kavlanNetwork } from '../api/inventory.js';
 import type { MachineHooks, MachineNode, MachineVlan } from '../api/machines.js';
 import { InputError, KbError } from '../errors.js';
+import { parsePrefix } from '../net/ipv4.js';
 import { checkPrefixFree } from '../netns/build.js';
 import { inNs, ip, linkExists, listNamespaces, nsPids } from '../netns/ip.js';
 import { type SshFiles, sshdConfig, startSshd } from '../netns/sshd.js';
@@ -148,6 +150,20 @@ export class TwinMachines implements MachineHooks {
     // a routed or global VLAN is reached through the fabric; a local one is isolated
     if (vlan?.type === 'kavlan' || vlan?.type === 'kavlan-global') {
       await ip(['-n', fabric, 'route', 'replace', `${m.ip}/32`, 'dev', bridge]);
+      // its router, as the site document's `kavlans` gives it, also routes the site's g5k subnet
+      // into the VLAN: the VMs there keep their addresses and use this gateway (planner/vlan.ts)
+      const router = kavlanNetwork(vlan.id);
+      await ip([
+        '-n',
+        fabric,
+        'addr',
+        'replace',
+        `${router.gateway}/${parsePrefix(router.network).length}`,
+        'dev',
+        bridge,
+      ]);
+      const vms = this.plan.vmNetworks.get(m.site);
+      if (vms) await ip(['-n', fabric, 'route', 'replace', vms, 'dev', bridge]);
     }
     // as after a reboot into the VLAN: the machine and the controller ask afresh who is where
     await ip(['-n', m.ns, 'neigh', 'flush', 'dev', 'eth0'], { allowFail: true });

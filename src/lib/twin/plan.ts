@@ -29,6 +29,8 @@ export interface TwinPlan {
   controller: { link: string; peer: string; address: string; route: { dst: string; via: string } };
   /** By FQDN. */
   machines: Map<string, TwinMachine>;
+  /** Each site's VM network (its g5k subnet), routed into the site's VLAN once its machines are in one. */
+  vmNetworks: Map<string, string>;
 }
 
 export const prodBridge = 'prod';
@@ -66,5 +68,6 @@ export function twinPlan(config: TestbedConfig, source: string): TwinPlan {
       route: { dst: config.network.prefix, via: router },
     },
     machines,
+    vmNetworks: new Map(layout.sites.map((s) => [s.name, s.vmNetwork])),
   };
 }

@@ -9,7 +9,7 @@ import { describe, it } from 'node:test';
 import type { VmBoot } from '../../../src/lib/runtime/boot-tracker.js';
 import { TestbedLayout } from '../../../src/lib/state/layout.js';
 import { readVmRecord } from '../../../src/lib/state/vm-record.js';
-import type { MachinesContext } from '../../../src/lib/testbed/setup/context.js';
+import type { VmPhasesContext } from '../../../src/lib/testbed/setup/context.js';
 import { launchVms } from '../../../src/lib/testbed/setup/vms.js';
 
 const boot = (name: string, state: VmBoot['state'], reason: string | null): VmBoot => ({
@@ -44,7 +44,7 @@ describe("setup's VMs phase record", () => {
         },
         close() {},
       };
-      const ctx = (vms: boolean) => ({ store: { layout }, options: { vms } }) as unknown as MachinesContext;
+      const ctx = (vms: boolean) => ({ store: { layout }, options: { vms } }) as unknown as VmPhasesContext;
 
       assert.deepEqual(await launchVms(ctx(false), hosts), []);
       assert.equal(launches, 0);

@@ -39,13 +39,16 @@ export function vmPaths(testbed: string, vm: string) {
   };
 }
 
-/** Idempotent: the bridge joining the host's VLAN interface and one tap per VM. */
-export function prepareHostScript(vms: HostVm[], vlanIf = 'vlan0', bridge = 'br0'): string {
-  const [br, vlan] = [sq(bridge), sq(vlanIf)];
+/**
+ * Idempotent: the bridge joining the host's VLAN interface (`uplink`; null when the host's
+ * preparation already moved its NIC into the bridge) and one tap per VM.
+ */
+export function prepareHostScript(vms: HostVm[], uplink: string | null = 'vlan0', bridge = 'br0'): string {
+  const br = sq(bridge);
   const lines = [
     'set -e',
     `ip link show ${br} >/dev/null 2>&1 || ip link add ${br} type bridge`,
-    `ip link set ${vlan} master ${br}`,
+    ...(uplink === null ? [] : [`ip link set ${sq(uplink)} master ${br}`]),
     `ip link set ${br} up`,
   ];
   for (const vm of vms) {

@@ -2,8 +2,7 @@
 // busybox deployment environment. Its VM-hosts phase builds that environment, puts it on every
 // service node's HTTP root and chooses KVM or TCG; its VMs phase prepares each host's bridge and
 // taps, launches the VMs and waits for them (launch.ts). Power goes through QMP (host.ts).
-import { copyFile, mkdir } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { eachLimited } from '../../concurrency.js';
 import type { TestbedConfig } from '../../config/schema.js';
 import { getDebianKernel } from '../../images/debian-kernel.js';
 import { buildDeployEnv } from '../../images/deploy-env/build.js';
@@ -11,6 +10,7 @@ import { pciRomIds, virtioRom } from '../../images/firmware.js';
 import { buildInitramfs } from '../../images/initramfs.js';
 import { probeKvm } from '../../images/qemu.js';
 import { KnownHosts, knownHostsAddress } from '../../ssh/known-hosts.js';
+import { deployInitrdPath, deployKernelPath } from '../../state/layout.js';
 import type { RuntimeContext, VmHosts, VmRuntime } from '../runtime.js';
 import { qemuPower } from './host.js';
 import { launchVms } from './launch.js';
@@ -42,7 +42,7 @@ export function qemuRuntime(config: TestbedConfig): VmRuntime {
 
 /** Without VMs to launch there is nothing to prepare: the environment is for their boot. */
 async function prepareHosts(ctx: RuntimeContext, vms: boolean): Promise<VmHosts> {
-  const { store, state, plan, topology, progress, logger } = ctx;
+  const { store, state, plan, progress, logger } = ctx;
   const nothing = { emulatedHosts: 0, close() {} };
   if (!vms) return { ...nothing, accel: null, launchVms: async () => [] };
   const env = await progress.step('Build the deployment environment image', () =>
@@ -60,20 +60,24 @@ async function prepareHosts(ctx: RuntimeContext, vms: boolean): Promise<VmHosts>
       env.hostPublicKey,
     );
   }
-  for (const site of plan.sites) {
-    for (const sn of site.serviceNodes) {
-      const files = store.layout.serviceNode(sn.host, site.name);
-      await mkdir(dirname(files.deployKernel), { recursive: true });
-      await copyFile(env.kernel, files.deployKernel);
-      await copyFile(env.initrd, files.deployInitrd);
-    }
-  }
-  // KVM only when a guest really boots under it (a /dev/kvm node may exist and still hang).
-  const accel = await progress.step('Check whether KVM works here', async () => {
-    const kernel = await getDebianKernel({ logger });
-    const probe = await buildInitramfs({ modulesDir: kernel.modulesDir, logger });
-    return (await probeKvm({ kernel: kernel.vmlinuz, initrd: probe.path, logger })).usable ? 'kvm' : 'tcg';
-  });
+  const serviceNodes = plan.sites.flatMap((site) =>
+    site.serviceNodes.map((sn) => ({ host: sn.host, site: site.name })),
+  );
+  await progress.step(`Put the deployment environment on ${serviceNodes.length} service node(s)`, () =>
+    eachLimited(serviceNodes, 8, async (sn) => {
+      await ctx.access.putServiceFile(sn, deployKernelPath, env.kernel);
+      await ctx.access.putServiceFile(sn, deployInitrdPath, env.initrd);
+    }),
+  );
+  // KVM only when a guest really boots under it (a /dev/kvm node may exist and still hang); the
+  // hosts' own preparation checked theirs.
+  const accel =
+    ctx.access.accel ??
+    (await progress.step('Check whether KVM works here', async () => {
+      const kernel = await getDebianKernel({ logger });
+      const probe = await buildInitramfs({ modulesDir: kernel.modulesDir, logger });
+      return (await probeKvm({ kernel: kernel.vmlinuz, initrd: probe.path, logger })).usable ? 'kvm' : 'tcg';
+    }));
   const romfile = await virtioRom('bios');
   const romDeviceId = (await pciRomIds(romfile)).device;
   return {
@@ -84,7 +88,7 @@ async function prepareHosts(ctx: RuntimeContext, vms: boolean): Promise<VmHosts>
         store,
         state,
         plan,
-        topology,
+        ctx.access,
         {
           qemu: { accel, romfile, romDeviceId },
           // TCG boots take ~25 s alone; many at once on few cores take longer.

@@ -4,7 +4,6 @@
 // Each host gets its bridge and one tap per VM first (taps are per VM: they come with the launch).
 import { readFile } from 'node:fs/promises';
 import type { Logger } from '../../log.js';
-import type { Topology } from '../../netns/topology.js';
 import type { Plan, VmPlan } from '../../planner/plan.js';
 import type { Progress } from '../../progress.js';
 import { KnownHosts } from '../../ssh/known-hosts.js';
@@ -15,7 +14,7 @@ import { readControlSecret } from '../../state/control-secret.js';
 import { type StateStore, type TestbedState, upsertResource } from '../../state/store.js';
 import { type BootTracker, deadlinesFrom, noSshReason, type VmBoot } from '../boot-tracker.js';
 import { followBoots } from '../follow-boots.js';
-import { byHost } from '../runtime.js';
+import { byHost, type VmHostAccess } from '../runtime.js';
 import { type HostVm, powerOn, prepareHostScript, type QemuOptions } from './host.js';
 
 export interface LaunchOptions {
@@ -30,7 +29,7 @@ export async function launchVms(
   store: StateStore,
   state: TestbedState,
   plan: Plan,
-  topo: Topology,
+  access: Pick<VmHostAccess, 'hostAddresses' | 'uplink'>,
   opts: LaunchOptions,
   progress: Progress,
   logger: Logger,
@@ -38,7 +37,6 @@ export async function launchVms(
   const vms = plan.sites.flatMap((s) => s.vms);
   const key = store.layout.ssh.clientKey;
   const knownHosts = KnownHosts.at(store.layout.knownHosts);
-  const hostIp = new Map(topo.namespaces.map((n) => [n.fqdn, n.ip]));
   const sessions = new Map<string, SshSession>();
   try {
     return await followBoots(
@@ -51,7 +49,7 @@ export async function launchVms(
         const privateKey = await readFile(key);
         for (const [host, list] of byHost(vms)) {
           const session = await openSession({
-            host: hostIp.get(host)!,
+            host: access.hostAddresses.get(host)!,
             node: host,
             privateKey,
             knownHosts,
@@ -67,7 +65,7 @@ export async function launchVms(
             tap: `tap${i}`,
           }));
           for (const h of hvms) hostVms.set(h.mac, h);
-          const r = await session.exec(prepareHostScript(hvms));
+          const r = await session.exec(prepareHostScript(hvms, access.uplink));
           if (r.code !== 0) throw new Error(`cannot prepare ${host} for its VMs: ${r.stderr.trim()}`);
         }
         // Launch in windows; each VM is then probed until it answers SSH or times out.

@@ -6,6 +6,7 @@ import type { Topology } from '../../netns/topology.js';
 import type { Plan } from '../../planner/plan.js';
 import type { Progress } from '../../progress.js';
 import type { ProviderSession } from '../../provider/session.js';
+import type { VmHostAccess } from '../../runtime/runtime.js';
 import type { StateStore, TestbedState } from '../../state/store.js';
 
 export interface SetupOptions {
@@ -43,6 +44,12 @@ export type SshPhaseContext = Pick<PlannedContext, 'store' | 'state' | 'plan' | 
 /** From the machines phase on: the local testbed's namespaces, bridges and addresses. */
 export interface MachinesContext extends PlannedContext {
   topology: Topology;
+}
+
+/** The VM phases, on either provider: how they reach the hosts and service nodes. */
+export interface VmPhasesContext extends PlannedContext {
+  topology: Topology | null;
+  access: VmHostAccess;
 }
 
 /** Records how far setup got, in the state. */

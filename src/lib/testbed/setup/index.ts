@@ -16,6 +16,7 @@ import { newState, StateStore, type TestbedState } from '../../state/store.js';
 import type { TestbedContext } from '../context.js';
 import { jobRecords } from '../reserve.js';
 import type { ServiceProbe } from '../service-nodes.js';
+import { isGrid5000Api } from './addresses.js';
 import { recordPhase, type SetupContext, type SetupOptions } from './context.js';
 import { joinVlans, type VlanOutcome } from './kavlan.js';
 import { buildMachines, buildsLocalMachines, checkMachinesPossible } from './machines.js';
@@ -25,6 +26,7 @@ import type { HostPrepResult } from './prepare-hosts.js';
 import { type MachineOutcome, reinstallMachines } from './reinstall.js';
 import { reserve } from './reserve.js';
 import { startServiceNodes } from './service-nodes.js';
+import { localAccess, sshAccess } from './vm-access.js';
 import { prepareVmHosts } from './vm-hosts.js';
 import { launchVms } from './vms.js';
 
@@ -142,6 +144,8 @@ async function runPhases(ctx: SetupContext, resumed: boolean): Promise<SetupResu
   let vlans: VlanOutcome[] = [];
   let preparedHosts: HostPrepResult[] = [];
   let services: ServiceProbe[] = [];
+  let vms: VmBoot[] = [];
+  let accel: 'kvm' | 'tcg' | null = null;
   // On g5k (the local provider still builds its machines below), the reserved machines are
   // reinstalled, put into the VLAN, then prepared and given their services over SSH; the VMs'
   // phases are not built for g5k yet.
@@ -156,18 +160,40 @@ async function runPhases(ctx: SetupContext, resumed: boolean): Promise<SetupResu
       unplaced: r.unplaced.map((vm) => ({ vm: vm.name, host: vm.host })),
     };
     ({ plan, vlans } = await joinVlans({ ...ctx, plan: reinstalled.plan }, reservation.refs));
-    ({ preparedHosts, services } = await runSshPhases({ ...ctx, plan }, options.until ?? 'services'));
+    const overSsh = await runSshPhases({ ...ctx, plan }, options.until ?? 'services');
+    ({ preparedHosts, services } = overSsh);
+    if (options.until === undefined && options.vms !== false) {
+      const access = sshAccess(
+        ctx.store.layout,
+        config.name,
+        overSsh.addresses,
+        preparedHosts,
+        !isGrid5000Api(ctx.session.apiUrl),
+      );
+      const built = { ...ctx, plan, topology: null, access };
+      const vmHosts = await prepareVmHosts(built);
+      try {
+        vms = await launchVms(built, vmHosts);
+      } finally {
+        vmHosts.close();
+      }
+      accel = vmHosts.accel;
+      await recordPhase(ctx, 'ready');
+    }
   }
   let hosts: SshProbe[] = [];
-  let vms: VmBoot[] = [];
-  let accel: 'kvm' | 'tcg' | null = null;
   let emulatedHosts = 0;
   // Past the plan, everything is built on the local provider's machines; on g5k (where nothing
   // is built by setup yet) and with --reserve-only, setup ends here.
   if (buildsLocalMachines(config, options)) {
     const machines = await buildMachines({ ...ctx, plan });
     hosts = machines.hosts;
-    const built = { ...ctx, plan, topology: machines.topology };
+    const built = {
+      ...ctx,
+      plan,
+      topology: machines.topology,
+      access: localAccess(ctx.store.layout, machines.topology),
+    };
     services = await startServiceNodes(built);
     const vmHosts = await prepareVmHosts(built);
     try {

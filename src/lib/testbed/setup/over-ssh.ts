@@ -17,15 +17,18 @@ export const sshPhases = ['hosts', 'services'] as const;
 export type UntilPhase = 'vlan' | (typeof sshPhases)[number];
 
 export interface OverSshResult {
+  /** Each planned machine's FQDN → its SSH address (empty when stopped at `vlan`). */
+  addresses: Map<string, string>;
   preparedHosts: HostPrepResult[];
   services: ServiceProbe[];
 }
 
 export async function runSshPhases(ctx: PlannedContext, until: UntilPhase): Promise<OverSshResult> {
-  const out: OverSshResult = { preparedHosts: [], services: [] };
+  const out: OverSshResult = { addresses: new Map(), preparedHosts: [], services: [] };
   if (until === 'vlan') return out;
   const { state, store, plan, session } = ctx;
   const addresses = plannedAddresses(state, plan);
+  out.addresses = addresses;
   if (!isGrid5000Api(session.apiUrl)) await checkReachedLocally(addresses, session.apiUrl);
   const keyFile = store.layout.ssh.clientKey;
   out.preparedHosts = await prepareHostsOverSsh(ctx, { addresses, keyFile });

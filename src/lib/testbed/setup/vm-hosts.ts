@@ -4,8 +4,8 @@
 // the service nodes and check whether KVM works here.
 // Resume: an emulated host group whose recorded pid is alive is not started again.
 import { runtimeFor, type VmHosts } from '../../runtime/index.js';
-import type { MachinesContext } from './context.js';
+import type { VmPhasesContext } from './context.js';
 
-export async function prepareVmHosts(ctx: MachinesContext): Promise<VmHosts> {
+export async function prepareVmHosts(ctx: VmPhasesContext): Promise<VmHosts> {
   return runtimeFor(ctx.state.config).prepareHosts(ctx, { vms: ctx.options.vms !== false });
 }

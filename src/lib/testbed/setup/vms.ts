@@ -6,9 +6,9 @@
 import type { VmBoot } from '../../runtime/boot-tracker.js';
 import type { VmHosts } from '../../runtime/index.js';
 import { writeVmRecord } from '../../state/vm-record.js';
-import type { MachinesContext } from './context.js';
+import type { VmPhasesContext } from './context.js';
 
-export async function launchVms(ctx: MachinesContext, hosts: VmHosts): Promise<VmBoot[]> {
+export async function launchVms(ctx: VmPhasesContext, hosts: VmHosts): Promise<VmBoot[]> {
   if (ctx.options.vms === false) return [];
   const boots = await hosts.launchVms({ retries: ctx.options.retries ?? 1 });
   await writeVmRecord(

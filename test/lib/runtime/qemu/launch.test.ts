@@ -16,6 +16,7 @@ import { launchVms } from '../../../../src/lib/runtime/qemu/launch.js';
 import { StateStore } from '../../../../src/lib/state/store.js';
 import { localTopology } from '../../../../src/lib/testbed/local-network.js';
 import { type SetupResult, setupTestbed } from '../../../../src/lib/testbed/setup/index.js';
+import { localAccess } from '../../../../src/lib/testbed/setup/vm-access.js';
 import { teardownTestbed } from '../../../../src/lib/testbed/teardown.js';
 import { root } from '../../../helpers/cli.js';
 import { needTools } from '../../../helpers/netns.js';
@@ -64,7 +65,7 @@ describe('launching VMs into the deployment environment', { skip, timeout: 300_0
       store,
       state,
       plan,
-      topo,
+      localAccess(store.layout, topo),
       {
         qemu: { accel: 'tcg', romfile, romDeviceId: (await pciRomIds(romfile)).device },
         bootTimeoutMs: 180_000,
