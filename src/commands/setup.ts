@@ -14,8 +14,9 @@ export default class Setup extends BaseCommand {
 Re-running setup resumes from the state recorded in .kabootstrap/<name>/.
 With provider g5k the reserved machines are then reinstalled (reinstall.environment, KO ones
 redeployed reinstall.redeploys times) and put into the KaVLAN, whose DHCP is stopped; over SSH the
-VM hosts are prepared (bridge, tmpfs, packages, KVM) and the service nodes installed and checked.
---until vlan|hosts|services stops after that phase (a later setup resumes from it).
+VM hosts are prepared (bridge, tmpfs, packages, KVM), the service nodes installed and checked, and
+the VMs launched (qemu runtime). --until vlan|hosts|services stops after that phase (a later setup
+resumes from it).
 Exit codes: 0 done; 2 bad input; 3 the testbed API refused or failed (a machine not in its VLAN);
 6 partial: VMs are missing (not placed after machines were lost, or not up); 8 machines were lost
 (still KO after their redeploys) but every VM was re-planned onto the others.`;
