@@ -1,6 +1,6 @@
-// A bare loopback ssh2 server with a given host key, for host-key tests: it lets in one client
-// key, answers every exec with "ran\n" and records the commands it was asked to run (a refused
-// server must record none).
+// A bare loopback ssh2 server with a given host key, for host-key and gateway tests: it lets in
+// one client key, answers every exec with "ran\n" (or what `reply` says) and records the commands
+// it was asked to run (a refused server must record none).
 import ssh2 from 'ssh2';
 import { parseAuthorizedKey } from '../../src/lib/emulated/ssh.js';
 
@@ -14,7 +14,7 @@ export interface FakeSshServer {
 export async function fakeSshServer(
   hostKey: string,
   clientPublicKey: string,
-  opts: { host?: string; port?: number } = {},
+  opts: { host?: string; port?: number; reply?: (command: string) => string } = {},
 ): Promise<FakeSshServer> {
   const authorized = parseAuthorizedKey(clientPublicKey);
   const execs: string[] = [];
@@ -29,7 +29,7 @@ export async function fakeSshServer(
       accept().on('exec', (ok, _no, info) => {
         execs.push(info.command);
         const ch = ok();
-        ch.write('ran\n');
+        ch.write(opts.reply ? opts.reply(info.command) : 'ran\n');
         ch.exit(0);
         ch.end();
       });

@@ -14,42 +14,29 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
 import { execa } from 'execa';
-import ssh2 from 'ssh2';
-import { generateHostKey, parseAuthorizedKey } from '../../../src/lib/emulated/ssh.js';
+import { generateHostKey } from '../../../src/lib/emulated/ssh.js';
 import { sshConnector } from '../../../src/lib/exec/taktuk.js';
 import { treeExec } from '../../../src/lib/exec/tree.js';
 import { Gateway, type GatewaySpec, gatewayInUse, useGateway } from '../../../src/lib/ssh/gateway.js';
 import { KnownHosts, publicKeyOf } from '../../../src/lib/ssh/known-hosts.js';
 import { SshPool } from '../../../src/lib/ssh/pool.js';
 import { testKeyPair } from '../../helpers/keys.js';
+import { fakeSshServer } from '../../helpers/ssh-server.js';
 
 const GATEWAY_IP = '127.89.12.1';
 const NODE_IP = '127.89.12.10';
 const NODE_PORT0 = 2300;
 const testbedKey = testKeyPair();
-const authorized = parseAuthorizedKey(testbedKey.public);
 const nodeHostKey = generateHostKey();
 
 /** A node: an ssh2 server taking the testbed key; `up` answers with the node's port. */
 async function startNode(port: number): Promise<() => Promise<void>> {
-  const server = new ssh2.Server({ hostKeys: [nodeHostKey] }, (client) => {
-    client.on('error', () => {});
-    client.on('authentication', (auth) => {
-      if (auth.method === 'publickey' && auth.key.data.equals(authorized.getPublicSSH()))
-        return auth.accept();
-      auth.reject(['publickey']);
-    });
-    client.on('session', (accept) => {
-      accept().on('exec', (ok) => {
-        const ch = ok();
-        ch.write(`up ${port}\n`);
-        ch.exit(0);
-        ch.end();
-      });
-    });
+  const server = await fakeSshServer(nodeHostKey, testbedKey.public, {
+    host: NODE_IP,
+    port,
+    reply: () => `up ${port}\n`,
   });
-  await new Promise<void>((resolve) => server.listen(port, NODE_IP, resolve));
-  return () => new Promise<void>((resolve) => server.close(() => resolve()));
+  return server.close;
 }
 
 /** A process and every process below it, by pid (sshd's connection processes leave its group). */

@@ -2,16 +2,13 @@
 // API: the VLAN is reserved once, with nancy's job, and rennes' machines join it too (as the real
 // API lets its owner use it from any site), so every machine ends in the one VLAN.
 import assert from 'node:assert/strict';
-import { afterEach, beforeEach, describe, it } from 'node:test';
-import { loadReferenceDir } from '../../../src/lib/api/inventory.js';
-import { type ApiServer, startApiServer } from '../../../src/lib/api/server.js';
+import { describe, it } from 'node:test';
 import { parseConfigText } from '../../../src/lib/config/load.js';
 import { ExitCode } from '../../../src/lib/errors.js';
 import { silentLogger } from '../../../src/lib/log.js';
 import { silentProgress } from '../../../src/lib/progress.js';
 import { setupExitCode, setupTestbed } from '../../../src/lib/testbed/setup/index.js';
-import { teardownTestbed } from '../../../src/lib/testbed/teardown.js';
-import { freshStateRoot, referenceFixture } from '../../helpers/env.js';
+import { embeddedApiEachTest } from '../../helpers/embedded-api.js';
 
 const ctx = { logger: silentLogger, progress: silentProgress };
 const opts = { waitTimeoutMs: 20_000, until: 'vlan' as const };
@@ -33,24 +30,10 @@ sites:
 }
 
 describe('setup on g5k with a global KaVLAN across two sites', () => {
-  let api: ApiServer;
-
-  beforeEach(async () => {
-    freshStateRoot();
-    api = await startApiServer({
-      inventory: await loadReferenceDir(referenceFixture),
-      port: 0,
-      launchDelaySeconds: 0,
-      deployDelaySeconds: 0,
-    });
-  });
-  afterEach(async () => {
-    await teardownTestbed('g5k-global', ctx).catch(() => undefined);
-    await api.close();
-  });
+  const api = embeddedApiEachTest('g5k-global');
 
   it('reserves the VLAN with the first site and ends with every machine of both sites in it', async () => {
-    const result = await setupTestbed(configFor(api.url), opts, ctx);
+    const result = await setupTestbed(configFor(api().url), opts, ctx);
     assert.equal(result.phase, 'vlan');
     assert.equal(setupExitCode(result), ExitCode.ok);
     assert.deepEqual(result.discovered.nancy.vlans, [16], "nancy's job holds its global VLAN");
@@ -59,11 +42,11 @@ describe('setup on g5k with a global KaVLAN across two sites', () => {
     assert.deepEqual(result.machines.map((m) => m.node).sort(), all, 'every machine of both sites');
     assert.ok(result.machines.every((m) => m.state === 'ok' && m.vlan === 16));
     // one L2 domain: the same members whichever site is asked
-    assert.deepEqual([...api.scheduler.vlanNodes('nancy', 16)].sort(), all);
-    assert.deepEqual([...api.scheduler.vlanNodes('rennes', 16)].sort(), all);
-    assert.equal(api.scheduler.vlan('nancy', 16).dhcpd, 'stopped');
-    assert.equal(api.scheduler.vlan('rennes', 16).dhcpd, 'stopped');
-    const [deployment] = api.scheduler.listDeployments('rennes');
+    assert.deepEqual([...api().scheduler.vlanNodes('nancy', 16)].sort(), all);
+    assert.deepEqual([...api().scheduler.vlanNodes('rennes', 16)].sort(), all);
+    assert.equal(api().scheduler.vlan('nancy', 16).dhcpd, 'stopped');
+    assert.equal(api().scheduler.vlan('rennes', 16).dhcpd, 'stopped');
+    const [deployment] = api().scheduler.listDeployments('rennes');
     assert.equal(deployment.vlan, '16', "rennes' machines were deployed into nancy's VLAN");
     assert.deepEqual(
       result.vlans.map((v) => [v.site, v.vlan, v.type, v.members]),

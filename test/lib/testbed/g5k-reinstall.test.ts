@@ -2,17 +2,14 @@
 // injected faults: a machine KO twice then OK ends in the testbed; one KO for good is lost and
 // its VMs are re-planned or reported; a refused VLAN move is an error naming the machine.
 import assert from 'node:assert/strict';
-import { afterEach, beforeEach, describe, it } from 'node:test';
-import { loadReferenceDir } from '../../../src/lib/api/inventory.js';
-import { type ApiServer, startApiServer } from '../../../src/lib/api/server.js';
+import { describe, it } from 'node:test';
 import { parseConfigText } from '../../../src/lib/config/load.js';
 import { ExitCode, TestbedError } from '../../../src/lib/errors.js';
 import { silentLogger } from '../../../src/lib/log.js';
 import { silentProgress } from '../../../src/lib/progress.js';
 import { StateStore } from '../../../src/lib/state/store.js';
 import { setupExitCode, setupTestbed } from '../../../src/lib/testbed/setup/index.js';
-import { teardownTestbed } from '../../../src/lib/testbed/teardown.js';
-import { freshStateRoot, referenceFixture } from '../../helpers/env.js';
+import { embeddedApiEachTest } from '../../helpers/embedded-api.js';
 
 const ctx = { logger: silentLogger, progress: silentProgress };
 const opts = { waitTimeoutMs: 20_000, until: 'vlan' as const };
@@ -32,24 +29,10 @@ sites:
 }
 
 describe('setup on g5k: reinstall and KaVLAN', () => {
-  let api: ApiServer;
-
-  beforeEach(async () => {
-    freshStateRoot();
-    api = await startApiServer({
-      inventory: await loadReferenceDir(referenceFixture),
-      port: 0,
-      launchDelaySeconds: 0,
-      deployDelaySeconds: 0,
-    });
-  });
-  afterEach(async () => {
-    await teardownTestbed('g5k-r', ctx).catch(() => undefined);
-    await api.close();
-  });
+  const api = embeddedApiEachTest('g5k-r');
 
   it('deploys every machine with the environment, the key and the VLAN, and stops its DHCP', async () => {
-    const result = await setupTestbed(configFor(api.url), opts, ctx);
+    const result = await setupTestbed(configFor(api().url), opts, ctx);
     assert.equal(result.phase, 'vlan');
     assert.equal(setupExitCode(result), ExitCode.ok);
     const vlan = result.discovered.nancy.vlans[0];
@@ -63,15 +46,15 @@ describe('setup on g5k: reinstall and KaVLAN', () => {
         `172.16.70.${n}`,
       ]),
     );
-    const [deployment] = api.scheduler.listDeployments('nancy');
+    const [deployment] = api().scheduler.listDeployments('nancy');
     assert.equal(deployment.environment, 'debian12-min');
     assert.equal(deployment.vlan, String(vlan));
     const key = await import('node:fs/promises').then((fs) =>
       fs.readFile(new StateStore('g5k-r').layout.ssh.clientPublicKey, 'utf8'),
     );
     assert.equal(deployment.key, key.trim());
-    assert.equal(api.scheduler.vlan('nancy', vlan).dhcpd, 'stopped');
-    assert.deepEqual(api.scheduler.vlanNodes('nancy', vlan), [1, 2, 3, 4].map(node));
+    assert.equal(api().scheduler.vlan('nancy', vlan).dhcpd, 'stopped');
+    assert.deepEqual(api().scheduler.vlanNodes('nancy', vlan), [1, 2, 3, 4].map(node));
     assert.deepEqual(result.vlans, [
       {
         site: 'nancy',
@@ -87,7 +70,7 @@ describe('setup on g5k: reinstall and KaVLAN', () => {
   it('goes on over SSH only to machines on this machine: an API without machines is refused, nothing sent', async () => {
     // The fixture's documents give Grid'5000's own private addresses (172.16.70.N): off this machine.
     await assert.rejects(
-      setupTestbed(configFor(api.url), { waitTimeoutMs: 20_000 }, ctx),
+      setupTestbed(configFor(api().url), { waitTimeoutMs: 20_000 }, ctx),
       (e: Error) =>
         e instanceof TestbedError &&
         /is not Grid'5000's, and 4 machine\(s\) it gave are not on this machine: grappe-4\.nancy\.grid5000\.fr \(172\.16\.70\.4\), grappe-1\.nancy\.grid5000\.fr \(172\.16\.70\.1\)/.test(
@@ -100,24 +83,24 @@ describe('setup on g5k: reinstall and KaVLAN', () => {
   });
 
   it('redeploys a machine KO twice, which then ends in the testbed; a resume deploys nothing', async () => {
-    api.faults.failDeployNodes([node(2)], 2);
-    const result = await setupTestbed(configFor(api.url), opts, ctx);
+    api().faults.failDeployNodes([node(2)], 2);
+    const result = await setupTestbed(configFor(api().url), opts, ctx);
     const m = result.machines.find((x) => x.node === node(2))!;
     assert.deepEqual([m.state, m.deployments], ['ok', 3]);
     assert.ok(result.machines.every((x) => x.state === 'ok'));
     assert.deepEqual(result.loss?.lostHosts, []);
     assert.equal(result.plan.totals.vms, 5);
     assert.equal(setupExitCode(result), ExitCode.ok);
-    assert.equal(api.scheduler.listDeployments('nancy').length, 3);
+    assert.equal(api().scheduler.listDeployments('nancy').length, 3);
 
-    const again = await setupTestbed(configFor(api.url), opts, ctx);
-    assert.equal(api.scheduler.listDeployments('nancy').length, 3, 'OK machines are not deployed again');
+    const again = await setupTestbed(configFor(api().url), opts, ctx);
+    assert.equal(api().scheduler.listDeployments('nancy').length, 3, 'OK machines are not deployed again');
     assert.deepEqual(again.machines, result.machines);
   });
 
   it('loses a host KO for good: its VMs go where there is room, the rest is reported', async () => {
-    api.faults.failDeployNodes([node(1)], Number.POSITIVE_INFINITY);
-    const result = await setupTestbed(configFor(api.url), opts, ctx);
+    api().faults.failDeployNodes([node(1)], Number.POSITIVE_INFINITY);
+    const result = await setupTestbed(configFor(api().url), opts, ctx);
     const lost = result.machines.find((x) => x.node === node(1))!;
     assert.equal(lost.state, 'ko');
     assert.equal(lost.deployments, 3, 'one deployment and two redeploys');
@@ -133,14 +116,14 @@ describe('setup on g5k: reinstall and KaVLAN', () => {
     assert.equal(state?.machines?.[node(1)]?.state, 'ko');
     assert.equal(state?.plan?.totals.vms, 4, 'the state holds the re-planned plan');
     assert.ok(
-      !api.scheduler.vlanNodes('nancy', result.discovered.nancy.vlans[0]).includes(node(1)),
+      !api().scheduler.vlanNodes('nancy', result.discovered.nancy.vlans[0]).includes(node(1)),
       'a KO machine is not checked for VLAN membership',
     );
   });
 
   it('replaces a service node KO for good by a host of its site', async () => {
-    api.faults.failDeployNodes([node(4)], Number.POSITIVE_INFINITY);
-    const result = await setupTestbed(configFor(api.url), opts, ctx);
+    api().faults.failDeployNodes([node(4)], Number.POSITIVE_INFINITY);
+    const result = await setupTestbed(configFor(api().url), opts, ctx);
     assert.deepEqual(result.loss?.replacedServiceNodes, [{ site: 'nancy', lost: node(4), by: node(3) }]);
     assert.deepEqual(
       result.plan.sites[0].serviceNodes.map((s) => s.host),
@@ -153,9 +136,9 @@ describe('setup on g5k: reinstall and KaVLAN', () => {
   });
 
   it('names a machine whose VLAN move KaVLAN refuses', async () => {
-    api.faults.refuseVlanMoves([node(2)]);
+    api().faults.refuseVlanMoves([node(2)]);
     await assert.rejects(
-      setupTestbed(configFor(api.url), opts, ctx),
+      setupTestbed(configFor(api().url), opts, ctx),
       (e: unknown) =>
         e instanceof TestbedError &&
         /^KaVLAN \d+ at nancy: 1 machine\(s\) not in the VLAN after their deployment: grappe-2\.nancy\.grid5000\.fr \(the API answered unchanged: /.test(
