@@ -1,5 +1,6 @@
 // setup with provider g5k against a site's twin run as its own process (root): the jobs give
-// machines, which are reinstalled with the testbed's key, moved into the KaVLAN, then prepared
+// machines, which are reinstalled with the testbed's key (one KO twice, then OK on its second
+// redeploy), moved into the KaVLAN, then prepared
 // over SSH (the VM hosts' bridge on the NIC facing the VMs, tmpfs, packages, KVM checked) and given
 // their service node (installed over SSH, answering with the testbed's secret); stopped there
 // (--until services), setup resumes and launches 8 QEMU VMs on the hosts over SSH, which
@@ -20,6 +21,7 @@ const skip = needTools('sshd', 'ssh-keygen', 'ip', 'qemu-system-x86_64');
 const twinName = 'kbt-tws';
 const testbed = 'kbt-tws-g';
 const prefix = '10.235.';
+const flaky = `grappe-2.nancy.${twinName}.test`;
 
 const twinConfig = `name: ${twinName}
 provider: local
@@ -50,10 +52,17 @@ describe('setup, deploy and teardown on g5k against a twin: reinstall, KaVLAN, h
     const twinFile = join(home, `${twinName}.yaml`);
     await writeFile(twinFile, twinConfig);
     twin = await kbServe(
-      ['testbed', 'api', '-c', twinFile, '--port', '0', '--launch-delay', '0', '--json'],
+      ['testbed', 'api', '-c', twinFile, '--port', '0', '--launch-delay', '0', '--admin', '--json'],
       env,
     );
     const { url } = JSON.parse(twin.line) as { url: string };
+    // the twin's deployments fail one machine twice: setup's redeploys bring it in
+    const fault = await fetch(`${url.replace(/\/stable$/, '')}/_admin/faults`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ failDeployNodes: { nodes: [flaky], times: 2 } }),
+    });
+    assert.equal(fault.status, 204);
     cfg = join(home, `${testbed}.yaml`);
     // one service node and four VM hosts of two VMs each
     await writeFile(
@@ -84,6 +93,10 @@ sites: [{ name: nancy, serviceNodes: 1, clusters: [{ name: grappe, hosts: 5 }] }
     const result = JSON.parse(setup.stdout);
     assert.equal(result.phase, 'services');
     assert.ok(result.machines.every((m: { state: string }) => m.state === 'ok'));
+    assert.deepEqual(
+      result.machines.map((m: { node: string; deployments: number }) => [m.node, m.deployments]),
+      [1, 2, 3, 4, 5].map((n) => [`grappe-${n}.nancy.${twinName}.test`, n === 2 ? 3 : 1]),
+    );
     assert.equal(result.vlans.length, 1);
 
     // each VM host: its NIC in the bridge, the bridge holding its address, a tmpfs for the disks
@@ -135,6 +148,16 @@ sites: [{ name: nancy, serviceNodes: 1, clusters: [{ name: grappe, hosts: 5 }] }
       });
       assert.equal(qemus.length, h.vms, h.host);
     }
+
+    // status probes it all live: the five machines, the service node and the 8 VMs
+    const status = await kb(['status', '-c', cfg, '--json', '-q'], { env });
+    assert.equal(status.code, 0, status.stderr);
+    const st = JSON.parse(status.stdout);
+    assert.deepEqual(
+      st.machines.map((m: { state: string }) => m.state),
+      Array(5).fill('up'),
+    );
+    assert.deepEqual(st.vmCounts, { up: 8, down: 0, failed: 0, 'not-launched': 0, unknown: 0 });
 
     // the deployment engine over the same path: 8 OK, each VM answering as the tiny system
     const images = await kb(['images', 'build', '-q', '--json'], { env, timeoutMs: 300_000 });

@@ -20,20 +20,30 @@ export interface DeployNode {
   serviceUrl: string | null;
 }
 
+/**
+ * Each machine's FQDN → the address that reaches it: reinstalled machines (provider g5k) at the
+ * address their reinstall recorded; the local twin's at their address on the hosts' network;
+ * none for machines not reinstalled yet (provider g5k).
+ */
+export function machineAddresses(state: TestbedState): Map<string, string> {
+  if (state.machines) {
+    return new Map(Object.entries(state.machines).map(([fqdn, m]) => [fqdn, m.address] as const));
+  }
+  if (state.provider !== 'local') return new Map();
+  return new Map(
+    localLayout(state.config, state.configSource).sites.flatMap((s) =>
+      s.hosts.map((h) => [h.fqdn, h.ip] as const),
+    ),
+  );
+}
+
 export function testbedNodes(state: TestbedState): DeployNode[] {
   if (!state.plan || state.phase !== 'ready') {
     throw new InputError(
       `testbed ${state.name} is not ready (phase ${state.phase}): run 'kabootstrap setup' first`,
     );
   }
-  // reinstalled machines (provider g5k) at the address their reinstall recorded; else the local twin's
-  const hostIp = state.machines
-    ? new Map(Object.entries(state.machines).map(([fqdn, m]) => [fqdn, m.address] as const))
-    : new Map(
-        localLayout(state.config, state.configSource).sites.flatMap((s) =>
-          s.hosts.map((h) => [h.fqdn, h.ip] as const),
-        ),
-      );
+  const hostIp = machineAddresses(state);
   const serviceUrl = new Map(serviceNodesOf(state).map((s) => [s.name, s.url] as const));
   return state.plan.sites.flatMap((site) =>
     site.vms.map((vm) => ({

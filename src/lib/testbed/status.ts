@@ -4,9 +4,9 @@
 // every VM (SSH in its system), each judged against what setup recorded. `probe: false` gives the
 // recorded state only, without the API or the network.
 import { readFile } from 'node:fs/promises';
+import { machineAddresses } from '../nodes/targets.js';
 import type { Plan } from '../planner/plan.js';
 import { routeSsh } from '../provider/gateway.js';
-import { localLayout } from '../provider/local-layout.js';
 import { openSession } from '../provider/session.js';
 import { KnownHosts } from '../ssh/known-hosts.js';
 import { readControlSecret } from '../state/control-secret.js';
@@ -260,19 +260,12 @@ function recordedJobs(state: TestbedState): JobStatus[] {
 
 /**
  * The plan's machines, VM hosts then service node machines, each with the address that reaches
- * it: on the local twin its address on the hosts' network, on Grid'5000 its name.
+ * it (see machineAddresses); a machine never reinstalled by its name.
  */
 function planMachines(state: TestbedState): Omit<MachineStatus, 'state' | 'detail' | 'ms'>[] {
   if (!state.plan) return [];
-  const ips =
-    state.provider === 'local'
-      ? new Map(
-          localLayout(state.config, state.configSource).sites.flatMap((s) =>
-            s.hosts.map((h) => [h.fqdn, h.ip] as const),
-          ),
-        )
-      : null;
-  const address = (fqdn: string) => ips?.get(fqdn) ?? fqdn;
+  const ips = machineAddresses(state);
+  const address = (fqdn: string) => ips.get(fqdn) ?? fqdn;
   return state.plan.sites.flatMap((s) => [
     ...s.hosts.map((h) => ({ name: h.host, role: 'host' as const, site: s.name, address: address(h.host) })),
     ...s.serviceNodes.map((n) => ({
