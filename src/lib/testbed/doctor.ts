@@ -103,6 +103,14 @@ export async function runDoctor(
     };
   };
 
+  if (config.vms.runtime === 'emulated') {
+    add({
+      check: 'VM runtime',
+      level: 'blocker',
+      detail: 'emulated VMs run on the local provider only for now: use qemu (or setup --until services)',
+      field: 'vms.runtime',
+    });
+  }
   opts.logger.info(`checking ${printableUrl(apiUrl)} with credentials: ${found.source}`);
   if (!(await checkApi(client, found, add))) return report();
 

@@ -87,6 +87,13 @@ export async function setupTestbed(
       `--until ${opts.until}: the local provider builds its machines in one go; only provider g5k stops after a phase`,
     );
   }
+  const launchesOnG5k =
+    loaded.config.provider === 'g5k' && !opts.reserveOnly && opts.until === undefined && opts.vms !== false;
+  if (launchesOnG5k && loaded.config.vms.runtime === 'emulated') {
+    throw new InputError(
+      `config ${loaded.source}: vms.runtime: emulated VMs run on the local provider only for now; on g5k use qemu, or stop before the VMs (--until services, --no-vms)`,
+    );
+  }
   const store = new StateStore(loaded.config.name);
   await store.lock('setup');
   let session: ProviderSession | null = null;
