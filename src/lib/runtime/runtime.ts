@@ -109,6 +109,8 @@ export interface VmRuntime {
   readonly localTwin: LocalTwin;
   /** Debian packages a VM host needs for this runtime (checked, and installed when missing, over SSH). */
   readonly hostPackages: readonly string[];
+  /** Why this runtime cannot launch VMs on machines reached over SSH only (provider g5k); absent: it can. */
+  readonly sshHostsRefusal?: string;
   /**
    * The VM-hosts phase: what the hosts need before their VMs can start. `vms` false: setup stops
    * after this phase (a runtime may then skip what only the VMs need).

@@ -13,6 +13,7 @@ import { CREDENTIALS_FILE, type Credentials, loadCredentials, printableUrl } fro
 import { formatWalltime, parseWalltime, ResourceSyntaxError } from '../g5k/oar.js';
 import type { ClusterDoc, NodeDoc } from '../g5k/types.js';
 import type { Logger } from '../log.js';
+import { runtimeFor } from '../runtime/index.js';
 import type { DoctorCheck } from './doctor-check.js';
 import { type ReserveCheckOptions, reserveOneNode } from './doctor-reserve.js';
 
@@ -103,11 +104,12 @@ export async function runDoctor(
     };
   };
 
-  if (config.vms.runtime === 'emulated') {
+  const refusal = runtimeFor(config).sshHostsRefusal;
+  if (refusal) {
     add({
       check: 'VM runtime',
       level: 'blocker',
-      detail: 'emulated VMs run on the local provider only for now: use qemu (or setup --until services)',
+      detail: `${refusal}: use qemu (or setup --until services)`,
       field: 'vms.runtime',
     });
   }

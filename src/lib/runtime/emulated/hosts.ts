@@ -14,7 +14,7 @@ import { eachLimited } from '../../concurrency.js';
 import type { EmulatedGroupOptions } from '../../emulated/group.js';
 import { defaultModel } from '../../emulated/model.js';
 import { generateHostKey } from '../../emulated/ssh.js';
-import { InputError, TestbedError } from '../../errors.js';
+import { TestbedError } from '../../errors.js';
 import { parsePrefix } from '../../net/ipv4.js';
 import { type HostNs, isHostGroup } from '../../netns/topology.js';
 import { isAlive } from '../../pid.js';
@@ -64,11 +64,8 @@ export async function pinGroupHostKey(
 /** Starts the groups and checks their hosts; on failure the sessions opened are closed again. */
 export async function startEmulatedHosts(ctx: RuntimeContext): Promise<EmulatedHosts> {
   const { store, state, plan, topology: topo, progress } = ctx;
-  if (!topo) {
-    throw new InputError(
-      'vms.runtime emulated: its host groups run on the local provider only for now (use vms.runtime qemu)',
-    );
-  }
+  // refused before anything is reserved (setup, doctor): a caller that got here anyway is a bug
+  if (!topo) throw new TestbedError("the emulated runtime needs the local twin's namespaces");
   await placePlaceholders(store, plan);
   const groups = topo.namespaces.filter(isHostGroup);
   const knownHosts = KnownHosts.at(store.layout.knownHosts);

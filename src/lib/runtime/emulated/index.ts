@@ -40,6 +40,7 @@ export function emulatedRuntime(config: TestbedConfig): VmRuntime {
     // The host group is this package's own process (shipped like a service node's); its emulated
     // hosts' addresses go on the host with ip, and TakTuk runs on them.
     hostPackages: ['iproute2', 'procps', 'taktuk'],
+    sshHostsRefusal: 'emulated VMs run on the local provider only for now',
     prepareHosts,
     power: emulatedPower,
   };

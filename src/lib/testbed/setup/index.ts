@@ -10,6 +10,7 @@ import type { Plan } from '../../planner/plan.js';
 import { routeSsh } from '../../provider/gateway.js';
 import { openSession, type ProviderSession } from '../../provider/session.js';
 import type { VmBoot } from '../../runtime/boot-tracker.js';
+import { runtimeFor } from '../../runtime/index.js';
 import type { RuntimeName } from '../../runtime/runtime.js';
 import { KnownHosts } from '../../ssh/known-hosts.js';
 import { newState, StateStore, type TestbedState } from '../../state/store.js';
@@ -89,9 +90,10 @@ export async function setupTestbed(
   }
   const launchesOnG5k =
     loaded.config.provider === 'g5k' && !opts.reserveOnly && opts.until === undefined && opts.vms !== false;
-  if (launchesOnG5k && loaded.config.vms.runtime === 'emulated') {
+  const refusal = runtimeFor(loaded.config).sshHostsRefusal;
+  if (launchesOnG5k && refusal) {
     throw new InputError(
-      `config ${loaded.source}: vms.runtime: emulated VMs run on the local provider only for now; on g5k use qemu, or stop before the VMs (--until services, --no-vms)`,
+      `config ${loaded.source}: vms.runtime: ${refusal}; on g5k use qemu, or stop before the VMs (--until services, --no-vms)`,
     );
   }
   const store = new StateStore(loaded.config.name);
