@@ -36,7 +36,12 @@ interface Killed {
  * Runs the binary and SIGKILLs it once its stderr matches `when` (or `when` ms after its start).
  * Bounded: killed after 120 s in any case.
  */
-function killDuring(args: string[], env: NodeJS.ProcessEnv, when: RegExp | number): Promise<Killed> {
+/** SIGKILLs the binary once its stderr matches `when`, `when` ms in, or once `when()` holds (polled). */
+function killDuring(
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  when: RegExp | number | (() => boolean),
+): Promise<Killed> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [bin, ...args], { cwd: root, env: { ...process.env, ...env } });
     let stderr = '';
@@ -48,7 +53,14 @@ function killDuring(args: string[], env: NodeJS.ProcessEnv, when: RegExp | numbe
       child.kill('SIGKILL');
     };
     const bound = setTimeout(() => child.kill('SIGKILL'), 120_000);
-    const timer = typeof when === 'number' ? setTimeout(fire, when) : null;
+    const timer =
+      typeof when === 'number'
+        ? setTimeout(fire, when)
+        : typeof when === 'function'
+          ? setInterval(() => {
+              if (when()) fire();
+            }, 50)
+          : null;
     child.stdout.on('data', (d) => {
       stdout += d;
     });
@@ -58,7 +70,7 @@ function killDuring(args: string[], env: NodeJS.ProcessEnv, when: RegExp | numbe
     });
     child.on('exit', (code, signal) => {
       clearTimeout(bound);
-      if (timer) clearTimeout(timer);
+      if (timer) clearInterval(timer);
       // what is left in the pipes is read; then they are closed: a process it started may still
       // hold them, and they must not keep this test alive
       setTimeout(() => {
@@ -241,19 +253,28 @@ describe('fault campaign: processes killed (built binary, emulated VMs)', { skip
     await setup();
     const file = join(home, 'big.bin');
     await writeFile(file, randomBytes(64 << 20));
-    // put shows no progress: killed 2 s in, while the 64 MiB pass through the chain (≈6 s here)
-    const killed = await killDuring(['put', '-c', cfg, file, '/tmp/big.bin'], env, 2000);
+    // put shows no progress: killed once the chain's data connections carry bytes (a fixed delay
+    // raced the 64 MiB, ≈1.5–6 s here with the machine's load)
+    const groups = () =>
+      execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })
+        .split('\n')
+        .map((l) => l.split(' ')[0])
+        .filter((ns) => ns.startsWith(`kb-${name}-emu-`));
+    const flowing = () =>
+      groups().some((ns) =>
+        execFileSync('ip', ['netns', 'exec', ns, 'ss', '-Htni', 'state', 'established'], { encoding: 'utf8' })
+          // one block per socket: its line, then its indented TCP info
+          .split(/\n(?=\S)/)
+          .some((b) => /:70[0-7]\d\s/.test(b) && /bytes_received:[1-9]/.test(b)),
+      );
+    const killed = await killDuring(['put', '-c', cfg, file, '/tmp/big.bin'], env, flowing);
     assert.equal(killed.signal, 'SIGKILL', `put ended before the fault: ${killed.stderr}`);
     // receivers of the killed put still listening (their port is then taken for the next put)
-    const stale = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })
-      .split('\n')
-      .map((l) => l.split(' ')[0])
-      .filter((ns) => ns.startsWith(`kb-${name}-emu-`))
-      .flatMap((ns) =>
-        execFileSync('ip', ['netns', 'exec', ns, 'ss', '-Hltn'], { encoding: 'utf8' })
-          .split('\n')
-          .filter((l) => /:70[1-7]\d\s/.test(l)),
-      ).length;
+    const stale = groups().flatMap((ns) =>
+      execFileSync('ip', ['netns', 'exec', ns, 'ss', '-Hltn'], { encoding: 'utf8' })
+        .split('\n')
+        .filter((l) => /:70[1-7]\d\s/.test(l)),
+    ).length;
     const r = await kb(['put', '-c', cfg, file, '/tmp/big.bin', '--json', '-q'], { env, timeoutMs: 120_000 });
     assert.equal(r.code, 0, r.stderr);
     const p = JSON.parse(r.stdout);
