@@ -13,7 +13,15 @@ import { promisify } from 'node:util';
 import type ssh2 from 'ssh2';
 import { Limiter } from '../concurrency.js';
 import { findTaktuk } from '../exec/taktuk.js';
-import { containsAddress, ipToInt, parsePrefix, prefixContaining } from '../net/ipv4.js';
+import {
+  broadcastOf,
+  containsAddress,
+  formatPrefix,
+  ipToInt,
+  networkOfAddress,
+  parsePrefix,
+  prefixContaining,
+} from '../net/ipv4.js';
 import { type NodeCommands, startNodeCommands } from './agent/node-commands.js';
 import { startSshServer } from './agent/server.js';
 import type { AgentVm } from './agent/vm.js';
@@ -67,12 +75,21 @@ export interface EmulatedGroupOptions {
   /** VMs doing their DHCP/HTTP exchange at once (boot waits do not count). */
   concurrency?: number;
   dhcp?: DhcpClientOptions;
+  /**
+   * The interface is a real host's bridge in the VLAN, shared with the host: DHCP goes to its own
+   * subnet's broadcast address (the host may have no route for 255.255.255.255; its service node
+   * is on that subnet), and the VMs' subnet broadcast, where the service node answers, is accepted
+   * on it until close (as the VMs' own stacks would).
+   */
+  onHostBridge?: boolean;
   /** SSH port on each VM address (22). */
   sshPort?: number;
   /** Called on every state change. */
   onChange?: (name: string, state: VmState) => void;
   /** Emulated hosts answering SSH (kb-host status/power) on their own addresses. */
   hosts?: EmulatedHostSpec[];
+  /** The hosts' SSH port (sshPort, else 22): another beside a real host's own sshd. */
+  hostPort?: number;
   /** Power every VM on at start (default: only when there are no hosts to do it). */
   autostart?: boolean;
   /** Where a VM relays SSH to (direct-tcpip, port 22 only): this prefix, else the VM's own subnet. */
@@ -146,6 +163,14 @@ export function scriptUrls(script: string, base: string): { kernel: string | nul
   return { kernel, initrd };
 }
 
+/** The broadcast address of the first IPv4 subnet on `dev`. */
+async function subnetBroadcast(dev: string, ns?: string): Promise<string> {
+  const { stdout } = await run('ip', [...(ns ? ['-n', ns] : []), '-o', '-4', 'addr', 'show', 'dev', dev]);
+  const cidr = /\binet (\S+)/.exec(stdout)?.[1];
+  if (!cidr) throw new Error(`${dev} has no IPv4 address to broadcast DHCP on`);
+  return broadcastOf(formatPrefix(networkOfAddress(cidr)));
+}
+
 /** GETs a URL from `localAddress`, streaming it; returns the body (if asked) and its length. */
 function httpGet(url: string, localAddress: string, keep: boolean): Promise<{ bytes: number; body: string }> {
   return new Promise((resolve, reject) => {
@@ -196,6 +221,8 @@ export class EmulatedGroup implements HostControl {
   private readonly limiter: Limiter;
   /** Addresses this group added (ip/prefix), in order. */
   private readonly added: string[] = [];
+  /** Broadcast routes this group added (onHostBridge), as `ip route` arguments. */
+  private readonly broadcastRoutes: string[][] = [];
   /** The pending waits, cut short by close(). */
   private readonly timers = new Set<{ timer: NodeJS.Timeout; resolve: () => void }>();
   private nodeCommands: NodeCommands | null = null;
@@ -213,7 +240,11 @@ export class EmulatedGroup implements HostControl {
       opts.faults ?? {},
       opts.seed ?? 1,
     );
-    const group = new EmulatedGroup(opts, authorized, faults, await DhcpClient.open(opts.dhcp));
+    const dhcp = opts.onHostBridge
+      ? { ...opts.dhcp, to: await subnetBroadcast(opts.interface, opts.ns) }
+      : opts.dhcp;
+    const group = new EmulatedGroup(opts, authorized, faults, await DhcpClient.open(dhcp));
+    if (opts.onHostBridge) await group.acceptVmBroadcasts();
     await group.startEngines();
     const autostart = opts.autostart ?? !opts.hosts?.length;
     group.firstOutcomes = Promise.all(autostart ? group.vms.map((vm) => group.bootToOutcome(vm, 'pxe')) : []);
@@ -320,9 +351,28 @@ export class EmulatedGroup implements HostControl {
       await this.ip('addr', 'del', cidr, 'dev', this.opts.interface).catch(() => {});
     }
     this.added.length = 0;
+    for (const route of this.broadcastRoutes) await this.ip('route', 'del', ...route).catch(() => {});
+    this.broadcastRoutes.length = 0;
   }
 
   // --- start -------------------------------------------------------------------------------------
+
+  /** A broadcast route in the local table per VM subnet: the kernel then takes the service node's replies. */
+  private async acceptVmBroadcasts(): Promise<void> {
+    const subnets = new Set(
+      this.opts.vms.map((v) => formatPrefix(prefixContaining(ipToInt(v.ip), v.prefixLength))),
+    );
+    for (const subnet of subnets) {
+      const route = ['broadcast', broadcastOf(subnet), 'dev', this.opts.interface, 'table', 'local'];
+      try {
+        await this.ip('route', 'add', ...route);
+        this.broadcastRoutes.push(route);
+      } catch (e) {
+        // already there (the host has an address on that subnet): not ours to remove
+        if (!/exists/i.test(String((e as { stderr?: string }).stderr ?? e))) throw e;
+      }
+    }
+  }
 
   /** VMs reached by a TakTuk connector run the installed taktuk's engine for real. */
   private async startEngines(): Promise<void> {
@@ -350,7 +400,11 @@ export class EmulatedGroup implements HostControl {
           h,
           this.opts.vms.filter((v) => v.host === h.name).map((v) => v.name),
           this,
-          { hostKey: this.hostKey, authorized: this.authorized, port: this.opts.sshPort },
+          {
+            hostKey: this.hostKey,
+            authorized: this.authorized,
+            port: this.opts.hostPort ?? this.opts.sshPort,
+          },
         ),
       ),
     );

@@ -59,3 +59,24 @@ export async function restoreNeighbourTables(state: Pick<TestbedState, 'resource
   }
   return restored;
 }
+
+/**
+ * Raises the thresholds for `addresses` for as long as a process needs them (a twin's machines),
+ * recording nothing; returns what puts back the values found, where they are still the ones set.
+ */
+export async function raiseNeighbourTablesWhile(addresses: number): Promise<() => Promise<void>> {
+  const want = neighbourThresholds(addresses);
+  const set: { k: string; old: number; value: number }[] = [];
+  // gc_thresh3 first when raising: the kernel wants gc_thresh2 <= gc_thresh3
+  for (const k of [...keys].reverse()) {
+    const old = await readValue(k);
+    if (old >= want[k]) continue;
+    await writeFile(path(k), `${want[k]}\n`);
+    set.push({ k, old, value: want[k] });
+  }
+  return async () => {
+    for (const { k, old, value } of set.reverse()) {
+      if ((await readValue(k).catch(() => Number.NaN)) === value) await writeFile(path(k), `${old}\n`);
+    }
+  };
+}

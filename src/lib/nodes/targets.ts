@@ -16,6 +16,8 @@ export interface DeployNode {
   /** The VM host (FQDN) and its own address: power control goes through it. */
   host: string;
   hostIp: string;
+  /** The SSH port of the host's power control (22 when absent). */
+  hostPort?: number;
   /** The service node's control endpoint (netboot profiles), null if it has none. */
   serviceUrl: string | null;
 }
@@ -54,6 +56,7 @@ export function testbedNodes(state: TestbedState): DeployNode[] {
       site: vm.site,
       host: vm.host,
       hostIp: hostIp.get(vm.host) ?? '',
+      hostPort: state.hostPowerPort ?? 22,
       serviceUrl: vm.serviceNode ? (serviceUrl.get(vm.serviceNode) ?? null) : null,
     })),
   );

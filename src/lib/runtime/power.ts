@@ -15,6 +15,8 @@ export interface PowerTarget {
   name: string;
   host: string;
   hostIp: string;
+  /** The SSH port of the host's power control (22 when absent). */
+  hostPort?: number;
 }
 
 export interface PowerControl {
@@ -34,6 +36,7 @@ export function hostPower(opts: {
       s = readFile(opts.keyFile).then((privateKey) =>
         openSession({
           host: n.hostIp,
+          port: n.hostPort,
           node: n.host,
           privateKey,
           knownHosts: opts.knownHosts,

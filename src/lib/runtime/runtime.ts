@@ -37,6 +37,13 @@ export interface VmHostAccess {
   uplink: string | null;
   /** KVM or TCG as host preparation found it on every host; null: tried on this machine. */
   accel: 'kvm' | 'tcg' | null;
+  /** The bridge on each host that faces the VMs (QEMU's taps join it, emulated VMs' addresses go on it). */
+  bridge: string;
+  /**
+   * Puts this package and a node binary on a host reached over SSH (once per package build) and
+   * says where they are there; absent where hosts share this machine's files (the local twin).
+   */
+  installPackage?(host: string, session: SshSession): Promise<{ node: string; packageDir: string }>;
   /** Puts a file under a service node's HTTP root, at `path` (relative to it, as in its URLs). */
   putServiceFile(serviceNode: { host: string; site: string }, path: string, file: string): Promise<void>;
 }
@@ -109,8 +116,6 @@ export interface VmRuntime {
   readonly localTwin: LocalTwin;
   /** Debian packages a VM host needs for this runtime (checked, and installed when missing, over SSH). */
   readonly hostPackages: readonly string[];
-  /** Why this runtime cannot launch VMs on machines reached over SSH only (provider g5k); absent: it can. */
-  readonly sshHostsRefusal?: string;
   /**
    * The VM-hosts phase: what the hosts need before their VMs can start. `vms` false: setup stops
    * after this phase (a runtime may then skip what only the VMs need).

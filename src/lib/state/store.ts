@@ -65,6 +65,11 @@ export interface TestbedState {
   discovered: Record<string, { nodes: string[]; vlans: number[]; subnets: string[] }>;
   /** Provider g5k: each reserved machine's reinstall, by FQDN (absent before that phase). */
   machines?: Record<string, MachineRecord>;
+  /**
+   * The SSH port VM power control reaches a VM host at, when not its sshd's 22: emulated host
+   * groups serve the hosts' control beside a real host's own sshd.
+   */
+  hostPowerPort?: number;
   createdAt: string;
   updatedAt: string;
 }

@@ -13,7 +13,6 @@ import { CREDENTIALS_FILE, type Credentials, loadCredentials, printableUrl } fro
 import { formatWalltime, parseWalltime, ResourceSyntaxError } from '../g5k/oar.js';
 import type { ClusterDoc, NodeDoc } from '../g5k/types.js';
 import type { Logger } from '../log.js';
-import { runtimeFor } from '../runtime/index.js';
 import type { DoctorCheck } from './doctor-check.js';
 import { type ReserveCheckOptions, reserveOneNode } from './doctor-reserve.js';
 
@@ -104,15 +103,6 @@ export async function runDoctor(
     };
   };
 
-  const refusal = runtimeFor(config).sshHostsRefusal;
-  if (refusal) {
-    add({
-      check: 'VM runtime',
-      level: 'blocker',
-      detail: `${refusal}: use qemu (or setup --until services)`,
-      field: 'vms.runtime',
-    });
-  }
   opts.logger.info(`checking ${printableUrl(apiUrl)} with credentials: ${found.source}`);
   if (!(await checkApi(client, found, add))) return report();
 

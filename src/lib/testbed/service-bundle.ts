@@ -6,10 +6,12 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { access, realpath, rename, rm } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { basename, dirname, join, posix } from 'node:path';
 import { execa } from 'execa';
 import { TestbedError } from '../errors.js';
 import { packageRoot } from '../package-root.js';
+import { sq } from '../shell.js';
+import type { SshSession } from '../ssh/session.js';
 
 export interface ServiceBundle {
   file: string;
@@ -61,6 +63,39 @@ export async function serviceBundle(file: string): Promise<ServiceBundle> {
   const hash = createHash('sha256');
   for await (const chunk of createReadStream(file)) hash.update(chunk);
   return { file, id: hash.digest('hex').slice(0, 16) };
+}
+
+/**
+ * Unpacks the bundle into `packageDir` on the node behind `session`, unless the node already holds
+ * this very bundle there; says where the node binary and the CLI are.
+ */
+export async function shipBundle(
+  session: SshSession,
+  bundle: ServiceBundle,
+  packageDir: string,
+  node: string,
+): Promise<{ node: string; cli: string; packageDir: string }> {
+  const marker = posix.join(packageDir, `.bundle-${bundle.id}`);
+  const have = await session.exec(`test -e ${sq(marker)}`, 20_000);
+  if (have.code !== 0) {
+    const dir = sq(packageDir);
+    const r = await session.run(
+      `rm -rf ${dir} && mkdir -p ${dir} && tar -xzf - -C ${dir} && touch ${sq(marker)}`,
+      {
+        timeoutMs: 600_000,
+        stdin: createReadStream(bundle.file),
+      },
+    );
+    if (r.code !== 0) {
+      const why = r.error ?? (r.stderr.trim() || r.stdout.trim()).split('\n').slice(-3).join(' | ');
+      throw new TestbedError(`${node}: copying the package failed: ${why}`);
+    }
+  }
+  return {
+    node: posix.join(packageDir, bundledNode),
+    cli: posix.join(packageDir, bundledCli),
+    packageDir,
+  };
 }
 
 /** The package's production dependencies (npm's view), as paths under the package root. */

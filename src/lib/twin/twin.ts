@@ -9,7 +9,9 @@ import { type Inventory, synthesizeInventory } from '../api/inventory.js';
 import { type ApiServer, startApiServer } from '../api/server.js';
 import type { TestbedConfig } from '../config/schema.js';
 import { InputError } from '../errors.js';
+import { parsePrefix, prefixSize } from '../net/ipv4.js';
 import { requireRoot } from '../netns/build.js';
+import { raiseNeighbourTablesWhile } from '../netns/neigh.js';
 import { requireSshd } from '../netns/sshd.js';
 import { localInventorySpec } from '../provider/session.js';
 import { TestbedLayout } from '../state/layout.js';
@@ -86,11 +88,16 @@ export async function startTwin(opts: TwinOptions): Promise<Twin> {
     layout.twin,
     publicKeyLines(await readFile(key.pub, 'utf8'), key.pub),
   );
+  // The kernel's ARP table is shared by every namespace and only this machine's thresholds
+  // apply to the twin's machines: sized for every address the sites' VM networks can hold.
+  const vmAddresses = [...plan.vmNetworks.values()].reduce((n, p) => n + prefixSize(parsePrefix(p)), 0);
+  const restoreNeighbours = await raiseNeighbourTablesWhile(vmAddresses + plan.machines.size);
   try {
     await machines.create();
   } catch (err) {
     // a clash found before anything was made leaves nothing to remove, and must not remove another's
     if (!(err instanceof InputError)) await machines.close();
+    await restoreNeighbours();
     throw err;
   }
   let server: ApiServer;
@@ -109,6 +116,7 @@ export async function startTwin(opts: TwinOptions): Promise<Twin> {
     });
   } catch (err) {
     await machines.close();
+    await restoreNeighbours();
     throw err;
   }
   return {
@@ -119,6 +127,7 @@ export async function startTwin(opts: TwinOptions): Promise<Twin> {
     close: async () => {
       await server.close();
       await machines.close();
+      await restoreNeighbours();
     },
   };
 }

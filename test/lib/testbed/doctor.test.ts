@@ -145,23 +145,6 @@ sites:
     assert.match(byField['sites[1].clusters[0].hosts'], /40 asked for, the cluster has 3/);
   });
 
-  it('names the VM runtime a g5k run cannot use yet', async () => {
-    const report = await runDoctor(
-      config(api.url, `vms: { runtime: emulated }\n${good()}`),
-      'doc.yaml',
-      opts,
-    );
-    assert.deepEqual(
-      blockers(report.checks).map((c) => [c.field, c.detail]),
-      [
-        [
-          'vms.runtime',
-          'emulated VMs run on the local provider only for now: use qemu (or setup --until services)',
-        ],
-      ],
-    );
-  });
-
   it('names a site that does not exist', async () => {
     const body = 'sites: [{ name: atlantis, clusters: [{ name: x, hosts: 1 }] }]\n';
     const report = await runDoctor(config(api.url, body), 'doc.yaml', opts);

@@ -67,23 +67,6 @@ describe('setup on g5k: reinstall and KaVLAN', () => {
     assert.ok(result.plan.sites[0].vmGateway, 'the VMs have a gateway in the VLAN');
   });
 
-  it('refuses emulated VMs on g5k before reserving anything, unless setup stops before the VMs', async () => {
-    const emulated = (url: string) => {
-      const loaded = configFor(url);
-      return {
-        ...loaded,
-        config: { ...loaded.config, vms: { ...loaded.config.vms, runtime: 'emulated' as const } },
-      };
-    };
-    await assert.rejects(
-      setupTestbed(emulated(api().url), { waitTimeoutMs: 20_000 }, ctx),
-      /vms\.runtime: emulated VMs run on the local provider only for now/,
-    );
-    assert.equal(api().scheduler.listJobs('nancy').length, 0, 'nothing reserved');
-    const stopped = await setupTestbed(emulated(api().url), opts, ctx);
-    assert.equal(stopped.phase, 'vlan');
-  });
-
   it('goes on over SSH only to machines on this machine: an API without machines is refused, nothing sent', async () => {
     // The fixture's documents give Grid'5000's own private addresses (172.16.70.N): off this machine.
     await assert.rejects(

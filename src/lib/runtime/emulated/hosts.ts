@@ -1,13 +1,14 @@
 // The emulated runtime's VM-hosts phase: the placeholder deployment environment on the service
-// nodes, one emulated host group per site (a Node process in the site's namespace playing the
-// site's hosts and VMs, src/lib/emulated/), then the check that every emulated host answers SSH.
+// nodes, the emulated host groups — on the local twin one per site (a Node process in the site's
+// namespace playing the site's hosts and VMs, src/lib/emulated/), on hosts reached over SSH one
+// per host (remote-groups.ts) — then the check that every emulated host answers SSH.
 // The SSH sessions opened by the check are kept: the VMs phase powers and follows VMs through them.
 // Each group's host key is made here and pinned for its hosts' and VMs' addresses before it starts.
 // Resume: a group whose recorded pid is alive is not started again.
 import { spawn } from 'node:child_process';
 import { openSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { writeFileAtomic } from '../../atomic-file.js';
 import { eachLimited } from '../../concurrency.js';
@@ -16,14 +17,16 @@ import { defaultModel } from '../../emulated/model.js';
 import { generateHostKey } from '../../emulated/ssh.js';
 import { TestbedError } from '../../errors.js';
 import { parsePrefix } from '../../net/ipv4.js';
-import { type HostNs, isHostGroup } from '../../netns/topology.js';
+import { type HostNs, isHostGroup, type Topology } from '../../netns/topology.js';
 import { isAlive } from '../../pid.js';
 import type { Plan, VmPlan } from '../../planner/plan.js';
 import { KnownHosts, knownHostsAddress } from '../../ssh/known-hosts.js';
 import { openSession } from '../../ssh/pool.js';
 import type { SshSession } from '../../ssh/session.js';
+import { deployInitrdPath, deployKernelPath } from '../../state/layout.js';
 import { type StateStore, type TestbedState, upsertResource } from '../../state/store.js';
 import type { RuntimeContext } from '../runtime.js';
+import { type ControlEndpoint, hostControlPort, startRemoteGroups } from './remote-groups.js';
 
 /** Emulated VMs fetch these instead of the real kernel and initrd: 4552 × 30 MB is too much to move. */
 const placeholder = { kernelBytes: 64 * 1024, initrdBytes: 256 * 1024 };
@@ -47,7 +50,7 @@ export interface EmulatedHosts {
 export async function pinGroupHostKey(
   file: string,
   knownHosts: KnownHosts,
-  nodes: readonly { name: string; ip: string }[],
+  nodes: readonly { name: string; ip: string; port?: number }[],
 ): Promise<string> {
   let key = await readFile(file, 'utf8').catch(() => '');
   if (!key) {
@@ -55,34 +58,26 @@ export async function pinGroupHostKey(
     await writeFileAtomic(file, key);
   }
   await knownHosts.pin(
-    nodes.map((n) => ({ address: knownHostsAddress(n.ip), node: n.name })),
+    nodes.map((n) => ({ address: knownHostsAddress(n.ip, n.port), node: n.name })),
     key,
   );
   return key;
 }
 
-/** Starts the groups and checks their hosts; on failure the sessions opened are closed again. */
+/**
+ * Starts the groups and checks their hosts; on failure the sessions opened are closed again. On
+ * the local twin one group per site plays its hosts too; on hosts reached over SSH only, one group
+ * per host plays its VMs and the host's control (remote-groups.ts).
+ */
 export async function startEmulatedHosts(ctx: RuntimeContext): Promise<EmulatedHosts> {
-  const { store, state, plan, topology: topo, progress } = ctx;
-  // refused before anything is reserved (setup, doctor): a caller that got here anyway is a bug
-  if (!topo) throw new TestbedError("the emulated runtime needs the local twin's namespaces");
-  await placePlaceholders(store, plan);
-  const groups = topo.namespaces.filter(isHostGroup);
+  const { store, progress } = ctx;
+  await placePlaceholders(ctx);
   const knownHosts = KnownHosts.at(store.layout.knownHosts);
-  await progress.step(`Start ${groups.length} emulated host group(s)`, async (step) => {
-    let n = 0;
-    for (const g of groups) {
-      const vms = plan.sites.find((s) => s.name === g.site)?.vms ?? [];
-      const hostNodes = (g.hosts ?? []).map((h) => ({ name: h.fqdn, ip: h.ip }));
-      await pinGroupHostKey(store.layout.emulatedGroup(g.site).hostKey, knownHosts, [...hostNodes, ...vms]);
-      await startGroup(store, state, plan, g);
-      step.status(`${++n}/${groups.length} listening`);
-    }
-  });
-  const key = store.layout.ssh.clientKey;
-  const hosts = groups.flatMap((g) => g.hosts ?? []);
+  const privateKey = await readFile(store.layout.ssh.clientKey);
+  const hosts = ctx.topology
+    ? await startLocalGroups(ctx, ctx.topology, knownHosts)
+    : await startGroupsOverSsh(ctx, knownHosts, privateKey);
   const sessions = new Map<string, SshSession>();
-  const privateKey = await readFile(key);
   try {
     await progress.step(`Check the ${hosts.length} emulated hosts answer SSH`, async (step) => {
       const down: string[] = [];
@@ -90,6 +85,7 @@ export async function startEmulatedHosts(ctx: RuntimeContext): Promise<EmulatedH
         try {
           const s = await openSession({
             host: h.ip,
+            port: h.port,
             node: h.fqdn,
             privateKey,
             knownHosts,
@@ -119,19 +115,71 @@ export async function startEmulatedHosts(ctx: RuntimeContext): Promise<EmulatedH
   return { sessions, privateKey, knownHosts, count: hosts.length };
 }
 
-async function placePlaceholders(store: StateStore, plan: Plan): Promise<void> {
+/** One group per site, in the site's namespace, playing the site's hosts and VMs. */
+async function startLocalGroups(
+  ctx: RuntimeContext,
+  topo: Topology,
+  knownHosts: KnownHosts,
+): Promise<ControlEndpoint[]> {
+  const { store, state, plan, progress } = ctx;
+  const groups = topo.namespaces.filter(isHostGroup);
+  await progress.step(`Start ${groups.length} emulated host group(s)`, async (step) => {
+    let n = 0;
+    for (const g of groups) {
+      const vms = plan.sites.find((s) => s.name === g.site)?.vms ?? [];
+      const hostNodes = (g.hosts ?? []).map((h) => ({ name: h.fqdn, ip: h.ip }));
+      await pinGroupHostKey(store.layout.emulatedGroup(g.site).hostKey, knownHosts, [...hostNodes, ...vms]);
+      await startGroup(store, state, plan, g);
+      step.status(`${++n}/${groups.length} listening`);
+    }
+  });
+  return groups.flatMap((g) => g.hosts ?? []).map((h) => ({ fqdn: h.fqdn, ip: h.ip, port: 22 }));
+}
+
+/**
+ * One group per VM host over SSH, each with the testbed's group key, pinned for the hosts' control
+ * port and the VMs' addresses; power control is told that port through the state.
+ */
+async function startGroupsOverSsh(
+  ctx: RuntimeContext,
+  knownHosts: KnownHosts,
+  privateKey: Buffer,
+): Promise<ControlEndpoint[]> {
+  const { store, state, plan, access } = ctx;
+  const files = store.layout.emulatedGroup('hosts');
+  const vms = plan.sites.flatMap((s) => s.vms);
+  const controlled = [...new Set(vms.map((vm) => vm.host))].map((host) => ({
+    name: host,
+    ip: access.hostAddresses.get(host) ?? '',
+    port: hostControlPort,
+  }));
+  const hostKey = await pinGroupHostKey(files.hostKey, knownHosts, [...controlled, ...vms]);
+  const authorizedKey = await readFile(store.layout.ssh.clientPublicKey, 'utf8');
+  state.hostPowerPort = hostControlPort;
+  await store.write(state);
+  return startRemoteGroups(ctx, { hostKey, authorizedKey, knownHosts, privateKey });
+}
+
+/** Made here once, then put on every service node as it would receive the real environment. */
+async function placePlaceholders(ctx: RuntimeContext): Promise<void> {
+  const { store, plan, access } = ctx;
   const fill = (bytes: number, what: string) => {
     const head = Buffer.from(`kabootstrap emulated deployment environment: placeholder ${what}\n`);
     return Buffer.concat([head, Buffer.alloc(bytes - head.length, 0x6b)]);
   };
-  for (const site of plan.sites) {
-    for (const sn of site.serviceNodes) {
-      const files = store.layout.serviceNode(sn.host, site.name);
-      await mkdir(dirname(files.deployKernel), { recursive: true });
-      await writeFile(files.deployKernel, fill(placeholder.kernelBytes, 'kernel'));
-      await writeFile(files.deployInitrd, fill(placeholder.initrdBytes, 'initrd'));
-    }
-  }
+  const dir = store.layout.emulatedDir;
+  await mkdir(dir, { recursive: true });
+  const kernel = join(dir, 'placeholder-vmlinuz');
+  const initrd = join(dir, 'placeholder-initrd.img');
+  await writeFile(kernel, fill(placeholder.kernelBytes, 'kernel'));
+  await writeFile(initrd, fill(placeholder.initrdBytes, 'initrd'));
+  const serviceNodes = plan.sites.flatMap((site) =>
+    site.serviceNodes.map((sn) => ({ host: sn.host, site: site.name })),
+  );
+  await eachLimited(serviceNodes, 8, async (sn) => {
+    await access.putServiceFile(sn, deployKernelPath, kernel);
+    await access.putServiceFile(sn, deployInitrdPath, initrd);
+  });
 }
 
 /** The group's entry script: the built one, or the TypeScript source when run from source (tests). */

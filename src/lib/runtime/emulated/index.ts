@@ -1,5 +1,6 @@
-// The emulated runtime: one Node process per site plays the site's hosts and thousands of VMs
-// (src/lib/emulated/), booting by the boot model at its time scale. Its VM-hosts phase starts
+// The emulated runtime: Node processes play thousands of VMs (src/lib/emulated/), booting by the
+// boot model at its time scale — on the local twin one per site, playing its hosts too; on hosts
+// reached over SSH one per host. Its VM-hosts phase starts
 // those processes and checks every host answers SSH (hosts.ts); its VMs phase powers the VMs on
 // and waits for them (boot.ts). Power goes through `kb-host power` on the host (power.ts).
 import type { TestbedConfig } from '../../config/schema.js';
@@ -40,7 +41,6 @@ export function emulatedRuntime(config: TestbedConfig): VmRuntime {
     // The host group is this package's own process (shipped like a service node's); its emulated
     // hosts' addresses go on the host with ip, and TakTuk runs on them.
     hostPackages: ['iproute2', 'procps', 'taktuk'],
-    sshHostsRefusal: 'emulated VMs run on the local provider only for now',
     prepareHosts,
     power: emulatedPower,
   };

@@ -10,7 +10,6 @@ import type { Plan } from '../../planner/plan.js';
 import { routeSsh } from '../../provider/gateway.js';
 import { openSession, type ProviderSession } from '../../provider/session.js';
 import type { VmBoot } from '../../runtime/boot-tracker.js';
-import { runtimeFor } from '../../runtime/index.js';
 import type { RuntimeName } from '../../runtime/runtime.js';
 import { KnownHosts } from '../../ssh/known-hosts.js';
 import { newState, StateStore, type TestbedState } from '../../state/store.js';
@@ -88,14 +87,6 @@ export async function setupTestbed(
       `--until ${opts.until}: the local provider builds its machines in one go; only provider g5k stops after a phase`,
     );
   }
-  const launchesOnG5k =
-    loaded.config.provider === 'g5k' && !opts.reserveOnly && opts.until === undefined && opts.vms !== false;
-  const refusal = runtimeFor(loaded.config).sshHostsRefusal;
-  if (launchesOnG5k && refusal) {
-    throw new InputError(
-      `config ${loaded.source}: vms.runtime: ${refusal}; on g5k use qemu, or stop before the VMs (--until services, --no-vms)`,
-    );
-  }
   const store = new StateStore(loaded.config.name);
   await store.lock('setup');
   let session: ProviderSession | null = null;
@@ -156,8 +147,8 @@ async function runPhases(ctx: SetupContext, resumed: boolean): Promise<SetupResu
   let vms: VmBoot[] = [];
   let accel: 'kvm' | 'tcg' | null = null;
   // On g5k (the local provider still builds its machines below), the reserved machines are
-  // reinstalled, put into the VLAN, then prepared and given their services over SSH; the VMs'
-  // phases are not built for g5k yet.
+  // reinstalled, put into the VLAN, then prepared and given their services over SSH, then the
+  // runtime launches the VMs on them over SSH.
   if (config.provider === 'g5k' && !options.reserveOnly) {
     const reinstalled = await reinstallMachines({ ...ctx, plan }, reservation);
     machineOutcomes = reinstalled.machines;

@@ -6,10 +6,8 @@
 // the control endpoint answers with the testbed's secret.
 // Resume: a service node the state records as started and that answers is left running; any
 // other is stopped (the recipe's down phase) and installed again.
-import { createReadStream } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { isIPv4 } from 'node:net';
-import { posix } from 'node:path';
 import type { Readable } from 'node:stream';
 import { eachLimited } from '../../concurrency.js';
 import { InputError, TestbedError } from '../../errors.js';
@@ -30,7 +28,7 @@ import {
   serviceNodesOf,
 } from '../../state/service-nodes.js';
 import { upsertResource } from '../../state/store.js';
-import { bundledCli, bundledNode, serviceBundle } from '../service-bundle.js';
+import { serviceBundle, shipBundle } from '../service-bundle.js';
 import { probeService, type ServiceProbe } from '../service-nodes.js';
 import type { SshPhaseContext } from './context.js';
 
@@ -139,21 +137,12 @@ export async function installServiceNodesOverSsh(
       'its VM-network address',
       `sh -c ${sq(addressScript)} address ${sq(input.ip)} ${parsePrefix(input.network.subnet).length}`,
     );
-    const marker = posix.join(remote.packageDir, `.bundle-${bundle.id}`);
-    const have = await session.exec(`test -e ${sq(marker)}`, 20_000);
-    if (have.code !== 0) {
-      const dir = sq(remote.packageDir);
-      await must(
-        'copying the package',
-        `rm -rf ${dir} && mkdir -p ${dir} && tar -xzf - -C ${dir} && touch ${sq(marker)}`,
-        createReadStream(bundle.file),
-      );
-    }
+    const pkg = await shipBundle(session, bundle, remote.packageDir, input.name);
     const config = serviceNodeConfigSchema.parse({ ...input, interface: nic });
     const files = remote.serviceNode(config.name, config.site);
     const vars = {
-      node: posix.join(remote.packageDir, bundledNode),
-      cli: posix.join(remote.packageDir, bundledCli),
+      node: pkg.node,
+      cli: pkg.cli,
       config: files.config,
       tftpRoot: config.tftpRoot,
       httpRoot: config.httpRoot,

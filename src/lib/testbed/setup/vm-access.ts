@@ -2,8 +2,9 @@
 // on the local provider its twin's namespaces (host addresses from the topology, the host's
 // `vlan0` for the bridge, boot files copied into the service node's directory here, KVM tried
 // here); on g5k the reinstalled machines, over SSH only (their recorded addresses, the bridge that
-// host preparation made, boot files sent over SSH to the service node, KVM as each host found it,
-// or as a guest boot here finds it when the hosts are a twin's namespaces on this machine).
+// host preparation made, boot files sent over SSH to the service node, this package sent as the
+// service nodes get it, KVM as each host found it, or as a guest boot here finds it when the
+// hosts are a twin's namespaces on this machine).
 import { createReadStream } from 'node:fs';
 import { copyFile, mkdir, readFile } from 'node:fs/promises';
 import { dirname, join, posix } from 'node:path';
@@ -14,12 +15,14 @@ import { sq } from '../../shell.js';
 import { KnownHosts } from '../../ssh/known-hosts.js';
 import { openSession } from '../../ssh/pool.js';
 import { remoteServiceLayout, serviceNodeRoot, type TestbedLayout } from '../../state/layout.js';
+import { type ServiceBundle, serviceBundle, shipBundle } from '../service-bundle.js';
 import type { HostPrepResult } from './prepare-hosts.js';
 
 export function localAccess(layout: TestbedLayout, topology: Topology): VmHostAccess {
   return {
     hostAddresses: new Map(topology.namespaces.map((n) => [n.fqdn, n.ip])),
     uplink: 'vlan0',
+    bridge: 'br0',
     accel: null,
     putServiceFile: async (sn, path, file) => {
       const target = join(layout.serviceNode(sn.host, sn.site).httpRoot, ...path.split('/'));
@@ -38,9 +41,13 @@ export function sshAccess(
   hostsAreHere: boolean,
 ): VmHostAccess {
   const remote = remoteServiceLayout(serviceNodeRoot, testbed);
+  // packed once, on first use: the service node phase has usually left it there already
+  let bundle: Promise<ServiceBundle> | undefined;
   return {
     hostAddresses: addresses,
     uplink: null,
+    // the bridge host preparation made (prepare-hosts.ts)
+    bridge: 'br0',
     // One host without KVM makes every VM run under TCG: the boot deadlines are the runtime's.
     // A /dev/kvm that opens may still hang a guest (nested virtualisation): on real hosts the
     // device is trusted, on a twin's the guest boot tried here decides.
@@ -49,6 +56,10 @@ export function sshAccess(
       : prepared.length > 0 && prepared.every((h) => h.accel === 'kvm')
         ? 'kvm'
         : 'tcg',
+    installPackage: async (host, session) => {
+      bundle ??= serviceBundle(layout.serviceBundle);
+      return shipBundle(session, await bundle, remote.packageDir, host);
+    },
     putServiceFile: async (sn, path, file) => {
       const address = addresses.get(sn.host);
       if (!address) throw new TestbedError(`service node ${sn.host}: no SSH address`);
