@@ -90,7 +90,10 @@ export const INSTANCE_MICRO_STEPS: Record<InstanceName, readonly MicroStep[]> = 
     ...prepareDisk,
   ],
   ...byBroadcastStep<readonly MicroStep[]>((method) => [{ kind: 'broadcast', method }, { kind: 'sync' }]),
+  // The profile first, as Kadeploy does: a node reset after a kexec deployment must network-boot
+  // the deployed system, not the deployment environment.
   BootNewEnvKexec: [
+    { kind: 'switchProfile', profile: 'deployed' },
     { kind: 'kexec', target: 'deployed' },
     { kind: 'waitReboot', env: 'deployed' },
   ],

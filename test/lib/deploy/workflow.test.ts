@@ -21,7 +21,7 @@ const T0 = 1_000_000;
 // Durations of the fake driver (see fake.ts): one attempt of each default instance.
 const untrustedMs = 100 + 1_000 + 20_000 + 200 + 300 + 2_000 + 100; // 23.7 s
 const chainMs = 30_000 + 1_000;
-const kexecMs = 500 + 20_000;
+const kexecMs = 100 + 500 + 20_000;
 
 function wf(steps?: string): Workflow {
   return mergeWorkflow(defaultWorkflow(), steps ? parseSteps(steps) : {});
@@ -129,7 +129,7 @@ describe('microStepsFor', () => {
       ['kexec(deploy)', 'waitReboot(deploy)', 'installKey', 'partition', 'format', 'mount'],
     ],
     ['BroadcastEnvTree', 3, ['broadcast(tree)', 'sync']],
-    ['BootNewEnvKexec', 2, ['kexec(deployed)', 'waitReboot(deployed)']],
+    ['BootNewEnvKexec', 2, ['switchProfile(deployed)', 'kexec(deployed)', 'waitReboot(deployed)']],
     ['BootNewEnvClassical', 1, ['switchProfile(deployed)', 'reboot(soft)', 'waitReboot(deployed)']],
     ['BootNewEnvClassical', 3, ['switchProfile(deployed)', 'reboot(very_hard)', 'waitReboot(deployed)']],
     ['BootNewEnvHardReboot', 1, ['switchProfile(deployed)', 'reboot(hard)', 'waitReboot(deployed)']],
@@ -182,7 +182,7 @@ describe('runWorkflow', () => {
     }
     assert.equal(result.startedAt, T0);
     assert.equal(result.finishedAt, T0 + untrustedMs + chainMs + kexecMs);
-    assert.equal(result.steps.length, 4 * (7 + 2 + 2));
+    assert.equal(result.steps.length, 4 * (7 + 2 + 3));
     assert.deepEqual(
       recordsOf(result, 'n3').map((s) => `${s.macro}/${s.instance}/${s.micro}#${s.attempt}:${s.outcome}`),
       [
@@ -195,6 +195,7 @@ describe('runWorkflow', () => {
         'SetDeploymentEnv/SetDeploymentEnvUntrusted/mount#1:ok',
         'BroadcastEnv/BroadcastEnvChain/broadcast(chain)#1:ok',
         'BroadcastEnv/BroadcastEnvChain/sync#1:ok',
+        'BootNewEnv/BootNewEnvKexec/switchProfile(deployed)#1:ok',
         'BootNewEnv/BootNewEnvKexec/kexec(deployed)#1:ok',
         'BootNewEnv/BootNewEnvKexec/waitReboot(deployed)#1:ok',
       ],
@@ -203,7 +204,7 @@ describe('runWorkflow', () => {
     assert.equal(fmt.start, T0 + 100 + 1_000 + 20_000 + 200 + 300);
     assert.equal(fmt.durationMs, 2_000);
     // The set never split: one driver call per micro-step, all nodes in it.
-    assert.equal(driver.calls.length, 11);
+    assert.equal(driver.calls.length, 12);
     for (const c of driver.calls) assert.deepEqual(c.nodes, nodes);
     const batches = events
       .filter((e) => e.type === 'batchStart')
@@ -285,8 +286,10 @@ describe('runWorkflow', () => {
         (s) => `${s.instance}#${s.attempt} ${s.micro} ${s.outcome}`,
       ),
       [
+        'BootNewEnvKexec#1 switchProfile(deployed) ok',
         'BootNewEnvKexec#1 kexec(deployed) ok',
         'BootNewEnvKexec#1 waitReboot(deployed) ko',
+        'BootNewEnvKexec#2 switchProfile(deployed) ok',
         'BootNewEnvKexec#2 kexec(deployed) ok',
         'BootNewEnvKexec#2 waitReboot(deployed) ko',
         'BootNewEnvHardReboot#1 switchProfile(deployed) ok',
@@ -390,8 +393,8 @@ describe('runWorkflow', () => {
     assert.equal(defaultRebootTimeoutMs(0), 200_000);
     // The BootNewEnv probe budget is capped by what is left of BootNewEnvKexec's 150 s.
     const boot = driver.callsOf('waitReboot(deployed)');
-    assert.equal(boot[0].timeoutMs, 150_000 - 500);
-    assert.equal(boot[1].timeoutMs, 150_000 - 500 - 20_000);
+    assert.equal(boot[0].timeoutMs, 150_000 - 100 - 500);
+    assert.equal(boot[1].timeoutMs, 150_000 - 100 - 500 - 20_000);
   });
 
   it('marks every node still in a timed-out instance KO with the step and micro-step', async () => {
@@ -422,11 +425,11 @@ describe('runWorkflow', () => {
       assert.equal(end(wait[0]), bootStart + 60_000);
     }
     // n1 and n2 were in the hung call; n3's window never started.
-    assert.equal(recordsOf(result, 'n1', { micro: 'waitReboot(deployed)' })[0].start, bootStart + 500);
+    assert.equal(recordsOf(result, 'n1', { micro: 'waitReboot(deployed)' })[0].start, bootStart + 100 + 500);
     assert.equal(recordsOf(result, 'n3', { micro: 'waitReboot(deployed)' })[0].durationMs, 0);
     // n4 had already failed, with its own reason, long before.
     assert.equal(byNode.get('n4')!.reason, 'BootNewEnvKexec: kexec failed');
-    assert.equal(byNode.get('n4')!.finishedAt, bootStart + 500);
+    assert.equal(byNode.get('n4')!.finishedAt, bootStart + 100 + 500);
     const probes = driver.callsOf('waitReboot(deployed)');
     assert.equal(probes.length, 1);
     assert.equal(probes[0].aborted, true);

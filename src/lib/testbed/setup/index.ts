@@ -146,6 +146,7 @@ async function runPhases(ctx: SetupContext, resumed: boolean): Promise<SetupResu
   let services: ServiceProbe[] = [];
   let vms: VmBoot[] = [];
   let accel: 'kvm' | 'tcg' | null = null;
+  let emulatedHosts = 0;
   // On g5k (the local provider still builds its machines below), the reserved machines are
   // reinstalled, put into the VLAN, then prepared and given their services over SSH, then the
   // runtime launches the VMs on them over SSH.
@@ -177,12 +178,11 @@ async function runPhases(ctx: SetupContext, resumed: boolean): Promise<SetupResu
       } finally {
         vmHosts.close();
       }
-      accel = vmHosts.accel;
+      ({ accel, emulatedHosts } = vmHosts);
       await recordPhase(ctx, 'ready');
     }
   }
   let hosts: SshProbe[] = [];
-  let emulatedHosts = 0;
   // Past the plan, everything is built on the local provider's machines; on g5k (where nothing
   // is built by setup yet) and with --reserve-only, setup ends here.
   if (buildsLocalMachines(config, options)) {
