@@ -174,7 +174,7 @@ describe('testbed api -c: a twin with machines', { skip }, () => {
     assert.equal(vlanDoc.dhcpd, 'stopped');
     const peers = execFileSync(
       'ip',
-      ['-n', `kb-${name}-fabric`, '-o', 'link', 'show', 'master', `kv${vlan}`],
+      ['-n', `kb-${name}-fabric`, '-o', 'link', 'show', 'master', `kv${vlan}s0`],
       {
         encoding: 'utf8',
       },

@@ -199,6 +199,13 @@ export const testbedConfigSchema = z.strictObject({
       redeploys: nonNegativeInt('deployments again of a machine that came back KO').default(2),
     })
     .prefault({}),
+  // provider local: `direct` builds its network of namespaces itself; `twin` starts a site's twin
+  // (`testbed api -c` on this config) and runs the g5k pipeline against it over its API and SSH.
+  local: z
+    .strictObject({
+      via: z.enum(['direct', 'twin'], { error: 'expected "direct" or "twin"' }).default('direct'),
+    })
+    .prefault({}),
   sites: z.array(site).min(1, { error: 'a testbed needs at least one site' }),
   vms: vms.prefault({}),
   services: services.prefault({}),

@@ -1,7 +1,8 @@
 // A provider session: an API client for the testbed, plus whatever serves it. The `g5k`
 // provider talks to a real API URL; the `local` provider first starts the embedded API
-// (in this process, on loopback) from the config's emulated sites. Past that point both take
-// exactly the same code path: HTTP through G5kClient.
+// (in this process, on loopback) from the config's emulated sites, or, with `local.via: twin`,
+// talks to its twin process (twin-process.ts). Past that point all take exactly the same code
+// path: HTTP through G5kClient.
 import { type SyntheticInventorySpec, synthesizeInventory } from '../api/inventory.js';
 import { type ApiServer, startApiServer } from '../api/server.js';
 import { loadConfig } from '../config/load.js';
@@ -12,9 +13,15 @@ import type { Logger } from '../log.js';
 import { testbedDomain } from '../planner/plan.js';
 import { TestbedLayout } from '../state/layout.js';
 import { localLayout } from './local-layout.js';
+import { ensureTwin } from './twin-process.js';
 
 export interface ProviderSession {
   provider: TestbedConfig['provider'];
+  /**
+   * The reserved machines are reinstalled and reached over SSH only (provider g5k, and the local
+   * provider through its twin); false: the local provider builds them itself.
+   */
+  machinesOverSsh: boolean;
   client: G5kClient;
   apiUrl: string;
   /** Domain of node FQDNs in the API's inventory. */
@@ -34,6 +41,13 @@ export interface SessionOptions {
   /** Directory where the local provider's embedded API keeps its jobs; none = in memory only. */
   stateDir?: string;
   source: string;
+  /** The local provider through its twin: start the twin when none runs (setup only). */
+  startTwin?: boolean;
+}
+
+/** The local provider taking the g5k pipeline, against a twin of its sites (`local.via: twin`). */
+export function throughTwin(config: TestbedConfig): boolean {
+  return config.provider === 'local' && config.local.via === 'twin';
 }
 
 export function localInventorySpec(config: TestbedConfig, source: string): SyntheticInventorySpec {
@@ -78,6 +92,7 @@ export async function openSession(config: TestbedConfig, opts: SessionOptions): 
     const credentials = await apiCredentials(config, opts.source);
     return {
       provider: 'g5k',
+      machinesOverSsh: true,
       user: credentials?.username ?? config.api.user ?? process.env.USER,
       client: new G5kClient({
         baseUrl: apiUrl,
@@ -89,6 +104,30 @@ export async function openSession(config: TestbedConfig, opts: SessionOptions): 
       apiUrl: printableUrl(apiUrl),
       inventoryDomain: 'grid5000.fr',
       pollMs: [5000, 10000, 20000, 30000, 60000],
+      close: async () => {},
+    };
+  }
+  if (throughTwin(config)) {
+    if (!opts.stateDir) throw new Error('the local provider through its twin needs the state directory');
+    const twin = await ensureTwin(opts.stateDir, opts.source, {
+      start: opts.startTwin ?? false,
+      testbed: config.name,
+    });
+    const user = config.api.user ?? process.env.USER ?? 'kabootstrap';
+    return {
+      provider: 'local',
+      machinesOverSsh: true,
+      user,
+      client: new G5kClient({
+        baseUrl: twin.url,
+        credentials: null,
+        logger: opts.logger,
+        retry: { limit: 3, baseDelayMs: 50, maxDelayMs: 500 },
+      }),
+      apiUrl: twin.url,
+      inventoryDomain: testbedDomain(config),
+      pollMs: [100, 200, 400],
+      // the twin outlives the command: teardown stops it
       close: async () => {},
     };
   }
@@ -104,6 +143,7 @@ export async function openSession(config: TestbedConfig, opts: SessionOptions): 
   });
   return {
     provider: 'local',
+    machinesOverSsh: false,
     user,
     client: new G5kClient({
       baseUrl: server.url,

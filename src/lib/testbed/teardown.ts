@@ -1,8 +1,9 @@
 // `teardown`: releases everything a testbed's state records (the local network and its
 // processes, then the reservations), then removes the state. Idempotent.
 import { type NetworkTeardown, teardownNetwork } from '../netns/teardown.js';
-import { openSession, type ProviderSession } from '../provider/session.js';
-import { StateStore } from '../state/store.js';
+import { openSession, type ProviderSession, throughTwin } from '../provider/session.js';
+import { runningTwin, stopTwin } from '../provider/twin-process.js';
+import { StateStore, type TestbedState } from '../state/store.js';
 import type { TestbedContext } from './context.js';
 import { releaseJobs } from './reserve.js';
 
@@ -26,6 +27,7 @@ export async function teardownTestbed(name: string, ctx: TestbedContext): Promis
   await store.lock('teardown');
   let session: ProviderSession | null = null;
   try {
+    if (throughTwin(state.config)) return await teardownThroughTwin(store, state, ctx);
     const network =
       state.provider === 'local'
         ? await ctx.progress.step('Remove the local network and its processes', () => teardownNetwork(state))
@@ -46,4 +48,35 @@ export async function teardownTestbed(name: string, ctx: TestbedContext): Promis
     await session?.close();
     await store.unlock();
   }
+}
+
+/**
+ * The local provider through its twin: the jobs released over the twin's API (the twin removes
+ * their machines), then the twin stopped, then whatever a twin killed half-way left swept by name.
+ * A twin already gone took its jobs with it: nothing to release.
+ */
+async function teardownThroughTwin(
+  store: StateStore,
+  state: TestbedState,
+  ctx: TestbedContext,
+): Promise<TeardownResult> {
+  let releasedJobs = 0;
+  if (await runningTwin(store.dir)) {
+    const session = await openSession(state.config, {
+      logger: ctx.logger,
+      source: state.configSource,
+      stateDir: store.dir,
+    });
+    try {
+      releasedJobs = await ctx.progress.step('Release the reservations', (step) =>
+        releaseJobs(session, store, state, (site, uid) => step.status(`${site}: job ${uid} released`)),
+      );
+    } finally {
+      await session.close();
+    }
+  }
+  await ctx.progress.step('Stop the twin', () => stopTwin(store.dir));
+  const network = await teardownNetwork(state);
+  await store.destroy();
+  return { testbed: state.name, found: true, releasedJobs, network };
 }

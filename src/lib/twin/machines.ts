@@ -16,7 +16,7 @@ import { killAll } from '../netns/teardown.js';
 import { nsPrefix } from '../netns/topology.js';
 import { isAlive } from '../pid.js';
 import { hostDiskRoot, hostRunRoot, serviceNodeRoot, type TwinLayout } from '../state/layout.js';
-import { prodBridge, type TwinMachine, type TwinPlan, vlanBridge } from './plan.js';
+import { prodBridge, siteIndex, type TwinMachine, type TwinPlan, vlanBridge } from './plan.js';
 
 /**
  * Where kabootstrap writes on a machine (service node package and config, VM run files and disks):
@@ -137,7 +137,9 @@ export class TwinMachines implements MachineHooks {
     const m = this.machine(node);
     if (!this.running.has(m.fqdn)) throw new KbError(`${m.fqdn} is not up`);
     const fabric = this.plan.fabricNs;
-    const bridge = vlan ? vlanBridge(vlan.id) : prodBridge;
+    const bridge = vlan
+      ? vlanBridge(vlan.id, vlan.type === 'kavlan-global' ? null : siteIndex(this.plan, m.site))
+      : prodBridge;
     if (vlan && !this.bridges.has(bridge)) {
       await ip(['-n', fabric, 'link', 'add', bridge, 'type', 'bridge']);
       // the machine keeps its address: the fabric answers for the router and the controller

@@ -1,7 +1,7 @@
 // Where a site's twin puts its machines on this machine (pure): one namespace per node of the
 // config, its address and MAC from the local layout, a fabric namespace whose `prod` bridge is
-// the production network (the router at its third address), VLAN bridges `kv<id>` made when a
-// machine first joins one, and the controller's veth with a route to the whole prefix.
+// the production network (the router at its third address), VLAN bridges (`kv<id>s<site>`, a
+// global one `kv<id>`) made when a machine first joins one, and the controller's veth with a route to the whole prefix.
 import type { TestbedConfig } from '../config/schema.js';
 import { intToIp, parsePrefix } from '../net/ipv4.js';
 import { nsPrefix, testbedTag } from '../netns/topology.js';
@@ -34,7 +34,18 @@ export interface TwinPlan {
 }
 
 export const prodBridge = 'prod';
-export const vlanBridge = (id: number) => `kv${id}`;
+/**
+ * A VLAN's bridge in the fabric: a global VLAN is one network across sites, a local or routed one
+ * is the site's own (VLAN ids repeat from site to site). `site`: the site's index in the plan.
+ */
+export function vlanBridge(id: number, site: number | null): string {
+  return site === null ? `kv${id}` : `kv${id}s${site}`;
+}
+
+/** The index of a site in the plan (its order in the config), as VLAN bridge names use it. */
+export function siteIndex(plan: TwinPlan, site: string): number {
+  return [...plan.vmNetworks.keys()].indexOf(site);
+}
 
 export function twinPlan(config: TestbedConfig, source: string): TwinPlan {
   const layout = localLayout(config, source);

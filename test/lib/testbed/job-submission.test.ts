@@ -18,6 +18,7 @@ async function session(): Promise<{ api: ApiServer; session: ProviderSession }> 
     api,
     session: {
       provider: 'g5k',
+      machinesOverSsh: true,
       user: 'me',
       client,
       apiUrl: api.url,

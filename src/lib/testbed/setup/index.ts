@@ -8,7 +8,8 @@ import { type JobResources, jobResources } from '../../g5k/job-resources.js';
 import type { SshProbe } from '../../netns/ssh-check.js';
 import type { Plan } from '../../planner/plan.js';
 import { routeSsh } from '../../provider/gateway.js';
-import { openSession, type ProviderSession } from '../../provider/session.js';
+import { openSession, type ProviderSession, throughTwin } from '../../provider/session.js';
+import { stopTwin } from '../../provider/twin-process.js';
 import type { VmBoot } from '../../runtime/boot-tracker.js';
 import type { RuntimeName } from '../../runtime/runtime.js';
 import { KnownHosts } from '../../ssh/known-hosts.js';
@@ -82,9 +83,9 @@ export async function setupTestbed(
 ): Promise<SetupResult> {
   // Checked before anything is reserved, so a non-root run changes nothing.
   checkMachinesPossible(loaded.config, opts);
-  if (opts.until && loaded.config.provider !== 'g5k') {
+  if (opts.until && loaded.config.provider !== 'g5k' && !throughTwin(loaded.config)) {
     throw new InputError(
-      `--until ${opts.until}: the local provider builds its machines in one go; only provider g5k stops after a phase`,
+      `--until ${opts.until}: the local provider builds its machines in one go; only provider g5k (or local.via: twin) stops after a phase`,
     );
   }
   const store = new StateStore(loaded.config.name);
@@ -105,6 +106,7 @@ export async function setupTestbed(
       logger: ctx.logger,
       source: loaded.source,
       stateDir: store.dir,
+      startTwin: true,
     });
     await routeSsh(state.config, loaded.source, KnownHosts.at(store.layout.knownHosts));
     return await runPhases(
@@ -125,6 +127,7 @@ export async function setupTestbed(
     if (existing === null && state && jobRecords(state).length === 0) {
       await session?.close();
       session = null;
+      await stopTwin(store.dir);
       await store.destroy();
     }
     throw e;
@@ -147,10 +150,10 @@ async function runPhases(ctx: SetupContext, resumed: boolean): Promise<SetupResu
   let vms: VmBoot[] = [];
   let accel: 'kvm' | 'tcg' | null = null;
   let emulatedHosts = 0;
-  // On g5k (the local provider still builds its machines below), the reserved machines are
-  // reinstalled, put into the VLAN, then prepared and given their services over SSH, then the
+  // On g5k and through a twin (the local provider otherwise builds its machines below), the
+  // reserved machines are reinstalled, put into the VLAN, then prepared and given their services over SSH, then the
   // runtime launches the VMs on them over SSH.
-  if (config.provider === 'g5k' && !options.reserveOnly) {
+  if (ctx.session.machinesOverSsh && !options.reserveOnly) {
     const reinstalled = await reinstallMachines({ ...ctx, plan }, reservation);
     machineOutcomes = reinstalled.machines;
     const r = reinstalled.replan;

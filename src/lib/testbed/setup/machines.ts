@@ -8,18 +8,20 @@
 import { TestbedError } from '../../errors.js';
 import type { SshProbe } from '../../netns/ssh-check.js';
 import { isHostGroup, type Topology } from '../../netns/topology.js';
+import { throughTwin } from '../../provider/session.js';
 import type { TestbedState } from '../../state/store.js';
 import { buildLocalNetwork, checkLocalNetworkPossible, localTopology, probeHosts } from '../local-network.js';
 import { type PlannedContext, recordPhase, type SetupOptions } from './context.js';
 
 /** Whether setup builds the testbed's machines (and what runs on them) on this host. */
 export function buildsLocalMachines(config: TestbedState['config'], options: SetupOptions): boolean {
-  return config.provider === 'local' && !options.reserveOnly;
+  return config.provider === 'local' && !throughTwin(config) && !options.reserveOnly;
 }
 
 /** Checked before anything is reserved, so a run that could not build the machines changes nothing. */
 export function checkMachinesPossible(config: TestbedState['config'], options: SetupOptions): void {
-  if (buildsLocalMachines(config, options)) checkLocalNetworkPossible();
+  // the twin's machines are namespaces on this machine too
+  if (buildsLocalMachines(config, options) || throughTwin(config)) checkLocalNetworkPossible();
 }
 
 export async function buildMachines(ctx: PlannedContext): Promise<{ topology: Topology; hosts: SshProbe[] }> {
