@@ -5,7 +5,7 @@
 // controller and the nodes are both x86_64 Linux.
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { access, realpath, rename, rm } from 'node:fs/promises';
+import { access, readdir, readFile, realpath, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, posix } from 'node:path';
 import { execa } from 'execa';
 import { TestbedError } from '../errors.js';
@@ -25,8 +25,14 @@ export const bundledCli = 'bin/run.js';
 
 const packageFiles = ['bin', 'dist', 'templates', 'package.json', 'oclif.manifest.json'];
 
-/** Builds the bundle at `file`, or reuses the one an earlier run of this setup left there. */
+/**
+ * Builds the bundle at `file`, or reuses the one an earlier run of this setup left there when the
+ * package has not changed since (a setup resumed after an upgrade ships the new one).
+ */
 export async function serviceBundle(file: string): Promise<ServiceBundle> {
+  const built = await packageFingerprint();
+  const madeFrom = await readFile(`${file}.from`, 'utf8').catch(() => null);
+  if (madeFrom !== built) await rm(file, { force: true });
   if (!(await exists(file))) {
     const parts = [];
     for (const f of packageFiles) if (await exists(join(packageRoot, f))) parts.push(f);
@@ -59,6 +65,7 @@ export async function serviceBundle(file: string): Promise<ServiceBundle> {
       throw new TestbedError(`cannot pack the service node bundle: ${r.stderr.trim().split('\n').pop()}`);
     }
     await rename(tmp, file);
+    await writeFile(`${file}.from`, built);
   }
   const hash = createHash('sha256');
   for await (const chunk of createReadStream(file)) hash.update(chunk);
@@ -96,6 +103,19 @@ export async function shipBundle(
     cli: posix.join(packageDir, bundledCli),
     packageDir,
   };
+}
+
+/** What the bundle is made of, in short: every packed file of this package, its size and time. */
+async function packageFingerprint(): Promise<string> {
+  const hash = createHash('sha256');
+  for (const f of packageFiles) {
+    const entries = await readdir(join(packageRoot, f), { recursive: true }).catch(() => ['']);
+    for (const e of entries.sort()) {
+      const st = await stat(join(packageRoot, f, e)).catch(() => null);
+      if (st?.isFile()) hash.update(`${f}/${e} ${st.size} ${st.mtimeMs}\n`);
+    }
+  }
+  return hash.digest('hex');
 }
 
 /** The package's production dependencies (npm's view), as paths under the package root. */
