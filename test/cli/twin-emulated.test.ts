@@ -3,8 +3,9 @@
 // service node over SSH, then starts one emulated host group per VM host over SSH (beside the
 // host's own sshd, its VMs on the host's bridge, its host control on a port of its own); the VMs
 // network-boot from the service node inside the VLAN. `deploy -e tiny`, a hard reboot (power
-// through the hosts' control port, as the state records it), `exec`; teardown releases the job,
-// the twin removes the machines with their groups, and puts back the ARP thresholds it raised.
+// through the hosts' control port, as the state records it), `exec`; a VM host that dies is seen
+// by `status`, with its VMs; teardown releases the job, the twin removes the machines with their
+// groups. First, a machine KaVLAN refuses to move stops setup with one line naming it.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -31,7 +32,7 @@ sites:
   - name: nancy
     clusters:
       - name: grappe
-        hosts: 4
+        hosts: 6
         hardware: { cores: 16, threads: 32, ramMB: 131072, diskGB: 200 }
 `;
 
@@ -40,6 +41,7 @@ describe('the emulated runtime on g5k against a twin: one host group per VM host
   let env: NodeJS.ProcessEnv;
   let twin: Awaited<ReturnType<typeof kbServe>> | null = null;
   let cfg: string;
+  let url: string;
 
   before(async () => {
     home = await mkdtemp(join(tmpdir(), 'kb-twm-'));
@@ -47,10 +49,10 @@ describe('the emulated runtime on g5k against a twin: one host group per VM host
     const twinFile = join(home, `${twinName}.yaml`);
     await writeFile(twinFile, twinConfig);
     twin = await kbServe(
-      ['testbed', 'api', '-c', twinFile, '--port', '0', '--launch-delay', '0', '--json'],
+      ['testbed', 'api', '-c', twinFile, '--port', '0', '--launch-delay', '0', '--admin', '--json'],
       env,
     );
-    const { url } = JSON.parse(twin.line) as { url: string };
+    url = (JSON.parse(twin.line) as { url: string }).url;
     cfg = join(home, `${testbed}.yaml`);
     // one service node and three VM hosts of 80 emulated VMs each
     await writeFile(
@@ -60,7 +62,7 @@ provider: g5k
 api: { url: '${url}', credentials: none, retries: 1 }
 vlan: { type: kavlan }
 vms: { count: ${vms}, perHost: 80, maxPerHost: 80, runtime: emulated }
-sites: [{ name: nancy, serviceNodes: 1, clusters: [{ name: grappe, hosts: 4 }] }]
+sites: [{ name: nancy, serviceNodes: 1, clusters: [{ name: grappe, hosts: [grappe-1, grappe-2, grappe-3, grappe-4] }] }]
 `,
     );
   });
@@ -70,6 +72,36 @@ sites: [{ name: nancy, serviceNodes: 1, clusters: [{ name: grappe, hosts: 4 }] }
       twin.child.kill('SIGTERM');
       await new Promise((r) => twin!.child.once('exit', r));
     }
+  });
+
+  it('stops with one line naming the machine KaVLAN refused to move, and tears down clean', async () => {
+    const refused = `grappe-6.nancy.${twinName}.test`;
+    const fault = await fetch(`${url.replace(/\/stable$/, '')}/_admin/faults`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ refuseVlanMoves: [refused] }),
+    });
+    assert.equal(fault.status, 204);
+    const small = join(home, 'refused.yaml');
+    await writeFile(
+      small,
+      `name: ${testbed}-r
+provider: g5k
+api: { url: '${url}', credentials: none, retries: 1 }
+vlan: { type: kavlan }
+vms: { count: 2, runtime: emulated }
+sites: [{ name: nancy, serviceNodes: 1, clusters: [{ name: grappe, hosts: [grappe-5, grappe-6] }] }]
+`,
+    );
+    const setup = await kb(['setup', '-c', small, '-q'], { env, timeoutMs: 300_000 });
+    assert.equal(setup.code, 3, setup.stderr);
+    // the error is one line, naming the machine and its VLAN (progress logs aside)
+    const errors = setup.stderr.split('\n').filter((l) => l.startsWith('kabootstrap:'));
+    assert.equal(errors.length, 1, setup.stderr);
+    assert.ok(errors[0].includes(refused) && /VLAN/.test(errors[0]), errors[0]);
+    const down = await kb(['teardown', '-c', small, '--json', '-q'], { env, timeoutMs: 120_000 });
+    assert.equal(down.code, 0, down.stderr);
+    assert.equal(JSON.parse(down.stdout).releasedJobs, 1);
   });
 
   it(`sets up ${vms} emulated VMs over SSH, deploys them, reboots some through their hosts and leaves nothing`, async () => {
@@ -135,6 +167,30 @@ sites: [{ name: nancy, serviceNodes: 1, clusters: [{ name: grappe, hosts: 4 }] }
     assert.equal(id.code, 0, id.stderr);
     const answers = JSON.parse(id.stdout).results.map((r: { stdout: string }) => r.stdout.trim());
     assert.deepEqual([...new Set(answers)], ['tiny 1']);
+
+    // a VM host dies (everything in its machine stops): status says so, for it and its VMs
+    const dead = result.plan.sites[0].hosts[1];
+    const deadNs = `kb-${twinName}-${dead.host.split('.')[0]}-nancy`;
+    for (const pid of execFileSync('ip', ['netns', 'pids', deadNs], { encoding: 'utf8' })
+      .trim()
+      .split('\n')) {
+      process.kill(Number(pid), 'SIGKILL');
+    }
+    const after = await kb(['status', '-c', cfg, '--json', '-q'], { env, timeoutMs: 120_000 });
+    const st = JSON.parse(after.stdout);
+    assert.deepEqual(
+      st.machines
+        .filter((m: { state: string }) => m.state !== 'up')
+        .map((m: { name: string; state: string }) => `${m.name} ${m.state}`),
+      [`${dead.host} down`],
+    );
+    assert.equal(st.vmCounts.up, vms - dead.vms);
+    assert.ok(
+      st.vms
+        .filter((v: { host: string; state: string }) => v.host === dead.host)
+        .every((v: { state: string }) => v.state !== 'up'),
+    );
+    assert.notEqual(after.code, 0, 'status exits non-zero when something is down');
 
     const down = await kb(['teardown', '-c', cfg, '--json', '-q'], { env, timeoutMs: 120_000 });
     assert.equal(down.code, 0, down.stderr);
