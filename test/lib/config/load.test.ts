@@ -25,7 +25,7 @@ describe('testbed config', () => {
   });
 
   it('loads the shipped recipes', async () => {
-    for (const f of ['recipes/local-small.yaml', 'recipes/seed-4552.yaml']) {
+    for (const f of ['recipes/local-small.yaml', 'recipes/seed-4552.yaml', 'recipes/seed-4552-twin.yaml']) {
       const { config } = await loadConfig(f);
       assert.ok(config.sites.length > 0);
     }
