@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { kb } from '../helpers/cli.js';
 import { g5kConfig, serveTestbedApi } from '../helpers/g5k.js';
+import { injectFault } from '../helpers/twin.js';
 
 let home: string;
 let work: string;
@@ -25,12 +26,7 @@ describe('kabootstrap setup on g5k against a testbed api process', () => {
   it('reinstalls, loses a machine KO for good and exits 6 naming the VM not placed', async () => {
     server = await serveTestbedApi(['--deploy-delay', '0', '--admin', '--json']);
     const { url } = JSON.parse(server.line);
-    const fault = await fetch(`${url.replace(/\/stable$/, '')}/_admin/faults`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ failDeployNodes: { nodes: ['grappe-1.nancy.grid5000.fr'], times: 'always' } }),
-    });
-    assert.equal(fault.status, 204);
+    await injectFault(url, { failDeployNodes: { nodes: ['grappe-1.nancy.grid5000.fr'], times: 'always' } });
     const cfg = join(work, 'g5k.yaml');
     // grappe-3 is the service node; grappe-1 carries 2 VMs, grappe-2 one of its 2.
     await writeFile(

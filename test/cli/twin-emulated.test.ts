@@ -9,13 +9,13 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { mkdtemp, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { kb, kbServe, root } from '../helpers/cli.js';
+import { kb, type kbServe, root } from '../helpers/cli.js';
 import { leftovers } from '../helpers/leftovers.js';
 import { needTools } from '../helpers/netns.js';
+import { injectFault, serveTwin } from '../helpers/twin.js';
 
 const skip = needTools('sshd', 'ssh-keygen', 'ip');
 const twinName = 'kbt-twm';
@@ -44,15 +44,7 @@ describe('the emulated runtime on g5k against a twin: one host group per VM host
   let url: string;
 
   before(async () => {
-    home = await mkdtemp(join(tmpdir(), 'kb-twm-'));
-    env = { KABOOTSTRAP_HOME: join(home, '.kabootstrap') };
-    const twinFile = join(home, `${twinName}.yaml`);
-    await writeFile(twinFile, twinConfig);
-    twin = await kbServe(
-      ['testbed', 'api', '-c', twinFile, '--port', '0', '--launch-delay', '0', '--admin', '--json'],
-      env,
-    );
-    url = (JSON.parse(twin.line) as { url: string }).url;
+    ({ home, env, twin, url } = await serveTwin(twinName, twinConfig));
     cfg = join(home, `${testbed}.yaml`);
     // one service node and three VM hosts of 80 emulated VMs each
     await writeFile(
@@ -76,12 +68,7 @@ sites: [{ name: nancy, serviceNodes: 1, clusters: [{ name: grappe, hosts: [grapp
 
   it('stops with one line naming the machine KaVLAN refused to move, and tears down clean', async () => {
     const refused = `grappe-6.nancy.${twinName}.test`;
-    const fault = await fetch(`${url.replace(/\/stable$/, '')}/_admin/faults`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ refuseVlanMoves: [refused] }),
-    });
-    assert.equal(fault.status, 204);
+    await injectFault(url, { refuseVlanMoves: [refused] });
     const small = join(home, 'refused.yaml');
     await writeFile(
       small,

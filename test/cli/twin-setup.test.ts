@@ -16,9 +16,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { isAlive } from '../../src/lib/pid.js';
-import { kb, kbServe, root } from '../helpers/cli.js';
+import { kb, type kbServe, root } from '../helpers/cli.js';
 import { leftovers } from '../helpers/leftovers.js';
 import { needTools } from '../helpers/netns.js';
+import { injectFault, serveTwin } from '../helpers/twin.js';
 
 const skip = needTools('sshd', 'ssh-keygen', 'ip', 'qemu-system-x86_64');
 const twinName = 'kbt-tws';
@@ -50,22 +51,10 @@ describe('setup, deploy and teardown on g5k against a twin: reinstall, KaVLAN, h
   let cfg: string;
 
   before(async () => {
-    home = await mkdtemp(join(tmpdir(), 'kb-tws-'));
-    env = { KABOOTSTRAP_HOME: join(home, '.kabootstrap') };
-    const twinFile = join(home, `${twinName}.yaml`);
-    await writeFile(twinFile, twinConfig);
-    twin = await kbServe(
-      ['testbed', 'api', '-c', twinFile, '--port', '0', '--launch-delay', '0', '--admin', '--json'],
-      env,
-    );
-    const { url } = JSON.parse(twin.line) as { url: string };
+    let url: string;
+    ({ home, env, twin, url } = await serveTwin(twinName, twinConfig));
     // the twin's deployments fail one machine twice: setup's redeploys bring it in
-    const fault = await fetch(`${url.replace(/\/stable$/, '')}/_admin/faults`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ failDeployNodes: { nodes: [flaky], times: 2 } }),
-    });
-    assert.equal(fault.status, 204);
+    await injectFault(url, { failDeployNodes: { nodes: [flaky], times: 2 } });
     cfg = join(home, `${testbed}.yaml`);
     // one service node and four VM hosts of two VMs each
     await writeFile(

@@ -62,7 +62,9 @@ export async function daemonInNs(ns: string, config: ServiceNodeInput): Promise<
         if (exited) return resolve();
         child.once('exit', () => resolve());
         child.kill('SIGTERM');
-        setTimeout(() => child.kill('SIGKILL'), 3000).unref();
+        // time to stop what it runs (radvd): a daemon killed outright leaves it behind, and a
+        // loaded machine (CI) took more than 3 s to shut one down
+        setTimeout(() => child.kill('SIGKILL'), 15_000).unref();
       });
       await rm(dir, { recursive: true, force: true });
     },

@@ -6,6 +6,7 @@
 // peers came back does not hold their departure to the next macro-step: it goes on alone, or times
 // out, retries and fails alone. Pure logic: every effect goes through the driver, every wait
 // through the Clock, so tests run whole deployments in virtual time.
+import { setMaxListeners } from 'node:events';
 import { setTimeout as sleepTimer } from 'node:timers/promises';
 import { type BroadcastMethod, byBroadcastStep } from '../broadcast/methods.js';
 import { InputError } from '../errors.js';
@@ -415,6 +416,9 @@ class Engine {
     this.rebootTimeoutMs = opts.rebootTimeoutMs ?? defaultRebootTimeoutMs;
     this.breakpoint = opts.breakpoint === undefined ? undefined : parseBreakpoint(opts.breakpoint);
     this.signal = opts.signal;
+    // every instance in flight (one per batch of nodes, thousands of nodes make many) listens
+    // for the cancellation: not a leak, as Node's warning past 10 listeners would say
+    if (opts.signal) setMaxListeners(0, opts.signal);
     this.startedAt = this.clock.now();
   }
 
@@ -671,6 +675,8 @@ class Engine {
     const start = this.clock.now();
     const deadline = start + timeoutMs;
     const ctrl = new AbortController();
+    // each node's command of the instance listens for its end (timeout, cancel): many at once
+    setMaxListeners(0, ctrl.signal);
     const onCancel = () => ctrl.abort(this.signal?.reason);
     this.signal?.addEventListener('abort', onCancel, { once: true });
     const timer = new AbortController();

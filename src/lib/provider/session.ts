@@ -113,23 +113,8 @@ export async function openSession(config: TestbedConfig, opts: SessionOptions): 
       start: opts.startTwin ?? false,
       testbed: config.name,
     });
-    const user = config.api.user ?? process.env.USER ?? 'kabootstrap';
-    return {
-      provider: 'local',
-      machinesOverSsh: true,
-      user,
-      client: new G5kClient({
-        baseUrl: twin.url,
-        credentials: null,
-        logger: opts.logger,
-        retry: { limit: 3, baseDelayMs: 50, maxDelayMs: 500 },
-      }),
-      apiUrl: twin.url,
-      inventoryDomain: testbedDomain(config),
-      pollMs: [100, 200, 400],
-      // the twin outlives the command: teardown stops it
-      close: async () => {},
-    };
+    // the twin outlives the command: teardown stops it
+    return localSession(config, opts, twin.url, { machinesOverSsh: true, close: async () => {} });
   }
   const inventory = synthesizeInventory(localInventorySpec(config, opts.source));
   const user = config.api.user ?? process.env.USER ?? 'kabootstrap';
@@ -141,20 +126,29 @@ export async function openSession(config: TestbedConfig, opts: SessionOptions): 
     launchDelaySeconds: 0.2,
     deployDelaySeconds: 0.5,
   });
+  return localSession(config, opts, server.url, { machinesOverSsh: false, close: () => server.close() });
+}
+
+/** A session of the local provider on an API of its own (embedded, or its twin's). */
+function localSession(
+  config: TestbedConfig,
+  opts: SessionOptions,
+  apiUrl: string,
+  how: Pick<ProviderSession, 'machinesOverSsh' | 'close'>,
+): ProviderSession {
   return {
     provider: 'local',
-    machinesOverSsh: false,
-    user,
+    ...how,
+    user: config.api.user ?? process.env.USER ?? 'kabootstrap',
     client: new G5kClient({
-      baseUrl: server.url,
+      baseUrl: apiUrl,
       credentials: null,
       logger: opts.logger,
       retry: { limit: 3, baseDelayMs: 50, maxDelayMs: 500 },
     }),
-    apiUrl: server.url,
+    apiUrl,
     inventoryDomain: testbedDomain(config),
     pollMs: [100, 200, 400],
-    close: () => server.close(),
   };
 }
 
