@@ -3,11 +3,13 @@
 // launch the VMs on them), power control of VMs through their host, the timings and broadcast
 // protocol the deployment engine must use with its nodes, and how a local twin lays out hosts.
 // `runtimeFor` (index.ts) picks the implementation; it is the only place that reads its name.
+import { eachLimited } from '../concurrency.js';
 import type { Logger } from '../log.js';
 import type { HostLayout, Topology } from '../netns/topology.js';
 import type { Plan } from '../planner/plan.js';
 import type { Progress } from '../progress.js';
 import type { SshSession } from '../ssh/session.js';
+import { deployInitrdPath, deployKernelPath } from '../state/layout.js';
 import type { StateStore, TestbedState } from '../state/store.js';
 import type { VmBoot } from './boot-tracker.js';
 
@@ -134,4 +136,18 @@ export function byHost<T extends { host: string }>(items: Iterable<T>): Map<stri
     else m.set(x.host, [x]);
   }
   return m;
+}
+
+/** Puts a deployment environment's kernel and initrd on every planned service node, 8 at once. */
+export async function putDeployEnvironment(
+  ctx: Pick<RuntimeContext, 'plan' | 'access'>,
+  files: { kernel: string; initrd: string },
+): Promise<void> {
+  const serviceNodes = ctx.plan.sites.flatMap((site) =>
+    site.serviceNodes.map((sn) => ({ host: sn.host, site: site.name })),
+  );
+  await eachLimited(serviceNodes, 8, async (sn) => {
+    await ctx.access.putServiceFile(sn, deployKernelPath, files.kernel);
+    await ctx.access.putServiceFile(sn, deployInitrdPath, files.initrd);
+  });
 }

@@ -13,19 +13,17 @@ import { fileURLToPath } from 'node:url';
 import { writeFileAtomic } from '../../atomic-file.js';
 import { eachLimited } from '../../concurrency.js';
 import type { EmulatedGroupOptions } from '../../emulated/group.js';
-import { defaultModel } from '../../emulated/model.js';
 import { generateHostKey } from '../../emulated/ssh.js';
 import { TestbedError } from '../../errors.js';
-import { parsePrefix } from '../../net/ipv4.js';
 import { type HostNs, isHostGroup, type Topology } from '../../netns/topology.js';
 import { isAlive } from '../../pid.js';
-import type { Plan, VmPlan } from '../../planner/plan.js';
+import type { Plan } from '../../planner/plan.js';
 import { KnownHosts, knownHostsAddress } from '../../ssh/known-hosts.js';
 import { openSession } from '../../ssh/pool.js';
 import type { SshSession } from '../../ssh/session.js';
-import { deployInitrdPath, deployKernelPath } from '../../state/layout.js';
 import { type StateStore, type TestbedState, upsertResource } from '../../state/store.js';
-import type { RuntimeContext } from '../runtime.js';
+import { putDeployEnvironment, type RuntimeContext } from '../runtime.js';
+import { groupModel, groupVms } from './group-options.js';
 import { type ControlEndpoint, hostControlPort, startRemoteGroups } from './remote-groups.js';
 
 /** Emulated VMs fetch these instead of the real kernel and initrd: 4552 × 30 MB is too much to move. */
@@ -162,7 +160,7 @@ async function startGroupsOverSsh(
 
 /** Made here once, then put on every service node as it would receive the real environment. */
 async function placePlaceholders(ctx: RuntimeContext): Promise<void> {
-  const { store, plan, access } = ctx;
+  const { store } = ctx;
   const fill = (bytes: number, what: string) => {
     const head = Buffer.from(`kabootstrap emulated deployment environment: placeholder ${what}\n`);
     return Buffer.concat([head, Buffer.alloc(bytes - head.length, 0x6b)]);
@@ -173,13 +171,7 @@ async function placePlaceholders(ctx: RuntimeContext): Promise<void> {
   const initrd = join(dir, 'placeholder-initrd.img');
   await writeFile(kernel, fill(placeholder.kernelBytes, 'kernel'));
   await writeFile(initrd, fill(placeholder.initrdBytes, 'initrd'));
-  const serviceNodes = plan.sites.flatMap((site) =>
-    site.serviceNodes.map((sn) => ({ host: sn.host, site: site.name })),
-  );
-  await eachLimited(serviceNodes, 8, async (sn) => {
-    await access.putServiceFile(sn, deployKernelPath, kernel);
-    await access.putServiceFile(sn, deployInitrdPath, initrd);
-  });
+  await putDeployEnvironment(ctx, { kernel, initrd });
 }
 
 /** The group's entry script: the built one, or the TypeScript source when run from source (tests). */
@@ -198,10 +190,6 @@ async function startGroup(store: StateStore, state: TestbedState, plan: Plan, g:
   const rec = state.resources.find((r) => r.key === key && r.status === 'created');
   if (rec && isAlive(rec.data.pid as number)) return;
   const site = plan.sites.find((s) => s.name === g.site)!;
-  const snIp = new Map(site.serviceNodes.map((s) => [s.host, s.ip]));
-  const length = parsePrefix(site.network).length;
-  const em = state.config.vms.emulated;
-  const { transient, reboot, ...rates } = em.faults;
   const config: Omit<EmulatedGroupOptions, 'authorizedKey'> & {
     authorizedKeyFile: string;
     hostKeyFile: string;
@@ -209,21 +197,11 @@ async function startGroup(store: StateStore, state: TestbedState, plan: Plan, g:
   } = {
     interface: 'vlan0',
     hosts: (g.hosts ?? []).map((h) => ({ name: h.fqdn, ip: h.ip })),
-    vms: site.vms.map((vm: VmPlan) => ({
-      name: vm.name,
-      mac: vm.mac,
-      ip: vm.ip,
-      prefixLength: length,
-      serviceNodeIp: vm.serviceNode ? (snIp.get(vm.serviceNode) ?? '') : '',
-      host: vm.host,
-    })),
+    vms: groupVms(site, site.vms),
     authorizedKeyFile: store.layout.ssh.clientPublicKey,
     hostKeyFile: files.hostKey,
-    seed: em.seed,
-    model: { ...defaultModel, timeScale: em.timeScale },
-    faults: { rates, transient, rebootHang: reboot },
-    concurrency: em.concurrency,
-    autostart: false,
+    ...groupModel(state.config),
+    concurrency: state.config.vms.emulated.concurrency,
     // relays of a tree reach VMs of other sites too, never beyond the testbed
     forwardPrefix: state.config.network.prefix,
     // the TakTuk engines' shims and socket, removed with the testbed's state

@@ -8,16 +8,15 @@
 // Resume: a host whose group's pid file names a live process is not started again.
 import { posix } from 'node:path';
 import { eachLimited } from '../../concurrency.js';
-import type { EmulatedGroupOptions, EmulatedVmSpec } from '../../emulated/group.js';
-import { defaultModel } from '../../emulated/model.js';
+import type { EmulatedGroupOptions } from '../../emulated/group.js';
 import { TestbedError } from '../../errors.js';
 import { formatPrefix, parsePrefix, prefixContaining } from '../../net/ipv4.js';
-import type { VmPlan } from '../../planner/plan.js';
 import { sq } from '../../shell.js';
 import type { KnownHosts } from '../../ssh/known-hosts.js';
 import { openSession } from '../../ssh/pool.js';
 import { upsertResource } from '../../state/store.js';
 import { byHost, type RuntimeContext } from '../runtime.js';
+import { groupModel, groupVms } from './group-options.js';
 
 /** The port a remote group's host control listens on (a host's own sshd keeps 22). */
 export const hostControlPort = 2222;
@@ -59,7 +58,6 @@ export async function startRemoteGroups(
   const dir = remoteGroupDir(state.config.name);
   const forwardPrefix = coveringPrefix(plan.sites.map((s) => s.network));
   const em = state.config.vms.emulated;
-  const { transient, reboot, ...rates } = em.faults;
   const endpoints: ControlEndpoint[] = hosts.map((h) => ({
     fqdn: h.host,
     ip: access.hostAddresses.get(h.host)!,
@@ -70,32 +68,18 @@ export async function startRemoteGroups(
     const failed: string[] = [];
     await eachLimited(hosts, startWindow, async ({ host, vms, site }) => {
       const address = access.hostAddresses.get(host)!;
-      const snIp = new Map(site.serviceNodes.map((s) => [s.host, s.ip]));
-      const length = parsePrefix(site.network).length;
       const config: EmulatedGroupOptions & { progressMs: number } = {
         interface: bridge,
         onHostBridge: true,
         // the host itself answers SSH on 22: the group serves only its control, on a port of its own
         hosts: [{ name: host, ip: address }],
         hostPort: hostControlPort,
-        vms: vms.map(
-          (vm: VmPlan): EmulatedVmSpec => ({
-            name: vm.name,
-            mac: vm.mac,
-            ip: vm.ip,
-            prefixLength: length,
-            serviceNodeIp: vm.serviceNode ? (snIp.get(vm.serviceNode) ?? '') : '',
-            host,
-          }),
-        ),
+        vms: groupVms(site, vms),
         authorizedKey: keys.authorizedKey,
         hostKey: keys.hostKey,
-        seed: em.seed,
-        model: { ...defaultModel, timeScale: em.timeScale },
-        faults: { rates, transient, rebootHang: reboot },
+        ...groupModel(state.config),
         // the config's figure is per site (one service node's load): each host takes its share
         concurrency: Math.max(1, Math.ceil((em.concurrency * vms.length) / site.vms.length)),
-        autostart: false,
         forwardPrefix,
         commandDir: posix.join(dir, 'commands'),
         progressMs: 10_000,

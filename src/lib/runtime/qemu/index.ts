@@ -2,7 +2,6 @@
 // busybox deployment environment. Its VM-hosts phase builds that environment, puts it on every
 // service node's HTTP root and chooses KVM or TCG; its VMs phase prepares each host's bridge and
 // taps, launches the VMs and waits for them (launch.ts). Power goes through QMP (host.ts).
-import { eachLimited } from '../../concurrency.js';
 import type { TestbedConfig } from '../../config/schema.js';
 import { getDebianKernel } from '../../images/debian-kernel.js';
 import { buildDeployEnv } from '../../images/deploy-env/build.js';
@@ -10,8 +9,7 @@ import { pciRomIds, virtioRom } from '../../images/firmware.js';
 import { buildInitramfs } from '../../images/initramfs.js';
 import { probeKvm } from '../../images/qemu.js';
 import { KnownHosts, knownHostsAddress } from '../../ssh/known-hosts.js';
-import { deployInitrdPath, deployKernelPath } from '../../state/layout.js';
-import type { RuntimeContext, VmHosts, VmRuntime } from '../runtime.js';
+import { putDeployEnvironment, type RuntimeContext, type VmHosts, type VmRuntime } from '../runtime.js';
 import { qemuPower } from './host.js';
 import { launchVms } from './launch.js';
 
@@ -60,14 +58,9 @@ async function prepareHosts(ctx: RuntimeContext, vms: boolean): Promise<VmHosts>
       env.hostPublicKey,
     );
   }
-  const serviceNodes = plan.sites.flatMap((site) =>
-    site.serviceNodes.map((sn) => ({ host: sn.host, site: site.name })),
-  );
-  await progress.step(`Put the deployment environment on ${serviceNodes.length} service node(s)`, () =>
-    eachLimited(serviceNodes, 8, async (sn) => {
-      await ctx.access.putServiceFile(sn, deployKernelPath, env.kernel);
-      await ctx.access.putServiceFile(sn, deployInitrdPath, env.initrd);
-    }),
+  const serviceNodeCount = plan.sites.reduce((n, s) => n + s.serviceNodes.length, 0);
+  await progress.step(`Put the deployment environment on ${serviceNodeCount} service node(s)`, () =>
+    putDeployEnvironment(ctx, env),
   );
   // KVM only when a guest really boots under it (a /dev/kvm node may exist and still hang); the
   // hosts' own preparation checked theirs.
