@@ -65,6 +65,7 @@ try {
     cfg,
     `name: ${name}
 provider: local
+local: { via: direct }
 domain: bench.test
 network:
   prefix: 10.239.0.0/16

@@ -41,7 +41,10 @@ await bounded(
     await kb(['env', 'add', '--replace', join(repoRoot, 'recipes/envs/tiny.yaml')]);
     for (let i = 0; i < runsEach; i++) {
       const setup = await kb(['setup', '--json']);
-      const vms = JSON.parse(setup.stdout).vms;
+      const setupResult = JSON.parse(setup.stdout);
+      const vms = setupResult.vms;
+      // through the sites' twin setup reinstalls the reserved machines; the direct path has none
+      result.via = setupResult.machines?.length ? 'twin' : 'direct';
       const deploy = await timed(process.execPath, [bin, 'deploy', '-e', 'tiny', '--json', '-q'], {
         env,
         timeoutMs: 1_200_000,

@@ -358,7 +358,9 @@ if (local) {
     `- machine: ${local.machine.nproc} cores, ${local.machine.memGiB} GiB, Linux ${local.machine.kernel}, no /dev/kvm (QEMU under TCG); load average at the start ${local.machine.load.join(' / ')}, at the end ${(local.loadAfter ?? []).join(' / ')}`,
     `- versions: node ${local.versions.node}, kabootstrap ${local.versions.kabootstrap}`,
     '',
-    '`kabootstrap setup` (6 hosts, 2 service nodes, 8 QEMU VMs network-booted into the deployment',
+    local.via === 'twin'
+      ? '`kabootstrap setup` through a twin of its 2 sites (6 machines reinstalled into a KaVLAN, 4 VM hosts prepared and 2 service nodes installed over SSH, 8 QEMU VMs network-booted into the deployment'
+      : '`kabootstrap setup` (6 hosts, 2 service nodes, 8 QEMU VMs network-booted into the deployment',
     'environment), `kabootstrap deploy -e tiny` (16 MB through the busybox chain, then kexec), and',
     '`kabootstrap teardown`, each run from scratch (bench/local.mjs); the environment is built and',
     'registered once before.',

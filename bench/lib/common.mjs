@@ -34,7 +34,10 @@ export function machine() {
 export function versions() {
   return {
     node: process.version,
-    kabootstrap: out('git', ['-C', repoRoot, 'rev-parse', '--short', 'HEAD']),
+    // a run on uncommitted changes says so: the commit alone would name code that did not run
+    kabootstrap: `${out('git', ['-C', repoRoot, 'rev-parse', '--short', 'HEAD'])}${
+      out('git', ['-C', repoRoot, 'status', '--porcelain', '--untracked-files=no']) ? ' with uncommitted changes' : ''
+    }`,
     pdsh: out('pdsh', ['-V']).split('\n')[0],
     clush: out('clush', ['--version']),
     taktuk: out('taktuk', ['-v']).split('\n')[0],

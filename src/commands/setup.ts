@@ -47,7 +47,7 @@ Exit codes: 0 done; 2 bad input; 3 the testbed API refused or failed (a machine 
     }),
     retries: Flags.integer({
       description:
-        'Power resets of a VM that did not come up before it is reported failed (emulated runtime).',
+        'Power resets of a VM that did not come up, each with another wait, before it is reported failed.',
       default: 1,
       min: 0,
     }),

@@ -3,7 +3,7 @@
 // a setup killed half-way.
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
@@ -91,11 +91,23 @@ async function sshRecipeRoundTrip(testbedDir: string, result: { plan: Plan }, ho
   assert.ok(stopped, 'the daemon stopped');
 }
 
-async function configFile(dir: string, name: string, prefix: string, backend = 'builtin'): Promise<string> {
+/**
+ * The built-in default config under the test's name and prefix, on the local provider's direct
+ * path unless `via` says twin (its default; test/cli/twin-setup.test.ts runs the whole job so).
+ */
+async function configFile(
+  dir: string,
+  name: string,
+  prefix: string,
+  backend = 'builtin',
+  via: 'direct' | 'twin' = 'direct',
+): Promise<string> {
   const text = (await readFile(join(root, 'recipes/local-small.yaml'), 'utf8'))
     .replace('name: local-small', `name: ${name}`)
+    .replace('provider: local\n', `provider: local\nlocal: { via: ${via} }\n`)
     .replace('10.213.0.0/16', `${prefix}.0.0/16`)
     .replace('backend: builtin', `backend: ${backend}`);
+  assert.match(text, new RegExp(`^local: \\{ via: ${via} \\}$`, 'm'));
   const file = join(dir, `${name}.yaml`);
   await writeFile(file, text);
   return file;
@@ -206,7 +218,7 @@ describe('local testbed network', { skip }, () => {
       ],
       { env, timeoutMs: 900_000 },
     );
-    assert.equal(classical.code, 0, classical.stderr);
+    assert.equal(classical.code, 0, `${classical.stderr}${koReasons(classical.stdout)}`);
     const cdep = JSON.parse(classical.stdout);
     assert.deepEqual(
       cdep.nodes.map((n: { node: string; outcome: string }) => `${n.node} ${n.outcome}`),
@@ -293,6 +305,49 @@ describe('local testbed network', { skip }, () => {
     assert.equal(down.code, 0, down.stderr);
     await new Promise((r) => setTimeout(r, 200));
     assert.deepEqual(leftovers(name, '10.220.'), []);
+  });
+
+  it('runs the dnsmasq backend through the twin: installed over SSH, the 8 VMs boot from it, clean teardown', async () => {
+    const name = 'kbt-dnst';
+    const cfg = await configFile(home, name, '10.240', 'dnsmasq', 'twin');
+    const env = { KABOOTSTRAP_HOME: join(home, `.kabootstrap-${name}`) };
+    made.push({ cfg, env });
+    const setup = await kb(['setup', '-c', cfg, '--json', '-q'], { env, timeoutMs: 900_000 });
+    assert.equal(setup.code, 0, setup.stderr);
+    const result = JSON.parse(setup.stdout);
+    assert.equal(result.phase, 'ready');
+    assert.equal(result.machines.length, 6, 'reinstalled through the twin');
+    assert.deepEqual(
+      result.services.map((s: { detail: string }) => s.detail),
+      ['roles http,ra,control', 'roles http,ra,control'],
+    );
+    // dnsmasq runs inside each service node's machine, from the config copied there
+    for (const site of result.plan.sites as { name: string; serviceNodes: { host: string }[] }[]) {
+      const ns = `kb-${name}-${site.serviceNodes[0].host.split('.')[0]}-${site.name}`;
+      const comms = execFileSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' })
+        .trim()
+        .split('\n')
+        .map((pid) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' '));
+      assert.ok(
+        comms.some((c) =>
+          c.startsWith('/usr/sbin/dnsmasq --keep-in-foreground --conf-file=/var/lib/kabootstrap/'),
+        ),
+        `${ns}: ${comms.join(' | ')}`,
+      );
+    }
+    // DHCP and TFTP from dnsmasq, HTTP from the daemon: every VM network-booted and answers
+    assert.deepEqual(
+      result.vms.map((v: { state: string }) => v.state),
+      Array(8).fill('ssh'),
+      JSON.stringify(result.vms),
+    );
+    assertDnsFromController(result.plan);
+    const down = await kb(['teardown', '-c', cfg, '-q'], { env, timeoutMs: 120_000 });
+    assert.equal(down.code, 0, down.stderr);
+    const end = Date.now() + 20_000;
+    while (leftovers(name, '10.240.').length && Date.now() < end)
+      await new Promise((r) => setTimeout(r, 200));
+    assert.deepEqual(leftovers(name, '10.240.'), []);
   });
 
   it('refuses namespaces of its name that its state does not know, and teardown sweeps them', async () => {

@@ -6,8 +6,8 @@
 // (--until services), setup resumes and launches 8 QEMU VMs on the hosts over SSH, which
 // network-boot from the service node inside the VLAN; `deploy -e tiny` makes all 8 OK; teardown
 // releases the jobs and the twin removes the machines, VMs included; nothing is left. Then the same
-// scenario with provider local (`local.via: twin`): setup starts the twin itself, and the same code
-// runs from the jobs on.
+// scenario with provider local (its default, `local.via: twin`): setup starts the twin itself, and
+// the same code runs from the jobs on.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
@@ -112,7 +112,6 @@ describe('setup, deploy and teardown with provider local through its twin: the s
       cfg,
       `name: ${name}
 provider: local
-local: { via: twin }
 domain: ${name}.test
 network: { prefix: 10.232.0.0/16 }
 vlan: { type: kavlan }

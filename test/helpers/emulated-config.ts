@@ -1,5 +1,6 @@
 // The testbed config the emulated CLI tests share: two sites (nancy/grappe, rennes/paravance) of
-// 4-core 16 GB hosts, emulated VMs, the test's own name, domain and /16 prefix.
+// 4-core 16 GB hosts, emulated VMs, the test's own name, domain and /16 prefix; the local provider's
+// direct path (test/cli/twin-emulated.test.ts runs emulated VMs through a twin).
 export interface EmulatedConfigShape {
   name: string;
   domain: string;
@@ -19,6 +20,7 @@ export function emulatedConfig(c: EmulatedConfigShape): string {
   ];
   return `name: ${c.name}
 provider: local
+local: { via: direct }
 domain: ${c.domain}
 network:
   prefix: ${c.prefix}.0.0/16

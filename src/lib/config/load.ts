@@ -20,6 +20,8 @@ export interface LoadedConfig {
   source: string;
   /** Directory relative paths in the config (environment files) are resolved against. */
   baseDir: string;
+  /** The file read (the built-in default's own path for it), which a twin is started from. */
+  file: string;
 }
 
 export const defaultConfigPath = join(packageRoot, 'recipes', 'local-small.yaml');
@@ -104,5 +106,5 @@ export async function loadConfig(path?: string): Promise<LoadedConfig> {
   const file = path ?? defaultConfigPath;
   const text = await readInputText(file, `config ${file}`);
   const source = path ?? `${file} (built-in default)`;
-  return { config: parseConfigText(text, source), source, baseDir: dirname(file) };
+  return { config: parseConfigText(text, source), source, baseDir: dirname(file), file };
 }

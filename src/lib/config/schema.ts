@@ -199,11 +199,13 @@ export const testbedConfigSchema = z.strictObject({
       redeploys: nonNegativeInt('deployments again of a machine that came back KO').default(2),
     })
     .prefault({}),
-  // provider local: `direct` builds its network of namespaces itself; `twin` starts a site's twin
-  // (`testbed api -c` on this config) and runs the g5k pipeline against it over its API and SSH.
+  // provider local: `twin` (the default) starts a twin of the sites (`testbed api -c` on this
+  // config) and runs the g5k pipeline against it over its API and SSH; `direct` builds the
+  // machines and services itself, with emulated hosts played by one process per site, for
+  // hundreds of hosts (the twin runs an sshd, a copy of this package and a group per VM host).
   local: z
     .strictObject({
-      via: z.enum(['direct', 'twin'], { error: 'expected "direct" or "twin"' }).default('direct'),
+      via: z.enum(['direct', 'twin'], { error: 'expected "direct" or "twin"' }).default('twin'),
     })
     .prefault({}),
   sites: z.array(site).min(1, { error: 'a testbed needs at least one site' }),

@@ -11,8 +11,9 @@ ${
     ? `network:
   prefix: 10.213.0.0/16       # all local testbed addresses; must not overlap a route on this machine
 # local:
-#   via: twin                 # direct (default): build the network here | twin: start a twin of these
-#                             # sites and run the g5k pipeline against it (reinstall, KaVLAN, SSH)`
+#   via: twin                 # twin (default): start a twin of these sites and run the g5k pipeline
+#                             # against it (reinstall, KaVLAN, SSH) | direct: build it all here, with
+#                             # emulated hosts played per site (for hundreds of hosts)`
     : `api:
   url: https://api.grid5000.fr/stable
   credentials: auto           # auto: G5K_USER/G5K_PASSWORD, else ~/.grid5000.yml | none (inside the testbed)

@@ -13,7 +13,7 @@ import type { Logger } from '../log.js';
 import { testbedDomain } from '../planner/plan.js';
 import { TestbedLayout } from '../state/layout.js';
 import { localLayout } from './local-layout.js';
-import { ensureTwin } from './twin-process.js';
+import { ensureTwin, type TwinStart } from './twin-process.js';
 
 export interface ProviderSession {
   provider: TestbedConfig['provider'];
@@ -42,7 +42,14 @@ export interface SessionOptions {
   stateDir?: string;
   source: string;
   /** The local provider through its twin: start the twin when none runs (setup only). */
-  startTwin?: boolean;
+  startTwin?: TwinStart;
+  /** The twin must bring up machines (setup past the reservation). */
+  needsMachines?: boolean;
+  /**
+   * Serve the local provider's sites in this process even through a twin: planning only reads
+   * the reference documents, which are the same (`setup --dry-run` starts no twin).
+   */
+  embedded?: boolean;
 }
 
 /** The local provider taking the g5k pipeline, against a twin of its sites (`local.via: twin`). */
@@ -107,10 +114,11 @@ export async function openSession(config: TestbedConfig, opts: SessionOptions): 
       close: async () => {},
     };
   }
-  if (throughTwin(config)) {
+  if (throughTwin(config) && !opts.embedded) {
     if (!opts.stateDir) throw new Error('the local provider through its twin needs the state directory');
-    const twin = await ensureTwin(opts.stateDir, opts.source, {
-      start: opts.startTwin ?? false,
+    const twin = await ensureTwin(opts.stateDir, {
+      start: opts.startTwin,
+      needsMachines: opts.needsMachines,
       testbed: config.name,
     });
     // the twin outlives the command: teardown stops it

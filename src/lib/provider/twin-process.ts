@@ -16,6 +16,18 @@ export interface TwinProcess {
   pid: number;
   /** The twin's API, `.../stable`. */
   url: string;
+  /**
+   * Whether it brings up machines for its jobs; false: records only (a `--reserve-only` without
+   * root, which cannot make namespaces). Absent in records older than the field: true.
+   */
+  machines?: boolean;
+}
+
+/** How to start the twin when none runs. */
+export interface TwinStart {
+  /** The config file it serves the sites of. */
+  file: string;
+  machines: boolean;
 }
 
 const files = (stateDir: string) => ({
@@ -37,17 +49,23 @@ async function recordedTwin(stateDir: string): Promise<TwinProcess | null> {
 
 /**
  * The testbed's twin: the running one, else (`start`) a new one from the config file. A twin
- * recorded but gone took its jobs and machines with it: that testbed needs a teardown.
+ * recorded but gone took its jobs and machines with it: that testbed needs a teardown. A twin
+ * that serves records only cannot go on to machines.
  */
 export async function ensureTwin(
   stateDir: string,
-  source: string,
-  opts: { start: boolean; testbed: string },
+  opts: { start?: TwinStart; testbed: string; needsMachines?: boolean },
 ): Promise<TwinProcess> {
   const running = await runningTwin(stateDir);
+  if (running && opts.needsMachines && running.machines === false) {
+    throw new TestbedError(
+      `testbed ${opts.testbed}: its twin serves records only (a --reserve-only without root): run 'kabootstrap teardown', then setup as root`,
+    );
+  }
   if (running) return running;
   const gone = await recordedTwin(stateDir);
-  if (gone || !opts.start) {
+  const start = opts.start;
+  if (gone || !start) {
     throw new TestbedError(
       gone
         ? `testbed ${opts.testbed}: its twin (pid ${gone.pid}) is gone, and its jobs and machines with it: run 'kabootstrap teardown', then setup`
@@ -65,7 +83,8 @@ export async function ensureTwin(
       'testbed',
       'api',
       '-c',
-      source,
+      start.file,
+      ...(start.machines ? [] : ['--no-machines']),
       '--port',
       '0',
       '--launch-delay',
@@ -82,14 +101,18 @@ export async function ensureTwin(
   for (;;) {
     const line = (await readFile(f.out, 'utf8').catch(() => '')).split('\n')[0];
     if (line.trim().endsWith('}')) {
-      const twin = { pid: child.pid!, url: (JSON.parse(line) as { url: string }).url };
+      const twin = {
+        pid: child.pid!,
+        url: (JSON.parse(line) as { url: string }).url,
+        machines: start.machines,
+      };
       await writeFileAtomic(f.record, `${JSON.stringify(twin)}\n`);
       return twin;
     }
     if (child.exitCode !== null || !isAlive(child.pid!) || Date.now() > deadline) {
       if (isAlive(child.pid!)) await stop(child.pid!);
       const why = (await readFile(f.log, 'utf8').catch(() => '')).trim().split('\n').slice(-2).join(' | ');
-      throw new TestbedError(`the twin of ${source} did not start (see ${f.log}): ${why || 'no output'}`);
+      throw new TestbedError(`the twin of ${start.file} did not start (see ${f.log}): ${why || 'no output'}`);
     }
     await new Promise((r) => setTimeout(r, 100));
   }

@@ -147,6 +147,18 @@ export class BootTracker {
     this.move(mac, 'failed', t, reason);
   }
 
+  /**
+   * A VM kept from an earlier launch boots again from the start (reset, not failed): followed as
+   * a new boot, so the events it had before do not stand for this one.
+   */
+  bootsAgain(mac: string, t: number): void {
+    const vm = this.byMac.get(mac);
+    if (!vm || vm.state === 'ssh' || vm.state === 'failed') return;
+    vm.state = 'launched';
+    vm.launchedAt = t;
+    this.advanced(vm, t);
+  }
+
   /** A failed VM gets another boot (after a power reset): back to launched, its reason kept. */
   retry(mac: string, t: number): void {
     const vm = this.byMac.get(mac);

@@ -11,7 +11,11 @@ import { candidateSites, readReference, type SiteReference } from './reference.j
 
 /** The plan for a config, from the API's reference documents; reserves and records nothing. */
 export async function planTestbed(loaded: LoadedConfig, ctx: TestbedContext): Promise<Plan> {
-  const session = await openSession(loaded.config, { logger: ctx.logger, source: loaded.source });
+  const session = await openSession(loaded.config, {
+    logger: ctx.logger,
+    source: loaded.source,
+    embedded: true,
+  });
   try {
     return (await referencePlan(session, loaded.config, loaded.source, ctx.progress)).plan;
   } finally {

@@ -14,6 +14,11 @@ const vars = {
   pidFile: '/s/service.pid',
   controlPort: 8067,
   supervisor: '/k/recipes/service-node/supervise.sh',
+  dnsmasq: '/usr/sbin/dnsmasq',
+  dnsmasqConf: '/s/dnsmasq/dnsmasq.conf',
+  runDir: '/s/dnsmasq',
+  dnsmasqLog: '/s/dnsmasq/dnsmasq.log',
+  dnsmasqPidFile: '/s/dnsmasq/dnsmasq.foreground.pid',
 };
 
 /** Records commands; fails the ones matching `fail` a given number of times. */
@@ -38,7 +43,11 @@ function fakeTarget(
 }
 
 describe('recipes', () => {
-  for (const file of ['service-node/local.yaml', 'service-node/debian-ssh.yaml']) {
+  for (const file of [
+    'service-node/local.yaml',
+    'service-node/debian-ssh.yaml',
+    'service-node/debian-ssh-dnsmasq.yaml',
+  ]) {
     it(`${file}: renders every step with its variables`, async () => {
       const recipe = await loadRecipe(file);
       for (const step of recipe.steps) {

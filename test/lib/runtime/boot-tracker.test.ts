@@ -56,6 +56,20 @@ describe('boot tracker', () => {
     t.sshUp(vms[0].mac, 3000);
     assert.equal(t.get(vms[0].mac)?.state, 'ssh');
   });
+
+  it('follows a kept VM booted again as a new boot: its earlier events no longer count', () => {
+    const t = new BootTracker(vms);
+    t.event({ t: 100, type: 'http.initrd', mac: vms[0].mac });
+    t.launched(vms[0].mac, 5000);
+    assert.equal(t.get(vms[0].mac)?.state, 'initrd', 'the earlier boot got that far');
+    t.bootsAgain(vms[0].mac, 6000);
+    assert.deepEqual([t.get(vms[0].mac)?.state, t.get(vms[0].mac)?.launchedAt], ['launched', 6000]);
+    t.event({ t: 6500, type: 'dhcp.discover', mac: vms[0].mac });
+    assert.equal(t.get(vms[0].mac)?.state, 'dhcp', 'the new boot moves it forward');
+    t.sshUp(vms[1].mac, 7000);
+    t.bootsAgain(vms[1].mac, 8000);
+    assert.equal(t.get(vms[1].mac)?.state, 'ssh', 'a VM up is not taken back');
+  });
 });
 
 describe('boot deadlines that follow progress', () => {

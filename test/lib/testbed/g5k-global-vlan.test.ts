@@ -26,7 +26,12 @@ sites:
   - { name: nancy, vms: 6, clusters: [{ name: grappe, queue: production, hosts: [grappe-1, grappe-2, grappe-3, grappe-4] }] }
   - { name: rennes, vms: 4, clusters: [{ name: paravance, hosts: [paravance-1, paravance-2, paravance-3] }] }
 `;
-  return { config: parseConfigText(text, 'g5k-global.yaml'), source: 'g5k-global.yaml', baseDir: '.' };
+  return {
+    config: parseConfigText(text, 'g5k-global.yaml'),
+    source: 'g5k-global.yaml',
+    baseDir: '.',
+    file: '.',
+  };
 }
 
 describe('setup on g5k with a global KaVLAN across two sites', () => {

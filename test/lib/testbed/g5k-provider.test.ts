@@ -39,7 +39,7 @@ sites:
   - { name: nancy, clusters: [${nancy}] }
   - { name: rennes, clusters: [{ name: paravance, hosts: 2 }] }
 `;
-  return { config: parseConfigText(text, 'g5k-t.yaml'), source: 'g5k-t.yaml', baseDir: '.' };
+  return { config: parseConfigText(text, 'g5k-t.yaml'), source: 'g5k-t.yaml', baseDir: '.', file: '.' };
 }
 
 describe('g5k provider against the embedded API', () => {
@@ -299,7 +299,7 @@ describe("the README's Grid'5000 example against the embedded API", () => {
     const config = parseConfigText(example, 'README.md');
     config.api.url = api.url;
     config.api.credentials = 'none';
-    const result = await setupTestbed({ config, source: 'README.md', baseDir: '.' }, opts, ctx);
+    const result = await setupTestbed({ config, source: 'README.md', baseDir: '.', file: '.' }, opts, ctx);
     assert.equal(result.phase, 'vlan', 'reinstalled and in the KaVLAN');
     assert.deepEqual(
       result.jobs.map((j) => [j.site, j.queue, j.state]),

@@ -25,7 +25,7 @@ vms: { perHost: 2, flavour: { memoryMB: 512 } }
 sites:
   - { name: nancy, vms: 5, clusters: [{ name: grappe, queue: production, hosts: [grappe-1, grappe-2, grappe-3, grappe-4] }] }
 `;
-  return { config: parseConfigText(text, 'g5k-r.yaml'), source: 'g5k-r.yaml', baseDir: '.' };
+  return { config: parseConfigText(text, 'g5k-r.yaml'), source: 'g5k-r.yaml', baseDir: '.', file: '.' };
 }
 
 describe('setup on g5k: reinstall and KaVLAN', () => {

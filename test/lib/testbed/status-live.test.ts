@@ -41,6 +41,7 @@ const ctx = { logger: silentLogger, progress: silentProgress };
 const config = parseConfigText(
   `name: status-live
 provider: local
+local: { via: direct }
 network: { prefix: 127.83.0.0/16 }
 sites:
   - name: nancy

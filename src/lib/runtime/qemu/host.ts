@@ -98,18 +98,42 @@ export async function vmStatus(session: SshSession, testbed: string, vm: string)
   }
 }
 
+/** Launches the VM unless its QEMU runs already; says what it found (a resumed setup adopts it). */
 export async function powerOn(
   session: SshSession,
   testbed: string,
   vm: HostVm,
   opts: QemuOptions,
-): Promise<void> {
-  if ((await vmStatus(session, testbed, vm.name)) !== 'off') return;
+): Promise<'started' | Exclude<PowerState, 'off'>> {
+  const found = await vmStatus(session, testbed, vm.name);
+  if (found !== 'off') return found;
   const r = await session.exec(launchScript(testbed, vm, opts));
   if (r.code !== 0)
     throw new Error(
       `cannot start ${vm.name} on ${session.host}: ${r.error ?? (r.stderr || r.stdout).trim()}`,
     );
+  return 'started';
+}
+
+/**
+ * A fresh network boot of the VM: launched when its QEMU is gone, else reset and let run (a VM
+ * paused, or hung in its firmware, boots again from the start).
+ */
+export async function bootAgain(
+  session: SshSession,
+  testbed: string,
+  vm: HostVm,
+  opts: QemuOptions,
+): Promise<void> {
+  if ((await powerOn(session, testbed, vm, opts)) === 'started') return;
+  const qmp = await qmpConnect(await session.openUnixSocket(vmPaths(testbed, vm.name).qmp));
+  try {
+    // running again first (a no-op for a running VM), then a fresh boot
+    await qmp.execute('cont');
+    await qmp.execute('system_reset');
+  } finally {
+    qmp.close();
+  }
 }
 
 export async function powerOff(session: SshSession, testbed: string, vm: string): Promise<void> {

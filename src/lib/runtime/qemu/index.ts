@@ -76,7 +76,7 @@ async function prepareHosts(ctx: RuntimeContext, vms: boolean): Promise<VmHosts>
   return {
     ...nothing,
     accel,
-    launchVms: () =>
+    launchVms: ({ retries }) =>
       launchVms(
         store,
         state,
@@ -87,6 +87,7 @@ async function prepareHosts(ctx: RuntimeContext, vms: boolean): Promise<VmHosts>
           // TCG boots take ~25 s alone; many at once on few cores take longer.
           bootTimeoutMs: accel === 'kvm' ? 180_000 : 600_000,
           window: 4,
+          retries,
         },
         progress,
         logger,

@@ -20,7 +20,7 @@ import type { ServiceProbe } from '../service-nodes.js';
 import { isGrid5000Api } from './addresses.js';
 import { recordPhase, type SetupContext, type SetupOptions } from './context.js';
 import { joinVlans, type VlanOutcome } from './kavlan.js';
-import { buildMachines, buildsLocalMachines, checkMachinesPossible } from './machines.js';
+import { buildMachines, buildsLocalMachines, checkMachinesPossible, twinMachines } from './machines.js';
 import { runSshPhases } from './over-ssh.js';
 import { discoverAndPlan } from './plan.js';
 import type { HostPrepResult } from './prepare-hosts.js';
@@ -106,7 +106,8 @@ export async function setupTestbed(
       logger: ctx.logger,
       source: loaded.source,
       stateDir: store.dir,
-      startTwin: true,
+      startTwin: { file: loaded.file, machines: twinMachines(opts) },
+      needsMachines: !opts.reserveOnly,
     });
     await routeSsh(state.config, loaded.source, KnownHosts.at(store.layout.knownHosts));
     return await runPhases(

@@ -3,7 +3,9 @@
 // and a node binary (testbed/service-bundle.ts, copied once per bundle), its planned config
 // (mode 0600: it holds the control secret), then recipes/service-node/debian-ssh.yaml, which
 // installs what is missing from Debian's archive and starts the daemon; then the controller checks
-// the control endpoint answers with the testbed's secret.
+// the control endpoint answers with the testbed's secret. With the dnsmasq backend, dnsmasq takes
+// DHCP, TFTP and DNS from a config rendered here for the node's own paths and NIC
+// (debian-ssh-dnsmasq.yaml), and the daemon keeps the rest, as on the local provider's direct path.
 // Resume: a service node the state records as started and that answers is left running; any
 // other is stopped (the recipe's down phase) and installed again.
 import { readFile } from 'node:fs/promises';
@@ -14,6 +16,7 @@ import { InputError, TestbedError } from '../../errors.js';
 import { parsePrefix } from '../../net/ipv4.js';
 import { loadRecipe, runRecipe, type Target } from '../../recipes/recipe.js';
 import { serviceNodeConfigSchema } from '../../services/config.js';
+import { renderDnsmasqConfig, splitRoles } from '../../services/dnsmasq/config.js';
 import { serviceNodeConfigs } from '../../services/from-plan.js';
 import { sq } from '../../shell.js';
 import { KnownHosts } from '../../ssh/known-hosts.js';
@@ -45,6 +48,9 @@ export interface ServiceInstallOptions {
 
 const defaultWindow = 6;
 
+/** Where Debian's dnsmasq-base puts it (the service node's PATH over SSH may lack /usr/sbin). */
+const debianDnsmasq = '/usr/sbin/dnsmasq';
+
 /**
  * Puts the service node's VM-network address on a NIC unless some NIC has it already: the one the
  * SSH session came through (on Grid'5000 the primary NIC, in the KaVLAN with the VMs). Prints the NIC.
@@ -65,11 +71,7 @@ export async function installServiceNodesOverSsh(
   opts: ServiceInstallOptions,
 ): Promise<ServiceProbe[]> {
   const { store, state, plan, progress, logger } = ctx;
-  if (state.config.services.backend !== 'builtin') {
-    throw new InputError(
-      `services.backend ${state.config.services.backend}: service nodes installed over SSH run the builtin backend only`,
-    );
-  }
+  const backend = state.config.services.backend;
   const remote = remoteServiceLayout(opts.remoteRoot ?? serviceNodeRoot, state.config.name);
   // DNS answers a host's name with its address when the map gives one (not a name to resolve)
   const hostIps = new Map([...opts.addresses].filter(([, address]) => isIPv4(address)));
@@ -78,7 +80,9 @@ export async function installServiceNodesOverSsh(
   const missing = inputs.filter((c) => !opts.addresses.has(c.name)).map((c) => c.name);
   if (missing.length) throw new InputError(`no SSH address for service node(s) ${missing.join(', ')}`);
   const privateKey = await readFile(opts.keyFile);
-  const recipe = await loadRecipe('service-node/debian-ssh.yaml');
+  const recipe = await loadRecipe(
+    backend === 'dnsmasq' ? 'service-node/debian-ssh-dnsmasq.yaml' : 'service-node/debian-ssh.yaml',
+  );
   const bundle = await progress.step('Pack the service node bundle', () =>
     serviceBundle(store.layout.serviceBundle),
   );
@@ -140,7 +144,27 @@ export async function installServiceNodesOverSsh(
     const pkg = await shipBundle(session, bundle, remote.packageDir, input.name);
     const config = serviceNodeConfigSchema.parse({ ...input, interface: nic });
     const files = remote.serviceNode(config.name, config.site);
+    let daemonConfig = config;
+    let dnsmasqVars = {};
+    if (backend === 'dnsmasq') {
+      // dnsmasq takes the roles it can serve; the daemon keeps the rest (HTTP, radvd, control)
+      const roles = splitRoles(config);
+      daemonConfig = { ...config, roles: roles.builtin };
+      await must(
+        'writing its dnsmasq config',
+        `mkdir -p ${sq(files.dnsmasqDir)} && cat >${sq(files.dnsmasqConf)}`,
+        Buffer.from(renderDnsmasqConfig({ ...config, roles: roles.dnsmasq }, { runDir: files.dnsmasqDir })),
+      );
+      dnsmasqVars = {
+        dnsmasq: debianDnsmasq,
+        dnsmasqConf: files.dnsmasqConf,
+        runDir: files.dnsmasqDir,
+        dnsmasqLog: files.dnsmasqLog,
+        dnsmasqPidFile: files.dnsmasqPid,
+      };
+    }
     const vars = {
+      ...dnsmasqVars,
       node: pkg.node,
       cli: pkg.cli,
       config: files.config,
@@ -157,7 +181,7 @@ export async function installServiceNodesOverSsh(
     await must(
       'writing its config',
       `umask 077 && mkdir -p ${sq(files.dir)} && cat >${sq(`${files.config}.tmp`)} && mv ${sq(`${files.config}.tmp`)} ${sq(files.config)}`,
-      Buffer.from(`${JSON.stringify(config, null, 2)}\n`),
+      Buffer.from(`${JSON.stringify(daemonConfig, null, 2)}\n`),
     );
     recordServiceNodeStarting(state, input.name, files.pid);
     await store.write(state);

@@ -20,8 +20,18 @@ export function buildsLocalMachines(config: TestbedState['config'], options: Set
 
 /** Checked before anything is reserved, so a run that could not build the machines changes nothing. */
 export function checkMachinesPossible(config: TestbedState['config'], options: SetupOptions): void {
-  // the twin's machines are namespaces on this machine too
-  if (buildsLocalMachines(config, options) || throughTwin(config)) checkLocalNetworkPossible();
+  // the twin's machines are namespaces on this machine too (a reservation only needs its records)
+  if (buildsLocalMachines(config, options) || (throughTwin(config) && twinMachines(options))) {
+    checkLocalNetworkPossible();
+  }
+}
+
+/**
+ * Whether the twin setup starts brings up machines: always but for a `--reserve-only` without
+ * root, which is served the records only (as the embedded API serves them on the direct path).
+ */
+export function twinMachines(options: SetupOptions): boolean {
+  return !options.reserveOnly || process.getuid?.() === 0;
 }
 
 export async function buildMachines(ctx: PlannedContext): Promise<{ topology: Topology; hosts: SshProbe[] }> {

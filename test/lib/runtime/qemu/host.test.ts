@@ -50,6 +50,8 @@ describe('QEMU runtime on a local host, over SSH', { skip, timeout: 240_000 }, (
     home = await mkdtemp(join(tmpdir(), 'kb-qemu-'));
     process.env.KABOOTSTRAP_HOME = home;
     const loaded = await loadConfig(join(root, 'recipes/local-small.yaml'));
+    // the direct path: this test reaches the testbed's own namespaces and service roots
+    loaded.config.local.via = 'direct';
     loaded.config.name = name;
     loaded.config.network.prefix = '10.222.0.0/16';
     result = await setupTestbed(loaded, { waitTimeoutMs: 30_000, vms: false }, ctx);
