@@ -36,7 +36,9 @@ export function versions() {
     node: process.version,
     // a run on uncommitted changes says so: the commit alone would name code that did not run
     kabootstrap: `${out('git', ['-C', repoRoot, 'rev-parse', '--short', 'HEAD'])}${
-      out('git', ['-C', repoRoot, 'status', '--porcelain', '--untracked-files=no']) ? ' with uncommitted changes' : ''
+      out('git', ['-C', repoRoot, 'status', '--porcelain', '--untracked-files=no'])
+        ? ' with uncommitted changes'
+        : ''
     }`,
     pdsh: out('pdsh', ['-V']).split('\n')[0],
     clush: out('clush', ['--version']),

@@ -1,12 +1,14 @@
 // The real binary, as a user runs it: exit codes, one-line errors, --json on stdout.
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { isAlive } from '../../src/lib/pid.js';
 import type { Plan } from '../../src/lib/planner/plan.js';
-import { kb, root } from '../helpers/cli.js';
+import { bin, kb, root } from '../helpers/cli.js';
 import { referenceFixture } from '../helpers/env.js';
 import { g5kConfig, serveTestbedApi } from '../helpers/g5k.js';
 
@@ -87,6 +89,59 @@ describe('kabootstrap setup --dry-run', () => {
       assert.equal(r.code, 2, args.join(' '));
       assert.equal(r.stderr, `kabootstrap: ${line}\n`, args.join(' '));
     }
+  });
+});
+
+// As a user without root: the twin setup starts serves the records only (it cannot make
+// namespaces), so a reservation works and going further is refused with one line.
+describe('local testbed reservations without root', {
+  skip: (process.getuid?.() !== 0 || !existsSync('/usr/sbin/runuser')) && 'needs root to become nobody',
+}, () => {
+  it('setup --reserve-only through a records-only twin, status, setup refused, teardown', async () => {
+    const nobodyHome = await mkdtemp(join(tmpdir(), 'kb-cli-nobody-'));
+    await chmod(nobodyHome, 0o777);
+    const asNobody = (args: string[]) =>
+      new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
+        execFile(
+          'runuser',
+          [
+            '-u',
+            'nobody',
+            '--',
+            'env',
+            `HOME=${nobodyHome}`,
+            `KABOOTSTRAP_HOME=${nobodyHome}/kb`,
+            process.execPath,
+            bin,
+            ...args,
+          ],
+          { cwd: root, timeout: 60_000 },
+          (err, stdout, stderr) =>
+            resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr }),
+        ),
+      );
+    const setup = await asNobody(['setup', '--reserve-only', '--json', '-q']);
+    assert.equal(setup.code, 0, setup.stderr);
+    assert.equal(JSON.parse(setup.stdout).phase, 'discovered');
+    const twin = JSON.parse(
+      await readFile(join(nobodyHome, 'kb', 'local-small', 'twin-process.json'), 'utf8'),
+    );
+    assert.equal(twin.machines, false);
+    assert.match(await readFile(`/proc/${twin.pid}/cmdline`, 'utf8'), /\0--no-machines\0/);
+    const status = await asNobody(['status', '--json', '-q']);
+    assert.equal(status.code, 0, status.stderr);
+    assert.deepEqual(JSON.parse(status.stdout).machineCounts, { up: 0, down: 0, unknown: 0, reserved: 6 });
+    const further = await asNobody(['setup', '-q']);
+    assert.equal(further.code, 2);
+    assert.equal(
+      further.stderr,
+      'kabootstrap: kabootstrap setup of the local testbed needs root (it creates network namespaces); run it as root\n',
+    );
+    const down = await asNobody(['teardown', '-q']);
+    assert.equal(down.code, 0, down.stderr);
+    assert.match(down.stdout, /torn down: 2 job\(s\) released/);
+    assert.equal(existsSync(join(nobodyHome, 'kb', 'local-small')), false);
+    assert.equal(isAlive(twin.pid), false, 'the twin stopped');
   });
 });
 
