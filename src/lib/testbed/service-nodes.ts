@@ -99,20 +99,11 @@ export async function writeServiceNodeFiles(
   let extra = {};
   let daemonConfig = config;
   if (backend === 'dnsmasq') {
-    // dnsmasq takes the roles it can serve; the builtin daemon keeps the rest (HTTP).
-    const roles = splitRoles(config);
-    const runDir = files.dnsmasqDir;
-    await mkdir(runDir, { recursive: true });
-    const dnsmasqConf = files.dnsmasqConf;
-    await writeFile(dnsmasqConf, renderDnsmasqConfig({ ...config, roles: roles.dnsmasq }, { runDir }));
-    daemonConfig = { ...config, roles: roles.builtin };
-    extra = {
-      dnsmasq: findDnsmasq(),
-      dnsmasqConf,
-      runDir,
-      dnsmasqLog: files.dnsmasqLog,
-      dnsmasqPidFile: files.dnsmasqPid,
-    };
+    const split = dnsmasqShare(config, files, findDnsmasq());
+    await mkdir(files.dnsmasqDir, { recursive: true });
+    await writeFile(files.dnsmasqConf, split.dnsmasqConf);
+    daemonConfig = split.daemonConfig;
+    extra = split.vars;
   }
   await writePrivateFile(file, `${JSON.stringify(daemonConfig, null, 2)}\n`);
   return {
@@ -127,6 +118,26 @@ export async function writeServiceNodeFiles(
     logFile: files.log,
     pidFile: files.pid,
     controlPort: config.ports.events,
+  };
+}
+
+/**
+ * The dnsmasq backend on a service node (here or over SSH): dnsmasq takes the roles it can serve,
+ * from a config rendered for the node's own files; the builtin daemon keeps the rest (HTTP, radvd,
+ * control). Answers the daemon's config, dnsmasq's, and the recipe's dnsmasq variables.
+ */
+export function dnsmasqShare(config: ServiceNodeConfig, files: ServiceNodeFiles, dnsmasq: string) {
+  const roles = splitRoles(config);
+  return {
+    daemonConfig: { ...config, roles: roles.builtin },
+    dnsmasqConf: renderDnsmasqConfig({ ...config, roles: roles.dnsmasq }, { runDir: files.dnsmasqDir }),
+    vars: {
+      dnsmasq,
+      dnsmasqConf: files.dnsmasqConf,
+      runDir: files.dnsmasqDir,
+      dnsmasqLog: files.dnsmasqLog,
+      dnsmasqPidFile: files.dnsmasqPid,
+    },
   };
 }
 

@@ -12,7 +12,7 @@ import type { Progress } from '../../progress.js';
 import { KnownHosts } from '../../ssh/known-hosts.js';
 import { execOnce, openSession } from '../../ssh/pool.js';
 import type { SshSession } from '../../ssh/session.js';
-import { waitForSsh } from '../../ssh/wait.js';
+import { identifies, waitForSsh } from '../../ssh/wait.js';
 import { readControlSecret } from '../../state/control-secret.js';
 import { type StateStore, type TestbedState, upsertResource } from '../../state/store.js';
 import { type BootTracker, deadlinesFrom, noSshReason, type VmBoot } from '../boot-tracker.js';
@@ -148,7 +148,7 @@ async function adopt(
       'kb-agent identify',
       10_000,
     ).catch(() => null);
-    if (r?.code === 0 && r.stdout.includes(vm.mac)) {
+    if (r?.code === 0 && identifies({ mac: vm.mac }, r.stdout) === null) {
       tracker.sshUp(vm.mac, Date.now());
       return;
     }
@@ -176,7 +176,7 @@ async function waitForBoot(
     exec: (v, command, t) =>
       execOnce({ host: v.ip, node: v.name, ...login, timeoutMs: Math.min(t, 20_000) }, command, t),
     command: 'kb-agent identify',
-    check: (v, r) => (r.stdout.includes(v.mac) ? null : 'another system answered'),
+    check: (v, r) => identifies({ mac: v.mac }, r.stdout),
     // from its launch, held off while the boots move forward (TCG guests queue for the CPU)
     deadline: (v) => tracker.deadline(v.mac, rule),
     intervalMs: 1000,

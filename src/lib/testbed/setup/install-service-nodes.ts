@@ -16,7 +16,6 @@ import { InputError, TestbedError } from '../../errors.js';
 import { parsePrefix } from '../../net/ipv4.js';
 import { loadRecipe, runRecipe, type Target } from '../../recipes/recipe.js';
 import { serviceNodeConfigSchema } from '../../services/config.js';
-import { renderDnsmasqConfig, splitRoles } from '../../services/dnsmasq/config.js';
 import { serviceNodeConfigs } from '../../services/from-plan.js';
 import { sq } from '../../shell.js';
 import { KnownHosts } from '../../ssh/known-hosts.js';
@@ -32,7 +31,7 @@ import {
 } from '../../state/service-nodes.js';
 import { upsertResource } from '../../state/store.js';
 import { serviceBundle, shipBundle } from '../service-bundle.js';
-import { probeService, type ServiceProbe } from '../service-nodes.js';
+import { dnsmasqShare, probeService, type ServiceProbe } from '../service-nodes.js';
 import type { SshPhaseContext } from './context.js';
 
 export interface ServiceInstallOptions {
@@ -147,21 +146,14 @@ export async function installServiceNodesOverSsh(
     let daemonConfig = config;
     let dnsmasqVars = {};
     if (backend === 'dnsmasq') {
-      // dnsmasq takes the roles it can serve; the daemon keeps the rest (HTTP, radvd, control)
-      const roles = splitRoles(config);
-      daemonConfig = { ...config, roles: roles.builtin };
+      const split = dnsmasqShare(config, files, debianDnsmasq);
+      daemonConfig = split.daemonConfig;
       await must(
         'writing its dnsmasq config',
         `mkdir -p ${sq(files.dnsmasqDir)} && cat >${sq(files.dnsmasqConf)}`,
-        Buffer.from(renderDnsmasqConfig({ ...config, roles: roles.dnsmasq }, { runDir: files.dnsmasqDir })),
+        Buffer.from(split.dnsmasqConf),
       );
-      dnsmasqVars = {
-        dnsmasq: debianDnsmasq,
-        dnsmasqConf: files.dnsmasqConf,
-        runDir: files.dnsmasqDir,
-        dnsmasqLog: files.dnsmasqLog,
-        dnsmasqPidFile: files.dnsmasqPid,
-      };
+      dnsmasqVars = split.vars;
     }
     const vars = {
       ...dnsmasqVars,
